@@ -1,0 +1,60 @@
+/**
+ * Named diagnostics channels. The data path publishes; the access log, metrics,
+ * registry and dashboard subscribe — so the hot path imports none of them
+ * (the pattern of undici's lib/core/diagnostics.js).
+ *
+ * Publishing to a channel without subscribers costs one property check.
+ */
+import * as diagnosticsChannel from 'node:diagnostics_channel';
+import type { ConnectionContext } from './context.js';
+import type { ProxyError } from './errors.js';
+
+export const ChannelName = {
+  connOpen: 'mptcp-proxy:conn:open',
+  connClose: 'mptcp-proxy:conn:close',
+  dialError: 'mptcp-proxy:dial:error',
+  upstreamConnected: 'mptcp-proxy:upstream:connected',
+} as const;
+
+export interface ConnOpenMessage {
+  ctx: ConnectionContext;
+}
+
+/** Why a connection ended, from the relay's or the front-end's point of view. */
+export interface ConnCloseMessage {
+  ctx: ConnectionContext;
+  durationMs: number;
+  /** Which side finished first ('downstream' = the client closed or errored first). */
+  endedBy: 'downstream' | 'upstream' | 'proxy';
+  error?: ProxyError | Error;
+}
+
+export interface DialErrorMessage {
+  ctx: ConnectionContext;
+  error: ProxyError;
+}
+
+export interface UpstreamConnectedMessage {
+  ctx: ConnectionContext;
+  connectMs: number;
+}
+
+export const channels = {
+  connOpen: diagnosticsChannel.channel(ChannelName.connOpen),
+  connClose: diagnosticsChannel.channel(ChannelName.connClose),
+  dialError: diagnosticsChannel.channel(ChannelName.dialError),
+  upstreamConnected: diagnosticsChannel.channel(ChannelName.upstreamConnected),
+};
+
+export function publishConnOpen(msg: ConnOpenMessage): void {
+  if (channels.connOpen.hasSubscribers) channels.connOpen.publish(msg);
+}
+export function publishConnClose(msg: ConnCloseMessage): void {
+  if (channels.connClose.hasSubscribers) channels.connClose.publish(msg);
+}
+export function publishDialError(msg: DialErrorMessage): void {
+  if (channels.dialError.hasSubscribers) channels.dialError.publish(msg);
+}
+export function publishUpstreamConnected(msg: UpstreamConnectedMessage): void {
+  if (channels.upstreamConnected.hasSubscribers) channels.upstreamConnected.publish(msg);
+}

@@ -1,0 +1,77 @@
+/**
+ * The per-connection context, created by a listener at accept and passed to every
+ * phase (handshake → decide → dial → relay → account). Fields are added by type here,
+ * never by monkey-patching the socket.
+ */
+import type { Logger } from './logger.js';
+import type { TargetAddress } from './errors.js';
+import { nextConnectionId } from './ids.js';
+
+export type FrontendKind = 'http' | 'socks5' | 'tcp-forward' | 'transparent';
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+/** Facts about one side's socket, read once when it is established. */
+export interface SocketFacts {
+  remote: Endpoint;
+  local: Endpoint;
+  /** True when the kernel says this connection runs MPTCP (not fallen back to TCP). */
+  mptcp: boolean;
+}
+
+/** Byte counters, updated by the relay (and by front-ends for bytes they consume themselves). */
+export interface ByteCounters {
+  /** Bytes read from the client. */
+  fromDownstream: number;
+  /** Bytes read from the server. */
+  fromUpstream: number;
+}
+
+export interface ConnectionContext {
+  readonly id: string;
+  readonly listener: string;
+  readonly frontend: FrontendKind;
+  readonly downstream: SocketFacts;
+  /** performance.now() at accept, for durations. */
+  readonly startedAt: number;
+  readonly startedAtWall: Date;
+  readonly log: Logger;
+  readonly bytes: ByteCounters;
+  /** Where the client asked to go; set by the front-end once known. */
+  target?: TargetAddress;
+  /** The upstream socket's facts; set by the dialer's caller once connected. */
+  upstream?: SocketFacts;
+  /** Number of MPTCP subflows seen on the downstream connection (sampled at close). */
+  downstreamSubflows?: number;
+  /** Front-end specific access-log fields (method, status, user...). */
+  readonly access: Record<string, string | number | boolean | undefined>;
+}
+
+export interface NewContextOptions {
+  listener: string;
+  frontend: FrontendKind;
+  downstream: SocketFacts;
+  log: Logger;
+}
+
+export function createConnectionContext(opts: NewContextOptions): ConnectionContext {
+  const id = nextConnectionId();
+  return {
+    id,
+    listener: opts.listener,
+    frontend: opts.frontend,
+    downstream: opts.downstream,
+    startedAt: performance.now(),
+    startedAtWall: new Date(),
+    log: opts.log.child({ conn: id }),
+    bytes: { fromDownstream: 0, fromUpstream: 0 },
+    access: {},
+  };
+}
+
+export function formatEndpoint(e: Endpoint): string {
+  return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}

@@ -1,0 +1,111 @@
+/**
+ * A small structured logger: one JSON object per line (or a compact text line),
+ * level-filtered, with bound fields for children (e.g. the connection id).
+ *
+ * Why our own: the hot path logs once per connection at most, and a dependency-free
+ * logger keeps `core/` importing nothing.
+ */
+
+export const LogLevels = ['debug', 'info', 'warn', 'error', 'silent'] as const;
+export type LogLevel = (typeof LogLevels)[number];
+export type LogFormat = 'json' | 'text';
+export type LogFields = Record<string, unknown>;
+
+const rank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
+
+export interface LogSink {
+  write(line: string): void;
+}
+
+export interface Logger {
+  readonly level: LogLevel;
+  debug(msg: string, fields?: LogFields): void;
+  info(msg: string, fields?: LogFields): void;
+  warn(msg: string, fields?: LogFields): void;
+  error(msg: string, fields?: LogFields): void;
+  isEnabled(level: LogLevel): boolean;
+  child(fields: LogFields): Logger;
+}
+
+export interface LoggerOptions {
+  level?: LogLevel;
+  format?: LogFormat;
+  sink?: LogSink;
+  fields?: LogFields;
+}
+
+function serializeError(err: Error): LogFields {
+  const out: LogFields = { name: err.name, message: err.message };
+  const e = err as Error & { code?: unknown; errno?: unknown; syscall?: unknown; side?: unknown };
+  if (e.code !== undefined) out.code = e.code;
+  if (e.errno !== undefined) out.errno = e.errno;
+  if (e.syscall !== undefined) out.syscall = e.syscall;
+  if (e.side !== undefined) out.side = e.side;
+  if (err.cause instanceof Error) out.cause = serializeError(err.cause);
+  return out;
+}
+
+function replacer(_key: string, value: unknown): unknown {
+  if (value instanceof Error) return serializeError(value);
+  if (typeof value === 'bigint') return value.toString();
+  return value;
+}
+
+function formatText(level: LogLevel, msg: string, fields: LogFields): string {
+  const parts = [new Date().toISOString(), level.toUpperCase().padEnd(5), msg];
+  for (const [k, v] of Object.entries(fields)) {
+    if (v === undefined) continue;
+    const s = typeof v === 'string' ? v : JSON.stringify(v, replacer);
+    parts.push(`${k}=${s}`);
+  }
+  return parts.join(' ') + '\n';
+}
+
+class LineLogger implements Logger {
+  readonly level: LogLevel;
+  readonly #format: LogFormat;
+  readonly #sink: LogSink;
+  readonly #fields: LogFields;
+
+  constructor(opts: Required<LoggerOptions>) {
+    this.level = opts.level;
+    this.#format = opts.format;
+    this.#sink = opts.sink;
+    this.#fields = opts.fields;
+  }
+
+  isEnabled(level: LogLevel): boolean {
+    return rank[level] >= rank[this.level];
+  }
+
+  #log(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (!this.isEnabled(level)) return;
+    const all = fields ? { ...this.#fields, ...fields } : this.#fields;
+    const line =
+      this.#format === 'json'
+        ? JSON.stringify({ time: new Date().toISOString(), level, msg, ...all }, replacer) + '\n'
+        : formatText(level, msg, all);
+    this.#sink.write(line);
+  }
+
+  debug(msg: string, fields?: LogFields): void { this.#log('debug', msg, fields); }
+  info(msg: string, fields?: LogFields): void { this.#log('info', msg, fields); }
+  warn(msg: string, fields?: LogFields): void { this.#log('warn', msg, fields); }
+  error(msg: string, fields?: LogFields): void { this.#log('error', msg, fields); }
+
+  child(fields: LogFields): Logger {
+    return new LineLogger({ level: this.level, format: this.#format, sink: this.#sink, fields: { ...this.#fields, ...fields } });
+  }
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  return new LineLogger({
+    level: opts.level ?? 'info',
+    format: opts.format ?? 'json',
+    sink: opts.sink ?? process.stdout,
+    fields: opts.fields ?? {},
+  });
+}
+
+/** A logger that drops everything, for tests and library use. */
+export const silentLogger: Logger = createLogger({ level: 'silent', sink: { write() {} } });

@@ -1,0 +1,26 @@
+/**
+ * The shape every front-end has (http, socks5, tcp-forward, transparent): a factory
+ * that takes the shared dependencies and its own config, returning an object whose
+ * `handle` owns one accepted client socket from handshake to close.
+ *
+ * `handle` never throws: protocol errors become protocol replies (HTTP status, SOCKS REP)
+ * and a log line; it resolves when the connection is fully closed.
+ */
+import type { Socket } from 'node:net';
+import type { ConnectionContext, FrontendKind } from '../core/context.js';
+import type { Logger } from '../core/logger.js';
+import type { Dial } from '../upstream/types.js';
+import type { Relay } from '../relay/types.js';
+import type { AccessPolicy } from '../access/types.js';
+
+export interface FrontendDeps {
+  dial: Dial;
+  relay: Relay;
+  access: AccessPolicy;
+  log: Logger;
+}
+
+export interface Frontend {
+  readonly kind: FrontendKind;
+  handle(socket: Socket, ctx: ConnectionContext): Promise<void>;
+}
