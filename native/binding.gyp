@@ -1,0 +1,16 @@
+{
+  "targets": [
+    {
+      "target_name": "mptcp_native",
+      "sources": [
+        "src/addon.c",
+        "src/common.c",
+        "src/socket-ops.c",
+        "src/mptcp-info.c"
+      ],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags_c": ["-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+      "cflags!": ["-fno-exceptions"]
+    }
+  ]
+}

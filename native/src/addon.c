@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * mptcp_native: the system calls Node's `net` cannot make (IPPROTO_MPTCP sockets and
+ * the SOL_MPTCP getsockopts). Loaded and given meaning by src/mptcp/native.ts.
+ */
+#include <node_api.h>
+
+#include "common.h"
+#include "mptcp-info.h"
+#include "socket-ops.h"
+
+static napi_value init(napi_env env, napi_value exports)
+{
+	napi_value constants = mpx_socket_constants(env);
+	if (constants == NULL)
+		return NULL;
+	napi_property_descriptor props[] = {
+		{ "socket", NULL, mpx_js_socket, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "setIntOption", NULL, mpx_js_set_int_option, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "setStringOption", NULL, mpx_js_set_string_option, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "bind", NULL, mpx_js_bind, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "listen", NULL, mpx_js_listen, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "close", NULL, mpx_js_close, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "dup", NULL, mpx_js_dup, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "localAddress", NULL, mpx_js_local_address, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "remoteAddress", NULL, mpx_js_remote_address, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "originalDestination", NULL, mpx_js_original_destination, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "isMptcp", NULL, mpx_js_is_mptcp, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "mptcpInfo", NULL, mpx_js_mptcp_info, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "subflows", NULL, mpx_js_subflows, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "constants", NULL, NULL, NULL, NULL, constants, napi_enumerable, NULL },
+	};
+	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
+	return exports;
+}
+
+NAPI_MODULE_INIT()
+{
+	return init(env, exports);
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MPX_SOCKET_OPS_H
+#define MPX_SOCKET_OPS_H
+
+#include <node_api.h>
+
+napi_value mpx_js_socket(napi_env env, napi_callback_info info);
+napi_value mpx_js_set_int_option(napi_env env, napi_callback_info info);
+napi_value mpx_js_set_string_option(napi_env env, napi_callback_info info);
+napi_value mpx_js_bind(napi_env env, napi_callback_info info);
+napi_value mpx_js_listen(napi_env env, napi_callback_info info);
+napi_value mpx_js_close(napi_env env, napi_callback_info info);
+napi_value mpx_js_dup(napi_env env, napi_callback_info info);
+napi_value mpx_js_local_address(napi_env env, napi_callback_info info);
+napi_value mpx_js_remote_address(napi_env env, napi_callback_info info);
+napi_value mpx_js_original_destination(napi_env env, napi_callback_info info);
+/* Fills `exports.constants` with the option numbers the TS layer passes back in. */
+napi_value mpx_socket_constants(napi_env env);
+
+#endif
