@@ -3,6 +3,9 @@
  * that takes the shared dependencies and its own config, returning an object whose
  * `handle` owns one accepted client socket from handshake to close.
  *
+ * The socket arrives with nothing reading it: bytes the client sends early wait in its
+ * buffer until the front-end attaches a 'data' listener or reads (the relay does so itself).
+ *
  * `handle` never throws: protocol errors become protocol replies (HTTP status, SOCKS REP)
  * and a log line; it resolves when the connection is fully closed.
  */

@@ -1,0 +1,38 @@
+/**
+ * The access log: one line per proxied connection, written when it closes.
+ * It subscribes to the conn:close channel, so the data path never calls it.
+ */
+import * as diagnosticsChannel from 'node:diagnostics_channel';
+import { ChannelName, type ConnCloseMessage } from './channels.js';
+import { formatEndpoint } from './context.js';
+import { formatTarget } from './errors.js';
+import type { Logger } from './logger.js';
+
+/** Fields of one access-log line; exported so tests and docs agree on the names. */
+export function accessLogFields(msg: ConnCloseMessage): Record<string, unknown> {
+  const { ctx } = msg;
+  const err = msg.error as (Error & { code?: string }) | undefined;
+  return {
+    conn: ctx.id,
+    listener: ctx.listener,
+    frontend: ctx.frontend,
+    client: formatEndpoint(ctx.downstream.remote),
+    clientMptcp: ctx.downstream.mptcp,
+    ...(ctx.downstreamSubflows !== undefined ? { clientSubflows: ctx.downstreamSubflows } : {}),
+    ...(ctx.target ? { target: formatTarget(ctx.target) } : {}),
+    ...(ctx.upstream ? { upstream: formatEndpoint(ctx.upstream.remote), upstreamMptcp: ctx.upstream.mptcp } : {}),
+    ...ctx.access,
+    bytesUp: ctx.bytes.fromDownstream,
+    bytesDown: ctx.bytes.fromUpstream,
+    durationMs: Math.round(msg.durationMs * 10) / 10,
+    endedBy: msg.endedBy,
+    ...(err ? { error: err.code ?? err.message } : {}),
+  };
+}
+
+/** Starts writing access lines to `log`; returns the unsubscribe function. */
+export function startAccessLog(log: Logger): () => void {
+  const onClose = (message: unknown) => log.info('access', accessLogFields(message as ConnCloseMessage));
+  diagnosticsChannel.subscribe(ChannelName.connClose, onClose);
+  return () => diagnosticsChannel.unsubscribe(ChannelName.connClose, onClose);
+}

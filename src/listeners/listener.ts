@@ -1,0 +1,162 @@
+/**
+ * A listener: binds one address (MPTCP, with TCP fallback when configured), accepts,
+ * admits the client (network ACL, per-client limit), builds the connection context and
+ * hands the socket to its front-end. It publishes conn:open / conn:close; it does not
+ * know what the front-end speaks.
+ *
+ * Lifecycle: start() binds; close() stops accepting and waits for live connections to end;
+ * destroy() also destroys them. All idempotent.
+ */
+import { Server, type Socket } from 'node:net';
+import type { ListenerConfig } from '../config/types.js';
+import { createConnectionContext, type ConnectionContext, type SocketFacts } from '../core/context.js';
+import { publishConnClose, publishConnOpen } from '../core/channels.js';
+import type { Logger } from '../core/logger.js';
+import type { AccessPolicy } from '../access/types.js';
+import type { Frontend } from '../frontends/types.js';
+import { isMptcpSocket, listenMptcp, readMptcpInfo } from '../mptcp/index.js';
+
+/** Per-client concurrent connection counting (implemented in access/). */
+export interface ClientLimiter {
+  tryAcquire(address: string): boolean;
+  release(address: string): void;
+}
+
+export interface ListenerDeps {
+  frontend: Frontend;
+  access: AccessPolicy;
+  limiter: ClientLimiter;
+  log: Logger;
+}
+
+/** IPv4 clients of a dual-stack socket show up as ::ffff:a.b.c.d; logs and ACLs want a.b.c.d. */
+export function unmapAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+export class ProxyListener {
+  readonly config: ListenerConfig;
+  readonly #deps: ListenerDeps;
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  #mptcp = false;
+  #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
+  #closed: Promise<void> | undefined;
+
+  constructor(config: ListenerConfig, deps: ListenerDeps) {
+    this.config = config;
+    this.#deps = deps;
+    // allowHalfOpen: a client's FIN must not make Node close our sending side; the relay
+    // passes each FIN on separately. Accepted sockets start with no consumer, so bytes the
+    // client sends before the front-end reads (e.g. while tcp-forward dials) wait in the
+    // socket's buffer rather than being dropped.
+    this.#server = new Server({ allowHalfOpen: true, noDelay: true });
+    this.#server.on('connection', (s: Socket) => this.#onConnection(s));
+    this.#server.on('error', (err) => deps.log.error('listener error', { listener: config.name, err }));
+  }
+
+  /** True when the listening socket is MPTCP (clients may still fall back to TCP one by one). */
+  get mptcp(): boolean {
+    return this.#mptcp;
+  }
+
+  get connections(): number {
+    return this.#sockets.size;
+  }
+
+  /** The bound address, or undefined before start() / after close(). */
+  address(): { address: string; port: number } | undefined {
+    const a = this.#server.address();
+    return a && typeof a !== 'string' ? { address: a.address, port: a.port } : undefined;
+  }
+
+  async start(): Promise<void> {
+    if (this.#state !== 'new') return;
+    this.#state = 'starting';
+    const { listen, mptcp, backlog, reusePort, name, type } = this.config;
+    const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, mode: mptcp });
+    this.#mptcp = r.mptcp;
+    this.#state = 'listening';
+    this.#deps.log.info('listening', { listener: name, frontend: type, address: r.address.address, port: r.address.port, mptcp: r.mptcp });
+  }
+
+  /** Stops accepting; resolves when every live connection has ended. */
+  close(): Promise<void> {
+    this.#closed ??= new Promise<void>((resolve) => {
+      this.#state = 'closing';
+      if (!this.#server.listening) {
+        this.#state = 'closed';
+        resolve();
+        return;
+      }
+      this.#server.close(() => {
+        this.#state = 'closed';
+        resolve();
+      });
+    });
+    return this.#closed;
+  }
+
+  /** Stops accepting and destroys every live connection. */
+  async destroy(err?: Error): Promise<void> {
+    const closing = this.close();
+    for (const s of this.#sockets) s.destroy(err);
+    await closing;
+  }
+
+  #onConnection(socket: Socket): void {
+    const { log, access, limiter, frontend } = this.#deps;
+    const client = unmapAddress(socket.remoteAddress ?? '');
+    // 1. admit: client network, then the per-client limit
+    const decision = access.admitClient(client);
+    if (!decision.allowed) {
+      log.warn('client denied', { listener: this.config.name, client, rule: decision.rule });
+      socket.destroy();
+      return;
+    }
+    if (!limiter.tryAcquire(client)) {
+      log.warn('client over its connection limit', { listener: this.config.name, client });
+      socket.destroy();
+      return;
+    }
+    // 2. context
+    const facts: SocketFacts = {
+      remote: { address: client, port: socket.remotePort ?? 0 },
+      local: { address: unmapAddress(socket.localAddress ?? ''), port: socket.localPort ?? 0 },
+      mptcp: this.#mptcp && isMptcpSocket(socket),
+    };
+    const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log });
+    this.#sockets.add(socket);
+    if (facts.mptcp) socket.once('end', () => sampleSubflows(socket, ctx));
+    publishConnOpen({ ctx });
+    // 3. hand over; the front-end resolves when the connection is over
+    frontend
+      .handle(socket, ctx)
+      .catch((err: unknown) => {
+        // handle() must not throw; if it does, it is our bug — log it, keep serving.
+        log.error('front-end failed', { conn: ctx.id, err });
+        socket.destroy();
+      })
+      .finally(() => {
+        this.#sockets.delete(socket);
+        limiter.release(client);
+        publishConnClose({
+          ctx,
+          durationMs: performance.now() - ctx.startedAt,
+          endedBy: ctx.end?.by ?? 'downstream',
+          ...(ctx.end?.error ? { error: ctx.end.error } : {}),
+        });
+      });
+  }
+}
+
+/** Reads MPTCP_INFO while the fd is still open, to record how many subflows the client used. */
+function sampleSubflows(socket: Socket, ctx: ConnectionContext): void {
+  try {
+    const info = readMptcpInfo(socket);
+    // mptcpi_subflows counts the extra subflows, not the initial one (uapi/linux/mptcp.h).
+    if (info) ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, info.subflows + 1);
+  } catch (err) {
+    ctx.log.debug('MPTCP_INFO unavailable at close', { err });
+  }
+}

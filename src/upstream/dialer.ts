@@ -1,0 +1,203 @@
+/**
+ * The one upstream dialer every front-end uses: resolve → check access → connect
+ * (happy eyeballs, RFC 8305) → record socket facts.
+ *
+ * MPTCP: in `auto` and `on` modes the socket is an MPTCP socket. Against a server
+ * without MPTCP the kernel falls back to plain TCP inside the same handshake
+ * (RFC 8684 §3.7), so `auto` costs nothing extra; it only differs from `on` when this
+ * host cannot create MPTCP sockets at all, where `auto` quietly uses TCP.
+ */
+import { Socket, isIP } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectionContext, SocketFacts } from '../core/context.js';
+import { AccessDeniedError, ErrorCode, MptcpUnavailableError, UpstreamError, type TargetAddress } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { publishDialError, publishUpstreamConnected } from '../core/channels.js';
+import type { AccessPolicy } from '../access/types.js';
+import type { UpstreamConfig } from '../config/types.js';
+import { connectMptcp, isMptcpSocket, mptcpSupport } from '../mptcp/index.js';
+import { toUpstreamError } from './errno-map.js';
+import type { Dial, DialOptions } from './types.js';
+
+interface ResolvedAddress {
+  address: string;
+  family: 4 | 6;
+}
+
+export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Logger): Dial {
+  const useMptcp = decideMptcp(cfg, log);
+
+  return async function dial(target: TargetAddress, ctx: ConnectionContext, opts: DialOptions = {}): Promise<Socket> {
+    const started = performance.now();
+    try {
+      // 1. resolve (IP literals skip DNS)
+      const addresses = await resolve(target, cfg.dnsTimeoutMs, opts.signal);
+      // 2. access check on every resolved address: a name must not smuggle a denied IP
+      const allowed = filterAllowed(target, addresses, access);
+      // 3. connect, racing addresses RFC 8305-style, under one overall deadline
+      const socket = await connectFirst(target, allowed, cfg, useMptcp, opts.signal);
+      // 4. facts
+      ctx.upstream = socketFacts(socket, useMptcp);
+      publishUpstreamConnected({ ctx, connectMs: performance.now() - started });
+      return socket;
+    } catch (err) {
+      const error = err instanceof AccessDeniedError ? err : toUpstreamError(err, target);
+      publishDialError({ ctx, error });
+      throw error;
+    }
+  };
+}
+
+/** Whether upstream sockets are MPTCP, decided once at start-up from the mode and the kernel. */
+function decideMptcp(cfg: UpstreamConfig, log: Logger): boolean {
+  if (cfg.mptcp === 'off') return false;
+  const support = mptcpSupport();
+  if (support.available) return true;
+  if (cfg.mptcp === 'on') {
+    throw new MptcpUnavailableError(`upstream.mptcp is "on" but ${support.reason ?? 'MPTCP is unavailable'}; set upstream.mptcp to "auto" to fall back to TCP`);
+  }
+  log.warn('upstream MPTCP unavailable, dialing plain TCP', { reason: support.reason });
+  return false;
+}
+
+async function resolve(target: TargetAddress, timeoutMs: number, signal?: AbortSignal): Promise<ResolvedAddress[]> {
+  const family = isIP(target.host);
+  if (family === 4 || family === 6) return [{ address: target.host, family }];
+  const ac = new AbortController();
+  const onAbort = () => ac.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    // getaddrinfo cannot be cancelled; the race only stops us waiting for it.
+    const result = await Promise.race([
+      lookup(target.host, { all: true, verbatim: true }),
+      sleep(timeoutMs, undefined, { signal: ac.signal }).then(() => {
+        throw new UpstreamError(ErrorCode.DNS_TIMEOUT, target, `name lookup took longer than ${timeoutMs} ms`);
+      }),
+    ]);
+    if (result.length === 0) throw new UpstreamError(ErrorCode.DNS_NOT_FOUND, target, 'name has no addresses');
+    return interleaveFamilies(result.map((r) => ({ address: r.address, family: r.family === 6 ? 6 : 4 })));
+  } finally {
+    ac.abort();
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/** RFC 8305 §4: alternate address families, starting with the resolver's first choice. */
+export function interleaveFamilies(addrs: ResolvedAddress[]): ResolvedAddress[] {
+  if (addrs.length < 2) return addrs;
+  const firstFamily = addrs[0]!.family;
+  const a = addrs.filter((x) => x.family === firstFamily);
+  const b = addrs.filter((x) => x.family !== firstFamily);
+  const out: ResolvedAddress[] = [];
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (a[i]) out.push(a[i]!);
+    if (b[i]) out.push(b[i]!);
+  }
+  return out;
+}
+
+function filterAllowed(target: TargetAddress, addrs: ResolvedAddress[], access: AccessPolicy): ResolvedAddress[] {
+  let firstDenial: { rule: string; reason?: string } | undefined;
+  const allowed = addrs.filter((a) => {
+    const d = access.checkDestination(target, a.address);
+    if (!d.allowed) firstDenial ??= d;
+    return d.allowed;
+  });
+  if (allowed.length === 0) {
+    const d = firstDenial!;
+    throw new AccessDeniedError(ErrorCode.ACCESS_DENIED, d.rule, `destination ${target.host}:${target.port} denied by rule ${d.rule}${d.reason ? `: ${d.reason}` : ''}`);
+  }
+  return allowed;
+}
+
+function openSocket(addr: ResolvedAddress, port: number, cfg: UpstreamConfig, mptcp: boolean): Socket {
+  if (!mptcp && !cfg.bindInterface) {
+    const s = new Socket({ allowHalfOpen: true });
+    s.connect({ host: addr.address, port, ...(cfg.bindAddress ? { localAddress: cfg.bindAddress } : {}) });
+    return s;
+  }
+  const s = connectMptcp({
+    host: addr.address,
+    port,
+    mptcp,
+    ...(cfg.bindAddress ? { localAddress: cfg.bindAddress } : {}),
+    ...(cfg.bindInterface ? { bindInterface: cfg.bindInterface } : {}),
+  });
+  // The relay passes FINs on one direction at a time; Node must not end our side for us.
+  s.allowHalfOpen = true;
+  return s;
+}
+
+/**
+ * Starts an attempt on the first address, then one more every happyEyeballsDelayMs
+ * (or as soon as the previous attempt fails); the first to connect wins and the others
+ * are destroyed. All of it under cfg.connectTimeoutMs.
+ */
+function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: UpstreamConfig, mptcp: boolean, signal?: AbortSignal): Promise<Socket> {
+  return new Promise<Socket>((resolvePromise, reject) => {
+    const attempts = new Set<Socket>();
+    let next = 0;
+    let lastError: unknown;
+    let settled = false;
+    let stagger: NodeJS.Timeout | undefined;
+
+    const finish = (err: unknown, winner?: Socket) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      clearTimeout(stagger);
+      signal?.removeEventListener('abort', onAbort);
+      for (const s of attempts) if (s !== winner) s.destroy();
+      attempts.clear();
+      if (winner) resolvePromise(winner);
+      else reject(err);
+    };
+    const onAbort = () => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, 'dial aborted: the client went away'));
+    const deadline = setTimeout(
+      () => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`)),
+      cfg.connectTimeoutMs,
+    );
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    const startNext = () => {
+      clearTimeout(stagger);
+      if (settled || next >= addrs.length) return;
+      const addr = addrs[next++]!;
+      let s: Socket;
+      try {
+        s = openSocket(addr, target.port, cfg, mptcp);
+      } catch (err) {
+        lastError = err;
+        if (attempts.size === 0 && next >= addrs.length) finish(err);
+        else startNext();
+        return;
+      }
+      attempts.add(s);
+      s.once('connect', () => {
+        s.removeAllListeners('error');
+        finish(undefined, s);
+      });
+      s.once('error', (err) => {
+        attempts.delete(s);
+        s.destroy();
+        lastError = err;
+        if (attempts.size === 0 && next >= addrs.length) finish(lastError);
+        else startNext();
+      });
+      if (next < addrs.length) stagger = setTimeout(startNext, cfg.happyEyeballsDelayMs);
+    };
+    if (signal?.aborted) onAbort();
+    else startNext();
+  });
+}
+
+function socketFacts(s: Socket, mptcpSocket: boolean): SocketFacts {
+  s.setNoDelay(true);
+  return {
+    remote: { address: s.remoteAddress ?? '', port: s.remotePort ?? 0 },
+    local: { address: s.localAddress ?? '', port: s.localPort ?? 0 },
+    // A fallen-back MPTCP socket reports false here, so this says what the wire carries.
+    mptcp: mptcpSocket ? isMptcpSocket(s) : false,
+  };
+}
