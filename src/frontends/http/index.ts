@@ -1,0 +1,628 @@
+/**
+ * The HTTP/1.1 forward-proxy front-end (RFC 9110, RFC 9112): absolute-form `http://`
+ * requests are forwarded with raw byte bodies, CONNECT host:port is tunnelled by the shared
+ * relay. One HttpProxySession owns one client connection; its requests are handled strictly
+ * one after another (pipelined requests wait in the socket until the previous response has
+ * been forwarded), each in five phases:
+ *
+ *   1. read request head   2. decide (target form, framing, auth)   3. dial (or reuse)
+ *   4. forward / tunnel    5. account
+ *
+ * Destination access checks happen in deps.dial (AccessDeniedError → 403). Every error
+ * becomes one reply through status.ts's table, written before the connection is closed.
+ */
+import type { Socket } from 'node:net';
+import type { HttpListenerConfig } from '../../config/types.js';
+import type { ConnectionContext } from '../../core/context.js';
+import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
+import type { TargetAddress } from '../../core/errors.js';
+import type { Frontend, FrontendDeps } from '../types.js';
+import { ChunkedDecoder, requestBodyFraming, responseBodyFraming } from './framing.js';
+import type { BodyFraming } from './framing.js';
+import {
+  HeadDecoder,
+  firstHeader,
+  hasConnectionOption,
+  headerValues,
+  parseRequestHead,
+  parseRequestTarget,
+  parseResponseHead,
+} from './parser.js';
+import type { RequestHead, RequestTarget, ResponseHead } from './parser.js';
+import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
+import { CONNECT_ESTABLISHED, PROXY_AUTHENTICATE, buildErrorReply, httpStatusFor } from './status.js';
+import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
+
+export { httpStatusFor } from './status.js';
+
+/** Response heads come from servers we chose to talk to; allow more than for requests. */
+const RESPONSE_HEAD_LIMITS = { maxBytes: 256 * 1024, maxCount: 1000 };
+/** How long we keep reading (and dropping) after our FIN before destroying the socket. */
+const LINGER_MS = 2000;
+
+/** Creates the front-end; `handle` never throws and resolves once the client socket is closed
+ *  (or handed to the relay for CONNECT and the relay has finished). */
+export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps): Frontend {
+  return {
+    kind: 'http',
+    handle: (socket, ctx) => new HttpProxySession(socket, ctx, cfg, deps).run(),
+  };
+}
+
+interface ProxyRequest {
+  head: RequestHead;
+  target: RequestTarget;
+  framing: BodyFraming;
+  startedAt: number;
+}
+
+interface UpstreamConnection {
+  /** host:port, for keep-alive reuse. */
+  key: string;
+  target: TargetAddress;
+  socket: Socket;
+  reader: SocketReader;
+  /** Exchanges completed on this connection. */
+  served: number;
+}
+
+interface ExchangeState {
+  /** A final response head has been written to the client: no error reply is possible now. */
+  responseStarted: boolean;
+  /** Request body bytes have been consumed from the client (a retry is no longer possible). */
+  bodyStarted: boolean;
+}
+
+interface ResponseOutcome {
+  closeClient: boolean;
+  keepUpstream: boolean;
+}
+
+type PumpResult = { ok: true } | { ok: false; error: unknown };
+
+/** Thrown when the client went away while we were writing to it; nothing to reply to. */
+class DownstreamGoneError extends DownstreamError {
+  override name = 'DownstreamGoneError';
+}
+
+function clientWantsPersistence(head: RequestHead): boolean {
+  // Proxy-Connection is the pre-standard spelling some clients still send to proxies.
+  const proxyConn = headerValues(head.headers, 'proxy-connection').map((v) => v.toLowerCase());
+  if (head.version === '1.1') return !hasConnectionOption(head.headers, 'close') && !proxyConn.includes('close');
+  // RFC 9112 §9.3: HTTP/1.0 persists only with an explicit keep-alive.
+  return hasConnectionOption(head.headers, 'keep-alive') || proxyConn.includes('keep-alive');
+}
+
+function upstreamAllowsPersistence(res: ResponseHead): boolean {
+  if (res.version === '1.1') return !hasConnectionOption(res.headers, 'close');
+  return hasConnectionOption(res.headers, 'keep-alive');
+}
+
+class HttpProxySession {
+  readonly #client: Socket;
+  readonly #down: SocketReader;
+  readonly #ctx: ConnectionContext;
+  readonly #cfg: HttpListenerConfig;
+  readonly #deps: FrontendDeps;
+  #up: UpstreamConnection | null = null;
+  #requests = 0;
+  #handedOver = false;
+
+  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps) {
+    this.#client = socket;
+    this.#ctx = ctx;
+    this.#cfg = cfg;
+    this.#deps = deps;
+    this.#down = new SocketReader(socket, (n) => {
+      ctx.bytes.fromDownstream += n;
+    });
+  }
+
+  async run(): Promise<void> {
+    try {
+      await this.#serve();
+    } catch (err) {
+      // Every phase maps its own errors; reaching here is a bug, not a client problem.
+      this.#ctx.log.error('http front-end internal error', { err });
+    } finally {
+      await this.#closeAll();
+    }
+  }
+
+  async #serve(): Promise<void> {
+    for (;;) {
+      // 1. read request head
+      const head = await this.#readRequestHead(this.#requests === 0);
+      if (head === null) return;
+      this.#requests += 1;
+      this.#ctx.access.requests = this.#requests;
+      this.#ctx.access.method = head.method;
+      this.#ctx.access.url = head.target;
+      this.#ctx.access.status = undefined;
+      const startedAt = performance.now();
+      let keepGoing = false;
+      try {
+        // 2. decide
+        const req = await this.#decide(head, startedAt);
+        if (req.target.form === 'authority') {
+          // 3. dial + 4. tunnel: after this the relay owns both sockets.
+          await this.#tunnel(req);
+          return;
+        }
+        // 3. dial (or reuse) + 4. forward
+        keepGoing = await this.#forward(req);
+      } catch (err) {
+        await this.#replyError(err, head);
+      }
+      // 5. account
+      this.#account(head, startedAt);
+      if (!keepGoing) return;
+    }
+  }
+
+  // ---- 1. read request head ---------------------------------------------------------------
+
+  /**
+   * Reads one request head. The first head must arrive within handshakeTimeoutMs of accept
+   * (slowloris guard, 408); later ones may wait keepAliveTimeoutMs for their first byte (then
+   * we close quietly, RFC 9112 §9.5) and get handshakeTimeoutMs from there. Malformed or
+   * oversized heads get their reply here. Returns null when the connection should just end.
+   */
+  async #readRequestHead(first: boolean): Promise<RequestHead | null> {
+    const decoder = new HeadDecoder({ maxBytes: this.#cfg.maxHeaderBytes, maxCount: this.#cfg.maxHeaderCount });
+    let deadline = first ? this.#ctx.startedAt + this.#cfg.handshakeTimeoutMs : undefined;
+    let head: RequestHead | undefined;
+    try {
+      while (head === undefined) {
+        const timeoutMs = deadline === undefined ? this.#cfg.keepAliveTimeoutMs : deadline - performance.now();
+        const chunk = await this.#down.read(timeoutMs);
+        if (chunk === READ_TIMEOUT) {
+          if (deadline === undefined) {
+            this.#ctx.log.debug('keep-alive client idle, closing', { idleMs: this.#cfg.keepAliveTimeoutMs });
+            return null;
+          }
+          throw new DownstreamError(ErrorCode.HANDSHAKE_TIMEOUT, `request head not complete within ${this.#cfg.handshakeTimeoutMs} ms`);
+        }
+        if (chunk === null) {
+          // An early EOF is a client's choice, not an error (a debug line only).
+          if (decoder.started) this.#ctx.log.debug('client closed during request head');
+          return null;
+        }
+        deadline ??= performance.now() + this.#cfg.handshakeTimeoutMs;
+        const pushed = decoder.push(chunk);
+        if (pushed.done) {
+          this.#down.unread(pushed.rest);
+          head = parseRequestHead(pushed.head);
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof ProxyError)) {
+        this.#ctx.log.debug('client socket error during request head', { err });
+        return null;
+      }
+      this.#ctx.access.status = httpStatusFor(err);
+      await this.#replyError(err, undefined);
+      this.#account(undefined, performance.now());
+      return null;
+    }
+    return head;
+  }
+
+  // ---- 2. decide ----------------------------------------------------------------------------
+
+  async #decide(head: RequestHead, startedAt: number): Promise<ProxyRequest> {
+    const target = parseRequestTarget(head.method, head.target);
+    this.#ctx.target = target.target;
+    // RFC 9112 §3.2: more than one Host line is 400 (the value itself is replaced for
+    // absolute-form, as a proxy MUST).
+    if (headerValues(head.headers, 'host').length > 1) {
+      throw new DownstreamError(ErrorCode.BAD_REQUEST, 'more than one Host header field');
+    }
+    const framing: BodyFraming = target.form === 'absolute' ? requestBodyFraming(head) : { kind: 'none' };
+    await this.#authorize(head);
+    return { head, target, framing, startedAt };
+  }
+
+  /** Proxy-Authorization: Basic (RFC 9110 §11.7.2, RFC 7617) when the policy requires it. */
+  async #authorize(head: RequestHead): Promise<void> {
+    const access = this.#deps.access;
+    if (!access.authRequired) return;
+    const value = firstHeader(head.headers, 'proxy-authorization');
+    if (value === undefined) {
+      throw new AccessDeniedError(ErrorCode.AUTH_REQUIRED, 'proxy-auth', 'proxy authentication required');
+    }
+    const m = /^basic[ ]+([A-Za-z0-9+/]+={0,2})[ ]*$/i.exec(value);
+    const decoded = m ? Buffer.from(m[1]!, 'base64').toString('utf8') : '';
+    const colon = decoded.indexOf(':');
+    if (colon < 0) {
+      throw new AccessDeniedError(ErrorCode.AUTH_FAILED, 'proxy-auth', 'malformed or unsupported Proxy-Authorization (Basic expected)');
+    }
+    const user = decoded.slice(0, colon);
+    let ok: boolean;
+    try {
+      ok = await access.verifyCredentials(user, decoded.slice(colon + 1));
+    } catch (err) {
+      throw new ProxyError(ErrorCode.INTERNAL, 'internal', 'credential check failed', { cause: err });
+    }
+    if (!ok) throw new AccessDeniedError(ErrorCode.AUTH_FAILED, 'proxy-auth', 'wrong proxy credentials');
+    this.#ctx.access.user = user;
+  }
+
+  // ---- 3. dial ------------------------------------------------------------------------------
+
+  /** The kept-alive upstream connection if it goes to the same host:port and is idle and
+   *  healthy; otherwise a fresh dial (closing the old one). */
+  async #upstreamFor(target: TargetAddress): Promise<UpstreamConnection> {
+    const key = formatTarget(target);
+    const current = this.#up;
+    if (current !== null) {
+      if (current.key === key && current.reader.idleUsable) return current;
+      this.#releaseUpstream();
+    }
+    const socket = await this.#deps.dial(target, this.#ctx);
+    const reader = new SocketReader(socket, (n) => {
+      this.#ctx.bytes.fromUpstream += n;
+    });
+    this.#up = { key, target, socket, reader, served: 0 };
+    return this.#up;
+  }
+
+  #releaseUpstream(): void {
+    const up = this.#up;
+    if (up === null) return;
+    this.#up = null;
+    up.socket.destroy();
+  }
+
+  // ---- 4. forward / tunnel ------------------------------------------------------------------
+
+  /** CONNECT: dial, reply 200, hand both sockets to the relay and wait for its summary. */
+  async #tunnel(req: ProxyRequest): Promise<void> {
+    this.#releaseUpstream();
+    const upstream = await this.#deps.dial(req.target.target, this.#ctx);
+    let earlyError: Error | undefined;
+    const onEarlyError = (err: Error): void => {
+      earlyError = err;
+    };
+    upstream.on('error', onEarlyError);
+    try {
+      await writeAll(this.#client, CONNECT_ESTABLISHED);
+    } catch (err) {
+      upstream.off('error', onEarlyError);
+      upstream.destroy();
+      this.#ctx.log.debug('client gone before CONNECT reply was written', { err });
+      return;
+    }
+    this.#ctx.access.status = 200;
+    // Bytes the client sent after the CONNECT head (e.g. a TLS ClientHello) go upstream first.
+    // The relay counts them when it writes them, so they are uncounted here.
+    const downstreamHead = this.#down.detach();
+    this.#ctx.bytes.fromDownstream -= downstreamHead.length;
+    this.#handedOver = true;
+    upstream.off('error', onEarlyError);
+    if (earlyError) this.#ctx.log.debug('upstream error before relay started', { err: earlyError });
+    this.#account(req.head, req.startedAt);
+    try {
+      const summary = await this.#deps.relay(this.#client, upstream, this.#ctx, { downstreamHead });
+      this.#ctx.log.debug('CONNECT tunnel closed', {
+        target: formatTarget(req.target.target),
+        endedBy: summary.endedBy,
+        fromDownstream: summary.fromDownstream,
+        fromUpstream: summary.fromUpstream,
+      });
+    } catch (err) {
+      this.#ctx.log.error('relay failed', { err });
+    }
+  }
+
+  /**
+   * Forwards one absolute-form request and its response. Returns whether the client
+   * connection stays open for another request. Throws (for an error reply) only while no
+   * final response byte has been sent to the client.
+   *
+   * A request without a body that fails on a reused upstream connection before any response
+   * byte is retried once on a fresh connection: the server may have closed its idle side just
+   * as we wrote (RFC 9112 §9.3.1 allows retrying idempotent-safe cases like this).
+   */
+  async #forward(req: ProxyRequest): Promise<boolean> {
+    if (req.target.form !== 'absolute') throw new Error('forward needs an absolute-form target');
+    const requestHead = buildUpstreamRequestHead(req.head, {
+      path: req.target.path,
+      authority: req.target.authority,
+      via: this.#cfg.via,
+    });
+    for (let attempt = 0; ; attempt += 1) {
+      const up = await this.#upstreamFor(req.target.target);
+      const state: ExchangeState = { responseStarted: false, bodyStarted: false };
+      try {
+        return await this.#exchange(req, up, requestHead, state);
+      } catch (err) {
+        this.#releaseUpstream();
+        const retry = attempt === 0 && up.served > 0 && !state.responseStarted && !state.bodyStarted && err instanceof UpstreamError;
+        if (retry) {
+          this.#ctx.log.debug('reused upstream connection failed before a response, retrying on a new one', { err });
+          continue;
+        }
+        if (state.responseStarted || err instanceof DownstreamGoneError) {
+          this.#ctx.log.info('http exchange aborted after response started', {
+            target: formatTarget(req.target.target),
+            code: err instanceof ProxyError ? err.code : undefined,
+            err,
+          });
+          return false;
+        }
+        throw err;
+      }
+    }
+  }
+
+  async #exchange(req: ProxyRequest, up: UpstreamConnection, requestHead: Buffer, state: ExchangeState): Promise<boolean> {
+    try {
+      await writeAll(up.socket, requestHead);
+    } catch (err) {
+      throw this.#upstreamFailure(up, err, 'writing the request head');
+    }
+    // The body goes up while the response comes down: a server may answer before reading the
+    // whole body, and `Expect: 100-continue` clients wait for the interim response.
+    let pumpResult: PumpResult | undefined;
+    const pump = this.#pumpRequestBody(req.framing, up, state).then((r) => {
+      pumpResult = r;
+      if (!r.ok) up.socket.destroy(); // unblocks the response side
+      return r;
+    });
+    let outcome: ResponseOutcome;
+    try {
+      outcome = await this.#relayResponse(req, up, state);
+    } catch (err) {
+      // A bad request body is the client's error: prefer it over the upstream symptom.
+      const settled = pumpResult ?? (await Promise.race([pump, Promise.resolve(undefined)]));
+      if (settled && !settled.ok && settled.error instanceof ProxyError && settled.error.side === 'downstream') throw settled.error;
+      throw err;
+    }
+    up.served += 1;
+    // The server answered before the request body was complete: the connection state on both
+    // sides is unknown, so neither is reused.
+    const bodyDone = pumpResult?.ok === true;
+    if (!outcome.keepUpstream || !bodyDone) this.#releaseUpstream();
+    return bodyDone && !outcome.closeClient;
+  }
+
+  /** Request body, client → upstream, as raw bytes; stops exactly at the body's end so the
+   *  next pipelined request stays in the client reader. Never rejects. */
+  async #pumpRequestBody(framing: BodyFraming, up: UpstreamConnection, state: ExchangeState): Promise<PumpResult> {
+    try {
+      if (framing.kind === 'none' || framing.kind === 'close') return { ok: true };
+      if (framing.kind === 'length') {
+        let remaining = framing.length;
+        while (remaining > 0) {
+          let chunk = await this.#readClientBody();
+          state.bodyStarted = true;
+          if (chunk.length > remaining) {
+            this.#down.unread(chunk.subarray(remaining));
+            chunk = chunk.subarray(0, remaining);
+          }
+          remaining -= chunk.length;
+          await this.#writeUp(up, chunk);
+        }
+        return { ok: true };
+      }
+      const decoder = new ChunkedDecoder();
+      while (!decoder.done) {
+        const chunk = await this.#readClientBody();
+        state.bodyStarted = true;
+        const used = decoder.push(chunk);
+        if (used < chunk.length) this.#down.unread(chunk.subarray(used));
+        await this.#writeUp(up, used < chunk.length ? chunk.subarray(0, used) : chunk);
+      }
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  async #readClientBody(): Promise<Buffer> {
+    const chunk = await this.#down.read();
+    if (chunk === null || chunk === READ_TIMEOUT) {
+      throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client closed during the request body');
+    }
+    return chunk;
+  }
+
+  async #writeUp(up: UpstreamConnection, buf: Buffer): Promise<void> {
+    try {
+      await writeAll(up.socket, buf);
+    } catch (err) {
+      throw this.#upstreamFailure(up, err, 'writing the request body');
+    }
+  }
+
+  async #writeDown(buf: Buffer): Promise<void> {
+    try {
+      await writeAll(this.#client, buf);
+    } catch (err) {
+      throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client went away during the response', { cause: err });
+    }
+  }
+
+  #upstreamFailure(up: UpstreamConnection, err: unknown, doing: string): UpstreamError {
+    if (err instanceof UpstreamError) return err;
+    const errno = typeof (err as { code?: unknown })?.code === 'string' ? (err as { code: string }).code : undefined;
+    return new UpstreamError(ErrorCode.UPSTREAM_RESET, up.target, `upstream connection failed while ${doing}`, { cause: err, errno });
+  }
+
+  async #readUpstream(up: UpstreamConnection, doing: string): Promise<Buffer | null> {
+    try {
+      const chunk = await up.reader.read();
+      return chunk === READ_TIMEOUT ? null : chunk;
+    } catch (err) {
+      throw this.#upstreamFailure(up, err, doing);
+    }
+  }
+
+  /** Response, upstream → client: interim 1xx responses, then the final head and its body
+   *  framed per RFC 9112 §6.3. */
+  async #relayResponse(req: ProxyRequest, up: UpstreamConnection, state: ExchangeState): Promise<ResponseOutcome> {
+    let res: ResponseHead;
+    for (;;) {
+      res = await this.#readResponseHead(up);
+      if (res.status >= 200) break;
+      if (res.status === 101) {
+        throw new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, up.target, '101 Switching Protocols without an Upgrade request');
+      }
+      // RFC 9110 §15.2: a proxy forwards 1xx responses, but not to an HTTP/1.0 client.
+      if (req.head.version === '1.1') await this.#writeDown(buildInterimResponseHead(res, this.#cfg.via));
+    }
+    let framing: BodyFraming;
+    try {
+      framing = responseBodyFraming(res, req.head.method);
+    } catch (err) {
+      // RFC 9112 §6.3: an invalid Content-Length in a response a proxy received is a 502.
+      throw new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, up.target, 'invalid response framing', { cause: err });
+    }
+    // An HTTP/1.0 client cannot read chunked coding: decode it, and delimit by closing.
+    const dechunk = framing.kind === 'chunked' && req.head.version === '1.0';
+    const closeClient = !clientWantsPersistence(req.head) || framing.kind === 'close' || dechunk;
+    const head = buildDownstreamResponseHead(res, {
+      via: this.#cfg.via,
+      close: closeClient,
+      http10KeepAlive: !closeClient && req.head.version === '1.0',
+      dechunk,
+    });
+    this.#ctx.access.status = res.status;
+    state.responseStarted = true;
+    await this.#writeDown(head);
+    const clean = await this.#forwardResponseBody(framing, up, dechunk);
+    return { closeClient, keepUpstream: clean && framing.kind !== 'close' && upstreamAllowsPersistence(res) };
+  }
+
+  async #readResponseHead(up: UpstreamConnection): Promise<ResponseHead> {
+    const decoder = new HeadDecoder(RESPONSE_HEAD_LIMITS);
+    for (;;) {
+      const chunk = await this.#readUpstream(up, 'reading the response head');
+      if (chunk === null) throw new UpstreamError(ErrorCode.UPSTREAM_RESET, up.target, 'upstream closed before a complete response head');
+      try {
+        const pushed = decoder.push(chunk);
+        if (pushed.done) {
+          up.reader.unread(pushed.rest);
+          return parseResponseHead(pushed.head);
+        }
+      } catch (err) {
+        throw new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, up.target, 'malformed response head', { cause: err });
+      }
+    }
+  }
+
+  /** Forwards the response body as raw bytes. Returns false when the upstream sent bytes
+   *  beyond the body (the connection is then not reused). Throws if it ends early. */
+  async #forwardResponseBody(framing: BodyFraming, up: UpstreamConnection, dechunk: boolean): Promise<boolean> {
+    switch (framing.kind) {
+      case 'none':
+        return true;
+      case 'close': {
+        for (;;) {
+          const chunk = await this.#readUpstream(up, 'reading a close-delimited body');
+          if (chunk === null) return true;
+          await this.#writeDown(chunk);
+        }
+      }
+      case 'length': {
+        let remaining = framing.length;
+        let clean = true;
+        while (remaining > 0) {
+          let chunk = await this.#readUpstream(up, 'reading the response body');
+          if (chunk === null) throw new UpstreamError(ErrorCode.UPSTREAM_RESET, up.target, 'upstream closed before the end of the response body');
+          if (chunk.length > remaining) {
+            clean = false;
+            chunk = chunk.subarray(0, remaining);
+          }
+          remaining -= chunk.length;
+          await this.#writeDown(chunk);
+        }
+        return clean;
+      }
+      case 'chunked': {
+        const decoder = new ChunkedDecoder();
+        let clean = true;
+        while (!decoder.done) {
+          const chunk = await this.#readUpstream(up, 'reading the chunked response body');
+          if (chunk === null) throw new UpstreamError(ErrorCode.UPSTREAM_RESET, up.target, 'upstream closed inside a chunked response body');
+          const spans: Array<[number, number]> = [];
+          let used: number;
+          try {
+            used = decoder.push(chunk, dechunk ? (s, e) => spans.push([s, e]) : undefined);
+          } catch (err) {
+            throw new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, up.target, 'malformed chunked response body', { cause: err });
+          }
+          if (used < chunk.length) clean = false;
+          if (dechunk) {
+            for (const [s, e] of spans) if (e > s) await this.#writeDown(chunk.subarray(s, e));
+          } else {
+            await this.#writeDown(used < chunk.length ? chunk.subarray(0, used) : chunk);
+          }
+        }
+        return clean;
+      }
+    }
+  }
+
+  // ---- errors -------------------------------------------------------------------------------
+
+  /** Maps an error to its one reply, logs it with code and target, and writes the reply. */
+  async #replyError(err: unknown, head: RequestHead | undefined): Promise<void> {
+    if (err instanceof DownstreamGoneError) {
+      this.#ctx.log.debug('client went away', { err });
+      return;
+    }
+    const status = httpStatusFor(err);
+    const code = err instanceof ProxyError ? err.code : ErrorCode.INTERNAL;
+    const target = this.#ctx.target ? formatTarget(this.#ctx.target) : undefined;
+    this.#ctx.access.status = status;
+    const fields = { status, code, target, method: head?.method, err };
+    if (status >= 500) this.#ctx.log.warn('http request failed', fields);
+    else this.#ctx.log.info('http request rejected', fields);
+    // Internal details stay in the log; the client gets the typed message or a generic one.
+    const message =
+      err instanceof ProxyError && err.side !== 'internal' ? err.message : status === 500 ? 'internal proxy error' : 'upstream connection failed';
+    const reply = buildErrorReply(status, message, {
+      head: head?.method === 'HEAD',
+      extraHeaders: status === 407 ? [PROXY_AUTHENTICATE] : [],
+    });
+    try {
+      await writeAll(this.#client, reply);
+    } catch (writeErr) {
+      this.#ctx.log.debug('could not write error reply', { err: writeErr });
+    }
+  }
+
+  // ---- 5. account ---------------------------------------------------------------------------
+
+  /** Per-request access fields (the listener writes the access line at close) and a debug line. */
+  #account(head: RequestHead | undefined, startedAt: number): void {
+    this.#ctx.log.debug('http request', {
+      method: head?.method,
+      url: head?.target,
+      status: this.#ctx.access.status,
+      durationMs: Math.round(performance.now() - startedAt),
+    });
+  }
+
+  // ---- close --------------------------------------------------------------------------------
+
+  /** Closes what we still own: the upstream at once, the client gracefully (FIN, keep reading
+   *  and dropping for a moment so unread request bytes do not turn our reply into an RST). */
+  async #closeAll(): Promise<void> {
+    if (this.#handedOver) return;
+    this.#releaseUpstream();
+    const client = this.#client;
+    if (client.destroyed) return;
+    this.#down.discard();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => client.destroy(), LINGER_MS);
+      client.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      client.end();
+    });
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The one table from errors to HTTP replies for this front-end, and the short text/plain
+ * replies the proxy writes itself. Every error the HTTP front-end can answer goes through
+ * `httpStatusFor`; nothing matches on messages.
+ */
+import { AccessDeniedError, ErrorCode, ProxyError, UpstreamError } from '../../core/errors.js';
+
+export const REASON: Readonly<Record<number, string>> = {
+  200: 'OK',
+  400: 'Bad Request',
+  403: 'Forbidden',
+  407: 'Proxy Authentication Required',
+  408: 'Request Timeout',
+  431: 'Request Header Fields Too Large',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
+};
+
+/** ErrorCode → status. Codes not listed fall back by side: upstream 502, internal 500. */
+const STATUS_BY_CODE: Partial<Record<ErrorCode, number>> = {
+  [ErrorCode.BAD_REQUEST]: 400,
+  [ErrorCode.HEADERS_TOO_LARGE]: 431,
+  [ErrorCode.HANDSHAKE_TIMEOUT]: 408,
+  [ErrorCode.NOT_SUPPORTED]: 505,
+  [ErrorCode.AUTH_REQUIRED]: 407,
+  [ErrorCode.AUTH_FAILED]: 407,
+  [ErrorCode.ACCESS_DENIED]: 403,
+  [ErrorCode.LIMIT_REACHED]: 403,
+  [ErrorCode.UPSTREAM_REFUSED]: 502,
+  [ErrorCode.UPSTREAM_UNREACHABLE]: 502,
+  [ErrorCode.DNS_NOT_FOUND]: 502,
+  [ErrorCode.UPSTREAM_RESET]: 502,
+  [ErrorCode.UPSTREAM_PROTOCOL]: 502,
+  [ErrorCode.CONNECT_TIMEOUT]: 504,
+  [ErrorCode.DNS_TIMEOUT]: 504,
+  [ErrorCode.IDLE_TIMEOUT]: 504,
+  [ErrorCode.MPTCP_UNAVAILABLE]: 502,
+};
+
+export function httpStatusFor(err: unknown): number {
+  if (err instanceof AccessDeniedError) {
+    return err.code === ErrorCode.AUTH_REQUIRED || err.code === ErrorCode.AUTH_FAILED ? 407 : 403;
+  }
+  if (err instanceof ProxyError) {
+    const mapped = STATUS_BY_CODE[err.code];
+    if (mapped !== undefined) return mapped;
+    if (err instanceof UpstreamError || err.side === 'upstream') return 502;
+    if (err.side === 'internal') return 500;
+    return 400;
+  }
+  // A dialer that rejects with something untyped still failed to reach the upstream.
+  return 502;
+}
+
+export interface ErrorReplyOptions {
+  /** Omit the body (reply to HEAD). */
+  head?: boolean;
+  /** Extra header lines, e.g. Proxy-Authenticate. */
+  extraHeaders?: readonly string[];
+}
+
+/** A short self-generated reply; always `Connection: close` (the request body, if any, is unread). */
+export function buildErrorReply(status: number, message: string, opts: ErrorReplyOptions = {}): Buffer {
+  const reason = REASON[status] ?? 'Error';
+  const body = Buffer.from(`${status} ${reason}: ${message}\n`, 'utf8');
+  let head = `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n`;
+  for (const line of opts.extraHeaders ?? []) head += line + '\r\n';
+  head += '\r\n';
+  const h = Buffer.from(head, 'latin1');
+  return opts.head ? h : Buffer.concat([h, body]);
+}
+
+export const PROXY_AUTHENTICATE = 'Proxy-Authenticate: Basic realm="mptcp-proxy"';
+export const CONNECT_ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n', 'latin1');
