@@ -1,0 +1,26 @@
+/**
+ * The typed MPTCP surface over native/. Everything above src/mptcp imports from here.
+ */
+export { mptcpSupport, type MptcpSupport } from './support.js';
+export {
+  listenMptcp,
+  connectMptcp,
+  socketFd,
+  originalDestination,
+  type ListenMptcpOptions,
+  type ListenMptcpResult,
+  type ConnectMptcpOptions,
+  type SocketAddress,
+} from './socket.js';
+export {
+  isMptcpSocket,
+  readMptcpInfo,
+  readSubflows,
+  subflowAddresses,
+  toMptcpInfo,
+  toSubflowInfo,
+  type MptcpInfo,
+  type SubflowInfo,
+  type SubflowEndpoint,
+} from './info.js';
+export { loadNative, NativeAddonUnavailableError, type MptcpNative } from './native.js';
