@@ -58,14 +58,19 @@ class Socks5Refusal extends Error {
   }
 }
 
-export function createSocks5Frontend(cfg: Socks5ListenerConfig, deps: FrontendDeps): Frontend {
+export interface Socks5FrontendOptions {
+  /** relay.idleTimeoutMs, passed to the relay; 0 or absent = never. */
+  idleTimeoutMs?: number;
+}
+
+export function createSocks5Frontend(cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions = {}): Frontend {
   return {
     kind: 'socks5',
-    handle: (socket, ctx) => handleSocks5Client(socket, ctx, cfg, deps),
+    handle: (socket, ctx) => handleSocks5Client(socket, ctx, cfg, deps, opts),
   };
 }
 
-async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: Socks5ListenerConfig, deps: FrontendDeps): Promise<void> {
+async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions): Promise<void> {
   const closed = waitForClose(socket);
   // Present for the handler's whole life, so an 'error' between phases (when no phase is
   // listening) cannot become an uncaught exception.
@@ -92,7 +97,7 @@ async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: S
     // 6. relay
     const downstreamHead = reader.detach();
     ctx.log.debug('socks5 CONNECT', { target: formatTarget(request), user: ctx.access.user });
-    const summary = await deps.relay(socket, upstream, ctx, { downstreamHead });
+    const summary = await deps.relay(socket, upstream, ctx, { downstreamHead, ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) });
     ctx.access.endedBy = summary.endedBy;
   } catch (err) {
     recordFailure(err, socket, reader, ctx);

@@ -1,0 +1,115 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../../src/core/errors.js';
+import {
+  createCredentialStore, formatCredentialLine, hashPassword, loadCredentials, parseCredentials, parseStoredHash,
+} from '../../src/access/credentials.js';
+
+// Tests run from dist/test/unit; the fixtures stay in the source tree.
+const fixture = (name: string) => fileURLToPath(new URL(`../../../test/fixtures/${name}`, import.meta.url));
+const FAST = { N: 1024 };
+
+test('hashPassword writes scrypt$N$r$p$salt$hash that parses back and verifies', async () => {
+  const hash = await hashPassword('correct horse', FAST);
+  assert.match(hash, /^scrypt\$1024\$8\$1\$[A-Za-z0-9+/]+=*\$[A-Za-z0-9+/]+=*$/);
+  const stored = parseStoredHash(hash);
+  assert.ok(typeof stored !== 'string');
+  assert.equal(stored.hash.length, 32);
+  const store = createCredentialStore(parseCredentials(formatCredentialLine('carol', hash), 'inline'));
+  assert.equal(await store.verify('carol', 'correct horse'), true);
+  assert.equal(await store.verify('carol', 'correct horse '), false);
+});
+
+test('two hashes of one password differ (random salt)', async () => {
+  assert.notEqual(await hashPassword('x', FAST), await hashPassword('x', FAST));
+});
+
+test('the default cost is used when no parameters are given', async () => {
+  assert.match(await hashPassword('x'), /^scrypt\$32768\$8\$1\$/);
+});
+
+test('the good fixture loads: comments, blank lines and surrounding spaces are ignored', async () => {
+  const store = await loadCredentials(fixture('credentials-good.txt'));
+  assert.equal(store.size, 2);
+  assert.equal(await store.verify('alice', 'wonderland'), true);
+  assert.equal(await store.verify('bob', 'p@ss word:with:colons ü'), true, 'passwords may hold colons, spaces and UTF-8');
+});
+
+test('a wrong password, an unknown user and a user name differing in case are all refused', async () => {
+  const store = await loadCredentials(fixture('credentials-good.txt'));
+  assert.equal(await store.verify('alice', 'Wonderland'), false);
+  assert.equal(await store.verify('alice', ''), false);
+  assert.equal(await store.verify('mallory', 'wonderland'), false);
+  assert.equal(await store.verify('Alice', 'wonderland'), false);
+  assert.equal(await store.verify('', ''), false);
+});
+
+test('an unknown user costs about as much as a known one (a dummy hash is computed)', async () => {
+  const store = await loadCredentials(fixture('credentials-good.txt'));
+  const time = async (user: string) => {
+    const t0 = performance.now();
+    for (let i = 0; i < 5; i++) await store.verify(user, 'nope');
+    return performance.now() - t0;
+  };
+  await time('alice'); // warm up
+  const known = await time('alice');
+  const unknown = await time('mallory');
+  // scrypt dominates both; without the dummy hash "unknown" would take ~0 ms.
+  assert.ok(unknown > known * 0.4, `unknown user took ${unknown.toFixed(1)} ms vs ${known.toFixed(1)} ms for a known one`);
+});
+
+test('the bad fixture fails with ConfigError naming the file and line 4', async () => {
+  const file = fixture('credentials-bad.txt');
+  await assert.rejects(loadCredentials(file), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.key, 'access.credentialsFile');
+    assert.ok(err.message.includes(`${file} line 4`), err.message);
+    assert.match(err.fix, /passwd/);
+    return true;
+  });
+});
+
+test('each kind of malformed line is rejected with its line number', () => {
+  const good = 'scrypt$1024$8$1$KVaqccQFHz86ibcYdES97g==$3z3zR/YHji+aJ/I3ksls1eWyrmB3wRyBQcESkWbkcbI=';
+  const cases: [string, RegExp][] = [
+    ['alice', /no ":"/],
+    [`:${good}`, /user name/],
+    [`al ice:${good}`, /user name/],
+    ['alice:bcrypt$10$abc', /start with "scrypt\$"/],
+    ['alice:scrypt$1024$8$1$salt', /6 "\$"-separated/],
+    [`alice:${good.replace('$1024$', '$1000$')}`, /out of range/],
+    [`alice:${good.replace('$1024$', '$2097152$')}`, /out of range/],
+    [`alice:${good.replace('$8$1$', '$0$1$')}`, /positive integers/],
+    [`alice:${good.replace('$8$1$', '$x$1$')}`, /positive integers/],
+    ['alice:scrypt$1024$8$1$KVaqccQFHz86ibcYdES97g==$not*base64', /base64/],
+    ['alice:scrypt$1024$8$1$AAAA$3z3zR/YHji+aJ/I3ksls1eWyrmB3wRyBQcESkWbkcbI=', /salt is 3 bytes/],
+    ['alice:scrypt$1024$8$1$KVaqccQFHz86ibcYdES97g==$AAAA', /hash is 3 bytes/],
+    [`alice:${good}\nalice:${good}`, /defined twice/],
+  ];
+  for (const [text, reason] of cases) {
+    const lines = `# header\n\n${text}`;
+    const expectedLine = text.includes('\n') ? 4 : 3;
+    assert.throws(() => parseCredentials(lines, 'users.txt'), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, text);
+      assert.ok(err.message.includes(`users.txt line ${expectedLine}`), `${text}: ${err.message}`);
+      assert.match(err.message, reason);
+      return true;
+    });
+  }
+});
+
+test('a missing file and a file without users are ConfigErrors that say what to do', async () => {
+  await assert.rejects(loadCredentials('/nonexistent/credentials.txt'), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /ENOENT/);
+    return true;
+  });
+  assert.equal(parseCredentials('# nobody\n\n', 'empty.txt').size, 0);
+});
+
+test('formatCredentialLine refuses user names the file cannot hold', () => {
+  for (const bad of ['', 'a:b', 'a b', '#a', 'x'.repeat(256), 'a\u0000']) {
+    assert.throws(() => formatCredentialLine(bad, 'scrypt$...'), RangeError);
+  }
+});
