@@ -11,7 +11,7 @@ import type { Config } from './types.js';
 
 /** Parses YAML text into a raw document; syntax errors become a ConfigError naming the file, line and column. */
 export function parseConfigDocument(text: string, source: string): Record<string, unknown> {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { uniqueKeys: true });
   const first = doc.errors[0];
   if (first) {
     const pos = first.linePos?.[0];
