@@ -125,6 +125,8 @@ export class Testbed {
   /** Namespaces this testbed created (only those: a name that already existed is not ours). */
   readonly #created = new Set<string>();
   readonly #processes = new Set<TestbedProcess>();
+  /** Paths whose both ends carry our HTB root qdisc. */
+  readonly #shaped = new Set<PathName>();
   /** Every pid ever spawned, for the "are they gone" check after close. */
   readonly #allPids: number[] = [];
   #state: 'new' | 'starting' | 'up' | 'closing' | 'closed' = 'new';
@@ -277,6 +279,12 @@ export class Testbed {
   }
 
   async #applyRate(path: PathName, mbit: number | undefined): Promise<void> {
+    await this.#applyRateOnEnds(path, mbit);
+    if (mbit === undefined) this.#shaped.delete(path);
+    else this.#shaped.add(path);
+  }
+
+  async #applyRateOnEnds(path: PathName, mbit: number | undefined): Promise<void> {
     for (const host of PATHS[path].ends) {
       const tc = ['tc', '-n', this.hosts[host].ns];
       if (mbit === undefined) {
@@ -286,8 +294,11 @@ export class Testbed {
       }
       const rate = `${Math.max(1, Math.round(mbit * 1000))}kbit`;
       // A root qdisc shapes egress only, hence both ends. r2q 100 keeps HTB's quantum sane at
-      // these rates (no "quantum is big" warnings).
-      await runCommand([...tc, 'qdisc', 'replace', 'dev', path, 'root', 'handle', '1:', 'htb', 'default', '10', 'r2q', '100'], { timeoutMs: this.#cmdTimeoutMs });
+      // these rates (no "quantum is big" warnings). Only the class changes once the qdisc exists:
+      // `qdisc replace` on an existing HTB root is a change, which HTB refuses for r2q.
+      if (!this.#shaped.has(path)) {
+        await runCommand([...tc, 'qdisc', 'replace', 'dev', path, 'root', 'handle', '1:', 'htb', 'default', '10', 'r2q', '100'], { timeoutMs: this.#cmdTimeoutMs });
+      }
       await runCommand([...tc, 'class', 'replace', 'dev', path, 'parent', '1:', 'classid', '1:10', 'htb', 'rate', rate, 'ceil', rate], { timeoutMs: this.#cmdTimeoutMs });
     }
   }
