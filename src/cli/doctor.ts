@@ -8,7 +8,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { release } from 'node:os';
 import type { Writable } from 'node:stream';
-import { mptcpSupport, probeSubflowInfo } from '../mptcp/index.js';
+import { Server, type Socket } from 'node:net';
+import { connectMptcp, listenMptcp, mptcpSupport, readMptcpInfo, readSubflows } from '../mptcp/index.js';
 
 const execFileP = promisify(execFile);
 
@@ -86,11 +87,30 @@ async function checkEndpoints(): Promise<CheckResult> {
   };
 }
 
-function checkSubflowInfo(): CheckResult {
-  const r = probeSubflowInfo();
-  return r.ok
-    ? { name: 'subflow visibility', status: 'ok', detail: r.detail }
-    : { name: 'subflow visibility', status: 'warn', detail: r.detail, fix: 'a kernel ≥ 6.5 gives MPTCP_FULL_INFO; older ones give less per-subflow detail' };
+/** Opens one MPTCP connection over loopback and reads MPTCP_INFO and the subflow list from it. */
+async function checkSubflowInfo(): Promise<CheckResult> {
+  const name = 'subflow visibility';
+  const server = new Server();
+  let client: Socket | undefined;
+  try {
+    const { address } = await listenMptcp(server, { host: '127.0.0.1', port: 0, mode: 'on' });
+    const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
+    client = connectMptcp({ host: '127.0.0.1', port: address.port, mptcp: true });
+    await new Promise<void>((resolve, reject) => client!.once('connect', resolve).once('error', reject));
+    const peer = await accepted;
+    const info = readMptcpInfo(peer);
+    const subflows = readSubflows(peer);
+    peer.destroy();
+    if (!info) return { name, status: 'warn', detail: 'a loopback MPTCP connection fell back to TCP', fix: 'check net.mptcp.enabled and any firewall stripping TCP options on lo' };
+    const sf = subflows[0];
+    return { name, status: 'ok', detail: `MPTCP_INFO (${info.structSize} bytes) and ${subflows.length} subflow(s) readable${sf ? `, rtt ${sf.rttUs} µs` : ''}` };
+  } catch (err) {
+    const e = err as Error & { code?: string; syscall?: string };
+    return { name, status: 'warn', detail: `${e.syscall ?? 'probe'} failed: ${e.code ?? e.message}`, fix: 'a kernel ≥ 6.5 gives MPTCP_FULL_INFO; older ones give less per-subflow detail' };
+  } finally {
+    client?.destroy();
+    server.close();
+  }
 }
 
 async function checkTool(name: string, cmd: string, args: string[], why: string, pkg: string): Promise<CheckResult> {
@@ -104,7 +124,7 @@ export async function doctorChecks(): Promise<CheckResult[]> {
   const kernel = checkKernel();
   const results = [kernel, checkSocket(), checkPathManager()];
   results.push(await checkLimits(), await checkEndpoints());
-  if (kernel.status === 'ok') results.push(checkSubflowInfo());
+  if (kernel.status === 'ok') results.push(await checkSubflowInfo());
   results.push(
     await checkTool('tc', 'tc', ['-V'], 'needed later for steering subflows', 'iproute2'),
     await checkTool('mptcpize', 'mptcpize', ['--help'], 'lets unmodified TCP clients use MPTCP (mptcpize run curl ...)', 'mptcpd'),

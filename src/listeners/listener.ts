@@ -155,7 +155,7 @@ function sampleSubflows(socket: Socket, ctx: ConnectionContext): void {
   try {
     const info = readMptcpInfo(socket);
     // mptcpi_subflows counts the extra subflows, not the initial one (uapi/linux/mptcp.h).
-    if (info) ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, info.subflows + 1);
+    if (info) ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, info.subflowsTotal ?? info.extraSubflows + 1);
   } catch (err) {
     ctx.log.debug('MPTCP_INFO unavailable at close', { err });
   }
