@@ -19,6 +19,7 @@ export function accessLogFields(msg: ConnCloseMessage): Record<string, unknown> 
     client: formatEndpoint(ctx.downstream.remote),
     clientMptcp: ctx.downstream.mptcp,
     ...(ctx.downstreamSubflows !== undefined ? { clientSubflows: ctx.downstreamSubflows } : {}),
+    ...(ctx.downstreamPaths ? { clientPaths: ctx.downstreamPaths } : {}),
     ...(ctx.target ? { target: formatTarget(ctx.target) } : {}),
     ...(ctx.upstream ? { upstream: formatEndpoint(ctx.upstream.remote), upstreamMptcp: ctx.upstream.mptcp } : {}),
     ...ctx.access,

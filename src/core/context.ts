@@ -46,6 +46,8 @@ export interface ConnectionContext {
   upstream?: SocketFacts;
   /** Number of MPTCP subflows seen on the downstream connection (sampled at close). */
   downstreamSubflows?: number;
+  /** The client's subflows as "local→remote" address pairs, sampled with downstreamSubflows. */
+  downstreamPaths?: string[];
   /** How the connection ended, set by the relay (or by a front-end that ends it before relaying). */
   end?: { by: 'downstream' | 'upstream' | 'proxy'; error?: Error };
   /** Front-end specific access-log fields (method, status, user...). */
