@@ -3,7 +3,7 @@
  * Blob client: uploads N deterministic bytes, downloads M, checks both, prints one JSON line.
  *
  *   node peer-blob-client.js --host H --port P [--upload-bytes 5M] [--download-bytes 0]
- *        [--local-address A] [--seed S] [--download-seed S] [--timeout-ms 30000]
+ *        [--local-address A] [--seed S] [--download-seed S] [--timeout-ms 30000] [--mptcp]
  *
  * Success (exit 0): {"event":"done","uploadBytes","uploadSha256","downloadBytes","downloadSha256",
  *   "downloadIntact","elapsedMs","connectMs","mbit","localAddress","localPort","remoteAddress",...}
@@ -24,7 +24,7 @@ import {
   parseSeed,
 } from './peer-blob-content.js';
 
-/** Where to connect; `mptcp` asks for IPPROTO_MPTCP (not available in this plain-TCP client yet). */
+/** Where to connect; `mptcp` asks for an IPPROTO_MPTCP socket (src/mptcp addon). */
 export interface BlobConnectOptions {
   host: string;
   port: number;
@@ -33,13 +33,15 @@ export interface BlobConnectOptions {
 }
 
 /**
- * The one place a connection is created, so an MPTCP variant can be plugged in: the addon in
- * src/mptcp/ will export `connectMptcp({ host, port, localAddress, mptcp }): net.Socket` with the
- * same shape. Until it is wired in here, `--mptcp` is refused rather than silently using TCP.
+ * The one place a connection is created. Plain TCP uses node:net; `mptcp` uses the addon's
+ * `connectMptcp` (src/mptcp), loaded only then, so plain runs never touch the native module.
+ * Both return a net.Socket that emits 'connect'/'error' the same way.
  */
-export function openBlobConnection(opts: BlobConnectOptions): net.Socket {
-  if (opts.mptcp) throw Object.assign(new Error('--mptcp is not supported by this build of peer-blob-client (no MPTCP addon wired in)'), { code: 'ENOTSUP' });
-  return net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress, allowHalfOpen: true });
+export async function openBlobConnection(opts: BlobConnectOptions): Promise<net.Socket> {
+  if (!opts.mptcp) return net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress, allowHalfOpen: true });
+  const { connectMptcp } = await import('../../src/mptcp/index.js');
+  // No allowHalfOpen needed: the server sends its FIN only after ours (see peer-blob-content.ts).
+  return connectMptcp({ host: opts.host, port: opts.port, localAddress: opts.localAddress, mptcp: true });
 }
 
 function emit(event: Record<string, unknown>): void {
@@ -69,7 +71,7 @@ async function run(): Promise<number> {
   const timeoutMs = Number(values['timeout-ms']);
   const started = performance.now();
 
-  const socket = openBlobConnection({ host: values.host, port: Number(values.port), localAddress: values['local-address'], mptcp: values.mptcp });
+  const socket = await openBlobConnection({ host: values.host, port: Number(values.port), localAddress: values['local-address'], mptcp: values.mptcp });
   return new Promise<number>((resolve) => {
     let connectMs = -1;
     // Read at connect: after both FINs the handle is gone and these read as undefined.

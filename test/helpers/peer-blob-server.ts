@@ -2,7 +2,10 @@
 /**
  * Blob server: a plain-TCP peer for testbed tests (see peer-blob-content.ts for the protocol).
  *
- *   node peer-blob-server.js [--host 0.0.0.0] [--port 0] [--download-bytes N] [--seed S]
+ *   node peer-blob-server.js [--host 0.0.0.0] [--port 0] [--download-bytes N] [--seed S] [--mptcp]
+ *
+ * `--mptcp` listens on an IPPROTO_MPTCP socket through the src/mptcp addon (plain-TCP clients
+ * still work: the kernel falls back per connection).
  *
  * Prints `listening <port>` once bound, then per connection (after the client's FIN and the whole
  * download, when the server sends its own FIN) one JSON line:
@@ -105,13 +108,14 @@ function handle(socket: net.Socket, seed: number, forcedDownload: number | undef
   });
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       host: { type: 'string', default: '0.0.0.0' },
       port: { type: 'string', default: '0' },
       'download-bytes': { type: 'string' },
       seed: { type: 'string' },
+      mptcp: { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -122,19 +126,24 @@ function main(): void {
     process.stderr.write(`peer-blob-server: ${err.message}\n`);
     process.exit(2);
   });
-  server.listen({ host: values.host, port: Number(values.port) }, () => {
+  const printPort = (): void => {
     const addr = server.address() as net.AddressInfo;
     process.stdout.write(`listening ${addr.port}\n`);
-  });
+  };
+  if (values.mptcp) {
+    const { listenMptcp } = await import('../../src/mptcp/index.js');
+    await listenMptcp(server, { host: values.host, port: Number(values.port), mode: 'on' });
+    printPort();
+  } else {
+    server.listen({ host: values.host, port: Number(values.port) }, printPort);
+  }
   process.on('SIGTERM', () => {
     server.close();
     process.exit(0);
   });
 }
 
-try {
-  main();
-} catch (err) {
+main().catch((err: unknown) => {
   process.stderr.write(`peer-blob-server: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(2);
-}
+});

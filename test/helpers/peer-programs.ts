@@ -52,9 +52,12 @@ export interface BlobServer {
 export async function startBlobServer(
   tb: Testbed,
   host: HostName,
-  opts: { address?: string; port?: number; timeoutMs?: number } = {},
+  opts: { address?: string; port?: number; timeoutMs?: number; mptcp?: boolean } = {},
 ): Promise<BlobServer> {
-  const proc = tb.spawn(host, [process.execPath, BLOB_SERVER_PATH, '--host', opts.address ?? '0.0.0.0', '--port', String(opts.port ?? 0)]);
+  const proc = tb.spawn(host, [
+    process.execPath, BLOB_SERVER_PATH, '--host', opts.address ?? '0.0.0.0', '--port', String(opts.port ?? 0),
+    ...(opts.mptcp ? ['--mptcp'] : []),
+  ]);
   const { match } = await proc.waitForLine(/^listening (\d+)$/, { timeoutMs: opts.timeoutMs ?? 10_000 });
   let seen = 0;
   return {
@@ -79,7 +82,9 @@ export interface BlobClientOptions {
   downloadBytes?: number;
   localAddress?: string;
   timeoutMs?: number;
-  /** Extra CLI arguments (e.g. `--mptcp` once available). */
+  /** Use an MPTCP socket (src/mptcp addon). */
+  mptcp?: boolean;
+  /** Extra CLI arguments. */
   extraArgs?: readonly string[];
 }
 
@@ -92,6 +97,7 @@ export async function runBlobClient(tb: Testbed, host: HostName, opts: BlobClien
     '--upload-bytes', String(opts.uploadBytes ?? 0), '--download-bytes', String(opts.downloadBytes ?? 0),
     '--timeout-ms', String(timeoutMs),
     ...(opts.localAddress ? ['--local-address', opts.localAddress] : []),
+    ...(opts.mptcp ? ['--mptcp'] : []),
     ...(opts.extraArgs ?? []),
   ];
   const proc = tb.spawn(host, argv);
