@@ -77,7 +77,10 @@ async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: S
   socket.on('error', (err) => ctx.log.debug('downstream socket error', { err }));
   const reader = new HandshakeReader(socket);
   const deadline = setTimeout(() => {
+    // Fail the pending (or next) read, and close now even if a phase is busy elsewhere
+    // (e.g. checking a password): a slow client gets no more of our time.
     reader.fail(new DownstreamError(ErrorCode.HANDSHAKE_TIMEOUT, `SOCKS5 handshake not finished within ${cfg.handshakeTimeoutMs} ms`));
+    socket.destroy();
   }, cfg.handshakeTimeoutMs);
 
   try {
