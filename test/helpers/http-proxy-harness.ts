@@ -1,0 +1,254 @@
+/**
+ * Test harness for the HTTP front-end: the real front-end, the real dialer, the real relay and
+ * the real access policy behind a plain loopback listener on port 0; origin servers; a curl
+ * runner; and raw-socket helpers for the malformed cases.
+ */
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { createAccessPolicy } from '../../src/access/policy.js';
+import type { AccessPolicy } from '../../src/access/types.js';
+import type { AccessConfig, HttpListenerConfig } from '../../src/config/types.js';
+import { createConnectionContext } from '../../src/core/context.js';
+import type { ConnectionContext } from '../../src/core/context.js';
+import { createLogger } from '../../src/core/logger.js';
+import type { Logger } from '../../src/core/logger.js';
+import { createHttpFrontend } from '../../src/frontends/http/index.js';
+import { relayBothWays } from '../../src/relay/relay.js';
+import { createDialer } from '../../src/upstream/dialer.js';
+import type { Dial } from '../../src/upstream/types.js';
+
+export interface HttpProxyHarness {
+  port: number;
+  url: string;
+  /** Every connection's context, in accept order. */
+  contexts: ConnectionContext[];
+  /** Log lines (JSON), for asserting that errors were logged with code and target. */
+  logs: string[];
+  /** Resolves when every handle() promise so far has resolved. */
+  settled(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface HttpProxyOptions {
+  cfg?: Partial<HttpListenerConfig>;
+  access?: AccessPolicy;
+  accessConfig?: Partial<AccessConfig>;
+  /** Wraps or replaces the real dialer. */
+  dial?: (real: Dial) => Dial;
+}
+
+export function testAccessConfig(over: Partial<AccessConfig> = {}): AccessConfig {
+  return {
+    allowClients: ['127.0.0.0/8', '::1/128'],
+    denyDestinations: [],
+    allowDestinations: [],
+    denyPorts: [],
+    allowPorts: [],
+    maxConnectionsPerClient: 0,
+    ...over,
+  };
+}
+
+/** An AccessPolicy that allows every destination and checks one user name and password. */
+export function basicAuthPolicy(user: string, password: string): AccessPolicy {
+  return {
+    authRequired: true,
+    admitClient: () => ({ allowed: true, rule: 'test' }),
+    checkDestination: () => ({ allowed: true, rule: 'test' }),
+    verifyCredentials: async (u, p) => u === user && p === password,
+  };
+}
+
+export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpProxyHarness> {
+  const cfg: HttpListenerConfig = {
+    name: 'http-test',
+    type: 'http',
+    listen: { host: '127.0.0.1', port: 0 },
+    mptcp: 'off',
+    backlog: 128,
+    reusePort: false,
+    handshakeTimeoutMs: 5000,
+    maxHeaderBytes: 8192,
+    maxHeaderCount: 50,
+    keepAliveTimeoutMs: 5000,
+    via: 'mptcp-proxy-test',
+    ...opts.cfg,
+  };
+  const logs: string[] = [];
+  const log: Logger = createLogger({ level: 'debug', format: 'json', sink: { write: (l) => logs.push(l) } });
+  const access = opts.access ?? (await createAccessPolicy(testAccessConfig(opts.accessConfig)));
+  const realDial = createDialer({ mptcp: 'off', connectTimeoutMs: 2000, dnsTimeoutMs: 2000, happyEyeballsDelayMs: 250 }, access, log);
+  const dial = opts.dial ? opts.dial(realDial) : realDial;
+  const frontend = createHttpFrontend(cfg, { dial, relay: relayBothWays, access, log });
+  const contexts: ConnectionContext[] = [];
+  const sockets = new Set<net.Socket>();
+  const handles: Promise<void>[] = [];
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    const ctx = createConnectionContext({
+      listener: cfg.name,
+      frontend: 'http',
+      downstream: {
+        remote: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+        local: { address: socket.localAddress ?? '', port: socket.localPort ?? 0 },
+        mptcp: false,
+      },
+      log,
+    });
+    contexts.push(ctx);
+    handles.push(frontend.handle(socket, ctx));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    contexts,
+    logs,
+    settled: async () => {
+      await Promise.all(handles);
+    },
+    close: async () => {
+      server.close();
+      for (const s of sockets) s.destroy();
+      await Promise.all(handles);
+    },
+  };
+}
+
+export interface OriginServer {
+  port: number;
+  /** TCP connections accepted so far. */
+  connections: number;
+  /** Request heads seen (method, url, headers), in order. */
+  requests: Array<{ method: string; url: string; headers: http.IncomingHttpHeaders; rawHeaders: string[] }>;
+  close(): Promise<void>;
+}
+
+/** A real Node http server on 127.0.0.1:0; `handler` answers each request. */
+export async function startOrigin(handler: http.RequestListener): Promise<OriginServer> {
+  const server = http.createServer((req, res) => {
+    origin.requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders });
+    handler(req, res);
+  });
+  server.keepAliveTimeout = 10_000;
+  const origin: OriginServer = {
+    port: 0,
+    connections: 0,
+    requests: [],
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  server.on('connection', () => {
+    origin.connections += 1;
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  origin.port = (server.address() as AddressInfo).port;
+  return origin;
+}
+
+export async function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of req) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+export interface CurlResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs curl through the proxy. The environment is cleared of *_proxy variables. */
+export function curl(proxyPort: number, args: string[], input?: string | Buffer): Promise<CurlResult> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      'curl',
+      ['-sS', '--max-time', '15', '-x', `http://127.0.0.1:${proxyPort}`, ...args],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, maxBuffer: 64 * 1024 * 1024, encoding: 'latin1' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+    if (input !== undefined) child.stdin?.end(input);
+    else child.stdin?.end();
+  });
+}
+
+/**
+ * Opens a raw connection, writes `data`, and collects everything until the proxy closes
+ * (or `timeoutMs` passes, then the socket is destroyed). Returns the bytes as latin1.
+ */
+export async function rawExchange(port: number, data: string | Buffer, timeoutMs = 5000): Promise<string> {
+  const socket = net.connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write(data);
+  return collectUntilClose(socket, timeoutMs);
+}
+
+export function collectUntilClose(socket: net.Socket, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    const timer = setTimeout(() => socket.destroy(), timeoutMs);
+    socket.on('data', (d: Buffer) => parts.push(d));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(parts).toString('latin1'));
+    });
+  });
+}
+
+/** Reads from a raw socket until `predicate(text so far)` holds. */
+export function readUntil(socket: net.Socket, predicate: (text: string) => boolean, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`timed out waiting; got ${JSON.stringify(text)}`));
+    }, timeoutMs);
+    const onData = (d: Buffer): void => {
+      text += d.toString('latin1');
+      if (predicate(text)) {
+        cleanup();
+        resolve(text);
+      }
+    };
+    const onClose = (): void => {
+      cleanup();
+      if (predicate(text)) resolve(text);
+      else reject(new Error(`closed; got ${JSON.stringify(text)}`));
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('close', onClose);
+    };
+    socket.on('data', onData);
+    socket.on('close', onClose);
+  });
+}
+
+/** A port on 127.0.0.1 that nothing listens on (bound, then closed). */
+export async function closedPort(): Promise<number> {
+  const s = net.createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/** Parsed log lines at or above a level that carry a given status. */
+export function logLinesWithStatus(logs: string[], status: number): Array<Record<string, unknown>> {
+  return logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.status === status && l.code !== undefined);
+}
