@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConfigError } from '../../src/core/errors.js';
 import {
   createCredentialStore, formatCredentialLine, hashPassword, loadCredentials, parseCredentials, parseStoredHash,
@@ -99,13 +102,22 @@ test('each kind of malformed line is rejected with its line number', () => {
   }
 });
 
-test('a missing file and a file without users are ConfigErrors that say what to do', async () => {
+test('a missing file and a file without users are ConfigErrors that say what to do', async (t) => {
   await assert.rejects(loadCredentials('/nonexistent/credentials.txt'), (err: unknown) => {
     assert.ok(err instanceof ConfigError);
     assert.match(err.message, /ENOENT/);
     return true;
   });
-  assert.equal(parseCredentials('# nobody\n\n', 'empty.txt').size, 0);
+  const dir = await mkdtemp(join(tmpdir(), 'mptcp-proxy-creds-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const empty = join(dir, 'credentials-empty.txt');
+  await writeFile(empty, '# nobody yet\n\n');
+  await assert.rejects(loadCredentials(empty), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /no users/);
+    assert.match(err.fix, /passwd/);
+    return true;
+  });
 });
 
 test('formatCredentialLine refuses user names the file cannot hold', () => {
