@@ -123,6 +123,7 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
 
 export interface OriginServer {
   port: number;
+  server: http.Server;
   /** TCP connections accepted so far. */
   connections: number;
   /** Request heads seen (method, url, headers), in order. */
@@ -139,6 +140,7 @@ export async function startOrigin(handler: http.RequestListener): Promise<Origin
   server.keepAliveTimeout = 10_000;
   const origin: OriginServer = {
     port: 0,
+    server,
     connections: 0,
     requests: [],
     close: async () => {

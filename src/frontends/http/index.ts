@@ -370,14 +370,23 @@ class HttpProxySession {
       if (!r.ok) up.socket.destroy(); // unblocks the response side
       return r;
     });
+    // A client that goes away while the upstream is still thinking must not leave the
+    // upstream request running: nothing else would notice until the response arrived.
+    const onClientClose = (): void => {
+      up.socket.destroy();
+    };
+    this.#client.once('close', onClientClose);
     let outcome: ResponseOutcome;
     try {
       outcome = await this.#relayResponse(req, up, state);
     } catch (err) {
+      if (this.#client.destroyed) throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client went away during the exchange', { cause: err });
       // A bad request body is the client's error: prefer it over the upstream symptom.
       const settled = pumpResult ?? (await Promise.race([pump, Promise.resolve(undefined)]));
       if (settled && !settled.ok && settled.error instanceof ProxyError && settled.error.side === 'downstream') throw settled.error;
       throw err;
+    } finally {
+      this.#client.off('close', onClientClose);
     }
     up.served += 1;
     // The server answered before the request body was complete: the connection state on both
