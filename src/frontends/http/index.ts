@@ -259,12 +259,27 @@ class HttpProxySession {
       if (current.key === key && current.reader.idleUsable) return current;
       this.#releaseUpstream();
     }
-    const socket = await this.#deps.dial(target, this.#ctx);
+    const socket = await this.#dial(target);
     const reader = new SocketReader(socket, (n) => {
       this.#ctx.bytes.fromUpstream += n;
     });
     this.#up = { key, target, socket, reader, served: 0 };
     return this.#up;
+  }
+
+  /** deps.dial, aborted if the client goes away while we wait (its reply would be moot). */
+  async #dial(target: TargetAddress): Promise<Socket> {
+    const abort = new AbortController();
+    const onClientClose = (): void => abort.abort();
+    this.#client.once('close', onClientClose);
+    try {
+      return await this.#deps.dial(target, this.#ctx, { signal: abort.signal });
+    } catch (err) {
+      if (abort.signal.aborted) throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client went away during the dial', { cause: err });
+      throw err;
+    } finally {
+      this.#client.off('close', onClientClose);
+    }
   }
 
   #releaseUpstream(): void {
@@ -279,7 +294,7 @@ class HttpProxySession {
   /** CONNECT: dial, reply 200, hand both sockets to the relay and wait for its summary. */
   async #tunnel(req: ProxyRequest): Promise<void> {
     this.#releaseUpstream();
-    const upstream = await this.#deps.dial(req.target.target, this.#ctx);
+    const upstream = await this.#dial(req.target.target);
     let earlyError: Error | undefined;
     const onEarlyError = (err: Error): void => {
       earlyError = err;
