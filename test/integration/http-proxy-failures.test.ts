@@ -176,3 +176,20 @@ test('a close-delimited response is forwarded and the client connection is close
   assert.match(raw, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n\r\nuntil close$/);
 });
 
+
+test('a malformed chunked request body is a 400 when no response has started', async (t) => {
+  const origin = await startOrigin((req, res) => {
+    req.on('data', () => {});
+    req.on('end', () => res.end('unexpected'));
+  });
+  const proxy = await startHttpProxy();
+  t.after(async () => {
+    await proxy.close();
+    await origin.close();
+  });
+  const raw = await rawExchange(
+    proxy.port,
+    `POST http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n`,
+  );
+  assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
+});
