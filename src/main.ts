@@ -33,7 +33,7 @@ function createFrontend(cfg: ListenerConfig, deps: FrontendDeps, config: Config)
     case 'http':
       return createHttpFrontend(cfg, deps);
     case 'socks5':
-      return createSocks5Frontend(cfg, deps);
+      return createSocks5Frontend(cfg, deps, { idleTimeoutMs: config.relay.idleTimeoutMs });
     case 'tcp-forward':
       return createTcpForwardFrontend(cfg, deps, { idleTimeoutMs: config.relay.idleTimeoutMs });
     case 'transparent':

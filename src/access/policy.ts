@@ -14,34 +14,8 @@ import { compileCidrList, ipEquals, parseCanonicalIp, parseCidr, cidrContains, t
 import { compilePortList } from './ports.js';
 import { loadCredentials, type CredentialStore } from './credentials.js';
 
-/** Clients allowed by default: loopback, RFC 1918 private, RFC 4193 unique-local, RFC 6598 CGNAT. */
-export const DEFAULT_ALLOWED_CLIENTS: readonly string[] = [
-  '127.0.0.0/8',
-  '::1/128',
-  '10.0.0.0/8',
-  '172.16.0.0/12',
-  '192.168.0.0/16',
-  'fc00::/7',
-  '100.64.0.0/10',
-];
-
-/**
- * Destinations denied by default: link-local (where cloud metadata services live,
- * 169.254.169.254), unspecified (connecting to 0.0.0.0 reaches this host on Linux),
- * multicast and limited broadcast, none of which a TCP proxy should ever dial.
- * fd00:ec2::254 is the AWS instance metadata service's IPv6 address (inside fc00::/7,
- * which as a whole stays allowed).
- */
-export const DEFAULT_DENIED_DESTINATIONS: readonly string[] = [
-  '169.254.0.0/16',
-  'fe80::/10',
-  '0.0.0.0/8',
-  '::/128',
-  '224.0.0.0/4',
-  'ff00::/8',
-  '255.255.255.255/32',
-  'fd00:ec2::254/128',
-];
+// The default lists live with the other defaults; re-exported for callers that build policies by hand.
+export { DEFAULT_ALLOWED_CLIENTS, DEFAULT_DENIED_DESTINATIONS } from '../config/defaults.js';
 
 export interface AccessPolicyOptions {
   /** The proxy's own listen hosts (may be unspecified: "0.0.0.0", "::"), read at each check. */

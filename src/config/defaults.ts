@@ -3,14 +3,19 @@
  * An HTTP proxy on 3128 and a SOCKS5 proxy on 1080, MPTCP towards clients, MPTCP-if-possible
  * towards servers, open to loopback and private networks only.
  */
+/** Clients allowed by default: loopback, RFC 1918 private, RFC 6598 CGNAT, RFC 4193 unique-local. */
 export const DEFAULT_ALLOWED_CLIENTS: readonly string[] = [
   '127.0.0.0/8', '::1/128', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', 'fc00::/7',
 ];
 
-/** Never dialed by default: link-local (cloud metadata lives at 169.254.169.254), unspecified,
- *  multicast, broadcast. The proxy's own listeners are denied separately (rule "self"). */
+/**
+ * Never dialed by default: link-local (where cloud metadata services live, 169.254.169.254),
+ * unspecified (connecting to 0.0.0.0 reaches this host on Linux), multicast, limited broadcast,
+ * and fd00:ec2::254, AWS's IPv6 metadata address (inside fc00::/7, which stays allowed as a whole).
+ * The proxy's own listeners are denied separately (rule "self").
+ */
 export const DEFAULT_DENIED_DESTINATIONS: readonly string[] = [
-  '169.254.0.0/16', 'fe80::/10', '0.0.0.0/8', '::/128', '224.0.0.0/4', 'ff00::/8', '255.255.255.255/32',
+  '169.254.0.0/16', 'fe80::/10', '0.0.0.0/8', '::/128', '224.0.0.0/4', 'ff00::/8', '255.255.255.255/32', 'fd00:ec2::254/128',
 ];
 
 /** The raw (pre-validation) default document, in the same shape a YAML file has. */

@@ -9,6 +9,7 @@
 import { isIP } from 'node:net';
 import { ConfigError, type TargetAddress } from '../core/errors.js';
 import { LogLevels } from '../core/logger.js';
+import { parseCidr } from '../access/cidr.js';
 import type { FrontendKind } from '../core/context.js';
 import type {
   AccessConfig, Config, ListenAddress, ListenerConfig, LogConfig, RelayConfig, UpstreamConfig,
@@ -182,13 +183,9 @@ function checkPortRange(s: string, key: string): void {
   if (!m || lo < 1 || hi > 65535 || lo > hi) throw new ConfigError(key, `"${s}" is not a port or port range`, 'write a port like "443" or a range like "8000-8999"');
 }
 
-/** Syntax-level CIDR check; the access module does the real parsing. */
+/** The access module's own CIDR parser, so the schema and the policy accept exactly the same networks. */
 function checkCidr(s: string, key: string): void {
-  const [addr, bits, extra] = s.split('/');
-  const fam = isIP(addr ?? '');
-  const max = fam === 4 ? 32 : 128;
-  const ok = fam !== 0 && extra === undefined && (bits === undefined || (/^\d+$/.test(bits) && Number(bits) <= max));
-  if (!ok) throw new ConfigError(key, `"${s}" is not an IP network`, 'write an address with a prefix length, e.g. "10.0.0.0/8" or "fd00::/8"');
+  parseCidr(s, key);
 }
 
 function readLog(sec: Section): LogConfig {
