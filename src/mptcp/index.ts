@@ -11,6 +11,7 @@ export {
   type ListenMptcpResult,
   type ConnectMptcpOptions,
   type SocketAddress,
+  type InterceptMode,
 } from './socket.js';
 export {
   isMptcpSocket,

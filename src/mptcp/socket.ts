@@ -8,7 +8,7 @@
  */
 import * as net from 'node:net';
 import type { ListenerMptcpMode } from '../config/types.js';
-import { MptcpUnavailableError, isSystemError } from '../core/errors.js';
+import { ErrorCode, MptcpUnavailableError, ProxyError, isSystemError } from '../core/errors.js';
 import { NativeAddonUnavailableError, loadNative, type MptcpNative } from './native.js';
 import { mptcpSupport } from './support.js';
 
@@ -201,30 +201,46 @@ export function connectMptcp(opts: ConnectMptcpOptions): net.Socket {
   return socket.connect({ host: opts.host, port: opts.port });
 }
 
+/** How intercepted traffic reached the listener (config: transparent listener `mode`). */
+export type InterceptMode = 'redirect' | 'tproxy';
+
 /**
  * Where a transparently intercepted client wanted to go.
  *
- * REDIRECT/DNAT: netfilter rewrote the destination; conntrack keeps the original, read
- * with SO_ORIGINAL_DST (IPv4) / IP6T_SO_ORIGINAL_DST (IPv6). TPROXY: nothing is
- * rewritten, so the accepted socket's local address *is* the original destination —
- * this function returns it when conntrack has no entry (ENOENT).
+ * 'tproxy': TPROXY rewrites nothing, so the accepted socket's local address *is* the
+ * original destination (the listener needs IP_TRANSPARENT); no syscall beyond getsockname.
  *
- * Caveat: on an MPTCP socket that has not fallen back, the kernel does not forward
- * SOL_IP getsockopts to the subflow (net/mptcp/sockopt.c mptcp_getsockopt_v4 knows only
- * IP_TOS and a few others) and answers EOPNOTSUPP; this is rethrown as is, because the
- * local address would be our own port, not the destination. Use TPROXY for MPTCP clients.
+ * 'redirect' (REDIRECT/DNAT): netfilter rewrote the destination and conntrack keeps the
+ * original, read with SO_ORIGINAL_DST (IPv4) / IP6T_SO_ORIGINAL_DST (IPv6). ENOENT means
+ * conntrack has no NAT entry: the client addressed us directly, and our own address is
+ * returned (the caller's access policy must refuse connecting to itself).
+ *
+ * Verified on Linux 6.18: on an MPTCP socket that has not fallen back, the kernel does
+ * not forward SOL_IP/SOL_IPV6 getsockopts to the subflow (net/mptcp/sockopt.c
+ * mptcp_getsockopt_v4 knows only IP_TOS and a few others) and answers EOPNOTSUPP, so
+ * REDIRECT cannot serve MPTCP clients; that becomes a ProxyError NOT_SUPPORTED telling
+ * the user to use TPROXY. Fallen-back (plain TCP) clients work with REDIRECT.
  */
-export function originalDestination(socket: net.Socket): SocketAddress {
+export function originalDestination(socket: net.Socket, mode: InterceptMode = 'redirect'): SocketAddress {
   const native = loadNative();
   const fd = socketFd(socket);
   const local = native.localAddress(fd);
   if (local === null) throw Object.assign(new Error('socket has no local address'), { code: 'ERR_SOCKET_CLOSED' });
+  if (mode === 'tproxy') return { address: local.address, port: local.port };
   // An IPv4 client on a dual-stack listener is an IPv4 conntrack entry.
   const v4 = local.family === 4 || local.address.startsWith('::ffff:');
   try {
     const dst = native.originalDestination(fd, v4 ? 4 : 6);
     if (dst !== null) return { address: dst.address, port: dst.port };
   } catch (err) {
+    if (isSystemError(err) && err.code === 'EOPNOTSUPP') {
+      throw new ProxyError(
+        ErrorCode.NOT_SUPPORTED,
+        'internal',
+        'cannot read the original destination of an MPTCP connection redirected by REDIRECT/DNAT (the kernel does not pass SO_ORIGINAL_DST to MPTCP subflows): use transparent mode "tproxy"',
+        { cause: err },
+      );
+    }
     if (!(isSystemError(err) && err.code === 'ENOENT')) throw err;
   }
   return { address: local.address, port: local.port };

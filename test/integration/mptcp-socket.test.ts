@@ -14,6 +14,7 @@ import {
   listenMptcp,
   loadNative,
   mptcpSupport,
+  originalDestination,
   readMptcpInfo,
   readSubflows,
   subflowAddresses,
@@ -264,4 +265,28 @@ test('listenMptcp mode off listens on plain TCP and reports mptcp false', async 
   t.after(() => closeServer(server));
   assert.equal(result.mptcp, false);
   assert.equal(result.address.port, (server.address() as net.AddressInfo).port);
+});
+
+test('originalDestination: without a NAT entry a plain client gets the listener address; MPTCP under REDIRECT is refused with a clear error; tproxy reads the local address', async (t) => {
+  if (skipUnlessMptcp(t)) return;
+  const { server: listener, port, accepted } = await mptcpServer(t);
+  const mptcpClient = connectMptcp({ host: '127.0.0.1', port, mptcp: true });
+  t.after(() => mptcpClient.destroy());
+  await once(mptcpClient, 'connect');
+  const server = await accepted;
+  t.after(() => server.destroy());
+
+  assert.deepEqual(originalDestination(server, 'tproxy'), { address: '127.0.0.1', port });
+  assert.throws(() => originalDestination(server, 'redirect'), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'MPX_ERR_NOT_SUPPORTED');
+    assert.match(err.message, /tproxy/);
+    return true;
+  });
+
+  // A fallen-back (plain TCP) client with no conntrack NAT entry: ENOENT → our own address.
+  const nextConnection = once(listener, 'connection');
+  const plainClient = net.connect({ host: '127.0.0.1', port });
+  t.after(() => plainClient.destroy());
+  const [plainServer] = (await nextConnection) as [net.Socket];
+  assert.deepEqual(originalDestination(plainServer), { address: '127.0.0.1', port });
 });
