@@ -144,7 +144,7 @@ function editDistance(a: string, b: string): number {
 /**
  * Parses "host:port", "[v6]:port", ":port" or "port". An empty host means all addresses ("::").
  */
-export function parseHostPort(text: string, key: string, opts: { defaultHost?: string; allowPortZero?: boolean; requireHost?: boolean } = {}): ListenAddress {
+export function parseHostPort(text: string, key: string, opts: { defaultHost?: string; allowPortZero?: boolean; requireHost?: boolean; requireIp?: boolean } = {}): ListenAddress {
   const fix = opts.requireHost ? 'write it as host:port, e.g. "example.com:80" or "[2001:db8::1]:443"' : 'write it as host:port, e.g. "[::]:3128", "127.0.0.1:3128" or ":3128"';
   let host: string;
   let portText: string;
@@ -169,6 +169,9 @@ export function parseHostPort(text: string, key: string, opts: { defaultHost?: s
   if (host === '') {
     if (opts.requireHost) throw new ConfigError(key, `"${text}" has no host`, fix);
     host = opts.defaultHost ?? '::';
+  }
+  if (opts.requireIp && !isIP(host)) {
+    throw new ConfigError(key, `"${host}" is not an IP address (listeners bind addresses, not names)`, 'use an address such as "[::]:3128" (all), "0.0.0.0:3128" or "127.0.0.1:3128"');
   }
   if (!isIP(host) && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) {
     throw new ConfigError(key, `"${host}" is neither an IP address nor a host name`, fix);
@@ -203,7 +206,7 @@ function readListener(sec: Section, index: number): ListenerConfig {
   if (sec.raw.type === undefined) throw new ConfigError(sec.key('type'), 'is required', `add type: one of ${FRONTEND_KINDS.join(', ')}`);
   const base = {
     name: sec.str('name', `${type}-${index}`)!,
-    listen: parseHostPort(sec.requiredStr('listen', '"[::]:3128"'), sec.key('listen'), { allowPortZero: true }),
+    listen: parseHostPort(sec.requiredStr('listen', '"[::]:3128"'), sec.key('listen'), { allowPortZero: true, requireIp: true }),
     mptcp: sec.oneOf('mptcp', listenerDefaults.mptcp, ['on', 'auto', 'off'] as const),
     backlog: sec.int('backlog', listenerDefaults.backlog, 1, 65535),
     reusePort: sec.bool('reusePort', listenerDefaults.reusePort),

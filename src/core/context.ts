@@ -79,3 +79,8 @@ export function createConnectionContext(opts: NewContextOptions): ConnectionCont
 export function formatEndpoint(e: Endpoint): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
+
+/** IPv4 clients of a dual-stack socket show up as ::ffff:a.b.c.d; logs, ACLs and dials want a.b.c.d. */
+export function unmapAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}

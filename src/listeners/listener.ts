@@ -9,7 +9,7 @@
  */
 import { Server, type Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
-import { createConnectionContext, type ConnectionContext, type SocketFacts } from '../core/context.js';
+import { createConnectionContext, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
 import { publishConnClose, publishConnOpen } from '../core/channels.js';
 import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
@@ -27,11 +27,6 @@ export interface ListenerDeps {
   access: AccessPolicy;
   limiter: ClientLimiter;
   log: Logger;
-}
-
-/** IPv4 clients of a dual-stack socket show up as ::ffff:a.b.c.d; logs and ACLs want a.b.c.d. */
-export function unmapAddress(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 export class ProxyListener {
@@ -74,7 +69,8 @@ export class ProxyListener {
     if (this.#state !== 'new') return;
     this.#state = 'starting';
     const { listen, mptcp, backlog, reusePort, name, type } = this.config;
-    const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, mode: mptcp });
+    const transparent = this.config.type === 'transparent' && this.config.mode === 'tproxy';
+    const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, transparent, mode: mptcp });
     this.#mptcp = r.mptcp;
     this.#state = 'listening';
     this.#deps.log.info('listening', { listener: name, frontend: type, address: r.address.address, port: r.address.port, mptcp: r.mptcp });

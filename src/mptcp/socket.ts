@@ -70,6 +70,9 @@ export interface ListenMptcpOptions {
   backlog?: number;
   /** SO_REUSEPORT: several processes share the port (the kernel spreads connections). */
   reusePort?: boolean;
+  /** IP_TRANSPARENT (and IPV6_TRANSPARENT): accept connections that nftables/iptables TPROXY
+   *  delivers with a foreign destination address. Needs CAP_NET_ADMIN. */
+  transparent?: boolean;
   mode: ListenerMptcpMode;
 }
 
@@ -119,6 +122,12 @@ function setUpListenFd(native: MptcpNative, fd: number, opts: ListenMptcpOptions
     }
     native.setIntOption(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1);
     if (opts.reusePort) native.setIntOption(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1);
+    if (opts.transparent) {
+      // Both levels on a dual-stack socket: TPROXY may deliver IPv4 and IPv6 connections.
+      // MPTCP accepts these options on the listener (net/mptcp/sockopt.c).
+      native.setIntOption(fd, c.IPPROTO_IP, c.IP_TRANSPARENT, 1);
+      if (family === 6) native.setIntOption(fd, c.IPPROTO_IPV6, c.IPV6_TRANSPARENT, 1);
+    }
     native.bind(fd, opts.host, opts.port);
     native.listen(fd, opts.backlog ?? 511);
   });
@@ -136,24 +145,38 @@ function setUpListenFd(native: MptcpNative, fd: number, opts: ListenMptcpOptions
  * receive the fd number of another process); run separate processes with reusePort.
  */
 export async function listenMptcp(server: net.Server, opts: ListenMptcpOptions): Promise<ListenMptcpResult> {
-  if (opts.mode === 'off') return { mptcp: false, address: await listenPlain(server, opts) };
+  // Socket options Node's listen() cannot set (IP_TRANSPARENT; SO_REUSEPORT before Node 22.12)
+  // need our own fd even for plain TCP; without them and without the addon, Node's listen does.
+  const needsOwnFd = opts.transparent === true || opts.reusePort === true;
+  if (opts.mode === 'off' && !needsOwnFd) return { mptcp: false, address: await listenPlain(server, opts) };
 
   const family = familyOf(opts.host);
   let native: MptcpNative;
-  let fd: number;
   try {
     native = loadNative();
-    fd = native.socket(family, true);
   } catch (err) {
-    if (!isMptcpUnavailable(err)) throw err;
     if (opts.mode === 'on') throw unavailableError(err);
+    if (needsOwnFd) throw err;
     return { mptcp: false, address: await listenPlain(server, opts) };
   }
+  let fd: number | undefined;
+  if (opts.mode !== 'off') {
+    try {
+      fd = native.socket(family, true);
+    } catch (err) {
+      if (!isMptcpUnavailable(err)) throw err;
+      if (opts.mode === 'on') throw unavailableError(err);
+      // 'auto': plain TCP below.
+    }
+  }
+  const mptcp = fd !== undefined;
+  fd ??= native.socket(family, false);
   // Failures from here (EADDRINUSE, EACCES...) are the ones plain TCP would hit too: no fallback.
   setUpListenFd(native, fd, opts, family);
   // From here Node owns the fd: on a listen error it closes its handle (net.js setupListenHandle).
-  const address = await waitListening(server, () => server.listen({ fd, backlog: opts.backlog ?? 511 }));
-  return { mptcp: true, address };
+  const ownFd = fd;
+  const address = await waitListening(server, () => server.listen({ fd: ownFd, backlog: opts.backlog ?? 511 }));
+  return { mptcp, address };
 }
 
 export interface ConnectMptcpOptions {

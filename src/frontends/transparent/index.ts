@@ -9,32 +9,23 @@
  * - `redirect`: REDIRECT/DNAT rewrites the destination to us; the original is read with
  *   SO_ORIGINAL_DST. The kernel answers that for TCP sockets only: on an MPTCP socket
  *   (net/mptcp/sockopt.c, mptcp_getsockopt_v4) it fails with EOPNOTSUPP, so MPTCP clients
- *   need `tproxy`. The failure is logged with that advice.
+ *   need `tproxy`; originalDestination() turns that into an error saying so, which is logged.
  *
  *   client ──MPTCP──▶ (nft tproxy) ──▶ [listener → transparent] ──TCP──▶ original destination
  */
 import type { Socket } from 'node:net';
 import type { TransparentListenerConfig } from '../../config/types.js';
-import type { ConnectionContext } from '../../core/context.js';
-import { DownstreamError, ErrorCode, type TargetAddress } from '../../core/errors.js';
+import type { TargetAddress } from '../../core/errors.js';
+import { unmapAddress } from '../../core/context.js';
 import { originalDestination } from '../../mptcp/index.js';
 import type { Frontend, FrontendDeps } from '../types.js';
 import { tunnelTo } from '../tunnel.js';
 import type { TunnelFrontendOptions } from '../tcp-forward/index.js';
 
-function recoverDestination(socket: Socket, ctx: ConnectionContext, mode: TransparentListenerConfig['mode']): TargetAddress {
-  if (mode === 'tproxy') {
-    // With TPROXY the connection keeps its original destination as our local address.
-    return { host: ctx.downstream.local.address, port: ctx.downstream.local.port };
-  }
-  try {
-    const d = originalDestination(socket);
-    return { host: d.address, port: d.port };
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    const hint = code === 'EOPNOTSUPP' ? '; the kernel gives SO_ORIGINAL_DST only for plain TCP: use mode: tproxy for MPTCP clients' : '';
-    throw new DownstreamError(ErrorCode.BAD_REQUEST, `cannot recover the original destination (${code ?? 'error'})${hint}`, { cause: err });
-  }
+/** Where the client was going; unmaps dual-stack IPv4 so the dialer sees a plain IPv4 target. */
+function recoverDestination(socket: Socket, mode: TransparentListenerConfig['mode']): TargetAddress {
+  const d = originalDestination(socket, mode);
+  return { host: unmapAddress(d.address), port: d.port };
 }
 
 export function createTransparentFrontend(cfg: TransparentListenerConfig, deps: FrontendDeps, opts: TunnelFrontendOptions): Frontend {
@@ -44,7 +35,7 @@ export function createTransparentFrontend(cfg: TransparentListenerConfig, deps: 
       // 1. original destination
       let target: TargetAddress;
       try {
-        target = recoverDestination(socket, ctx, cfg.mode);
+        target = recoverDestination(socket, cfg.mode);
       } catch (err) {
         ctx.end = { by: 'proxy', error: err as Error };
         ctx.log.warn('transparent: no destination', { err });
