@@ -31,7 +31,7 @@ export interface RunningProxy {
 function createFrontend(cfg: ListenerConfig, deps: FrontendDeps, config: Config): Frontend {
   switch (cfg.type) {
     case 'http':
-      return createHttpFrontend(cfg, deps);
+      return createHttpFrontend(cfg, deps, { idleTimeoutMs: config.relay.idleTimeoutMs });
     case 'socks5':
       return createSocks5Frontend(cfg, deps, { idleTimeoutMs: config.relay.idleTimeoutMs });
     case 'tcp-forward':

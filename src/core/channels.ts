@@ -14,6 +14,7 @@ export const ChannelName = {
   connClose: 'mptcp-proxy:conn:close',
   dialError: 'mptcp-proxy:dial:error',
   upstreamConnected: 'mptcp-proxy:upstream:connected',
+  requestDone: 'mptcp-proxy:request:done',
 } as const;
 
 export interface ConnOpenMessage {
@@ -39,11 +40,24 @@ export interface UpstreamConnectedMessage {
   connectMs: number;
 }
 
+/** One HTTP request/response exchange finished (the HTTP front-end's per-request account). */
+export interface RequestDoneMessage {
+  ctx: ConnectionContext;
+  method: string | undefined;
+  url: string | undefined;
+  status: number | undefined;
+  durationMs: number;
+  /** Bytes of this exchange read from the client (head + body) and from the server. */
+  fromDownstream: number;
+  fromUpstream: number;
+}
+
 export const channels = {
   connOpen: diagnosticsChannel.channel(ChannelName.connOpen),
   connClose: diagnosticsChannel.channel(ChannelName.connClose),
   dialError: diagnosticsChannel.channel(ChannelName.dialError),
   upstreamConnected: diagnosticsChannel.channel(ChannelName.upstreamConnected),
+  requestDone: diagnosticsChannel.channel(ChannelName.requestDone),
 };
 
 export function publishConnOpen(msg: ConnOpenMessage): void {
@@ -57,4 +71,7 @@ export function publishDialError(msg: DialErrorMessage): void {
 }
 export function publishUpstreamConnected(msg: UpstreamConnectedMessage): void {
   if (channels.upstreamConnected.hasSubscribers) channels.upstreamConnected.publish(msg);
+}
+export function publishRequestDone(msg: RequestDoneMessage): void {
+  if (channels.requestDone.hasSubscribers) channels.requestDone.publish(msg);
 }

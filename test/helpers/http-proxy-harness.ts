@@ -38,6 +38,8 @@ export interface HttpProxyOptions {
   accessConfig?: Partial<AccessConfig>;
   /** Wraps or replaces the real dialer. */
   dial?: (real: Dial) => Dial;
+  /** relay.idleTimeoutMs for the front-end (upstream silence → 504); default none. */
+  idleTimeoutMs?: number;
 }
 
 export function testAccessConfig(over: Partial<AccessConfig> = {}): AccessConfig {
@@ -82,7 +84,7 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
   const access = opts.access ?? (await createAccessPolicy(testAccessConfig(opts.accessConfig)));
   const realDial = createDialer({ mptcp: 'off', connectTimeoutMs: 2000, dnsTimeoutMs: 2000, happyEyeballsDelayMs: 250 }, access, log);
   const dial = opts.dial ? opts.dial(realDial) : realDial;
-  const frontend = createHttpFrontend(cfg, { dial, relay: relayBothWays, access, log });
+  const frontend = createHttpFrontend(cfg, { dial, relay: relayBothWays, access, log }, { idleTimeoutMs: opts.idleTimeoutMs ?? 0 });
   const contexts: ConnectionContext[] = [];
   const sockets = new Set<net.Socket>();
   const handles: Promise<void>[] = [];

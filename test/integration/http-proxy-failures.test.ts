@@ -193,3 +193,42 @@ test('a malformed chunked request body is a 400 when no response has started', a
   );
   assert.match(raw, /^HTTP\/1\.1 400 Bad Request\r\n/);
 });
+
+test('an origin that accepts the request but never answers gets a 504 after the idle timeout, and the proxy serves the next request', async (t) => {
+  const stalled = net.createServer((socket) => socket.resume()); // reads, never writes
+  stalled.listen(0, '127.0.0.1');
+  await once(stalled, 'listening');
+  const stalledPort = (stalled.address() as AddressInfo).port;
+  const origin = await startOrigin((_req, res) => res.end('fine'));
+  const proxy = await startHttpProxy({ idleTimeoutMs: 300 });
+  t.after(async () => {
+    await proxy.close();
+    await origin.close();
+    stalled.close();
+  });
+  const started = performance.now();
+  const raw = await rawExchange(proxy.port, `GET http://127.0.0.1:${stalledPort}/ HTTP/1.1\r\nHost: x\r\n\r\n`);
+  assert.match(raw, /^HTTP\/1\.1 504 /);
+  assert.ok(performance.now() - started >= 290, 'waited for the idle timeout');
+  const ok = await curl(proxy.port, [`http://127.0.0.1:${origin.port}/`]);
+  assert.equal(ok.stdout, 'fine');
+});
+
+test('each HTTP exchange is published on the request channel with its own status and byte counts', async (t) => {
+  const { subscribe, unsubscribe } = await import('node:diagnostics_channel');
+  const seen: Array<{ status?: number; url?: string; fromUpstream: number }> = [];
+  const onRequest = (m: unknown) => seen.push(m as { status?: number; url?: string; fromUpstream: number });
+  subscribe('mptcp-proxy:request:done', onRequest);
+  const origin = await startOrigin((req, res) => res.end(req.url === '/a' ? 'aaaa' : 'bb'));
+  const proxy = await startHttpProxy();
+  t.after(async () => {
+    unsubscribe('mptcp-proxy:request:done', onRequest);
+    await proxy.close();
+    await origin.close();
+  });
+  await curl(proxy.port, [`http://127.0.0.1:${origin.port}/a`, `http://127.0.0.1:${origin.port}/b`]);
+  const mine = seen.filter((m) => m.url?.includes(`:${origin.port}/`));
+  assert.deepEqual(mine.map((m) => [m.url?.slice(-2), m.status]), [['/a', 200], ['/b', 200]]);
+  assert.ok(mine[0]!.fromUpstream > 4 && mine[1]!.fromUpstream > 2, 'each exchange counts its own response bytes');
+  assert.ok(mine[0]!.fromUpstream - mine[1]!.fromUpstream === 2, 'the bodies differ by two bytes, and so do the counts');
+});

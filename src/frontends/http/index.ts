@@ -14,6 +14,7 @@
 import type { Socket } from 'node:net';
 import type { HttpListenerConfig } from '../../config/types.js';
 import type { ConnectionContext } from '../../core/context.js';
+import { publishRequestDone } from '../../core/channels.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
 import type { Frontend, FrontendDeps } from '../types.js';
@@ -42,10 +43,17 @@ const LINGER_MS = 2000;
 
 /** Creates the front-end; `handle` never throws and resolves once the client socket is closed
  *  (or handed to the relay for CONNECT and the relay has finished). */
-export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps): Frontend {
+export interface HttpFrontendOptions {
+  /** relay.idleTimeoutMs: how long to wait for upstream bytes (504 before the response
+   *  starts, close after) and the CONNECT tunnels' idle timeout; 0 = no limit. */
+  idleTimeoutMs?: number;
+}
+
+export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, opts: HttpFrontendOptions = {}): Frontend {
+  const idleTimeoutMs = opts.idleTimeoutMs ?? 0;
   return {
     kind: 'http',
-    handle: (socket, ctx) => new HttpProxySession(socket, ctx, cfg, deps).run(),
+    handle: (socket, ctx) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs).run(),
   };
 }
 
@@ -105,14 +113,18 @@ class HttpProxySession {
   readonly #cfg: HttpListenerConfig;
   readonly #deps: FrontendDeps;
   #up: UpstreamConnection | null = null;
+  readonly #idleTimeoutMs: number | undefined;
   #requests = 0;
   #handedOver = false;
+  /** Connection byte counters when the current request began, for per-request byte counts. */
+  #bytesAtRequestStart = { fromDownstream: 0, fromUpstream: 0 };
 
-  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps) {
+  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps, idleTimeoutMs: number) {
     this.#client = socket;
     this.#ctx = ctx;
     this.#cfg = cfg;
     this.#deps = deps;
+    this.#idleTimeoutMs = idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
     this.#down = new SocketReader(socket, (n) => {
       ctx.bytes.fromDownstream += n;
     });
@@ -318,7 +330,10 @@ class HttpProxySession {
     if (earlyError) this.#ctx.log.debug('upstream error before relay started', { err: earlyError });
     this.#account(req.head, req.startedAt);
     try {
-      const summary = await this.#deps.relay(this.#client, upstream, this.#ctx, { downstreamHead });
+      const summary = await this.#deps.relay(this.#client, upstream, this.#ctx, {
+        downstreamHead,
+        ...(this.#idleTimeoutMs ? { idleTimeoutMs: this.#idleTimeoutMs } : {}),
+      });
       this.#ctx.log.debug('CONNECT tunnel closed', {
         target: formatTarget(req.target.target),
         endedBy: summary.endedBy,
@@ -474,13 +489,19 @@ class HttpProxySession {
     return new UpstreamError(ErrorCode.UPSTREAM_RESET, up.target, `upstream connection failed while ${doing}`, { cause: err, errno });
   }
 
+  /** Next bytes from the upstream; null at its EOF. A silent upstream is an IDLE_TIMEOUT
+   *  (504 if no response byte was sent yet, otherwise the connection is closed). */
   async #readUpstream(up: UpstreamConnection, doing: string): Promise<Buffer | null> {
+    let chunk: Awaited<ReturnType<SocketReader['read']>>;
     try {
-      const chunk = await up.reader.read();
-      return chunk === READ_TIMEOUT ? null : chunk;
+      chunk = await up.reader.read(this.#idleTimeoutMs);
     } catch (err) {
       throw this.#upstreamFailure(up, err, doing);
     }
+    if (chunk === READ_TIMEOUT) {
+      throw new UpstreamError(ErrorCode.IDLE_TIMEOUT, up.target, `no bytes from the upstream for ${this.#idleTimeoutMs} ms while ${doing}`);
+    }
+    return chunk;
   }
 
   /** Response, upstream → client: interim 1xx responses, then the final head and its body
@@ -622,12 +643,18 @@ class HttpProxySession {
 
   /** Per-request access fields (the listener writes the access line at close) and a debug line. */
   #account(head: RequestHead | undefined, startedAt: number): void {
-    this.#ctx.log.debug('http request', {
+    const durationMs = performance.now() - startedAt;
+    const bytes = this.#ctx.bytes;
+    publishRequestDone({
+      ctx: this.#ctx,
       method: head?.method,
       url: head?.target,
-      status: this.#ctx.access.status,
-      durationMs: Math.round(performance.now() - startedAt),
+      status: typeof this.#ctx.access.status === 'number' ? this.#ctx.access.status : undefined,
+      durationMs,
+      fromDownstream: bytes.fromDownstream - this.#bytesAtRequestStart.fromDownstream,
+      fromUpstream: bytes.fromUpstream - this.#bytesAtRequestStart.fromUpstream,
     });
+    this.#bytesAtRequestStart = { ...bytes };
   }
 
   // ---- close --------------------------------------------------------------------------------
