@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/**
+ * A small HTTPS origin for netns tests (the TLS twin of peer-http-server.ts), run as its own
+ * process inside a namespace with a certificate the test made:
+ *   GET  /blob/<bytes>  → <bytes> of deterministic content (DEFAULT_DOWNLOAD_SEED)
+ *   POST /sha256        → the SHA-256 (hex) of the request body
+ * Prints "listening <port>" once bound.
+ *
+ *   node netns-https-origin.js --cert cert.pem --key key.pem [--host 0.0.0.0] [--port 0]
+ */
+import { createServer } from 'node:https';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { blobChunks, DEFAULT_DOWNLOAD_SEED } from './peer-blob-content.js';
+
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string', default: '0.0.0.0' },
+    port: { type: 'string', default: '0' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+  },
+});
+if (!values.cert || !values.key) {
+  process.stderr.write('netns-https-origin: --cert and --key are required\n');
+  process.exit(2);
+}
+
+const server = createServer({ cert: readFileSync(values.cert), key: readFileSync(values.key) }, (req, res) => {
+  const blob = /^\/blob\/(\d+)$/.exec(req.url ?? '');
+  if (req.method === 'GET' && blob) {
+    const length = Number(blob[1]);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': length });
+    const chunks = blobChunks(DEFAULT_DOWNLOAD_SEED, length);
+    const pump = (): void => {
+      for (let r = chunks.next(); !r.done; r = chunks.next()) {
+        if (!res.write(r.value)) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      res.end();
+    };
+    pump();
+    return;
+  }
+  if (req.method === 'POST' && req.url === '/sha256') {
+    const hash = createHash('sha256');
+    req.on('data', (c: Buffer) => hash.update(c));
+    req.on('end', () => res.end(hash.digest('hex')));
+    return;
+  }
+  res.writeHead(404).end('not found\n');
+});
+server.listen(Number(values.port), values.host, () => {
+  const a = server.address();
+  process.stdout.write(`listening ${typeof a === 'object' && a ? a.port : 0}\n`);
+});
+process.on('SIGTERM', () => process.exit(0));
