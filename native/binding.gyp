@@ -6,9 +6,11 @@
         "src/addon.c",
         "src/common.c",
         "src/socket-ops.c",
-        "src/mptcp-info.c"
+        "src/mptcp-info.c",
+        "src/relay.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "libraries": ["-lpthread"],
       "cflags_c": ["-std=c11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
       "cflags!": ["-fno-exceptions"]
     }

@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "mptcp-info.h"
+#include "relay.h"
 #include "socket-ops.h"
 
 static napi_value init(napi_env env, napi_value exports)
@@ -28,6 +29,11 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "isMptcp", NULL, mpx_js_is_mptcp, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "mptcpInfo", NULL, mpx_js_mptcp_info, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "subflows", NULL, mpx_js_subflows, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "relayStart", NULL, mpx_js_relay_start, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "relayStats", NULL, mpx_js_relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "relaySetThreads", NULL, mpx_js_relay_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "relayEngineStop", NULL, mpx_js_relay_engine_stop, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "constants", NULL, NULL, NULL, NULL, constants, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));

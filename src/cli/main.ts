@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { ConfigError, ProxyError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { defaultConfigDocumentCopy, parseConfigText, readConfigDocument } from '../config/load.js';
@@ -18,8 +19,9 @@ import { runPasswd } from './passwd.js';
 const USAGE = `mptcp-proxy — Multipath TCP proxy and transport converter
 
 Usage:
-  mptcp-proxy start [--config FILE]          run the proxy (embedded default: HTTP :3128, SOCKS5 :1080)
-  mptcp-proxy forward --listen ADDR --to HOST:PORT [--mptcp on|auto|off] [--upstream-mptcp on|auto|off]
+  mptcp-proxy start [--config FILE] [--workers N]
+                                             run the proxy (embedded default: HTTP :3128, SOCKS5 :1080)
+  mptcp-proxy forward --listen ADDR --to HOST:PORT [--mptcp on|auto|off] [--upstream-mptcp on|auto|off] [--workers N]
                                              run a fixed TCP forwarder (MPTCP clients → TCP server)
   mptcp-proxy check-config FILE              validate a configuration file and print the result
   mptcp-proxy print-default-config           print the embedded default configuration (YAML)
@@ -28,6 +30,10 @@ Usage:
 Options:
   --log-level debug|info|warn|error          override log.level
   --log-format text|json                     override log.format
+  --workers N                                N processes share each listening port (SO_REUSEPORT);
+                                             a worker that dies is not restarted
+Environment:
+  MPTCP_PROXY_RELAY=native|js                override relay.engine (e.g. to run the tests with either)
   -h, --help, --version
 `;
 
@@ -49,9 +55,20 @@ function applyLogFlags(doc: Record<string, unknown>, flags: Flags): void {
   doc.log = log;
 }
 
+/** The one place MPTCP_PROXY_RELAY is read: it overrides relay.engine in any document. */
+function applyEnvironment(doc: Record<string, unknown>): void {
+  const engine = process.env.MPTCP_PROXY_RELAY;
+  if (engine !== undefined && engine !== '') doc.relay = { ...((doc.relay ?? {}) as Record<string, unknown>), engine };
+  // A worker (see runWorkers) shares every listening port with its siblings.
+  if (process.env[WORKER_ENV] !== undefined && Array.isArray(doc.listeners)) {
+    doc.listeners = (doc.listeners as Record<string, unknown>[]).map((l) => ({ ...l, reusePort: true }));
+  }
+}
+
 async function configForStart(flags: Flags): Promise<Config> {
   const doc = typeof flags.config === 'string' ? await readConfigDocument(flags.config) : defaultConfigDocumentCopy();
   applyLogFlags(doc, flags);
+  applyEnvironment(doc);
   return validateConfig(doc);
 }
 
@@ -65,11 +82,15 @@ function configForForward(flags: Flags): Config {
     access: { allowClients: ['0.0.0.0/0', '::/0'], denyDestinations: [] },
   };
   applyLogFlags(doc, flags);
+  applyEnvironment(doc);
   return validateConfig(doc);
 }
 
 async function run(proxyConfig: Config): Promise<void> {
-  const log = createLogger({ level: proxyConfig.log.level, format: proxyConfig.log.format });
+  const worker = process.env[WORKER_ENV];
+  // Workers tag every line (access lines included) so their logs can be told apart.
+  const fields = worker === undefined ? {} : { worker: Number(worker), pid: process.pid };
+  const log = createLogger({ level: proxyConfig.log.level, format: proxyConfig.log.format, fields });
   const proxy: RunningProxy = await startProxy(proxyConfig, log);
   let stopping = false;
   const stop = (signal: string) => {
@@ -88,6 +109,51 @@ async function run(proxyConfig: Config): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
+// --- workers ---------------------------------------------------------------------------
+// `--workers N`: N copies of this process, each binding every listener with SO_REUSEPORT, so
+// the kernel spreads new connections over them (socket(7) SO_REUSEPORT). Child processes,
+// not node:cluster: a cluster worker's listen() goes through the primary, which cannot share
+// the MPTCP fd the addon creates. An MPTCP connection's extra subflows (MP_JOIN) find their
+// connection by token, not by listener, so whichever worker accepted the first subflow gets
+// them all (net/mptcp/subflow.c, subflow_token_join_request). The parent forwards
+// SIGINT/SIGTERM and exits when every worker has; it restarts none.
+const WORKER_ENV = 'MPTCP_PROXY_WORKER';
+
+function workerCount(flags: Flags): number | undefined {
+  if (flags.workers === undefined || process.env[WORKER_ENV] !== undefined) return undefined;
+  const n = Number(flags.workers);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--workers must be an integer from 1 to 256, got "${String(flags.workers)}"`);
+  return n;
+}
+
+function runWorkers(n: number, argv: readonly string[], config: Config): Promise<number> {
+  const log = createLogger({ level: config.log.level, format: config.log.format, fields: { pid: process.pid } });
+  const script = process.argv[1]!;
+  const children: ChildProcess[] = [];
+  let worst = 0;
+  return new Promise((resolve) => {
+    let running = n;
+    for (let i = 0; i < n; i++) {
+      const child = spawn(process.execPath, [...process.execArgv, script, ...argv], {
+        stdio: 'inherit',
+        env: { ...process.env, [WORKER_ENV]: String(i) },
+      });
+      children.push(child);
+      child.on('exit', (code, signal) => {
+        if (code !== 0) worst = 1;
+        log.info('worker exited', { worker: i, workerPid: child.pid, code, signal });
+        if (--running === 0) resolve(worst);
+      });
+    }
+    log.info('workers started', { workers: n, pids: children.map((c) => c.pid) });
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.on(sig, () => {
+        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(sig);
+      });
+    }
+  });
+}
+
 export async function main(argv: string[]): Promise<number> {
   const { values: flags, positionals } = parseArgs({
     args: argv,
@@ -102,6 +168,7 @@ export async function main(argv: string[]): Promise<number> {
       file: { type: 'string' },
       'log-level': { type: 'string' },
       'log-format': { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean' },
     },
@@ -117,11 +184,13 @@ export async function main(argv: string[]): Promise<number> {
   const [command = 'start', ...rest] = positionals;
   switch (command) {
     case 'start':
-      await run(await configForStart(flags));
+    case 'forward': {
+      const config = command === 'start' ? await configForStart(flags) : configForForward(flags);
+      const workers = workerCount(flags);
+      if (workers !== undefined) return runWorkers(workers, argv, config);
+      await run(config);
       return -1; // keep running
-    case 'forward':
-      await run(configForForward(flags));
-      return -1;
+    }
     case 'check-config': {
       const file = rest[0];
       if (!file) throw new UsageError('check-config needs a FILE');

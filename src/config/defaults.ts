@@ -53,6 +53,8 @@ export const upstreamDefaults = {
 
 export const relayDefaults = {
   idleTimeoutMs: 600_000,
+  engine: 'native',
+  threads: 1,
 } as const;
 
 export const accessDefaults = {

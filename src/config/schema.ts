@@ -273,7 +273,11 @@ function readUpstream(sec: Section): UpstreamConfig {
 }
 
 function readRelay(sec: Section): RelayConfig {
-  const out: RelayConfig = { idleTimeoutMs: sec.int('idleTimeoutMs', relayDefaults.idleTimeoutMs, 0, 86_400_000) };
+  const out: RelayConfig = {
+    idleTimeoutMs: sec.int('idleTimeoutMs', relayDefaults.idleTimeoutMs, 0, 86_400_000),
+    engine: sec.oneOf('engine', relayDefaults.engine, ['native', 'js'] as const),
+    threads: sec.int('threads', relayDefaults.threads, 1, 64),
+  };
   sec.finish();
   return out;
 }

@@ -75,6 +75,10 @@ export interface UpstreamConfig {
 export interface RelayConfig {
   /** Close a relayed connection after this long without bytes either way; 0 = never. */
   idleTimeoutMs: number;
+  /** Who moves the bytes: the addon's epoll engine (1 MiB reads/writes) or Node streams. */
+  engine: 'native' | 'js';
+  /** Native engine threads per process (each an epoll loop); workers scale across cores. */
+  threads: number;
 }
 
 export interface AccessConfig {

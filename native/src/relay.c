@@ -1,0 +1,1002 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * The native relay engine. JS hands over two connected, non-inspected sockets (as dup()ed
+ * fds) and gets back one close summary; in between, an epoll thread moves the bytes.
+ *
+ * Why native: measured on this project's testbed (docs: ARCHITECTURE.md, "The relay"), the
+ * size of each read()/write() is what limits an MPTCP relay; Node's streams move 64 KiB at a
+ * time and small writes leave the second subflow idle. Here every read and write is up to
+ * 1 MiB, with no allocation per chunk.
+ *
+ * Design:
+ * - Threads: one by default (relaySetThreads(n) for more), started on the first relayStart.
+ *   Each relay belongs to one thread (round robin) for its whole life, so a relay's state is
+ *   only ever touched by that thread; the JS thread talks to it through a command queue and
+ *   an eventfd, and reads byte counters through relaxed atomics (relayStats is a live view,
+ *   not an accounting record).
+ * - Edge-triggered epoll (EPOLLET), each fd registered once for EPOLLIN|EPOLLOUT|EPOLLRDHUP.
+ *   Backpressure is then a state, not a syscall: a direction with bytes still to write does
+ *   not read its source (that is "EPOLLIN off"), and the destination's EPOLLOUT edge — which
+ *   the kernel raises when send-buffer space frees after a short write (sk_stream_write_space,
+ *   mptcp_write_space) — resumes it. Level-triggered mode would need an epoll_ctl(MOD) on
+ *   every stall and resume, and would wake us for EPOLLOUT on every idle writable socket. The
+ *   price of ET is that a handler must run until EAGAIN (epoll(7): "waiting for an event only
+ *   after read(2) or write(2) return EAGAIN"); a direction that is still busy after a few
+ *   buffers goes on a ready list instead, so one fast connection cannot starve the others.
+ * - Buffers: a direction takes a 1 MiB buffer from its thread's pool only to read, and gives
+ *   it back as soon as everything read has been written, or when the read finds nothing
+ *   (EAGAIN). An idle connection therefore holds no buffer; a stalled one holds one per
+ *   stalled direction. The pool keeps a few free buffers per thread and frees the rest.
+ * - Half-close: EOF read on one side becomes shutdown(other, SHUT_WR) once that direction's
+ *   pending bytes are written (RFC 9293 §3.6: each side closes its own sending half).
+ * - An error (RST, EPIPE) on either side closes both; both directions finished, an idle
+ *   timeout or relayAbort() also closes both. Then a summary goes to JS through a
+ *   napi_threadsafe_function, which is unref'd whenever no relay is live so the engine never
+ *   keeps the process alive on its own.
+ */
+#include "relay.h"
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RELAY_BUF_SIZE (1u << 20)
+/* Free buffers each thread keeps for reuse; more are returned to the allocator. */
+#define POOL_KEEP 16
+/* Buffers one direction may move per wake-up before yielding to other relays. */
+#define BURST 4
+#define MAX_THREADS 64
+#define HASH_BUCKETS 4096
+#define EPOLL_BATCH 128
+
+enum side { SIDE_DOWN = 0, SIDE_UP = 1, SIDE_PROXY = 2, SIDE_NONE = -1 };
+
+struct direction {
+	char *buf; /* NULL when nothing is pending */
+	size_t off, len;
+	bool pooled; /* false for a head copy, which is free()d rather than pooled */
+	bool eof; /* read returned 0 */
+	bool shut; /* shutdown(dst, SHUT_WR) done */
+	_Atomic uint64_t bytes; /* read from the source (and, eventually, written) */
+};
+
+struct engine_thread;
+
+struct relay {
+	uint64_t id;
+	int fd[2]; /* SIDE_DOWN, SIDE_UP */
+	/* dir[SIDE_DOWN] reads the downstream and writes the upstream; dir[SIDE_UP] the reverse. */
+	struct direction dir[2];
+	struct engine_thread *thread;
+	int64_t idle_ms, last_activity_ms, started_ms;
+	int ended_by; /* enum side, SIDE_NONE until known */
+	int err; /* errno of the error that ended it, 0 if none */
+	const char *syscall;
+	const char *reason; /* "idle", "aborted", "engine-stopped" or NULL */
+	napi_ref on_done, on_eof;
+	bool registered, finished, on_ready;
+	struct relay *ready_next;
+	struct relay *next, *prev; /* the thread's list */
+	struct relay *hnext; /* hash chain (g_lock) */
+};
+
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP };
+
+struct cmd {
+	enum cmd_kind kind;
+	struct relay *relay; /* CMD_ADD */
+	uint64_t id; /* CMD_ABORT */
+	struct cmd *next;
+};
+
+/* Shared by the tsfn's call_js and the JS-thread entry points; owned by one tsfn. */
+struct js_side {
+	napi_threadsafe_function tsfn;
+	uint64_t live; /* relays started and not yet reported (JS thread only) */
+	bool released;
+};
+
+struct engine_thread {
+	pthread_t tid;
+	int epfd, evfd;
+	pthread_mutex_t cmd_lock;
+	struct cmd *cmd_head, *cmd_tail;
+	struct relay *relays; /* owned by the thread */
+	struct relay *ready; /* relays with more to do after this batch */
+	struct relay *graveyard; /* finished during this batch; freed after it */
+	char *pool[POOL_KEEP];
+	int pool_len;
+	int64_t now_ms;
+	bool stop, report;
+	struct js_side *js;
+};
+
+enum msg_kind { MSG_DONE, MSG_DOWNSTREAM_EOF };
+
+struct msg {
+	enum msg_kind kind;
+	napi_ref on_done, on_eof;
+	uint64_t id, from_down, from_up;
+	int ended_by, err;
+	const char *syscall, *reason;
+	double duration_ms;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct relay *g_hash[HASH_BUCKETS];
+
+/* Engine state; touched only on the JS thread. */
+static struct {
+	bool running;
+	napi_env env;
+	bool cleanup_hook;
+	int want_threads, nthreads;
+	unsigned next_thread;
+	uint64_t next_id;
+	struct engine_thread threads[MAX_THREADS];
+	struct js_side *js;
+} g = { .want_threads = 1, .next_id = 1 };
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double now_ms_precise(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* ---- id → relay table (for relayStats / relayAbort from the JS thread) ---- */
+
+static void hash_insert(struct relay *r)
+{
+	pthread_mutex_lock(&g_lock);
+	struct relay **b = &g_hash[r->id % HASH_BUCKETS];
+	r->hnext = *b;
+	*b = r;
+	pthread_mutex_unlock(&g_lock);
+}
+
+static void hash_remove(struct relay *r)
+{
+	pthread_mutex_lock(&g_lock);
+	for (struct relay **p = &g_hash[r->id % HASH_BUCKETS]; *p != NULL; p = &(*p)->hnext) {
+		if (*p == r) {
+			*p = r->hnext;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&g_lock);
+}
+
+/* Caller holds g_lock. */
+static struct relay *hash_find(uint64_t id)
+{
+	for (struct relay *r = g_hash[id % HASH_BUCKETS]; r != NULL; r = r->hnext)
+		if (r->id == id)
+			return r;
+	return NULL;
+}
+
+/* ---- buffer pool (per thread, so no lock) ---- */
+
+static char *pool_get(struct engine_thread *t)
+{
+	if (t->pool_len > 0)
+		return t->pool[--t->pool_len];
+	return malloc(RELAY_BUF_SIZE);
+}
+
+static void direction_release(struct engine_thread *t, struct direction *d)
+{
+	if (d->buf == NULL)
+		return;
+	if (d->pooled && t->pool_len < POOL_KEEP)
+		t->pool[t->pool_len++] = d->buf;
+	else
+		free(d->buf);
+	d->buf = NULL;
+	d->off = d->len = 0;
+}
+
+/* ---- messages to JS ---- */
+
+static void post(struct engine_thread *t, struct msg *m)
+{
+	if (!t->report || napi_call_threadsafe_function(t->js->tsfn, m, napi_tsfn_nonblocking) != napi_ok)
+		free(m); /* engine torn down with the env: nobody is left to tell */
+}
+
+static void finish(struct engine_thread *t, struct relay *r)
+{
+	if (r->finished)
+		return;
+	r->finished = true;
+	for (int s = 0; s < 2; s++) {
+		/* EPOLL_CTL_DEL before close: JS may hold another dup of the same socket (to read
+		 * MPTCP_INFO), and an epoll registration lives as long as the open file description,
+		 * not the fd (epoll(7), "Will closing a file descriptor cause it to be removed?"). */
+		if (r->registered)
+			epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[s], NULL);
+		close(r->fd[s]);
+		direction_release(t, &r->dir[s]);
+	}
+	hash_remove(r);
+	if (r->prev)
+		r->prev->next = r->next;
+	else if (t->relays == r)
+		t->relays = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	r->next = t->graveyard;
+	r->prev = NULL;
+	t->graveyard = r;
+
+	struct msg *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return; /* out of memory: the JS promise stays pending, but no fd or buffer leaks */
+	m->kind = MSG_DONE;
+	m->on_done = r->on_done;
+	m->on_eof = r->on_eof;
+	m->id = r->id;
+	m->from_down = atomic_load_explicit(&r->dir[SIDE_DOWN].bytes, memory_order_relaxed);
+	m->from_up = atomic_load_explicit(&r->dir[SIDE_UP].bytes, memory_order_relaxed);
+	m->ended_by = r->ended_by == SIDE_NONE ? SIDE_PROXY : r->ended_by;
+	m->err = r->err;
+	m->syscall = r->syscall;
+	m->reason = r->reason;
+	m->duration_ms = now_ms_precise() - (double)r->started_ms;
+	post(t, m);
+}
+
+static void first_end(struct relay *r, int side)
+{
+	if (r->ended_by == SIDE_NONE)
+		r->ended_by = side;
+}
+
+static void fail(struct engine_thread *t, struct relay *r, int side, int err, const char *syscall)
+{
+	first_end(r, side);
+	if (r->err == 0) {
+		r->err = err;
+		r->syscall = syscall;
+	}
+	finish(t, r);
+}
+
+static void mark_ready(struct engine_thread *t, struct relay *r)
+{
+	if (r->on_ready)
+		return;
+	r->on_ready = true;
+	r->ready_next = t->ready;
+	t->ready = r;
+}
+
+/* Moves bytes for one direction (reading side `d`, writing side 1-d) until the source has
+ * nothing (EAGAIN), the destination is full (short write / EAGAIN), EOF, or BURST buffers. */
+static void pump(struct engine_thread *t, struct relay *r, int d)
+{
+	struct direction *x = &r->dir[d];
+	int src = r->fd[d], dst = r->fd[1 - d];
+	for (int i = 0; i < BURST && !r->finished;) {
+		if (x->off < x->len) {
+			ssize_t n = send(dst, x->buf + x->off, x->len - x->off, MSG_NOSIGNAL);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return; /* backpressure: dst's EPOLLOUT edge resumes us */
+				fail(t, r, 1 - d, errno, "write");
+				return;
+			}
+			x->off += (size_t)n;
+			r->last_activity_ms = t->now_ms;
+			if (x->off < x->len)
+				return; /* short write: the send buffer is full, same as EAGAIN */
+			continue;
+		}
+		direction_release(t, x);
+		if (x->eof) {
+			if (!x->shut) {
+				x->shut = true;
+				/* ENOTCONN: the peer is already gone; the other direction will say how. */
+				if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
+					fail(t, r, 1 - d, errno, "shutdown");
+					return;
+				}
+				if (r->dir[1 - d].shut)
+					finish(t, r);
+			}
+			return;
+		}
+		x->buf = pool_get(t);
+		x->pooled = true;
+		if (x->buf == NULL) {
+			fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
+			return;
+		}
+		ssize_t n = recv(src, x->buf, RELAY_BUF_SIZE, 0);
+		if (n > 0) {
+			x->off = 0;
+			x->len = (size_t)n;
+			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
+			r->last_activity_ms = t->now_ms;
+			i++;
+			continue;
+		}
+		if (n == 0) {
+			x->eof = true;
+			first_end(r, d);
+			if (d == SIDE_DOWN && r->on_eof != NULL) {
+				struct msg *m = calloc(1, sizeof(*m));
+				if (m != NULL) {
+					m->kind = MSG_DOWNSTREAM_EOF;
+					m->on_eof = r->on_eof;
+					m->id = r->id;
+					post(t, m);
+				}
+			}
+			continue; /* releases the buffer and passes the FIN on */
+		}
+		int err = errno;
+		direction_release(t, x); /* nothing to read: an idle direction holds no buffer */
+		if (err == EINTR)
+			continue;
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return;
+		fail(t, r, d, err, "read");
+		return;
+	}
+	if (!r->finished)
+		mark_ready(t, r);
+}
+
+static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_t ev)
+{
+	if (r->finished)
+		return;
+	if (ev & EPOLLERR) {
+		/* A reset sets sk_err and raises EPOLLERR|EPOLLHUP (tcp_reset → tcp_done); reading
+		 * SO_ERROR catches it even when neither direction would touch this fd right now. */
+		int err = 0;
+		socklen_t len = sizeof(err);
+		if (getsockopt(r->fd[side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+			fail(t, r, side, err, "read");
+			return;
+		}
+	}
+	if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		pump(t, r, side);
+	if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		pump(t, r, 1 - side);
+}
+
+static void add_relay(struct engine_thread *t, struct relay *r)
+{
+	r->next = t->relays;
+	if (t->relays)
+		t->relays->prev = r;
+	t->relays = r;
+	for (int s = 0; s < 2; s++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+					  .data.u64 = (uint64_t)(uintptr_t)r | (uint64_t)s };
+		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd[s], &ev) < 0) {
+			int err = errno;
+			if (s == 1)
+				epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[0], NULL);
+			fail(t, r, SIDE_PROXY, err, "epoll_ctl");
+			return;
+		}
+	}
+	r->registered = true;
+	r->last_activity_ms = t->now_ms;
+	/* Heads go out first, and bytes may already wait in either socket. */
+	pump(t, r, SIDE_DOWN);
+	pump(t, r, SIDE_UP);
+}
+
+static void end_by_proxy(struct engine_thread *t, struct relay *r, const char *reason)
+{
+	first_end(r, SIDE_PROXY);
+	if (r->reason == NULL)
+		r->reason = reason;
+	finish(t, r);
+}
+
+static void run_commands(struct engine_thread *t)
+{
+	uint64_t n;
+	while (read(t->evfd, &n, sizeof(n)) > 0) {
+	}
+	pthread_mutex_lock(&t->cmd_lock);
+	struct cmd *c = t->cmd_head;
+	t->cmd_head = t->cmd_tail = NULL;
+	pthread_mutex_unlock(&t->cmd_lock);
+	while (c != NULL) {
+		struct cmd *next = c->next;
+		if (c->kind == CMD_ADD) {
+			add_relay(t, c->relay);
+		} else if (c->kind == CMD_ABORT) {
+			pthread_mutex_lock(&g_lock);
+			struct relay *r = hash_find(c->id);
+			pthread_mutex_unlock(&g_lock);
+			/* Only this thread frees its relays, so r stays valid after the unlock. */
+			if (r != NULL && r->thread == t)
+				end_by_proxy(t, r, "aborted");
+		} else {
+			t->stop = true;
+		}
+		free(c);
+		c = next;
+	}
+}
+
+static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
+{
+	int64_t m = 0;
+	for (struct relay *r = t->relays, *next; r != NULL; r = next) {
+		next = r->next;
+		if (r->idle_ms <= 0)
+			continue;
+		if (t->now_ms - r->last_activity_ms >= r->idle_ms)
+			end_by_proxy(t, r, "idle");
+		else if (m == 0 || r->idle_ms < m)
+			m = r->idle_ms;
+	}
+	*min_idle = m;
+}
+
+static void bury(struct engine_thread *t)
+{
+	while (t->graveyard != NULL) {
+		struct relay *r = t->graveyard;
+		t->graveyard = r->next;
+		free(r);
+	}
+}
+
+static void *thread_main(void *arg)
+{
+	struct engine_thread *t = arg;
+	struct epoll_event events[EPOLL_BATCH];
+	int64_t min_idle = 0, next_sweep = 0;
+	t->now_ms = now_ms();
+	while (!t->stop) {
+		int timeout = -1;
+		if (t->ready != NULL)
+			timeout = 0;
+		else if (t->relays != NULL) {
+			/* Sweep often enough for the shortest idle timeout (a quarter of it), at most 1/s. */
+			timeout = 1000;
+			if (min_idle > 0 && min_idle / 4 < timeout)
+				timeout = min_idle / 4 < 5 ? 5 : (int)(min_idle / 4);
+		}
+		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
+		t->now_ms = now_ms();
+		if (n < 0 && errno != EINTR)
+			break; /* EBADF/EINVAL: our own bug; the relays are ended below */
+		for (int i = 0; i < n; i++) {
+			if (events[i].data.u64 == 0) {
+				run_commands(t);
+				continue;
+			}
+			uintptr_t tag = (uintptr_t)events[i].data.u64;
+			on_event(t, (struct relay *)(tag & ~(uintptr_t)1), (int)(tag & 1), events[i].events);
+		}
+		struct relay *ready = t->ready;
+		t->ready = NULL;
+		while (ready != NULL) {
+			struct relay *r = ready;
+			ready = r->ready_next;
+			r->on_ready = false;
+			if (!r->finished) {
+				pump(t, r, SIDE_DOWN);
+				if (!r->finished)
+					pump(t, r, SIDE_UP);
+			}
+		}
+		if (t->relays != NULL && (t->now_ms >= next_sweep || min_idle == 0)) {
+			sweep_idle(t, &min_idle);
+			next_sweep = t->now_ms + (min_idle > 0 && min_idle / 4 < 1000 ? min_idle / 4 : 1000);
+		}
+		bury(t);
+	}
+	/* Stopping: commands that raced the stop still hand us relays; end them all. */
+	run_commands(t);
+	while (t->relays != NULL)
+		end_by_proxy(t, t->relays, "engine-stopped");
+	bury(t);
+	return NULL;
+}
+
+static bool push_cmd(struct engine_thread *t, struct cmd *c)
+{
+	c->next = NULL;
+	pthread_mutex_lock(&t->cmd_lock);
+	if (t->cmd_tail)
+		t->cmd_tail->next = c;
+	else
+		t->cmd_head = c;
+	t->cmd_tail = c;
+	pthread_mutex_unlock(&t->cmd_lock);
+	uint64_t one = 1;
+	/* EAGAIN only if the counter would overflow: the thread is already due to wake. */
+	return write(t->evfd, &one, sizeof(one)) == sizeof(one) || errno == EAGAIN;
+}
+
+/* ---- JS side ---- */
+
+static void delete_ref(napi_env env, napi_ref ref)
+{
+	if (ref != NULL)
+		napi_delete_reference(env, ref); /* nothing useful to do if this fails */
+}
+
+static bool set_double(napi_env env, napi_value obj, const char *key, double v)
+{
+	napi_value js;
+	NAPI_CALL_BOOL(env, napi_create_double(env, v, &js));
+	return mpx_set_value(env, obj, key, js);
+}
+
+static napi_value summary_object(napi_env env, const struct msg *m)
+{
+	static const char *const sides[] = { "downstream", "upstream", "proxy" };
+	napi_value o;
+	NAPI_CALL(env, napi_create_object(env, &o));
+	if (!set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "fromDownstream", m->from_down) ||
+	    !mpx_set_u64(env, o, "fromUpstream", m->from_up) || !mpx_set_string(env, o, "endedBy", sides[m->ended_by]) ||
+	    !set_double(env, o, "durationMs", m->duration_ms))
+		return NULL;
+	if (m->err != 0) {
+		char namebuf[32];
+		const char *code = strerrorname_np(m->err);
+		if (code == NULL) {
+			snprintf(namebuf, sizeof(namebuf), "E%d", m->err);
+			code = namebuf;
+		}
+		if (!mpx_set_i32(env, o, "errno", -m->err) || !mpx_set_string(env, o, "code", code) ||
+		    !mpx_set_string(env, o, "syscall", m->syscall ? m->syscall : "relay"))
+			return NULL;
+	}
+	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
+		return NULL;
+	return o;
+}
+
+static void call_ref(napi_env env, napi_ref ref, napi_value arg)
+{
+	napi_value fn, undefined, ignored;
+	if (napi_get_reference_value(env, ref, &fn) != napi_ok || fn == NULL)
+		return;
+	if (napi_get_undefined(env, &undefined) != napi_ok)
+		return;
+	/* A throwing callback leaves its exception pending; Node reports it as uncaught. */
+	napi_call_function(env, undefined, fn, arg == NULL ? 0 : 1, &arg, &ignored);
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
+{
+	(void)js_cb;
+	struct js_side *js = context;
+	struct msg *m = data;
+	if (env == NULL) { /* the tsfn is being torn down with its env */
+		free(m);
+		return;
+	}
+	if (m->kind == MSG_DOWNSTREAM_EOF) {
+		napi_value id;
+		if (napi_create_double(env, (double)m->id, &id) == napi_ok)
+			call_ref(env, m->on_eof, id);
+		free(m);
+		return;
+	}
+	napi_value summary = summary_object(env, m);
+	if (summary != NULL)
+		call_ref(env, m->on_done, summary);
+	delete_ref(env, m->on_done);
+	delete_ref(env, m->on_eof);
+	free(m);
+	if (js->live > 0 && --js->live == 0 && !js->released)
+		napi_unref_threadsafe_function(env, js->tsfn);
+}
+
+static void tsfn_finalize(napi_env env, void *data, void *hint)
+{
+	(void)env;
+	(void)hint;
+	free(data);
+}
+
+static void stop_threads(bool report)
+{
+	for (int i = 0; i < g.nthreads; i++) {
+		struct engine_thread *t = &g.threads[i];
+		t->report = report;
+		struct cmd *c = calloc(1, sizeof(*c));
+		if (c != NULL) {
+			c->kind = CMD_STOP;
+			push_cmd(t, c);
+		} else {
+			t->stop = true; /* racy but only reached when out of memory; epoll_wait wakes within 1 s */
+		}
+	}
+	for (int i = 0; i < g.nthreads; i++) {
+		struct engine_thread *t = &g.threads[i];
+		pthread_join(t->tid, NULL);
+		close(t->epfd);
+		close(t->evfd);
+		while (t->pool_len > 0)
+			free(t->pool[--t->pool_len]);
+		pthread_mutex_destroy(&t->cmd_lock);
+	}
+	g.nthreads = 0;
+	g.running = false;
+}
+
+static void env_cleanup(void *arg)
+{
+	(void)arg;
+	if (g.running)
+		stop_threads(false);
+	g.env = NULL;
+	g.cleanup_hook = false;
+	/* The tsfn and its js_side are finalized by the env itself. */
+	g.js = NULL;
+}
+
+static void throw_errno_msg(napi_env env, int err, const char *syscall)
+{
+	mpx_throw_errno(env, err, syscall);
+}
+
+static bool start_engine(napi_env env)
+{
+	if (g.running)
+		return true;
+	struct js_side *js = calloc(1, sizeof(*js));
+	if (js == NULL) {
+		throw_errno_msg(env, ENOMEM, "malloc");
+		return false;
+	}
+	napi_value name;
+	NAPI_CALL_BOOL(env, napi_create_string_utf8(env, "mptcp-proxy native relay", NAPI_AUTO_LENGTH, &name));
+	napi_status st = napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, tsfn_finalize, js, call_js, &js->tsfn);
+	if (st != napi_ok) {
+		free(js);
+		mpx_throw_napi_failure(env, st, "napi_create_threadsafe_function");
+		return false;
+	}
+	/* Idle until the first relay: never hold the event loop open by ourselves. */
+	NAPI_CALL_BOOL(env, napi_unref_threadsafe_function(env, js->tsfn));
+	if (!g.cleanup_hook) {
+		NAPI_CALL_BOOL(env, napi_add_env_cleanup_hook(env, env_cleanup, NULL));
+		g.cleanup_hook = true;
+	}
+	g.env = env;
+	g.js = js;
+
+	/* Engine threads take no signals: they belong to Node's main thread. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int want = g.want_threads;
+	int err = 0;
+	const char *what = NULL;
+	for (g.nthreads = 0; g.nthreads < want; g.nthreads++) {
+		struct engine_thread *t = &g.threads[g.nthreads];
+		memset(t, 0, sizeof(*t));
+		t->js = js;
+		t->report = true;
+		t->epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (t->epfd < 0) {
+			err = errno, what = "epoll_create1";
+			break;
+		}
+		t->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (t->evfd < 0) {
+			err = errno, what = "eventfd";
+			close(t->epfd);
+			break;
+		}
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
+		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->evfd, &ev) < 0) {
+			err = errno, what = "epoll_ctl";
+			close(t->epfd);
+			close(t->evfd);
+			break;
+		}
+		pthread_mutex_init(&t->cmd_lock, NULL);
+		int rc = pthread_create(&t->tid, NULL, thread_main, t);
+		if (rc != 0) {
+			err = rc, what = "pthread_create";
+			pthread_mutex_destroy(&t->cmd_lock);
+			close(t->epfd);
+			close(t->evfd);
+			break;
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	g.running = true;
+	if (err != 0) {
+		stop_threads(true);
+		js->released = true;
+		napi_release_threadsafe_function(js->tsfn, napi_tsfn_release);
+		g.js = NULL;
+		throw_errno_msg(env, err, what);
+		return false;
+	}
+	return true;
+}
+
+static bool arg_head(napi_env env, napi_value v, const char *name, char **out, size_t *len)
+{
+	napi_valuetype t;
+	*out = NULL;
+	*len = 0;
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	if (t == napi_null || t == napi_undefined)
+		return true;
+	bool is_buffer = false;
+	NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
+	if (!is_buffer) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "The \"%s\" argument must be a Buffer or null", name);
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+		return false;
+	}
+	void *data = NULL;
+	size_t n = 0;
+	NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &data, &n));
+	if (n == 0)
+		return true;
+	*out = malloc(n);
+	if (*out == NULL) {
+		throw_errno_msg(env, ENOMEM, "malloc");
+		return false;
+	}
+	memcpy(*out, data, n);
+	*len = n;
+	return true;
+}
+
+static bool arg_function(napi_env env, napi_value v, const char *name, bool optional, napi_value *out)
+{
+	napi_valuetype t;
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	if (optional && (t == napi_undefined || t == napi_null)) {
+		*out = NULL;
+		return true;
+	}
+	if (t != napi_function) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "The \"%s\" argument must be of type function", name);
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool set_nonblocking(napi_env env, int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		throw_errno_msg(env, errno, "fcntl(O_NONBLOCK)");
+		return false;
+	}
+	return true;
+}
+
+static void free_relay_args(napi_env env, struct relay *r)
+{
+	for (int s = 0; s < 2; s++)
+		free(r->dir[s].buf);
+	delete_ref(env, r->on_done);
+	delete_ref(env, r->on_eof);
+	free(r);
+}
+
+/* On success the engine owns both fds and closes them; on a throw the caller still does. */
+napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
+{
+	napi_value argv[7];
+	size_t argc = 7;
+	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	if (argc < 6) {
+		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, onDownstreamEof])");
+		return NULL;
+	}
+	if (g.env != NULL && g.env != env) {
+		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
+		return NULL;
+	}
+	int32_t fd_down, fd_up;
+	double idle;
+	napi_value on_done, on_eof;
+	if (!mpx_arg_int32(env, argv[0], "fdDown", &fd_down) || !mpx_arg_int32(env, argv[1], "fdUp", &fd_up))
+		return NULL;
+	napi_valuetype t;
+	NAPI_CALL(env, napi_typeof(env, argv[4], &t));
+	if (t != napi_number) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"idleTimeoutMs\" argument must be of type number");
+		return NULL;
+	}
+	NAPI_CALL(env, napi_get_value_double(env, argv[4], &idle));
+	/* napi_get_cb_info fills missing arguments with undefined, so argv[6] is always set. */
+	if (!arg_function(env, argv[5], "onDone", false, &on_done) ||
+	    !arg_function(env, argv[6], "onDownstreamEof", true, &on_eof))
+		return NULL;
+	if (fd_down < 0 || fd_up < 0 || fd_down == fd_up) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fdDown and fdUp must be two different open file descriptors");
+		return NULL;
+	}
+	if (!set_nonblocking(env, fd_down) || !set_nonblocking(env, fd_up))
+		return NULL;
+
+	struct relay *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	r->fd[SIDE_DOWN] = fd_down;
+	r->fd[SIDE_UP] = fd_up;
+	r->ended_by = SIDE_NONE;
+	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
+	r->started_ms = now_ms();
+	/* A head is written before anything read from the socket it precedes, and counted as
+	 * read from that side (the JS relay counts it the same way). */
+	if (!arg_head(env, argv[2], "headToUp", &r->dir[SIDE_DOWN].buf, &r->dir[SIDE_DOWN].len) ||
+	    !arg_head(env, argv[3], "headToDown", &r->dir[SIDE_UP].buf, &r->dir[SIDE_UP].len)) {
+		free_relay_args(env, r);
+		return NULL;
+	}
+	for (int s = 0; s < 2; s++)
+		atomic_init(&r->dir[s].bytes, r->dir[s].len);
+	napi_status st = napi_create_reference(env, on_done, 1, &r->on_done);
+	if (st == napi_ok && on_eof != NULL)
+		st = napi_create_reference(env, on_eof, 1, &r->on_eof);
+	if (st != napi_ok) {
+		free_relay_args(env, r);
+		mpx_throw_napi_failure(env, st, "napi_create_reference");
+		return NULL;
+	}
+	napi_value id;
+	struct cmd *c = calloc(1, sizeof(*c));
+	if (c == NULL || napi_create_double(env, (double)g.next_id, &id) != napi_ok || !start_engine(env)) {
+		free(c);
+		free_relay_args(env, r);
+		bool pending = false;
+		if (napi_is_exception_pending(env, &pending) == napi_ok && !pending)
+			mpx_throw_errno(env, ENOMEM, "malloc");
+		return NULL;
+	}
+	if (g.js->live++ == 0) {
+		st = napi_ref_threadsafe_function(env, g.js->tsfn);
+		if (st != napi_ok) {
+			g.js->live--;
+			free(c);
+			free_relay_args(env, r);
+			mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
+			return NULL;
+		}
+	}
+	r->id = g.next_id++;
+	r->thread = &g.threads[g.next_thread++ % (unsigned)g.nthreads];
+	hash_insert(r);
+	c->kind = CMD_ADD;
+	c->relay = r;
+	/* From here the thread owns r; a failed wake-up only delays it to the next event. */
+	push_cmd(r->thread, c);
+	return id;
+}
+
+static bool arg_id(napi_env env, napi_value v, uint64_t *out)
+{
+	napi_valuetype t;
+	double d;
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	if (t != napi_number) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"id\" argument must be of type number");
+		return false;
+	}
+	NAPI_CALL_BOOL(env, napi_get_value_double(env, v, &d));
+	*out = d > 0 ? (uint64_t)d : 0;
+	return true;
+}
+
+napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	uint64_t id;
+	if (!mpx_get_args(env, info, 1, argv) || !arg_id(env, argv[0], &id))
+		return NULL;
+	uint64_t down = 0, up = 0;
+	pthread_mutex_lock(&g_lock);
+	struct relay *r = hash_find(id);
+	if (r != NULL) {
+		down = atomic_load_explicit(&r->dir[SIDE_DOWN].bytes, memory_order_relaxed);
+		up = atomic_load_explicit(&r->dir[SIDE_UP].bytes, memory_order_relaxed);
+	}
+	pthread_mutex_unlock(&g_lock);
+	napi_value out;
+	if (r == NULL) {
+		NAPI_CALL(env, napi_get_null(env, &out));
+		return out;
+	}
+	NAPI_CALL(env, napi_create_object(env, &out));
+	if (!mpx_set_u64(env, out, "fromDownstream", down) || !mpx_set_u64(env, out, "fromUpstream", up))
+		return NULL;
+	return out;
+}
+
+napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	uint64_t id;
+	if (!mpx_get_args(env, info, 1, argv) || !arg_id(env, argv[0], &id))
+		return NULL;
+	pthread_mutex_lock(&g_lock);
+	struct relay *r = hash_find(id);
+	struct engine_thread *t = r != NULL ? r->thread : NULL;
+	pthread_mutex_unlock(&g_lock);
+	bool queued = false;
+	if (t != NULL) {
+		struct cmd *c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return mpx_throw_errno(env, ENOMEM, "malloc");
+		c->kind = CMD_ABORT;
+		c->id = id;
+		queued = push_cmd(t, c);
+	}
+	napi_value out;
+	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
+	return out;
+}
+
+napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int32_t n;
+	if (!mpx_get_args(env, info, 1, argv) || !mpx_arg_int32(env, argv[0], "threads", &n))
+		return NULL;
+	if (n < 1 || n > MAX_THREADS) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "threads must be between 1 and %d, got %d", MAX_THREADS, n);
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+		return NULL;
+	}
+	g.want_threads = n;
+	return NULL;
+}
+
+napi_value mpx_js_relay_engine_stop(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	if (g.running && g.env == env) {
+		stop_threads(true);
+		/* Summaries the threads queued while stopping are still delivered: a released tsfn
+		 * drains its queue before it is finalized. */
+		g.js->released = true;
+		NAPI_CALL(env, napi_release_threadsafe_function(g.js->tsfn, napi_tsfn_release));
+		g.js = NULL;
+	}
+	return NULL;
+}

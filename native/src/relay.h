@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * The native relay engine: epoll threads that move bytes between pairs of connected
+ * sockets (downstream ↔ upstream) with 1 MiB reads and writes, and report a close summary
+ * to JS. Given meaning by src/relay/native-relay.ts.
+ */
+#ifndef MPX_RELAY_H
+#define MPX_RELAY_H
+
+#include <node_api.h>
+
+/* relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, onDownstreamEof]) → id */
+napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
+/* relayStats(id) → { fromDownstream, fromUpstream } | null */
+napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
+/* relayAbort(id) → boolean (false when the id is unknown or already finished) */
+napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
+/* relaySetThreads(n): engine thread count, applied when the engine next starts. */
+napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info);
+/* relayEngineStop(): ends every live relay (endedBy 'proxy') and joins the threads. */
+napi_value mpx_js_relay_engine_stop(napi_env env, napi_callback_info info);
+
+#endif

@@ -1,0 +1,35 @@
+/**
+ * Which relay carries a connection once its front-end is done: the native epoll engine
+ * (relay.engine: native, the default) or the JS one. Both honour the contract in ./types.ts.
+ */
+import type { Logger } from '../core/logger.js';
+import { loadNativeRelayEngine, nativeRelay } from './native-relay.js';
+import { relayBothWays } from './relay.js';
+import type { Relay } from './types.js';
+
+export type RelayEngine = 'native' | 'js';
+
+export interface SelectRelayOptions {
+  /** Where to say that the native engine is missing; omitted = silent. */
+  log?: Logger;
+  /** Native engine threads (relay.threads); applied when the engine starts. */
+  threads?: number;
+}
+
+/** The relay for `engine`; 'native' falls back to the JS relay, with a warning, when the addon lacks the engine. */
+export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}): Relay {
+  if (engine === 'js') return relayBothWays;
+  const native = loadNativeRelayEngine();
+  if (native === undefined) {
+    opts.log?.warn('native relay unavailable (addon not built, or built without native/src/relay.c); using the JS relay', {
+      fix: 'npx node-gyp rebuild -C native',
+    });
+    return relayBothWays;
+  }
+  if (opts.threads !== undefined) native.relaySetThreads(opts.threads);
+  return nativeRelay;
+}
+
+export { nativeRelay, nativeRelayCounters, loadNativeRelayEngine } from './native-relay.js';
+export { relayBothWays } from './relay.js';
+export type { Relay, RelayOptions, RelaySummary } from './types.js';

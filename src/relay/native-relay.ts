@@ -1,0 +1,226 @@
+/**
+ * The native relay: the same contract as relayBothWays (./types.ts), with the bytes moved by
+ * the addon's epoll engine (native/src/relay.c) in 1 MiB reads and writes instead of through
+ * Node streams. Used for connections that need no inspection once the front-end is done.
+ *
+ * Handover, per connection:
+ *   1. flush: wait until every write a front-end queued on either socket has reached the
+ *      kernel (a SOCKS reply, an HTTP 200) — after the handover nobody could finish them;
+ *   2. take the bytes Node already read but nobody consumed (socket.read() until null, paused)
+ *      and send them first, behind the front-end's own heads;
+ *   3. dup() both fds, hand the dups to the engine, then destroy the JS sockets. Destroying a
+ *      net.Socket closes its fd and nothing more: net.Socket#_destroy → TCPWrap close →
+ *      uv_close → uv__stream_close → uv__close(fd); no shutdown(), no SO_LINGER, so no FIN or
+ *      RST — close(2) of one fd leaves a socket with another open fd untouched (close(2):
+ *      "the underlying open file description is freed" only with its last descriptor).
+ *   4. the engine's summary sets ctx.bytes and ctx.end and resolves the promise.
+ *
+ * What the JS side loses by handing over, and how it is made up for: the listener samples the
+ * client's MPTCP subflows on the downstream's 'end' event, which a destroyed socket never
+ * emits. So for an MPTCP downstream one more dup is kept until the engine reports the
+ * downstream's EOF (or the end), and the subflows are read from it then.
+ */
+import type { Socket } from 'node:net';
+import type { ConnectionContext } from '../core/context.js';
+import { ErrorCode } from '../core/errors.js';
+import { loadNative, socketFd, subflowAddresses, toMptcpInfo, toSubflowInfo, type MptcpNative } from '../mptcp/index.js';
+import { relayBothWays } from './relay.js';
+import type { Relay, RelayOptions, RelaySummary } from './types.js';
+
+/** What the engine reports when a relay ends (native/src/relay.c, summary_object). */
+export interface NativeRelaySummary {
+  id: number;
+  fromDownstream: number;
+  fromUpstream: number;
+  endedBy: RelaySummary['endedBy'];
+  durationMs: number;
+  /** Set when a system call failed: negative like Node's (`-104`), with its name and call. */
+  errno?: number;
+  code?: string;
+  syscall?: string;
+  /** Why the proxy ended it: 'idle', 'aborted' (relayAbort) or 'engine-stopped'. */
+  reason?: 'idle' | 'aborted' | 'engine-stopped';
+}
+
+export interface NativeRelayCounters {
+  fromDownstream: number;
+  fromUpstream: number;
+}
+
+/** The addon's relay functions (present when the addon was built with native/src/relay.c). */
+export interface NativeRelayEngine {
+  /** Takes ownership of both fds on success (closes them when the relay ends); on a throw the caller keeps them. */
+  relayStart(
+    fdDown: number,
+    fdUp: number,
+    headToUp: Buffer | null,
+    headToDown: Buffer | null,
+    idleTimeoutMs: number,
+    onDone: (summary: NativeRelaySummary) => void,
+    onDownstreamEof?: (id: number) => void,
+  ): number;
+  /** Live counters, read without locking the relay (relaxed atomics); null once it ended. */
+  relayStats(id: number): NativeRelayCounters | null;
+  /** Ends the relay with endedBy 'proxy', reason 'aborted'; false if it is unknown or over. */
+  relayAbort(id: number): boolean;
+  /** Engine threads (default 1), applied the next time the engine starts. */
+  relaySetThreads(threads: number): void;
+  /** Ends every live relay (reason 'engine-stopped') and joins the engine threads. */
+  relayEngineStop(): void;
+}
+
+type AddonWithRelay = MptcpNative & Partial<NativeRelayEngine>;
+
+/** The engine, or undefined when the addon is missing or was built without it. */
+export function loadNativeRelayEngine(): (MptcpNative & NativeRelayEngine) | undefined {
+  let addon: AddonWithRelay;
+  try {
+    addon = loadNative() as AddonWithRelay;
+  } catch {
+    // NativeAddonUnavailableError: the caller falls back to the JS relay and says so.
+    return undefined;
+  }
+  return typeof addon.relayStart === 'function' ? (addon as MptcpNative & NativeRelayEngine) : undefined;
+}
+
+/** Relay ids by connection, so live views can ask for counters (nativeRelayCounters). */
+const liveRelays = new WeakMap<ConnectionContext, number>();
+
+/** Bytes moved so far for a connection the native relay is carrying; undefined otherwise. */
+export function nativeRelayCounters(ctx: ConnectionContext): NativeRelayCounters | undefined {
+  const id = liveRelays.get(ctx);
+  const engine = id === undefined ? undefined : loadNativeRelayEngine();
+  return engine?.relayStats(id!) ?? undefined;
+}
+
+export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) => {
+  const engine = loadNativeRelayEngine();
+  if (engine === undefined) return relayBothWays(downstream, upstream, ctx, opts);
+  // 1. flush what front-ends queued; a socket that died meanwhile is the JS relay's case
+  //    (it reports which side ended and closes the other).
+  const flushed = await Promise.all([flushWrites(downstream), flushWrites(upstream)]);
+  if (!flushed[0] || !flushed[1] || !hasFd(downstream) || !hasFd(upstream)) return relayBothWays(downstream, upstream, ctx, opts);
+  // 2.–3. synchronous from here to relayStart: no libuv read can run in between, so every
+  //    byte is either in the heads or still in the kernel, where the dups will read it.
+  const fromDown = drainReadable(downstream);
+  const fromUp = drainReadable(upstream);
+  let fds: number[] = [];
+  try {
+    fds = [engine.dup(socketFd(downstream)), engine.dup(socketFd(upstream))];
+    if (ctx.downstream.mptcp) fds.push(engine.dup(socketFd(downstream)));
+  } catch (err) {
+    for (const fd of fds) engine.close(fd);
+    ctx.log.warn('native relay handover failed; using the JS relay', { conn: ctx.id, err });
+    return fallBack(downstream, upstream, ctx, opts, fromDown, fromUp);
+  }
+  const [fdDown, fdUp, sampleFd] = fds as [number, number, number | undefined];
+  const headToUp = joinHead(opts.downstreamHead, fromDown);
+  const headToDown = joinHead(opts.upstreamHead, fromUp);
+  let sampled = false;
+  const sampleOnce = (): void => {
+    if (sampled || sampleFd === undefined) return;
+    sampled = true;
+    sampleSubflows(engine, sampleFd, ctx);
+    engine.close(sampleFd);
+  };
+  return new Promise<RelaySummary>((resolve) => {
+    const onDone = (s: NativeRelaySummary): void => {
+      sampleOnce();
+      liveRelays.delete(ctx);
+      resolve(accountSummary(s, ctx, opts));
+    };
+    let id: number;
+    try {
+      id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleFd === undefined ? undefined : sampleOnce);
+    } catch (err) {
+      for (const fd of fds) engine.close(fd);
+      ctx.log.warn('native relay refused the connection; using the JS relay', { conn: ctx.id, err });
+      resolve(fallBack(downstream, upstream, ctx, opts, fromDown, fromUp));
+      return;
+    }
+    liveRelays.set(ctx, id);
+    downstream.destroy();
+    upstream.destroy();
+  });
+};
+
+/** Resolves true once every queued write reached the kernel, false if the socket died first. */
+function flushWrites(socket: Socket): Promise<boolean> {
+  if (socket.destroyed) return Promise.resolve(false);
+  if (socket.writableLength === 0 || socket.writableEnded) return Promise.resolve(socket.writableLength === 0);
+  return new Promise((resolve) => {
+    // Writes complete in order, so the callback of an empty write fires after all earlier ones.
+    socket.write(Buffer.alloc(0), (err) => resolve(!err && !socket.destroyed));
+  });
+}
+
+function hasFd(socket: Socket): boolean {
+  try {
+    socketFd(socket);
+    return true;
+  } catch {
+    return false; // ERR_SOCKET_CLOSED: e.g. a socket that is not a kernel socket (tests, TLS)
+  }
+}
+
+/** Bytes Node read from the kernel that no consumer took yet. */
+function drainReadable(socket: Socket): Buffer[] {
+  socket.pause();
+  const chunks: Buffer[] = [];
+  for (let c: Buffer | null = socket.read() as Buffer | null; c !== null; c = socket.read() as Buffer | null) chunks.push(c);
+  return chunks;
+}
+
+function joinHead(head: Buffer | undefined, chunks: Buffer[]): Buffer | null {
+  const parts = head && head.length > 0 ? [head, ...chunks] : chunks;
+  if (parts.length === 0) return null;
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/** The bytes taken out of the sockets go back in front, and the JS relay carries on. */
+function fallBack(down: Socket, up: Socket, ctx: ConnectionContext, opts: RelayOptions, fromDown: Buffer[], fromUp: Buffer[]): Promise<RelaySummary> {
+  for (let i = fromDown.length - 1; i >= 0; i--) down.unshift(fromDown[i]!);
+  for (let i = fromUp.length - 1; i >= 0; i--) up.unshift(fromUp[i]!);
+  return relayBothWays(down, up, ctx, opts);
+}
+
+function accountSummary(s: NativeRelaySummary, ctx: ConnectionContext, opts: RelayOptions): RelaySummary {
+  ctx.bytes.fromDownstream += s.fromDownstream;
+  ctx.bytes.fromUpstream += s.fromUpstream;
+  const error = summaryError(s, opts);
+  ctx.end = { by: s.endedBy, ...(error ? { error } : {}) };
+  return {
+    fromDownstream: ctx.bytes.fromDownstream,
+    fromUpstream: ctx.bytes.fromUpstream,
+    endedBy: s.endedBy,
+    durationMs: s.durationMs,
+    ...(error ? { error } : {}),
+  };
+}
+
+/** The same errors the JS relay would report: Node-shaped system errors, or the idle timeout. */
+function summaryError(s: NativeRelaySummary, opts: RelayOptions): Error | undefined {
+  if (s.code !== undefined) {
+    const syscall = s.syscall ?? 'relay';
+    return Object.assign(new Error(`${syscall} ${s.code}`), { code: s.code, errno: s.errno, syscall });
+  }
+  if (s.reason === 'idle') return Object.assign(new Error(`relay idle for ${opts.idleTimeoutMs} ms`), { code: ErrorCode.IDLE_TIMEOUT });
+  if (s.reason !== undefined) return Object.assign(new Error(`relay ${s.reason}`), { code: 'MPX_ERR_RELAY_ABORTED' });
+  return undefined;
+}
+
+/** The listener's close-time sample (listeners/listener.ts sampleSubflows), read from our dup. */
+function sampleSubflows(native: MptcpNative, fd: number, ctx: ConnectionContext): void {
+  try {
+    const raw = native.mptcpInfo(fd);
+    if (raw) {
+      const info = toMptcpInfo(raw);
+      // mptcpi_subflows counts the extra subflows, not the initial one (uapi/linux/mptcp.h).
+      ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, info.subflowsTotal ?? info.extraSubflows + 1);
+    }
+    const paths = (native.subflows(fd) ?? []).map(toSubflowInfo).map(subflowAddresses);
+    if (paths.length > 0) ctx.downstreamPaths = paths;
+  } catch (err) {
+    ctx.log.debug('MPTCP_INFO unavailable at close', { conn: ctx.id, err });
+  }
+}
