@@ -1,0 +1,34 @@
+/** Median and range of repeated measurements. */
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+  values: number[];
+}
+
+export function summarize(values: readonly number[]): Summary | undefined {
+  const v = values.filter((x) => Number.isFinite(x)).slice().sort((a, b) => a - b);
+  if (v.length === 0) return undefined;
+  const mid = Math.floor(v.length / 2);
+  const median = v.length % 2 === 1 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
+  return { median, min: v[0] as number, max: v[v.length - 1] as number, n: v.length, values: [...values] };
+}
+
+/** The p-th percentile (0–100) by nearest rank. */
+export function percentile(values: readonly number[], p: number): number | undefined {
+  if (values.length === 0) return undefined;
+  const v = values.slice().sort((a, b) => a - b);
+  const rank = Math.min(v.length - 1, Math.max(0, Math.ceil((p / 100) * v.length) - 1));
+  return v[rank];
+}
+
+export function fmt(x: number | undefined, digits = 1): string {
+  if (x === undefined || !Number.isFinite(x)) return '–';
+  return x.toFixed(digits);
+}
+
+export function fmtSummary(s: Summary | undefined, digits = 0): string {
+  if (!s) return '–';
+  return s.n > 1 ? `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : fmt(s.median, digits);
+}

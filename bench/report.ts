@@ -1,0 +1,209 @@
+/**
+ * Results: the JSON document, the markdown tables, and the issue's targets checked against the
+ * figures of this run (each miss says by how much).
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { MachineInfo } from './lib/machine.js';
+import { fmt, fmtSummary, type Summary } from './lib/stats.js';
+import type { TransferRow } from './scenarios/transfer.js';
+
+export interface TargetCheck {
+  target: string;
+  variant: string;
+  measured: string;
+  required: string;
+  met: boolean;
+  /** How far off, when missed (e.g. "0.31× of the required 0.8×: short by 61%"). */
+  miss?: string;
+}
+
+export interface BenchResults {
+  date: string;
+  quick: boolean;
+  reps: number;
+  engines: string[];
+  machine: MachineInfo;
+  peers: { available: string[]; missing: Record<string, string> };
+  scenarios: {
+    throughput?: { rows: TransferRow[]; skipped: Record<string, string> };
+    aggregation?: { rows: TransferRow[]; skipped: Record<string, string>; wiredMbit: number; wlessMbit: number };
+    connRate?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    idleMemory?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    conversionDelay?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  errors: Record<string, string>;
+  targets: TargetCheck[];
+  commands: string[];
+  durationSeconds: number;
+}
+
+const med = (s: Summary | undefined): number | undefined => s?.median;
+
+function ratioCheck(target: string, variant: string, value: number | undefined, reference: number | undefined, factor: number, refName: string, higherIsBetter = true): TargetCheck | undefined {
+  if (value === undefined || reference === undefined || reference === 0) return undefined;
+  const ratio = value / reference;
+  const met = higherIsBetter ? ratio >= factor : ratio <= factor;
+  const check: TargetCheck = { target, variant, measured: `${ratio.toFixed(2)}× ${refName}`, required: `${higherIsBetter ? '≥' : '≤'} ${factor}× ${refName}`, met };
+  if (!met) {
+    check.miss = higherIsBetter
+      ? `short by ${(((factor - ratio) / factor) * 100).toFixed(0)}% (needs ${(factor / ratio).toFixed(2)}× more)`
+      : `over by ${(((ratio - factor) / factor) * 100).toFixed(0)}% (needs ${(ratio / factor).toFixed(2)}× less)`;
+  }
+  return check;
+}
+
+function absoluteCheck(target: string, variant: string, value: number | undefined, limit: number, unit: string, higherIsBetter: boolean): TargetCheck | undefined {
+  if (value === undefined) return undefined;
+  const met = higherIsBetter ? value >= limit : value <= limit;
+  const check: TargetCheck = { target, variant, measured: `${fmt(value, 3)} ${unit}`, required: `${higherIsBetter ? '≥' : '≤'} ${limit} ${unit}`, met };
+  if (!met) check.miss = `${higherIsBetter ? 'short' : 'over'} by ${fmt(Math.abs(value - limit), 3)} ${unit} (${(higherIsBetter ? limit / value : value / limit).toFixed(2)}×)`;
+  return check;
+}
+
+function isOurs(variant: string): boolean {
+  return variant.startsWith('ours-');
+}
+
+export function evaluateTargets(r: BenchResults): TargetCheck[] {
+  const out: (TargetCheck | undefined)[] = [];
+  const tp = r.scenarios.throughput?.rows ?? [];
+  for (const parallel of [...new Set(tp.map((x) => x.parallel))]) {
+    const rows = tp.filter((x) => x.parallel === parallel && x.mbit);
+    const get = (v: string): TransferRow | undefined => rows.find((x) => x.variant === v);
+    const direct = med(get('direct')?.mbit);
+    const peers = ['haproxy', 'squid'].map((v) => med(get(v)?.mbit)).filter((x): x is number => x !== undefined);
+    const bestPeer = peers.length ? Math.max(...peers) : undefined;
+    const pipe = med(get('pipe')?.mbit);
+    const haCpu = med(get('haproxy')?.cpuSecondsPerGB);
+    for (const row of rows.filter((x) => isOurs(x.variant))) {
+      const v = `${row.variant} ×${parallel}`;
+      const m = med(row.mbit);
+      out.push(ratioCheck('throughput ≥ 0.8× direct MPTCP', v, m, direct, 0.8, 'direct'));
+      out.push(ratioCheck('throughput ≥ 2× best of HAProxy/Squid', v, m, bestPeer, 2, 'best peer'));
+      out.push(ratioCheck('throughput never below pipe()', v, m, pipe, 1, 'pipe'));
+      out.push(ratioCheck('CPU per GB ≤ HAProxy', v, med(row.cpuSecondsPerGB), haCpu, 1, 'HAProxy CPU/GB', false));
+    }
+  }
+  const ag = r.scenarios.aggregation?.rows ?? [];
+  const agDirect = med(ag.find((x) => x.variant === 'direct')?.mbit);
+  for (const row of ag.filter((x) => isOurs(x.variant))) {
+    out.push(ratioCheck('aggregation ≥ direct MPTCP', row.variant, med(row.mbit), agDirect, 1, 'direct'));
+  }
+  const cr = r.scenarios.connRate as { rows?: { load: string; variant: string; rate?: Summary }[] } | undefined;
+  for (const load of ['http', 'echo']) {
+    const rows = cr?.rows?.filter((x) => x.load === load) ?? [];
+    const ha = med(rows.find((x) => x.variant.startsWith('haproxy'))?.rate);
+    for (const row of rows.filter((x) => isOurs(x.variant))) {
+      out.push(ratioCheck(`connection rate (${load}) ≥ 1.0× HAProxy`, row.variant, med(row.rate), ha, 1, 'HAProxy'));
+    }
+  }
+  const im = r.scenarios.idleMemory as { rows?: { variant: string; bytesPerConnection?: number }[] } | undefined;
+  for (const row of im?.rows?.filter((x) => isOurs(x.variant)) ?? []) {
+    out.push(absoluteCheck('≤ 16 KiB RSS per idle connection', row.variant, row.bytesPerConnection === undefined ? undefined : row.bytesPerConnection / 1024, 16, 'KiB', false));
+  }
+  const cd = r.scenarios.conversionDelay as { rows?: { variant: string; kind: string; p50Ms?: number }[] } | undefined;
+  const cdRows = cd?.rows ?? [];
+  for (const row of cdRows.filter((x) => isOurs(x.variant))) {
+    if (row.kind === 'syn' || row.kind === 'request-to-syn') out.push(absoluteCheck('SYN conversion p50 ≤ 0.1 ms', `${row.variant} (${row.kind})`, row.p50Ms, 0.1, 'ms', false));
+    if (row.kind.startsWith('small-')) out.push(absoluteCheck('small-exchange data conversion p50 ≤ 0.1 ms', `${row.variant} (${row.kind})`, row.p50Ms, 0.1, 'ms', false));
+    if (row.kind === 'bulk-down') {
+      const ha = cdRows.find((x) => x.variant === 'haproxy' && x.kind === 'bulk-down')?.p50Ms;
+      out.push(ratioCheck('bulk data conversion p50 ≤ 0.25× HAProxy', row.variant, row.p50Ms, ha, 0.25, 'HAProxy', false));
+    }
+  }
+  return out.filter((x): x is TargetCheck => x !== undefined);
+}
+
+function ratioText(value: number | undefined, ref: number | undefined): string {
+  if (value === undefined || ref === undefined || ref === 0) return '–';
+  return `${(value / ref).toFixed(2)}`;
+}
+
+function transferTable(rows: TransferRow[], aggregation: boolean): string[] {
+  const lines: string[] = [];
+  const peerNames = ['direct', 'haproxy', 'squid', 'pipe'];
+  lines.push(
+    aggregation
+      ? '| variant | Mbit/s median (min–max) | share of path sum | ÷ direct | ÷ HAProxy | ÷ Squid | bytes checked |'
+      : '| variant | parallel | Mbit/s median (min–max) | proxy CPU s/GB | ÷ direct | ÷ HAProxy | ÷ Squid | ÷ pipe | bytes checked |',
+  );
+  lines.push(aggregation ? '|---|---|---|---|---|---|---|' : '|---|---|---|---|---|---|---|---|---|');
+  for (const row of rows) {
+    const ref = (v: string): number | undefined => med(rows.find((x) => x.variant === v && x.parallel === row.parallel)?.mbit);
+    const m = med(row.mbit);
+    const ratios = (aggregation ? peerNames.slice(0, 3) : peerNames).map((p) => ratioText(m, ref(p)));
+    const checked = row.error ? `ERROR: ${row.error.slice(0, 120)}` : `${row.runs.length}×${row.runs[0]?.transfers ?? 0} sha256 ok`;
+    if (aggregation) {
+      lines.push(`| ${row.variant} | ${fmtSummary(row.mbit, 1)} | ${row.shareOfPathSum ? `${(row.shareOfPathSum.median * 100).toFixed(0)}%` : '–'} | ${ratios.join(' | ')} | ${checked} |`);
+    } else {
+      lines.push(`| ${row.variant} | ${row.parallel} | ${fmtSummary(row.mbit, 0)} | ${fmtSummary(row.cpuSecondsPerGB, 2)} | ${ratios.join(' | ')} | ${checked} |`);
+    }
+  }
+  return lines;
+}
+
+export function renderMarkdown(r: BenchResults): string {
+  const m = r.machine;
+  const L: string[] = [];
+  L.push(`# mptcp-proxy benchmark — ${r.date.slice(0, 10)}${r.quick ? ' (quick)' : ''}`, '');
+  L.push(`Run ${r.date}, ${r.reps} repetition(s) per figure (median and min–max), ${r.durationSeconds} s in all; our relay engine(s): ${r.engines.join(', ')}.`, '');
+  L.push('## Machine', '');
+  L.push(`- kernel: ${m.kernel}; congestion control: ${m.congestionControl}`);
+  L.push(`- CPU: ${m.cpuModel}, ${m.cores} cores (shared by client, proxy and server namespaces); memory ${m.memoryGiB} GiB`);
+  L.push(`- Node ${m.node}`);
+  for (const [k, v] of Object.entries(m.peers)) L.push(`- ${k}: ${v}`);
+  if (Object.keys(r.peers.missing).length) L.push(`- peers NOT available: ${Object.entries(r.peers.missing).map(([k, v]) => `${k} (${v})`).join('; ')}`);
+  L.push('');
+  const tp = r.scenarios.throughput;
+  if (tp) {
+    L.push('## 1. Relay throughput, unshaped veth (CPU-bound)', '');
+    L.push('MPTCP client in cli → proxy in prx → TCP server in srv; one download of the size below per run, or 8 parallel downloads of size/8. Mbit/s = bytes × 8 / the longest transfer (client-measured). CPU = utime+stime of the proxy\'s processes. Ratios are of medians.', '');
+    L.push(`Size per run: ${((tp.rows[0]?.bytesPerRun ?? 0) / 2 ** 20).toFixed(0)} MiB.`, '');
+    L.push(...transferTable(tp.rows, false), '');
+    for (const [k, v] of Object.entries(tp.skipped)) L.push(`- ${k}: ${v}`);
+    L.push('');
+  }
+  const ag = r.scenarios.aggregation;
+  if (ag) {
+    L.push(`## 2. Aggregation over two shaped paths (wired ${ag.wiredMbit} + wless ${ag.wlessMbit} Mbit/s)`, '');
+    L.push(`One download of ${((ag.rows[0]?.bytesPerRun ?? 0) / 2 ** 20).toFixed(0)} MiB per run.`, '');
+    L.push(...transferTable(ag.rows, true), '');
+    for (const [k, v] of Object.entries(ag.skipped)) L.push(`- ${k}: ${v}`);
+    L.push('');
+  }
+  if (r.scenarios.connRate?.markdown) L.push(...(r.scenarios.connRate.markdown as string[]), '');
+  if (r.scenarios.idleMemory?.markdown) L.push(...(r.scenarios.idleMemory.markdown as string[]), '');
+  if (r.scenarios.conversionDelay?.markdown) L.push(...(r.scenarios.conversionDelay.markdown as string[]), '');
+  if (Object.keys(r.errors).length) {
+    L.push('## Scenarios that failed', '');
+    for (const [k, v] of Object.entries(r.errors)) L.push(`- ${k}: ${v}`);
+    L.push('');
+  }
+  L.push('## Targets (issue 9)', '');
+  if (r.targets.length === 0) L.push('No target could be evaluated (scenarios missing).');
+  else {
+    L.push('| target | variant | measured | required | met | missed by |', '|---|---|---|---|---|---|');
+    for (const t of r.targets) L.push(`| ${t.target} | ${t.variant} | ${t.measured} | ${t.required} | ${t.met ? 'yes' : '**no**'} | ${t.miss ?? ''} |`);
+  }
+  L.push('', '## Commands run', '', '```');
+  L.push(...r.commands);
+  L.push('```', '');
+  return `${L.join('\n')}\n`;
+}
+
+/** Write results-<date>.json/.md (and latest.md); returns the paths. */
+export function writeResults(r: BenchResults, outDir: string, writeLatest: boolean): string[] {
+  mkdirSync(outDir, { recursive: true });
+  const stamp = r.date.slice(0, 10) + (r.quick ? '-quick' : '');
+  const md = renderMarkdown(r);
+  const files = [join(outDir, `results-${stamp}.json`), join(outDir, `results-${stamp}.md`)];
+  writeFileSync(files[0] as string, `${JSON.stringify(r, null, 2)}\n`);
+  writeFileSync(files[1] as string, md);
+  if (writeLatest) {
+    files.push(join(outDir, 'latest.md'));
+    writeFileSync(files[2] as string, md);
+  }
+  process.stdout.write(`\n${md}`);
+  return files;
+}

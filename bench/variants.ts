@@ -1,0 +1,93 @@
+/**
+ * Starting each side of the comparison inside the testbed: our proxy (forward / HTTP, per relay
+ * engine), HAProxy, Squid, the bare pipe() relay, and the origins (blob server, nginx, echo).
+ * Each is a tracked testbed process in its own process group, so its CPU is the sum over that
+ * group's processes in the namespace, and the testbed kills it at the end.
+ */
+import { fileURLToPath } from 'node:url';
+import type { HostName, Testbed, TestbedProcess } from '../testbed/index.js';
+import { writeHaproxyConfig, writeNginxConfig, writeOursHttpConfig, writeSquidConfig, type HaproxyFrontend } from './peers/configs.js';
+
+export const PROXY_CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+export const PIPE_RELAY = fileURLToPath(new URL('./peers/pipe-relay.js', import.meta.url));
+export const ECHO_SERVER = fileURLToPath(new URL('./peers/echo-server.js', import.meta.url));
+
+/** A started program: where it listens and how to find its processes. */
+export interface Started {
+  label: string;
+  host: HostName;
+  proc: TestbedProcess;
+  port: number;
+  /** The command line as run (inside `ip netns exec NS`). */
+  command: string;
+}
+
+/** Every command the bench ran, in order, for the report. */
+export const commandLog: string[] = [];
+
+/** Spawn with RLIMIT_NOFILE raised to its hard limit (`ulimit -n 65536` is refused when the hard
+ * limit is lower, e.g. 20 000 in a container): `sh -c 'ulimit -n HARD; exec "$@"'` keeps the pid. */
+export function spawnLogged(tb: Testbed, host: HostName, argv: readonly string[], env?: NodeJS.ProcessEnv): TestbedProcess {
+  const wrapped = ['sh', '-c', 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"', 'sh', ...argv];
+  const envText = env ? `${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')} ` : '';
+  commandLog.push(`[${host}] ${envText}${argv.join(' ')}`);
+  return tb.spawn(host, wrapped, env ? { env } : {});
+}
+
+/** Wait until something listens on `port` in `host` (ss), or the process dies, or 15 s pass. */
+export async function waitListening(tb: Testbed, host: HostName, port: number, proc: TestbedProcess, what: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exit) throw new Error(`${what} exited (${JSON.stringify(proc.exit)}) before listening on ${port}: ${proc.stderr.slice(-800)}`);
+    const r = await tb.exec(host, ['ss', '-ltnH', `sport = :${port}`], { allowFailure: true });
+    if (r.stdout.trim() !== '') return;
+    if (Date.now() > deadline) throw new Error(`${what} not listening on ${port} after 15 s: ${proc.stderr.slice(-800)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function started(tb: Testbed, label: string, host: HostName, port: number, argv: readonly string[], env?: NodeJS.ProcessEnv): Promise<Started> {
+  const proc = spawnLogged(tb, host, argv, env);
+  await waitListening(tb, host, port, proc, label);
+  return { label, host, proc, port, command: argv.join(' ') };
+}
+
+/** The relay engine env for our proxy ('default' = whatever the build picks, no env). */
+export function engineEnv(engine: string): NodeJS.ProcessEnv | undefined {
+  return engine === 'default' ? undefined : { MPTCP_PROXY_RELAY: engine };
+}
+
+export function startOursForward(tb: Testbed, port: number, to: string, engine: string): Promise<Started> {
+  return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine));
+}
+
+export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string } = {}): Promise<Started> {
+  const file = writeOursHttpConfig(dir, name, port, allowNet, extra);
+  return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], engineEnv(engine));
+}
+
+export async function startHaproxy(tb: Testbed, dir: string, frontends: readonly HaproxyFrontend[]): Promise<Started> {
+  const file = writeHaproxyConfig(dir, frontends);
+  const s = await started(tb, 'haproxy', 'prx', frontends[0]!.port, ['mptcpize', 'run', 'haproxy', '-f', file, '-db']);
+  for (const f of frontends.slice(1)) await waitListening(tb, 'prx', f.port, s.proc, 'haproxy');
+  return s;
+}
+
+export function startSquid(tb: Testbed, dir: string, port: number, allowNet: string): Promise<Started> {
+  const file = writeSquidConfig(dir, port, allowNet);
+  return started(tb, 'squid', 'prx', port, ['mptcpize', 'run', 'squid', '-N', '-f', file]);
+}
+
+export function startPipeRelay(tb: Testbed, port: number, to: string): Promise<Started> {
+  return started(tb, 'pipe', 'prx', port, ['mptcpize', 'run', process.execPath, PIPE_RELAY, '--listen', String(port), '--to', to]);
+}
+
+export function startNginx(tb: Testbed, dir: string, name: string, address: string, port: number, root: string, mptcp: boolean): Promise<Started> {
+  // sendfile() on an MPTCP socket crawls (≈250 Mbit/s here): the MPTCP origin reads and writes.
+  const file = writeNginxConfig(dir, name, `${address}:${port}`, root, { sendfile: !mptcp });
+  return started(tb, `nginx-${name}`, 'srv', port, [...(mptcp ? ['mptcpize', 'run'] : []), 'nginx', '-c', file, '-e', `${dir}/nginx-${name}/error.log`]);
+}
+
+export function startEcho(tb: Testbed, address: string, port: number, mptcp: boolean): Promise<Started> {
+  return started(tb, mptcp ? 'echo-mptcp' : 'echo', 'srv', port, [process.execPath, ECHO_SERVER, '--host', address, '--port', String(port), ...(mptcp ? ['--mptcp'] : [])]);
+}
