@@ -5,7 +5,12 @@
  *
  * - `tproxy` (recommended): the TPROXY target delivers the connection unchanged to a
  *   listener with IP_TRANSPARENT, so the accepted socket's *local* address is the
- *   original destination. Works for MPTCP clients, including their MP_JOIN subflows.
+ *   original destination. Works for MPTCP clients, including their MP_JOIN subflows —
+ *   if the listener's port is the intercepted port: the kernel refuses an MP_JOIN that
+ *   reaches a listener on a port other than the connection's, unless that port was
+ *   announced with ADD_ADDR (net/mptcp/subflow.c subflow_check_req, MIB
+ *   MismatchPortSynRx). The client then keeps working on its first subflow only, so we
+ *   warn (once per listener) naming the port to listen on; docs/transparent.md.
  * - `redirect`: REDIRECT/DNAT rewrites the destination to us; the original is read with
  *   SO_ORIGINAL_DST. The kernel answers that for TCP sockets only: on an MPTCP socket
  *   (net/mptcp/sockopt.c, mptcp_getsockopt_v4) it fails with EOPNOTSUPP, so MPTCP clients
@@ -29,6 +34,7 @@ function recoverDestination(socket: Socket, mode: TransparentListenerConfig['mod
 }
 
 export function createTransparentFrontend(cfg: TransparentListenerConfig, deps: FrontendDeps, opts: TunnelFrontendOptions): Frontend {
+  let warnedPortMismatch = false;
   return {
     kind: 'transparent',
     async handle(socket, ctx) {
@@ -41,6 +47,16 @@ export function createTransparentFrontend(cfg: TransparentListenerConfig, deps: 
         ctx.log.warn('transparent: no destination', { err });
         socket.resetAndDestroy();
         return;
+      }
+      // The accepted socket's local port is the intercepted one, so compare with the configured
+      // listen port (0 = chosen at bind: unknown here, no warning).
+      if (cfg.mode === 'tproxy' && ctx.downstream.mptcp && !warnedPortMismatch && cfg.listen.port !== 0 && target.port !== cfg.listen.port) {
+        warnedPortMismatch = true;
+        ctx.log.warn('transparent: MPTCP client intercepted to a listener on another port', {
+          listenerPort: cfg.listen.port,
+          destinationPort: target.port,
+          hint: `the kernel refuses the client's extra subflows (MP_JOIN) on a listener whose port differs from the connection's; add a transparent listener on port ${target.port} and a rule "tproxy to :${target.port}"`,
+        });
       }
       // 2. dial (the access policy's "self" rule stops a connection aimed at us from looping) and relay
       await tunnelTo(socket, ctx, target, deps, opts.idleTimeoutMs);
