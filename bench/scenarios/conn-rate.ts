@@ -1,4 +1,152 @@
-import type { BenchContext } from '../lib/context.js';
-export async function runConnRate(_ctx: BenchContext): Promise<Record<string, unknown>> {
-  throw new Error('not implemented yet');
+/**
+ * Scenario 3: connection rate. Short HTTP requests with `Connection: close` (1 KiB body from
+ * nginx) through our HTTP proxy, HAProxy (mode http), Squid, and direct to the origin; short
+ * TCP-forward connections (send 100 bytes, read the echo, close) through our forward, HAProxy
+ * (mode tcp), the pipe() relay, and direct to the echo server. The load generator is
+ * bench/load/conn-load.ts in cli, MPTCP through our addon; each run is bounded in time and count.
+ */
+import { fileURLToPath } from 'node:url';
+import { summarize, fmtSummary, type Summary } from '../lib/stats.js';
+import { ensureBlobFile, blobFileName, BLOB_ROOT } from '../lib/blob-files.js';
+import { oursLabel, type BenchContext } from '../lib/context.js';
+import {
+  commandLog, startEcho, startHaproxy, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, spawnLogged, type Started,
+} from '../variants.js';
+
+export const CONN_LOAD = fileURLToPath(new URL('../load/conn-load.js', import.meta.url));
+const BODY = 1024;
+
+interface LoadTarget {
+  load: 'http' | 'echo';
+  variant: string;
+  args: string[];
+}
+
+export interface ConnRateRow {
+  load: 'http' | 'echo';
+  variant: string;
+  rate?: Summary;
+  p50Ms?: Summary;
+  ok: number;
+  errors: number;
+  firstError?: string;
+  error?: string;
+}
+
+interface LoadResult { ok: number; errors: number; firstError?: string; rate: number; p50Ms?: number; elapsedMs: number }
+
+export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRow[]; bounds: { durationMs: number; maxRequests: number; concurrency: number }; skipped: Record<string, string>; markdown: string[] }> {
+  const { tb } = ctx;
+  const srv = tb.hosts.srv.lan;
+  const prx = tb.hosts.prx.wired;
+  const durationMs = ctx.opts.quick ? 2_000 : 5_000;
+  const maxRequests = ctx.opts.quick ? 1_000 : 5_000;
+  const concurrency = 16;
+  await ensureBlobFile(BODY);
+  const procs: Started[] = [];
+  const skipped: Record<string, string> = {};
+  const targets: LoadTarget[] = [];
+  const want = (v: string): boolean => !ctx.opts.variants || ctx.opts.variants.includes(v);
+  const have = (...p: string[]): boolean => p.every((x) => ctx.peers.available.has(x));
+  const tryStart = async (variant: string, needs: string[], fn: () => Promise<void>): Promise<void> => {
+    if (!want(variant)) return;
+    if (!have(...needs)) {
+      skipped[variant] = `skipped: needs ${needs.filter((n) => !have(n)).join(', ')}`;
+      return;
+    }
+    try {
+      await fn();
+    } catch (err) {
+      skipped[variant] = `failed to start: ${(err as Error).message}`;
+    }
+  };
+  const httpPath = `/${blobFileName(BODY)}`;
+  try {
+    const echo = await startEcho(tb, srv, 7000, false);
+    const echoMptcp = await startEcho(tb, srv, 7001, true);
+    procs.push(echo, echoMptcp);
+    const nginxOk = have('nginx');
+    if (nginxOk) procs.push(await startNginx(tb, ctx.dir, 'rate', srv, 8080, BLOB_ROOT, false));
+    const httpArgs = (port: number, host: string, target: string): string[] => ['--mode', 'http', '--host', host, '--port', String(port), '--target', target, '--host-header', `${srv}:8080`, '--expect-body', String(BODY)];
+    const echoArgs = (port: number, host: string): string[] => ['--mode', 'echo', '--host', host, '--port', String(port), '--echo-bytes', '100'];
+    let port = 9200;
+    for (const engine of ctx.opts.engines) {
+      const p1 = port++;
+      await tryStart(oursLabel('ours-http', engine), ['nginx'], async () => {
+        procs.push(await startOursConfig(tb, ctx.dir, `rate-http-${engine}`, p1, ctx.allowNet, engine));
+        targets.push({ load: 'http', variant: oursLabel('ours-http', engine), args: httpArgs(p1, prx, `http://${srv}:8080${httpPath}`) });
+      });
+      const p2 = port++;
+      await tryStart(oursLabel('ours-forward', engine), [], async () => {
+        procs.push(await startOursForward(tb, p2, `${srv}:7000`, engine));
+        targets.push({ load: 'echo', variant: oursLabel('ours-forward', engine), args: echoArgs(p2, prx) });
+      });
+    }
+    const ph = port++;
+    const pt = port++;
+    await tryStart('haproxy', ['haproxy', 'mptcpize', 'nginx'], async () => {
+      procs.push(await startHaproxy(tb, ctx.dir, [
+        { name: 'web', port: ph, mode: 'http', to: `${srv}:8080` },
+        { name: 'echo', port: pt, mode: 'tcp', to: `${srv}:7000` },
+      ]));
+      targets.push({ load: 'http', variant: 'haproxy', args: httpArgs(ph, prx, httpPath) });
+      targets.push({ load: 'echo', variant: 'haproxy', args: echoArgs(pt, prx) });
+    });
+    const ps = port++;
+    await tryStart('squid', ['squid', 'mptcpize', 'nginx'], async () => {
+      procs.push(await startSquid(tb, ctx.dir, ps, ctx.allowNet));
+      targets.push({ load: 'http', variant: 'squid', args: httpArgs(ps, prx, `http://${srv}:8080${httpPath}`) });
+    });
+    const pp = port++;
+    await tryStart('pipe', ['mptcpize'], async () => {
+      procs.push(await startPipeRelay(tb, pp, `${srv}:7000`));
+      targets.push({ load: 'echo', variant: 'pipe', args: echoArgs(pp, prx) });
+    });
+    if (want('direct')) {
+      if (nginxOk && have('mptcpize')) {
+        procs.push(await startNginx(tb, ctx.dir, 'rate-mptcp', srv, 8081, BLOB_ROOT, true));
+        targets.push({ load: 'http', variant: 'direct', args: httpArgs(8081, srv, httpPath) });
+      }
+      targets.push({ load: 'echo', variant: 'direct', args: echoArgs(7001, srv) });
+    }
+
+    const rows: ConnRateRow[] = [];
+    const bounds = ['--concurrency', String(concurrency), '--duration-ms', String(durationMs), '--max-requests', String(maxRequests), '--mptcp'];
+    for (const load of ['http', 'echo'] as const) {
+      for (const t of targets.filter((x) => x.load === load)) {
+        const row: ConnRateRow = { load, variant: t.variant, ok: 0, errors: 0 };
+        const runs: LoadResult[] = [];
+        try {
+          for (let rep = 0; rep < ctx.opts.reps; rep++) {
+            const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...t.args, ...bounds]);
+            if (rep > 0) commandLog.pop();
+            const r = await proc.waitForJson<LoadResult & { event: string }>((v) => v.event === 'done', { timeoutMs: durationMs + 30_000 });
+            await proc.waitForExit(5_000);
+            runs.push(r);
+            row.ok += r.ok;
+            row.errors += r.errors;
+            row.firstError ??= r.firstError;
+            ctx.log(`  conn-rate ${load} ${t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+          }
+        } catch (err) {
+          row.error = (err as Error).message;
+        }
+        row.rate = summarize(runs.map((r) => r.rate));
+        row.p50Ms = summarize(runs.map((r) => r.p50Ms ?? NaN));
+        rows.push(row);
+      }
+    }
+    const md: string[] = ['## 3. Connection rate', ''];
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
+    md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | ok | errors |', '|---|---|---|---|---|---|---|---|');
+    for (const row of rows) {
+      const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;
+      const ratio = (r: number | undefined): string => (r && row.rate ? (row.rate.median / r).toFixed(2) : '–');
+      md.push(`| ${row.load} | ${row.variant} | ${fmtSummary(row.rate, 0)} | ${ratio(ref('haproxy'))} | ${ratio(ref('direct'))} | ${fmtSummary(row.p50Ms, 2)} | ${row.ok} | ${row.errors}${row.firstError ? ` (${row.firstError})` : ''}${row.error ? ` ERROR ${row.error.slice(0, 100)}` : ''} |`);
+    }
+    for (const [k, v] of Object.entries(skipped)) md.push(`- ${k}: ${v}`);
+    return { rows, bounds: { durationMs, maxRequests, concurrency }, skipped, markdown: md };
+  } finally {
+    await Promise.all(procs.map((p) => p.proc.stop(1_000)));
+  }
 }

@@ -1,0 +1,129 @@
+#!/usr/bin/env node
+/**
+ * Short-connection load generator: N concurrent workers, each opening a fresh connection per
+ * request (MPTCP through our addon's connectMptcp, or plain TCP), bounded by a duration and a
+ * request count, whichever comes first. Every exchange is verified:
+ *   --mode http: sends `GET <target> HTTP/1.1` with `Connection: close`, reads to EOF, needs a
+ *                200 status and exactly --expect-body bytes of body;
+ *   --mode echo: sends --echo-bytes bytes, reads the same bytes back, closes.
+ * Prints one JSON line: {"event":"done","ok","errors","firstError","elapsedMs","rate","p50Ms","p90Ms"}.
+ */
+import * as net from 'node:net';
+import { parseArgs } from 'node:util';
+import { connectMptcp } from '../../src/mptcp/index.js';
+
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string' },
+    port: { type: 'string' },
+    mode: { type: 'string', default: 'http' },
+    target: { type: 'string', default: '/' },
+    'host-header': { type: 'string', default: 'origin' },
+    'expect-body': { type: 'string', default: '0' },
+    'echo-bytes': { type: 'string', default: '100' },
+    concurrency: { type: 'string', default: '16' },
+    'duration-ms': { type: 'string', default: '5000' },
+    'max-requests': { type: 'string', default: '5000' },
+    'timeout-ms': { type: 'string', default: '5000' },
+    mptcp: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+if (!values.host || !values.port) {
+  process.stderr.write('conn-load: --host and --port are required\n');
+  process.exit(2);
+}
+const host = values.host;
+const port = Number(values.port);
+const mode = values.mode === 'echo' ? 'echo' : 'http';
+const expectBody = Number(values['expect-body']);
+const echoPayload = Buffer.alloc(Number(values['echo-bytes']), 0x61);
+const request = Buffer.from(`GET ${values.target} HTTP/1.1\r\nHost: ${values['host-header']}\r\nUser-Agent: mptcp-bench\r\nConnection: close\r\n\r\n`);
+const concurrency = Number(values.concurrency);
+const durationMs = Number(values['duration-ms']);
+const maxRequests = Number(values['max-requests']);
+const timeoutMs = Number(values['timeout-ms']);
+
+function open(): net.Socket {
+  return values.mptcp ? connectMptcp({ host, port, mptcp: true }) : net.connect({ host, port });
+}
+
+/** One verified exchange; resolves with an error message or undefined. */
+function exchange(): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const s = open();
+    const chunks: Buffer[] = [];
+    let got = 0;
+    let settled = false;
+    const done = (err: string | undefined): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(err);
+    };
+    const timer = setTimeout(() => done(`timeout after ${timeoutMs} ms (${got} bytes)`), timeoutMs);
+    s.on('error', (e: NodeJS.ErrnoException) => done(`${e.code ?? 'error'}: ${e.message}`));
+    s.on('connect', () => s.write(mode === 'http' ? request : echoPayload));
+    s.on('data', (c: Buffer) => {
+      chunks.push(c);
+      got += c.length;
+      if (mode === 'echo' && got >= echoPayload.length) {
+        const all = Buffer.concat(chunks);
+        if (!all.subarray(0, echoPayload.length).equals(echoPayload) || got !== echoPayload.length) done(`echo mismatch (${got} bytes)`);
+        else {
+          settled = true;
+          clearTimeout(timer);
+          // Our side closes first, as a client that got its answer does.
+          s.end(() => resolve(undefined));
+          s.once('close', () => undefined);
+        }
+      }
+    });
+    s.on('end', () => {
+      if (mode === 'echo') {
+        done(got === echoPayload.length ? undefined : `closed after ${got} echo bytes`);
+        return;
+      }
+      const all = Buffer.concat(chunks);
+      const headerEnd = all.indexOf('\r\n\r\n');
+      if (headerEnd < 0) return done(`no response head (${got} bytes)`);
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(all.subarray(0, Math.min(headerEnd, 64)).toString('latin1'))?.[1];
+      if (status !== '200') return done(`status ${status ?? 'unparsable'}`);
+      const body = all.length - headerEnd - 4;
+      done(body === expectBody ? undefined : `body ${body} bytes, expected ${expectBody}`);
+    });
+  });
+}
+
+const started = performance.now();
+const deadline = started + durationMs;
+let launched = 0;
+let ok = 0;
+let errors = 0;
+let firstError: string | undefined;
+const latencies: number[] = [];
+
+async function worker(): Promise<void> {
+  while (launched < maxRequests && performance.now() < deadline) {
+    launched++;
+    const t0 = performance.now();
+    const err = await exchange();
+    if (err === undefined) {
+      ok++;
+      latencies.push(performance.now() - t0);
+    } else {
+      errors++;
+      firstError ??= err;
+    }
+  }
+}
+
+await Promise.all(Array.from({ length: concurrency }, () => worker()));
+const elapsedMs = performance.now() - started;
+latencies.sort((a, b) => a - b);
+const pct = (p: number): number | undefined => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
+process.stdout.write(
+  `${JSON.stringify({ event: 'done', mode, ok, errors, firstError, elapsedMs: Math.round(elapsedMs), rate: ok / (elapsedMs / 1000), p50Ms: pct(50), p90Ms: pct(90) })}\n`,
+);
+process.exit(0);
