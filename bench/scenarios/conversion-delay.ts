@@ -1,4 +1,196 @@
-import type { BenchContext } from '../lib/context.js';
-export async function runConversionDelay(_ctx: BenchContext): Promise<Record<string, unknown>> {
-  throw new Error('not implemented yet');
+/**
+ * Scenario 5: conversion delay, from packet captures on prx (tcpdump -i any, own pcap reader):
+ *   syn            client SYN (MP_CAPABLE) in → upstream SYN out            (L4 forward)
+ *   request-to-syn request's first byte in → upstream SYN out                (HTTP proxies)
+ *   small-up       request's first data packet in → first data packet out upstream
+ *   small-down     response's first data packet in from the server → first data packet out to the client
+ *   bulk-down      each data packet out to the client → arrival of the server packet carrying its
+ *                  first byte (offsets: TCP seq upstream, DSS data sequence downstream; L4 only,
+ *                  where both streams carry the same bytes)
+ * Small exchanges: sequential GETs of a 1 KiB file from nginx (one at a time, so each connection's
+ * packets fall between its SYN and the next). Bulk: one curl download.
+ */
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readPcap, SYN, ACK, type TcpPacket } from '../lib/pcap.js';
+import { percentile, fmt } from '../lib/stats.js';
+import { ensureBlobFile, blobFileName, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
+import { oursLabel, type BenchContext } from '../lib/context.js';
+import { commandLog, spawnLogged, startHaproxy, startNginx, startOursConfig, startOursForward, startSquid, type Started } from '../variants.js';
+
+const CONN_LOAD = fileURLToPath(new URL('../load/conn-load.js', import.meta.url));
+
+export interface DelayRow {
+  variant: string;
+  kind: string;
+  samples: number;
+  p50Ms?: number;
+  p90Ms?: number;
+}
+
+async function capture<T>(ctx: BenchContext, file: string, filter: string, fn: () => Promise<T>): Promise<T> {
+  const proc = spawnLogged(ctx.tb, 'prx', ['tcpdump', '-i', 'any', '-n', '-s', '200', '-B', '32768', '-U', '-w', file, filter]);
+  const deadline = Date.now() + 10_000;
+  while (!proc.stderr.includes('listening on')) {
+    if (proc.exit || Date.now() > deadline) throw new Error(`tcpdump did not start: ${proc.stderr.slice(-300)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    return await fn();
+  } finally {
+    await new Promise((r) => setTimeout(r, 300));
+    await proc.stop(2_000);
+  }
+}
+
+function ms(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || b < a ? undefined : (b - a) * 1000;
+}
+
+function analyzeSmall(pkts: TcpPacket[], proxyPort: number, upPort: number, http: boolean): Record<string, number[]> {
+  const isClientSyn = (p: TcpPacket): boolean => p.dport === proxyPort && (p.flags & SYN) !== 0 && (p.flags & ACK) === 0 && !(p.mptcp ?? []).includes(1);
+  const syns = pkts.filter(isClientSyn).map((p) => p.t).sort((a, b) => a - b);
+  const out: Record<string, number[]> = { [http ? 'request-to-syn' : 'syn']: [], 'small-up': [], 'small-down': [] };
+  for (let k = 0; k < syns.length; k++) {
+    const from = syns[k] as number;
+    const to = syns[k + 1] ?? Infinity;
+    const w = pkts.filter((p) => p.t >= from && p.t < to);
+    const first = (pred: (p: TcpPacket) => boolean, after = 0): number | undefined => w.find((p) => p.t >= after && pred(p))?.t;
+    const upSyn = first((p) => p.dport === upPort && (p.flags & SYN) !== 0 && (p.flags & ACK) === 0);
+    const reqIn = first((p) => p.dport === proxyPort && p.payload > 0);
+    const reqOut = first((p) => p.dport === upPort && p.payload > 0);
+    const respIn = first((p) => p.sport === upPort && p.payload > 0);
+    const respOut = respIn === undefined ? undefined : first((p) => p.sport === proxyPort && p.payload > 0, respIn);
+    const push = (k2: string, v: number | undefined): void => {
+      if (v !== undefined) out[k2]!.push(v);
+    };
+    push(http ? 'request-to-syn' : 'syn', ms(http ? reqIn : from, upSyn));
+    push('small-up', ms(reqIn, reqOut));
+    push('small-down', ms(respIn, respOut));
+  }
+  return out;
+}
+
+function analyzeBulk(pkts: TcpPacket[], proxyPort: number, upPort: number): number[] {
+  // Upstream: server → proxy, offsets from the server's SYN-ACK.
+  const upIsn = pkts.find((p) => p.sport === upPort && (p.flags & SYN) !== 0 && (p.flags & ACK) !== 0)?.seq;
+  if (upIsn === undefined) return [];
+  const up = new Map<number, { start: number; len: number; t: number }>();
+  for (const p of pkts) {
+    if (p.sport !== upPort || p.payload <= 0) continue;
+    const start = (p.seq - upIsn - 1) >>> 0;
+    if (!up.has(start)) up.set(start, { start, len: p.payload, t: p.t });
+  }
+  const ups = [...up.values()].sort((a, b) => a.start - b.start);
+  // Downstream: proxy → client subflows; subflow ISN from the proxy's SYN-ACK on that 4-tuple.
+  const isn = new Map<string, number>();
+  for (const p of pkts) if (p.sport === proxyPort && (p.flags & SYN) !== 0 && (p.flags & ACK) !== 0) isn.set(`${p.dst}:${p.dport}`, p.seq);
+  const downs: { dsn: bigint; t: number }[] = [];
+  for (const p of pkts) {
+    if (p.sport !== proxyPort || p.payload <= 0 || !p.dss) continue;
+    const i = isn.get(`${p.dst}:${p.dport}`);
+    if (i === undefined) continue;
+    const rel = (p.seq - i) >>> 0;
+    downs.push({ dsn: p.dss.dsn + BigInt(rel - p.dss.ssn), t: p.t });
+  }
+  if (downs.length === 0) return [];
+  const base = downs.reduce((m, d) => (d.dsn < m ? d.dsn : m), downs[0]!.dsn);
+  const delays: number[] = [];
+  const seen = new Set<number>();
+  for (const d of downs) {
+    const off = Number(d.dsn - base);
+    if (seen.has(off)) continue; // retransmission
+    seen.add(off);
+    let lo = 0;
+    let hi = ups.length - 1;
+    let hit: (typeof ups)[number] | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const u = ups[mid]!;
+      if (off < u.start) hi = mid - 1;
+      else if (off >= u.start + u.len) lo = mid + 1;
+      else {
+        hit = u;
+        break;
+      }
+    }
+    const v = hit ? ms(hit.t, d.t) : undefined;
+    if (v !== undefined) delays.push(v);
+  }
+  return delays;
+}
+
+export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: DelayRow[]; skipped: Record<string, string>; markdown: string[] }> {
+  const { tb } = ctx;
+  if (!ctx.peers.available.has('tcpdump')) throw new Error(`tcpdump unavailable: ${ctx.peers.missing.get('tcpdump')}`);
+  const srv = tb.hosts.srv.lan;
+  const prx = tb.hosts.prx.wired;
+  const SMALL = 1024;
+  const bulk = ctx.opts.quick ? 8 * 2 ** 20 : 64 * 2 ** 20;
+  const exchanges = ctx.opts.quick ? 50 : 300;
+  await ensureBlobFile(SMALL);
+  await ensureBlobFile(bulk);
+  const procs: Started[] = [];
+  const rows: DelayRow[] = [];
+  const skipped: Record<string, string> = {};
+  const want = (v: string): boolean => !ctx.opts.variants || ctx.opts.variants.includes(v);
+  try {
+    procs.push(await startNginx(tb, ctx.dir, 'delay', srv, 8080, BLOB_ROOT, false));
+    const cases: { variant: string; port: number; http: boolean; start: () => Promise<Started> }[] = [];
+    let port = 9400;
+    for (const engine of ctx.opts.engines) {
+      const pf = port++;
+      if (want('ours-forward')) cases.push({ variant: oursLabel('ours-forward', engine), port: pf, http: false, start: () => startOursForward(tb, pf, `${srv}:8080`, engine) });
+      const ph = port++;
+      if (want('ours-http')) cases.push({ variant: oursLabel('ours-http', engine), port: ph, http: true, start: () => startOursConfig(tb, ctx.dir, `delay-http-${engine}`, ph, ctx.allowNet, engine) });
+    }
+    const pa = port++;
+    if (want('haproxy')) cases.push({ variant: 'haproxy', port: pa, http: false, start: () => startHaproxy(tb, ctx.dir, [{ name: 'delay', port: pa, mode: 'tcp', to: `${srv}:8080` }]) });
+    const ps = port++;
+    if (want('squid')) cases.push({ variant: 'squid', port: ps, http: true, start: () => startSquid(tb, ctx.dir, ps, ctx.allowNet) });
+    for (const c of cases) {
+      let proxy: Started | undefined;
+      try {
+        proxy = await c.start();
+        const filter = `tcp port ${c.port} or tcp port 8080`;
+        const smallFile = join(ctx.dir, `${c.variant}-small.pcap`);
+        const target = c.http ? `http://${srv}:8080/${blobFileName(SMALL)}` : `/${blobFileName(SMALL)}`;
+        await capture(ctx, smallFile, filter, async () => {
+          const load = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, '--mode', 'http', '--host', prx, '--port', String(c.port), '--target', target, '--host-header', `${srv}:8080`, '--expect-body', String(SMALL), '--concurrency', '1', '--max-requests', String(exchanges), '--duration-ms', '20000', '--mptcp']);
+          const r = await load.waitForJson<{ event: string; ok: number; errors: number; firstError?: string }>((v) => v.event === 'done', { timeoutMs: 40_000 });
+          if (r.ok === 0) throw new Error(`no exchange succeeded: ${r.firstError}`);
+        });
+        const small = analyzeSmall(readPcap(smallFile), c.port, 8080, c.http);
+        for (const [kind, v] of Object.entries(small)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90) });
+        if (!c.http) {
+          const bulkFile = join(ctx.dir, `${c.variant}-bulk.pcap`);
+          await capture(ctx, bulkFile, filter, async () => {
+            const cmd = `mptcpize run curl -sS --fail --max-time 60 http://${prx}:${c.port}/${blobFileName(bulk)} | openssl dgst -sha256 -r`;
+            commandLog.push(`[cli] ${cmd}`);
+            const r = await tb.exec('cli', ['sh', '-c', cmd], { timeoutMs: 70_000 });
+            if (r.stdout.trim().split(/\s+/)[0] !== expectedSha256(bulk)) throw new Error(`bulk download corrupt: ${r.stdout} ${r.stderr}`);
+          });
+          const d = analyzeBulk(readPcap(bulkFile), c.port, 8080);
+          rows.push({ variant: c.variant, kind: 'bulk-down', samples: d.length, p50Ms: percentile(d, 50), p90Ms: percentile(d, 90) });
+        }
+        ctx.log(`  conversion-delay ${c.variant}: ${rows.filter((r) => r.variant === c.variant).map((r) => `${r.kind} p50 ${fmt(r.p50Ms, 3)} ms (n=${r.samples})`).join(', ')}`);
+      } catch (err) {
+        skipped[c.variant] = (err as Error).message;
+        ctx.log(`  conversion-delay ${c.variant}: ERROR ${(err as Error).message}`);
+      } finally {
+        await proxy?.proc.stop(1_000);
+      }
+    }
+  } finally {
+    await Promise.all(procs.map((p) => p.proc.stop(1_000)));
+  }
+  const md = ['## 5. Conversion delay (packet captures on prx)', ''];
+  md.push(`tcpdump -i any on prx; ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small), and one ${bulk / 2 ** 20} MiB download (bulk, L4 variants only: there both streams carry the same bytes, matched by TCP sequence upstream and MPTCP DSS data sequence downstream). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out; bulk-down = server packet in → the packet out to the client carrying its first byte.`, '');
+  md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy |', '|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const ha = rows.find((x) => x.variant === 'haproxy' && x.kind === r.kind)?.p50Ms;
+    md.push(`| ${r.variant} | ${r.kind} | ${r.samples} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p90Ms, 3)} | ${ha && r.p50Ms !== undefined ? (r.p50Ms / ha).toFixed(2) : '–'} |`);
+  }
+  for (const [k, v] of Object.entries(skipped)) md.push(`- ${k}: ${v}`);
+  return { rows, skipped, markdown: md };
 }
