@@ -1,0 +1,68 @@
+/**
+ * `forward --workers 2`: two proxy processes share the listening port with SO_REUSEPORT. An
+ * MPTCP connection's extra subflow (MP_JOIN) carries the connection's token, and the kernel
+ * finds the connection by token, not by listener — so it must reach whichever worker accepted
+ * the first subflow. Eight two-path clients at once prove it: every transfer intact, every
+ * access line with two subflows, and lines from both workers.
+ */
+import { strict as assert } from 'node:assert';
+import { after, before, describe, test } from 'node:test';
+import { createTestbed, type Testbed } from '../../testbed/index.js';
+import { blobSha256, DEFAULT_DOWNLOAD_SEED, DEFAULT_UPLOAD_SEED } from '../helpers/peer-blob-content.js';
+import { runBlobClient, startBlobServer, type BlobServer } from '../helpers/peer-programs.js';
+import { startProxyProcess, type AccessLine, type ProxyProcess } from '../helpers/proxy-process.js';
+import { testbedSkipReason } from '../helpers/netns-skip.js';
+
+const skip = testbedSkipReason();
+const MB = 1024 * 1024;
+const PROXY_PORT = 9000;
+const CLIENTS = 8;
+
+describe('forward --workers 2 shares one MPTCP port between two processes', { skip }, () => {
+  let tb: Testbed;
+  let server: BlobServer;
+  let proxy: ProxyProcess;
+
+  before(async () => {
+    tb = await createTestbed({ wiredMbit: 50, wlessMbit: 50 });
+    server = await startBlobServer(tb, 'srv', { address: tb.hosts.srv.lan });
+    proxy = await startProxyProcess(
+      tb,
+      'prx',
+      ['forward', '--workers', '2', '--listen', `0.0.0.0:${PROXY_PORT}`, '--to', `${tb.hosts.srv.lan}:${server.port}`],
+      { listeners: 2 },
+    );
+  });
+  after(async () => {
+    await tb?.close();
+  });
+
+  test(`${CLIENTS} parallel MPTCP clients: intact, two subflows each, served by both workers`, async () => {
+    const size = 4 * MB;
+    const results = await Promise.all(
+      Array.from({ length: CLIENTS }, () =>
+        runBlobClient(tb, 'cli', { host: tb.hosts.prx.wired, port: PROXY_PORT, uploadBytes: size, downloadBytes: size, extraArgs: ['--mptcp'], timeoutMs: 90_000 }),
+      ),
+    );
+    for (const res of results) {
+      assert.equal(res.event, 'done', JSON.stringify(res));
+      if (res.event !== 'done') continue;
+      assert.equal(res.downloadBytes, size);
+      assert.equal(res.downloadSha256, blobSha256(DEFAULT_DOWNLOAD_SEED, size));
+    }
+    for (let i = 0; i < CLIENTS; i++) {
+      const conn = await server.nextConn();
+      assert.equal(conn.uploadSha256, blobSha256(DEFAULT_UPLOAD_SEED, size));
+    }
+    const lines: AccessLine[] = [];
+    for (let i = 0; i < CLIENTS; i++) lines.push(await proxy.nextAccess());
+    for (const line of lines) {
+      assert.equal(line.clientMptcp, true, JSON.stringify(line));
+      assert.equal(line.clientSubflows, 2, `both subflows reached the worker that owns the connection: ${JSON.stringify(line)}`);
+      assert.equal(line.bytesDown, size);
+    }
+    const pids = new Set(lines.map((l) => l.pid));
+    assert.ok(!pids.has(undefined), 'worker lines carry their pid');
+    assert.equal(pids.size, 2, `connections spread over both workers: ${[...pids].join(', ')}`);
+  });
+});
