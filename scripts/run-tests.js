@@ -24,6 +24,6 @@ if (files.length === 0) {
 }
 // Two files at a time: every netns test uses its own namespace prefix, and the
 // 2-core machine has room for two topologies with rate-shaped (not CPU-bound) links.
-const args = ['--test', '--test-concurrency=2', '--test-timeout=300000', ...files];
+const args = ['--test', '--test-concurrency=2', '--test-timeout=180000', ...files];
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
 process.exit(r.status ?? 1);

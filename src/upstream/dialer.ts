@@ -25,14 +25,24 @@ interface ResolvedAddress {
   family: 4 | 6;
 }
 
-export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Logger): Dial {
+/** getaddrinfo-shaped lookup; injectable so tests can resolve names without a network. */
+export type LookupAll = (host: string) => Promise<Array<{ address: string; family: number }>>;
+
+const systemLookup: LookupAll = (host) => lookup(host, { all: true, verbatim: true });
+
+export interface DialerOptions {
+  lookup?: LookupAll;
+}
+
+export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Logger, options: DialerOptions = {}): Dial {
   const useMptcp = decideMptcp(cfg, log);
+  const lookupAll = options.lookup ?? systemLookup;
 
   return async function dial(target: TargetAddress, ctx: ConnectionContext, opts: DialOptions = {}): Promise<Socket> {
     const started = performance.now();
     try {
       // 1. resolve (IP literals skip DNS)
-      const addresses = await resolve(target, cfg.dnsTimeoutMs, opts.signal);
+      const addresses = await resolve(lookupAll, target, cfg.dnsTimeoutMs, opts.signal);
       // 2. access check on every resolved address: a name must not smuggle a denied IP
       const allowed = filterAllowed(target, addresses, access);
       // 3. connect, racing addresses RFC 8305-style, under one overall deadline
@@ -61,7 +71,7 @@ function decideMptcp(cfg: UpstreamConfig, log: Logger): boolean {
   return false;
 }
 
-async function resolve(target: TargetAddress, timeoutMs: number, signal?: AbortSignal): Promise<ResolvedAddress[]> {
+async function resolve(lookupAll: LookupAll, target: TargetAddress, timeoutMs: number, signal?: AbortSignal): Promise<ResolvedAddress[]> {
   const family = isIP(target.host);
   if (family === 4 || family === 6) return [{ address: target.host, family }];
   const ac = new AbortController();
@@ -70,7 +80,7 @@ async function resolve(target: TargetAddress, timeoutMs: number, signal?: AbortS
   try {
     // getaddrinfo cannot be cancelled; the race only stops us waiting for it.
     const result = await Promise.race([
-      lookup(target.host, { all: true, verbatim: true }),
+      lookupAll(target.host),
       sleep(timeoutMs, undefined, { signal: ac.signal }).then(() => {
         throw new UpstreamError(ErrorCode.DNS_TIMEOUT, target, `name lookup took longer than ${timeoutMs} ms`);
       }),
