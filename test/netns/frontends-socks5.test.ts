@@ -29,7 +29,7 @@ const REP_CONNECTION_REFUSED = 0x05;
 
 function assertMptcpTwoSubflows(line: AccessLine, what: string): void {
   assert.equal(line.clientMptcp, true, `${what}: the proxy saw an MPTCP client: ${JSON.stringify(line)}`);
-  assert.equal(line.clientSubflows, 2, `${what}: the proxy saw two subflows: ${JSON.stringify(line.clientPaths)}`);
+  assert.equal(line.clientSubflows, 2, `${what}: the proxy saw two subflows: ${JSON.stringify(line)}`);
 }
 
 describe('SOCKS5 front-end serves real MPTCP clients across the testbed', { skip: testbedSkipReason() ?? missingToolReason(['mptcpize', 'curl']) }, () => {
