@@ -39,6 +39,7 @@ export function requestLogFields(msg: RequestDoneMessage): Record<string, unknow
     listener: ctx.listener,
     client: formatEndpoint(ctx.downstream.remote),
     clientMptcp: ctx.downstream.mptcp,
+    ...(msg.clientSubflows !== undefined ? { clientSubflows: msg.clientSubflows } : {}),
     method: msg.method,
     url: msg.url,
     status: msg.status,

@@ -43,6 +43,8 @@ export interface UpstreamConnectedMessage {
 /** One HTTP request/response exchange finished (the HTTP front-end's per-request account). */
 export interface RequestDoneMessage {
   ctx: ConnectionContext;
+  /** The client's MPTCP subflows when the exchange ended (undefined for plain TCP). */
+  clientSubflows: number | undefined;
   method: string | undefined;
   url: string | undefined;
   status: number | undefined;

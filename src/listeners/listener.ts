@@ -14,7 +14,7 @@ import { publishConnClose, publishConnOpen } from '../core/channels.js';
 import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { Frontend } from '../frontends/types.js';
-import { isMptcpSocket, listenMptcp, readMptcpInfo, readSubflows, subflowAddresses } from '../mptcp/index.js';
+import { isMptcpSocket, listenMptcp, readSubflowCount, readSubflows, subflowAddresses } from '../mptcp/index.js';
 
 /** Per-client concurrent connection counting (implemented in access/). */
 export interface ClientLimiter {
@@ -149,9 +149,8 @@ export class ProxyListener {
 /** Reads MPTCP_INFO and the subflow list while the fd is still open, to record which paths the client used. */
 function sampleSubflows(socket: Socket, ctx: ConnectionContext): void {
   try {
-    const info = readMptcpInfo(socket);
-    // mptcpi_subflows counts the extra subflows, not the initial one (uapi/linux/mptcp.h).
-    if (info) ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, info.subflowsTotal ?? info.extraSubflows + 1);
+    const n = readSubflowCount(socket);
+    if (n !== undefined) ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, n);
     const paths = readSubflows(socket).map(subflowAddresses);
     if (paths.length > 0) ctx.downstreamPaths = paths;
   } catch (err) {

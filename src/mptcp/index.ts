@@ -16,6 +16,7 @@ export {
 export {
   isMptcpSocket,
   readMptcpInfo,
+  readSubflowCount,
   readSubflows,
   subflowAddresses,
   toMptcpInfo,

@@ -214,6 +214,25 @@ export function readMptcpInfo(socket: Socket): MptcpInfo | null {
   return toMptcpInfo(raw);
 }
 
+/**
+ * Subflows of the connection right now, counting the initial one; undefined when the socket
+ * is not (or no longer) MPTCP or already closed. One getsockopt: cheap enough per request.
+ */
+export function readSubflowCount(socket: Socket): number | undefined {
+  if (socket.destroyed) return undefined;
+  let info: MptcpInfo | null;
+  try {
+    info = readMptcpInfo(socket);
+  } catch (err) {
+    // The fd went away between the check and the call: no answer, not a failure.
+    if ((err as { code?: string }).code === 'EBADF' || (err as { code?: string }).code === 'ERR_SOCKET_CLOSED') return undefined;
+    throw err;
+  }
+  // mptcpi_subflows counts only the extra subflows (uapi/linux/mptcp.h); subflows_total
+  // (Linux 6.10+) counts all of them.
+  return info ? (info.subflowsTotal ?? info.extraSubflows + 1) : undefined;
+}
+
 /** The connection's subflows (empty for plain TCP or after fallback). */
 export function readSubflows(socket: Socket): SubflowInfo[] {
   const raw = loadNative().subflows(socketFd(socket));

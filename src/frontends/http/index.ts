@@ -15,6 +15,7 @@ import type { Socket } from 'node:net';
 import type { HttpListenerConfig } from '../../config/types.js';
 import type { ConnectionContext } from '../../core/context.js';
 import { publishRequestDone } from '../../core/channels.js';
+import { readSubflowCount } from '../../mptcp/index.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
 import type { Frontend, FrontendDeps } from '../types.js';
@@ -647,6 +648,7 @@ class HttpProxySession {
     const bytes = this.#ctx.bytes;
     publishRequestDone({
       ctx: this.#ctx,
+      clientSubflows: this.#ctx.downstream.mptcp ? readSubflowCount(this.#client) : undefined,
       method: head?.method,
       url: head?.target,
       status: typeof this.#ctx.access.status === 'number' ? this.#ctx.access.status : undefined,
