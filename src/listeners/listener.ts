@@ -123,7 +123,12 @@ export class ProxyListener {
     };
     const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log });
     this.#sockets.add(socket);
-    if (facts.mptcp) socket.once('end', () => sampleSubflows(socket, ctx));
+    if (facts.mptcp) {
+      // Sample at both half-closes: whichever comes first finds the subflows still up (after
+      // both DATA_FINs the kernel may already be closing them, RFC 8684 §3.3.3).
+      socket.once('finish', () => sampleSubflows(socket, ctx));
+      socket.once('end', () => sampleSubflows(socket, ctx));
+    }
     publishConnOpen({ ctx });
     // 3. hand over; the front-end resolves when the connection is over
     frontend
@@ -146,13 +151,20 @@ export class ProxyListener {
   }
 }
 
-/** Reads MPTCP_INFO and the subflow list while the fd is still open, to record which paths the client used. */
+/**
+ * Reads the subflow count and list while the fd is still open, keeping the fullest sample
+ * seen: subflows that are already closing report 0.0.0.0 endpoints and are not counted.
+ */
 function sampleSubflows(socket: Socket, ctx: ConnectionContext): void {
   try {
-    const n = readSubflowCount(socket);
-    if (n !== undefined) ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, n);
-    const paths = readSubflows(socket).map(subflowAddresses);
-    if (paths.length > 0) ctx.downstreamPaths = paths;
+    const paths = readSubflows(socket)
+      .filter((sf) => sf.remote !== null && sf.remote.port !== 0)
+      .map(subflowAddresses);
+    const n = Math.max(readSubflowCount(socket) ?? 0, paths.length);
+    if (n >= (ctx.downstreamSubflows ?? 0)) {
+      ctx.downstreamSubflows = n;
+      if (paths.length >= (ctx.downstreamPaths?.length ?? 0)) ctx.downstreamPaths = paths;
+    }
   } catch (err) {
     ctx.log.debug('MPTCP_INFO unavailable at close', { err });
   }
