@@ -80,12 +80,13 @@ async function main(): Promise<number> {
   log(`bench: ${opts.quick ? 'quick' : 'full'} run, ${opts.reps} repetition(s), engines ${opts.engines.join(',')}; ${machine.kernel}, ${machine.cpuModel} × ${machine.cores}, Node ${machine.node}`);
   const dir = mkdtempSync(join(os.tmpdir(), 'mptcp-bench-'));
   const tb = await createTestbed({});
-  // Short-connection loads open tens of thousands of connections: widen the ephemeral range and
+  // Short-connection loads open tens of thousands of connections: widen the ephemeral range (kept
+  // above the bench's listener ports 7000–9500, or outgoing connections squat them) and
   // let TIME_WAIT ports be reused for new outgoing connections (both are per-namespace sysctls).
   for (const h of ['cli', 'prx'] as const) {
-    await tb.exec(h, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65000', 'net.ipv4.tcp_tw_reuse=1']);
+    await tb.exec(h, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=20000 65000', 'net.ipv4.tcp_tw_reuse=1']);
   }
-  commandLog.push(`testbed: createTestbed({}) → namespaces ${tb.namespaces.join(' ')} (see docs/bench/README or testbed/testbed.ts); sysctl net.ipv4.ip_local_port_range="1024 65000" net.ipv4.tcp_tw_reuse=1 in cli and prx`);
+  commandLog.push(`testbed: createTestbed({}) → namespaces ${tb.namespaces.join(' ')} (see docs/bench/README or testbed/testbed.ts); sysctl net.ipv4.ip_local_port_range="20000 65000" net.ipv4.tcp_tw_reuse=1 in cli and prx`);
   const ctx: BenchContext = { tb, dir, opts, peers, allowNet: '10.0.0.0/8', log };
   const results: BenchResults = {
     date: startedAt.toISOString(),
