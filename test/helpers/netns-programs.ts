@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { HostName, Testbed, TestbedProcess } from '../../testbed/index.js';
 
 const HTTP_ORIGIN_PATH = fileURLToPath(new URL('./peer-http-server.js', import.meta.url));
-const HTTPS_ORIGIN_PATH = fileURLToPath(new URL('./netns-https-origin.js', import.meta.url));
+const HTTPS_ORIGIN_PATH = fileURLToPath(new URL('./peer-http-server.js', import.meta.url));
 const PROXY_CLIENT_PATH = fileURLToPath(new URL('./netns-proxy-client.js', import.meta.url));
 
 /** Why a test cannot run for lack of a host tool (mptcpize comes with Debian's mptcpd, which .ci/run installs), or undefined. */
@@ -59,7 +59,7 @@ export function makeSelfSignedCert(ip: string): TestCertificate {
   return { dir, certPath, keyPath, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** netns-https-origin.ts in `host` on `address` with the given certificate. */
+/** peer-http-server.ts over TLS in `host` on `address` with the given certificate. */
 export async function startHttpsOrigin(tb: Testbed, host: HostName, address: string, cert: TestCertificate): Promise<Origin> {
   const proc = tb.spawn(host, [process.execPath, HTTPS_ORIGIN_PATH, '--host', address, '--port', '0', '--cert', cert.certPath, '--key', cert.keyPath]);
   return { proc, port: Number((await proc.waitForLine(/^listening (\d+)$/, { timeoutMs: 10_000 })).match[1]) };

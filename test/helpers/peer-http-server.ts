@@ -1,19 +1,32 @@
 /**
- * A small HTTP origin for netns tests, run as its own process inside a namespace:
+ * A small HTTP(S) origin for netns tests, run as its own process inside a namespace:
  *   GET  /blob/<bytes>  → <bytes> of deterministic content (DEFAULT_DOWNLOAD_SEED), Content-Length
  *   POST /sha256        → the SHA-256 (hex) of the request body
- * Prints "listening <port>" once bound.
+ * Prints "listening <port>" once bound. With --cert and --key it serves HTTPS.
  *
- *   node peer-http-server.js --host 0.0.0.0 --port 0
+ *   node peer-http-server.js [--host 0.0.0.0] [--port 0] [--cert cert.pem --key key.pem]
  */
-import { createServer } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { blobChunks, DEFAULT_DOWNLOAD_SEED } from './peer-blob-content.js';
 
-const { values } = parseArgs({ options: { host: { type: 'string', default: '0.0.0.0' }, port: { type: 'string', default: '0' } } });
+const { values } = parseArgs({
+  options: {
+    host: { type: 'string', default: '0.0.0.0' },
+    port: { type: 'string', default: '0' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
+  },
+});
+if ((values.cert === undefined) !== (values.key === undefined)) {
+  process.stderr.write('peer-http-server: --cert and --key go together\n');
+  process.exit(2);
+}
 
-const server = createServer((req, res) => {
+function handle(req: IncomingMessage, res: ServerResponse): void {
   const blob = /^\/blob\/(\d+)$/.exec(req.url ?? '');
   if (req.method === 'GET' && blob) {
     const length = Number(blob[1]);
@@ -38,7 +51,12 @@ const server = createServer((req, res) => {
     return;
   }
   res.writeHead(404).end('not found\n');
-});
+}
+
+const server =
+  values.cert && values.key
+    ? createHttpsServer({ cert: readFileSync(values.cert), key: readFileSync(values.key) }, handle)
+    : createHttpServer(handle);
 server.listen(Number(values.port), values.host, () => {
   const a = server.address();
   process.stdout.write(`listening ${typeof a === 'object' && a ? a.port : 0}\n`);
