@@ -84,3 +84,13 @@ export function formatEndpoint(e: Endpoint): string {
 export function unmapAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
+
+/**
+ * Records a subflow sample, keeping the fullest one seen: samples taken while the connection
+ * closes find subflows already gone, and must not overwrite what was seen while it was up.
+ */
+export function recordSubflowSample(ctx: ConnectionContext, sample: { count: number; paths: string[] } | undefined): void {
+  if (sample === undefined || sample.count < (ctx.downstreamSubflows ?? 0)) return;
+  ctx.downstreamSubflows = sample.count;
+  if (sample.paths.length >= (ctx.downstreamPaths?.length ?? 0)) ctx.downstreamPaths = sample.paths;
+}

@@ -9,12 +9,12 @@
  */
 import { Server, type Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
-import { createConnectionContext, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
+import { createConnectionContext, recordSubflowSample, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
 import { publishConnClose, publishConnOpen } from '../core/channels.js';
 import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { Frontend } from '../frontends/types.js';
-import { isMptcpSocket, listenMptcp, readSubflowCount, readSubflows, subflowAddresses } from '../mptcp/index.js';
+import { isMptcpSocket, listenMptcp, sampleSubflowsOfFd, socketFd } from '../mptcp/index.js';
 
 /** Per-client concurrent connection counting (implemented in access/). */
 export interface ClientLimiter {
@@ -151,20 +151,10 @@ export class ProxyListener {
   }
 }
 
-/**
- * Reads the subflow count and list while the fd is still open, keeping the fullest sample
- * seen: subflows that are already closing report 0.0.0.0 endpoints and are not counted.
- */
+/** Samples the client's subflows while the fd is still open (see recordSubflowSample). */
 function sampleSubflows(socket: Socket, ctx: ConnectionContext): void {
   try {
-    const paths = readSubflows(socket)
-      .filter((sf) => sf.remote !== null && sf.remote.port !== 0)
-      .map(subflowAddresses);
-    const n = Math.max(readSubflowCount(socket) ?? 0, paths.length);
-    if (n >= (ctx.downstreamSubflows ?? 0)) {
-      ctx.downstreamSubflows = n;
-      if (paths.length >= (ctx.downstreamPaths?.length ?? 0)) ctx.downstreamPaths = paths;
-    }
+    if (!socket.destroyed) recordSubflowSample(ctx, sampleSubflowsOfFd(socketFd(socket)));
   } catch (err) {
     ctx.log.debug('MPTCP_INFO unavailable at close', { err });
   }

@@ -17,6 +17,8 @@ export {
   isMptcpSocket,
   readMptcpInfo,
   readSubflowCount,
+  sampleSubflowsOfFd,
+  type SubflowSample,
   readSubflows,
   subflowAddresses,
   toMptcpInfo,

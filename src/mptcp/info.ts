@@ -238,3 +238,28 @@ export function readSubflows(socket: Socket): SubflowInfo[] {
   const raw = loadNative().subflows(socketFd(socket));
   return raw === null ? [] : raw.map(toSubflowInfo);
 }
+
+/** What a connection's subflows looked like at one moment. */
+export interface SubflowSample {
+  /** Subflows counting the initial one; at least the number of live paths. */
+  count: number;
+  /** Live subflows as "local → remote"; closing ones (zeroed endpoints) are left out. */
+  paths: string[];
+}
+
+/**
+ * Samples an MPTCP connection's subflows through any fd of it (a socket's own, or a dup the
+ * native relay keeps). Undefined for a socket that is not (or no longer) MPTCP.
+ */
+export function sampleSubflowsOfFd(fd: number): SubflowSample | undefined {
+  const native = loadNative();
+  const raw = native.mptcpInfo(fd);
+  if (raw === null || (raw.flags & FLAG_FALLBACK) !== 0) return undefined;
+  const info = toMptcpInfo(raw);
+  const paths = (native.subflows(fd) ?? [])
+    .map(toSubflowInfo)
+    .filter((sf) => sf.remote !== null && sf.remote.port !== 0)
+    .map(subflowAddresses);
+  // mptcpi_subflows counts only the extra subflows (uapi/linux/mptcp.h).
+  return { count: Math.max(info.subflowsTotal ?? info.extraSubflows + 1, paths.length), paths };
+}

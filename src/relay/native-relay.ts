@@ -21,9 +21,9 @@
  * downstream's EOF (or the end), and the subflows are read from it then.
  */
 import type { Socket } from 'node:net';
-import type { ConnectionContext } from '../core/context.js';
+import { recordSubflowSample, type ConnectionContext } from '../core/context.js';
 import { ErrorCode } from '../core/errors.js';
-import { loadNative, socketFd, subflowAddresses, toMptcpInfo, toSubflowInfo, type MptcpNative } from '../mptcp/index.js';
+import { loadNative, sampleSubflowsOfFd, socketFd, type MptcpNative } from '../mptcp/index.js';
 import { relayBothWays } from './relay.js';
 import type { Relay, RelayOptions, RelaySummary } from './types.js';
 
@@ -114,13 +114,15 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
     return fallBack(downstream, upstream, ctx, opts, fromDown, fromUp);
   }
   const [fdDown, fdUp, sampleFd] = fds as [number, number, number | undefined];
+  // Sample now too: at the client's EOF a TLS close may already have torn subflows down.
+  if (sampleFd !== undefined) sampleSubflows(sampleFd, ctx);
   const headToUp = joinHead(opts.downstreamHead, fromDown);
   const headToDown = joinHead(opts.upstreamHead, fromUp);
   let sampled = false;
   const sampleOnce = (): void => {
     if (sampled || sampleFd === undefined) return;
     sampled = true;
-    sampleSubflows(engine, sampleFd, ctx);
+    sampleSubflows(sampleFd, ctx);
     engine.close(sampleFd);
   };
   return new Promise<RelaySummary>((resolve) => {
@@ -209,17 +211,10 @@ function summaryError(s: NativeRelaySummary, opts: RelayOptions): Error | undefi
   return undefined;
 }
 
-/** The listener's close-time sample (listeners/listener.ts sampleSubflows), read from our dup. */
-function sampleSubflows(native: MptcpNative, fd: number, ctx: ConnectionContext): void {
+/** Samples the client's subflows through our dup (the JS socket is gone by then). */
+function sampleSubflows(fd: number, ctx: ConnectionContext): void {
   try {
-    const raw = native.mptcpInfo(fd);
-    if (raw) {
-      const info = toMptcpInfo(raw);
-      // mptcpi_subflows counts the extra subflows, not the initial one (uapi/linux/mptcp.h).
-      ctx.downstreamSubflows = Math.max(ctx.downstreamSubflows ?? 0, info.subflowsTotal ?? info.extraSubflows + 1);
-    }
-    const paths = (native.subflows(fd) ?? []).map(toSubflowInfo).map(subflowAddresses);
-    if (paths.length > 0) ctx.downstreamPaths = paths;
+    recordSubflowSample(ctx, sampleSubflowsOfFd(fd));
   } catch (err) {
     ctx.log.debug('MPTCP_INFO unavailable at close', { conn: ctx.id, err });
   }
