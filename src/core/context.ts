@@ -40,6 +40,9 @@ export interface ConnectionContext {
   readonly startedAtWall: Date;
   readonly log: Logger;
   readonly bytes: ByteCounters;
+  /** Aborted when the proxy cuts the connection (listener destroy): whoever owns the
+   *  sockets at that moment (front-end, dialer, relay) closes them. */
+  readonly signal: AbortSignal;
   /** Where the client asked to go; set by the front-end once known. */
   target?: TargetAddress;
   /** The upstream socket's facts; set by the dialer's caller once connected. */
@@ -59,7 +62,11 @@ export interface NewContextOptions {
   frontend: FrontendKind;
   downstream: SocketFacts;
   log: Logger;
+  /** Defaults to a signal that never aborts. */
+  signal?: AbortSignal;
 }
+
+const neverAborted = new AbortController().signal;
 
 export function createConnectionContext(opts: NewContextOptions): ConnectionContext {
   const id = nextConnectionId();
@@ -72,6 +79,7 @@ export function createConnectionContext(opts: NewContextOptions): ConnectionCont
     startedAtWall: new Date(),
     log: opts.log.child({ conn: id }),
     bytes: { fromDownstream: 0, fromUpstream: 0 },
+    signal: opts.signal ?? neverAborted,
     access: {},
   };
 }

@@ -34,6 +34,11 @@ export class ProxyListener {
   readonly #deps: ListenerDeps;
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  /** Front-end runs not yet finished: a relay may own a connection whose socket is gone
+   *  (the native relay takes the fd over), so these, not sockets, say what is still live. */
+  readonly #running = new Set<Promise<void>>();
+  /** Aborts every connection of this listener (destroy()); each context carries its signal. */
+  readonly #abort = new AbortController();
   #mptcp = false;
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #closed: Promise<void> | undefined;
@@ -56,7 +61,7 @@ export class ProxyListener {
   }
 
   get connections(): number {
-    return this.#sockets.size;
+    return this.#running.size;
   }
 
   /** The bound address, or undefined before start() / after close(). */
@@ -78,24 +83,20 @@ export class ProxyListener {
 
   /** Stops accepting; resolves when every live connection has ended. */
   close(): Promise<void> {
-    this.#closed ??= new Promise<void>((resolve) => {
+    this.#closed ??= (async () => {
       this.#state = 'closing';
-      if (!this.#server.listening) {
-        this.#state = 'closed';
-        resolve();
-        return;
-      }
-      this.#server.close(() => {
-        this.#state = 'closed';
-        resolve();
-      });
-    });
+      if (this.#server.listening) await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      // Connections accepted before the close still run to their end.
+      while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+      this.#state = 'closed';
+    })();
     return this.#closed;
   }
 
-  /** Stops accepting and destroys every live connection. */
+  /** Stops accepting and cuts every live connection, wherever its bytes are (socket or relay). */
   async destroy(err?: Error): Promise<void> {
     const closing = this.close();
+    this.#abort.abort(err);
     for (const s of this.#sockets) s.destroy(err);
     await closing;
   }
@@ -121,7 +122,7 @@ export class ProxyListener {
       local: { address: unmapAddress(socket.localAddress ?? ''), port: socket.localPort ?? 0 },
       mptcp: this.#mptcp && isMptcpSocket(socket),
     };
-    const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log });
+    const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: this.#abort.signal });
     this.#sockets.add(socket);
     if (facts.mptcp) {
       // Sample at both half-closes: whichever comes first finds the subflows still up (after
@@ -131,7 +132,7 @@ export class ProxyListener {
     }
     publishConnOpen({ ctx });
     // 3. hand over; the front-end resolves when the connection is over
-    frontend
+    const running: Promise<void> = frontend
       .handle(socket, ctx)
       .catch((err: unknown) => {
         // handle() must not throw; if it does, it is our bug — log it, keep serving.
@@ -147,7 +148,9 @@ export class ProxyListener {
           endedBy: ctx.end?.by ?? 'downstream',
           ...(ctx.end?.error ? { error: ctx.end.error } : {}),
         });
+        this.#running.delete(running);
       });
+    this.#running.add(running);
   }
 }
 

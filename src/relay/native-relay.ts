@@ -126,7 +126,13 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
     engine.close(sampleFd);
   };
   return new Promise<RelaySummary>((resolve) => {
+    // The proxy cutting the connection (listener destroy) aborts it inside the engine.
+    const onAbort = (): void => {
+      const live = liveRelays.get(ctx);
+      if (live !== undefined) engine.relayAbort(live);
+    };
     const onDone = (s: NativeRelaySummary): void => {
+      ctx.signal.removeEventListener('abort', onAbort);
       sampleOnce();
       liveRelays.delete(ctx);
       resolve(accountSummary(s, ctx, opts));
@@ -143,6 +149,8 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
     liveRelays.set(ctx, id);
     downstream.destroy();
     upstream.destroy();
+    if (ctx.signal.aborted) onAbort();
+    else ctx.signal.addEventListener('abort', onAbort, { once: true });
   });
 };
 

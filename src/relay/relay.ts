@@ -27,6 +27,7 @@ class RelaySession {
   #error: Error | undefined;
   #closed = 0;
   #finished = false;
+  #removeAbortListener: () => void = () => {};
   readonly #startedAt = performance.now();
 
   constructor(
@@ -63,6 +64,18 @@ class RelaySession {
         down.destroy();
         up.destroy();
       });
+    }
+    // The proxy cutting the connection (listener destroy) ends the relay like an idle timeout.
+    const onAbort = () => {
+      this.#first('proxy');
+      this.#error ??= Object.assign(new Error('connection cut by the proxy'), { code: 'MPX_ERR_RELAY_ABORTED' });
+      down.destroy();
+      up.destroy();
+    };
+    if (this.ctx.signal.aborted) queueMicrotask(onAbort);
+    else {
+      this.ctx.signal.addEventListener('abort', onAbort, { once: true });
+      this.#removeAbortListener = () => this.ctx.signal.removeEventListener('abort', onAbort);
     }
     // Resume sockets a front-end may have paused while handshaking.
     down.resume();
@@ -107,6 +120,7 @@ class RelaySession {
     if (!other.destroyed && !gone.readableEnded) other.destroy();
     if (this.#closed >= 2 && !this.#finished) {
       this.#finished = true;
+      this.#removeAbortListener();
       this.ctx.end = { by: this.#endedBy ?? 'proxy', ...(this.#error ? { error: this.#error } : {}) };
       this.done({
         fromDownstream: this.ctx.bytes.fromDownstream,

@@ -46,7 +46,9 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
       // 2. access check on every resolved address: a name must not smuggle a denied IP
       const allowed = filterAllowed(target, addresses, access);
       // 3. connect, racing addresses RFC 8305-style, under one overall deadline
-      const socket = await connectFirst(target, allowed, cfg, useMptcp, opts.signal);
+      // The front-end's signal (its client left) or the proxy cutting the connection.
+      const signal = opts.signal ? AbortSignal.any([opts.signal, ctx.signal]) : ctx.signal;
+      const socket = await connectFirst(target, allowed, cfg, useMptcp, signal);
       // 4. facts
       ctx.upstream = socketFacts(socket, useMptcp);
       publishUpstreamConnected({ ctx, connectMs: performance.now() - started });
