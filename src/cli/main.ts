@@ -6,7 +6,6 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { ConfigError, ProxyError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { defaultConfigDocumentCopy, parseConfigText, readConfigDocument } from '../config/load.js';
@@ -15,6 +14,7 @@ import type { Config } from '../config/types.js';
 import { startProxy, type RunningProxy } from '../main.js';
 import { runDoctor } from './doctor.js';
 import { runPasswd } from './passwd.js';
+import { runWorkers, WORKER_ENV } from './workers.js';
 
 const USAGE = `mptcp-proxy — Multipath TCP proxy and transport converter
 
@@ -109,49 +109,11 @@ async function run(proxyConfig: Config): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-// --- workers ---------------------------------------------------------------------------
-// `--workers N`: N copies of this process, each binding every listener with SO_REUSEPORT, so
-// the kernel spreads new connections over them (socket(7) SO_REUSEPORT). Child processes,
-// not node:cluster: a cluster worker's listen() goes through the primary, which cannot share
-// the MPTCP fd the addon creates. An MPTCP connection's extra subflows (MP_JOIN) find their
-// connection by token, not by listener, so whichever worker accepted the first subflow gets
-// them all (net/mptcp/subflow.c, subflow_token_join_request). The parent forwards
-// SIGINT/SIGTERM and exits when every worker has; it restarts none.
-const WORKER_ENV = 'MPTCP_PROXY_WORKER';
-
 function workerCount(flags: Flags): number | undefined {
   if (flags.workers === undefined || process.env[WORKER_ENV] !== undefined) return undefined;
   const n = Number(flags.workers);
   if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--workers must be an integer from 1 to 256, got "${String(flags.workers)}"`);
   return n;
-}
-
-function runWorkers(n: number, argv: readonly string[], config: Config): Promise<number> {
-  const log = createLogger({ level: config.log.level, format: config.log.format, fields: { pid: process.pid } });
-  const script = process.argv[1]!;
-  const children: ChildProcess[] = [];
-  let worst = 0;
-  return new Promise((resolve) => {
-    let running = n;
-    for (let i = 0; i < n; i++) {
-      const child = spawn(process.execPath, [...process.execArgv, script, ...argv], {
-        stdio: 'inherit',
-        env: { ...process.env, [WORKER_ENV]: String(i) },
-      });
-      children.push(child);
-      child.on('exit', (code, signal) => {
-        if (code !== 0) worst = 1;
-        log.info('worker exited', { worker: i, workerPid: child.pid, code, signal });
-        if (--running === 0) resolve(worst);
-      });
-    }
-    log.info('workers started', { workers: n, pids: children.map((c) => c.pid) });
-    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-      process.on(sig, () => {
-        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill(sig);
-      });
-    }
-  });
 }
 
 export async function main(argv: string[]): Promise<number> {
