@@ -199,3 +199,16 @@ test('upstream.mptcp auto gives an MPTCP upstream to an MPTCP server and plain T
     assert.equal(c.upstream?.mptcp, expected, `mode ${mode} to ${server === mptcpServer ? 'MPTCP' : 'TCP'} server`);
   }
 });
+
+test('bindInterface binds the upstream socket to a device: lo works, a missing device is a clear unreachable error', async (t) => {
+  const { server, port } = await plainServer('127.0.0.1');
+  t.after(() => server.close());
+  const access = await openAccess();
+  const s = await createDialer({ ...baseCfg, bindInterface: 'lo' }, access, silentLogger)({ host: '127.0.0.1', port }, ctx());
+  s.destroy();
+  const err = await expectUpstreamError(
+    createDialer({ ...baseCfg, bindInterface: 'mpxnosuch0' }, access, silentLogger)({ host: '127.0.0.1', port }, ctx()),
+    ErrorCode.UPSTREAM_UNREACHABLE,
+  );
+  assert.equal(err.errno, 'ENODEV');
+});
