@@ -35,8 +35,13 @@ export interface ProxyProcess {
 }
 
 /** Starts the proxy with `args` (e.g. ['forward', '--listen', ...]) and waits until every listener is up. */
-export async function startProxyProcess(tb: Testbed, host: HostName, args: readonly string[], opts: { listeners?: number } = {}): Promise<ProxyProcess> {
-  const proc = tb.spawn(host, [process.execPath, PROXY_CLI_PATH, ...args, '--log-format', 'json']);
+export async function startProxyProcess(
+  tb: Testbed,
+  host: HostName,
+  args: readonly string[],
+  opts: { listeners?: number; /** merged over this process's environment */ env?: NodeJS.ProcessEnv } = {},
+): Promise<ProxyProcess> {
+  const proc = tb.spawn(host, [process.execPath, PROXY_CLI_PATH, ...args, '--log-format', 'json'], opts.env ? { env: opts.env } : {});
   let from = 0;
   for (let i = 0; i < (opts.listeners ?? 1); i++) {
     const found = await proc.waitForLine(/"msg":"listening"/, { timeoutMs: 10_000, from });

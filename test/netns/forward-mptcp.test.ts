@@ -17,7 +17,9 @@ const skip = testbedSkipReason();
 const MB = 1024 * 1024;
 const PROXY_PORT = 9000;
 
-describe('tcp-forward converts a two-path MPTCP client to one TCP connection', { skip }, () => {
+// Both relay engines carry the same acceptance test (the fast path on and off).
+for (const engine of ['native', 'js'] as const)
+describe(`tcp-forward (${engine} relay) converts a two-path MPTCP client to one TCP connection`, { skip }, () => {
   let tb: Testbed;
   let server: BlobServer;
   let proxy: ProxyProcess;
@@ -26,7 +28,9 @@ describe('tcp-forward converts a two-path MPTCP client to one TCP connection', {
   before(async () => {
     tb = await createTestbed({ wiredMbit: 20, wlessMbit: 20 });
     server = await startBlobServer(tb, 'srv', { address: tb.hosts.srv.lan });
-    proxy = await startProxyProcess(tb, 'prx', ['forward', '--listen', `0.0.0.0:${PROXY_PORT}`, '--to', `${tb.hosts.srv.lan}:${server.port}`]);
+    proxy = await startProxyProcess(tb, 'prx', ['forward', '--listen', `0.0.0.0:${PROXY_PORT}`, '--to', `${tb.hosts.srv.lan}:${server.port}`], {
+      env: { MPTCP_PROXY_RELAY: engine },
+    });
   });
   after(async () => {
     await tb?.close();
@@ -99,7 +103,9 @@ describe('tcp-forward converts a two-path MPTCP client to one TCP connection', {
     const httpPath = fileURLToPath(new URL('../helpers/peer-http-server.js', import.meta.url));
     const origin = tb.spawn('srv', [process.execPath, httpPath, '--host', tb.hosts.srv.lan, '--port', '0']);
     httpPort = Number((await origin.waitForLine(/^listening (\d+)$/, { timeoutMs: 10_000 })).match[1]);
-    const fwd = await startProxyProcess(tb, 'prx', ['forward', '--listen', `0.0.0.0:${PROXY_PORT + 1}`, '--to', `${tb.hosts.srv.lan}:${httpPort}`]);
+    const fwd = await startProxyProcess(tb, 'prx', ['forward', '--listen', `0.0.0.0:${PROXY_PORT + 1}`, '--to', `${tb.hosts.srv.lan}:${httpPort}`], {
+      env: { MPTCP_PROXY_RELAY: engine },
+    });
     const size = 4 * MB;
     const r = await tb.exec('cli', ['sh', '-c', `mptcpize run curl -sS --max-time 30 http://${tb.hosts.prx.wired}:${PROXY_PORT + 1}/blob/${size} | sha256sum`], { timeoutMs: 40_000 });
     assert.equal(r.stdout.split(' ')[0], blobSha256(DEFAULT_DOWNLOAD_SEED, size));
