@@ -177,6 +177,8 @@ export function toSubflowInfo(raw: RawSubflow): SubflowInfo {
 
 function formatEndpoint(e: SubflowEndpoint | null): string {
   if (e === null) return '?';
+  // IPv4 subflows of a dual-stack socket come as ::ffff:a.b.c.d; show them as the IPv4 they are.
+  if (e.family === 6 && e.address.startsWith('::ffff:') && e.address.includes('.')) return `${e.address.slice(7)}:${e.port}`;
   return e.family === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
 

@@ -121,14 +121,14 @@ async function negotiateMethod(socket: Socket, reader: HandshakeReader, access: 
   // RFC 1928 §3: the server selects one of the offered methods, or X'FF' if none is acceptable.
   const wanted = access.authRequired ? AuthMethod.USERNAME_PASSWORD : AuthMethod.NO_AUTH;
   if (!greeting.value.methods.includes(wanted)) {
-    ctx.access.method = 'none-acceptable';
+    ctx.access.authMethod = 'none-acceptable';
     const offered = greeting.value.methods.map((m) => `0x${m.toString(16).padStart(2, '0')}`).join(',');
     const error = access.authRequired
       ? new AccessDeniedError(ErrorCode.AUTH_REQUIRED, 'auth-method', `client offered methods [${offered}] without username/password (0x02), which this listener requires`)
       : new AccessDeniedError(ErrorCode.NOT_SUPPORTED, 'auth-method', `client offered methods [${offered}] without "no authentication" (0x00), the only one this listener accepts`);
     throw refuse(socket, reader, encodeMethodSelection(AuthMethod.NO_ACCEPTABLE), 'info', error, 'proxy');
   }
-  ctx.access.method = wanted === AuthMethod.USERNAME_PASSWORD ? 'username-password' : 'none';
+  ctx.access.authMethod = wanted === AuthMethod.USERNAME_PASSWORD ? 'username-password' : 'none';
   socket.write(encodeMethodSelection(wanted));
   return wanted;
 }
