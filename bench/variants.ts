@@ -10,6 +10,7 @@ import { writeHaproxyConfig, writeNginxConfig, writeOursHttpConfig, writeSquidCo
 
 export const PROXY_CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 export const PIPE_RELAY = fileURLToPath(new URL('./peers/pipe-relay.js', import.meta.url));
+export const MEM_PROBE = fileURLToPath(new URL('./peers/mem-probe.js', import.meta.url));
 export const ECHO_SERVER = fileURLToPath(new URL('./peers/echo-server.js', import.meta.url));
 
 /** A started program: where it listens and how to find its processes. */
@@ -61,9 +62,10 @@ export function startOursForward(tb: Testbed, port: number, to: string, engine: 
   return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine));
 }
 
-export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string } = {}): Promise<Started> {
+export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {
   const file = writeOursHttpConfig(dir, name, port, allowNet, extra);
-  return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], engineEnv(engine));
+  const env = extra.env || engineEnv(engine) ? { ...engineEnv(engine), ...extra.env } : undefined;
+  return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], env);
 }
 
 export async function startHaproxy(tb: Testbed, dir: string, frontends: readonly HaproxyFrontend[]): Promise<Started> {

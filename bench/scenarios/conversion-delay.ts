@@ -10,7 +10,8 @@
  * Small exchanges: sequential GETs of a 1 KiB file from nginx (one at a time, so each connection's
  * packets fall between its SYN and the next). Bulk: one curl download.
  */
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { readPcap, SYN, ACK, type TcpPacket } from '../lib/pcap.js';
 import { percentile, fmt } from '../lib/stats.js';
@@ -29,7 +30,7 @@ export interface DelayRow {
 }
 
 async function capture<T>(ctx: BenchContext, file: string, filter: string, fn: () => Promise<T>): Promise<T> {
-  const proc = spawnLogged(ctx.tb, 'prx', ['tcpdump', '-i', 'any', '-n', '-s', '200', '-B', '32768', '-U', '-w', file, filter]);
+  const proc = spawnLogged(ctx.tb, 'prx', ['tcpdump', '-i', 'any', '-n', '-s', '200', '-B', '32768', '--immediate-mode', '-U', '-w', file, filter]);
   const deadline = Date.now() + 10_000;
   while (!proc.stderr.includes('listening on')) {
     if (proc.exit || Date.now() > deadline) throw new Error(`tcpdump did not start: ${proc.stderr.slice(-300)}`);
@@ -38,8 +39,17 @@ async function capture<T>(ctx: BenchContext, file: string, filter: string, fn: (
   try {
     return await fn();
   } finally {
-    await new Promise((r) => setTimeout(r, 300));
+    // tcpdump hands packets over from its ring in blocks (retired after up to 1 s unless
+    // --immediate-mode); a SIGTERM drops what it has not handed over, so wait before stopping.
+    await new Promise((r) => setTimeout(r, 1_000));
     await proc.stop(2_000);
+    if (process.env.MPTCP_BENCH_DEBUG) ctx.log(`  tcpdump ${basename(file)}: ${proc.stderr.trim().split('\n').join(' | ')} exit ${JSON.stringify(proc.exit)}`);
+    // For looking at a capture afterwards: MPTCP_BENCH_KEEP_PCAPS=DIR keeps a copy of each.
+    const keep = process.env.MPTCP_BENCH_KEEP_PCAPS;
+    if (keep) {
+      mkdirSync(keep, { recursive: true });
+      copyFileSync(file, join(keep, basename(file)));
+    }
   }
 }
 
@@ -71,7 +81,14 @@ function analyzeSmall(pkts: TcpPacket[], proxyPort: number, upPort: number, http
   return out;
 }
 
-function analyzeBulk(pkts: TcpPacket[], proxyPort: number, upPort: number): number[] {
+/**
+ * Bulk: for each data packet out to the client, the time since the server's packet carrying its
+ * first byte arrived. L4: the two streams carry the same bytes (shift 0). HTTP: the response
+ * body is the same bytes at the end of both streams, behind heads that may differ in length, so
+ * downstream offset d ↔ upstream offset d − (downstream total − upstream total); the first
+ * 4 KiB (the heads) are skipped.
+ */
+function analyzeBulk(pkts: TcpPacket[], proxyPort: number, upPort: number, http: boolean): number[] {
   // Upstream: server → proxy, offsets from the server's SYN-ACK.
   const upIsn = pkts.find((p) => p.sport === upPort && (p.flags & SYN) !== 0 && (p.flags & ACK) !== 0)?.seq;
   if (upIsn === undefined) return [];
@@ -93,14 +110,26 @@ function analyzeBulk(pkts: TcpPacket[], proxyPort: number, upPort: number): numb
     const rel = (p.seq - i) >>> 0;
     downs.push({ dsn: p.dss.dsn + BigInt(rel - p.dss.ssn), t: p.t });
   }
-  if (downs.length === 0) return [];
+  if (downs.length === 0 || ups.length === 0) return [];
   const base = downs.reduce((m, d) => (d.dsn < m ? d.dsn : m), downs[0]!.dsn);
+  let shift = 0;
+  if (http) {
+    const upEnd = ups.reduce((m, u) => Math.max(m, u.start + u.len), 0);
+    const downEnd = pkts.reduce((m, p) => {
+      if (p.sport !== proxyPort || p.payload <= 0 || !p.dss) return m;
+      const i = isn.get(`${p.dst}:${p.dport}`);
+      return i === undefined ? m : Math.max(m, Number(p.dss.dsn + BigInt(((p.seq - i) >>> 0) - p.dss.ssn) - base) + p.payload);
+    }, 0);
+    shift = downEnd - upEnd;
+  }
   const delays: number[] = [];
   const seen = new Set<number>();
   for (const d of downs) {
-    const off = Number(d.dsn - base);
-    if (seen.has(off)) continue; // retransmission
-    seen.add(off);
+    const doff = Number(d.dsn - base);
+    if (seen.has(doff)) continue; // retransmission
+    seen.add(doff);
+    if (http && doff < 4096) continue;
+    const off = doff - shift;
     let lo = 0;
     let hi = ups.length - 1;
     let hit: (typeof ups)[number] | undefined;
@@ -162,15 +191,16 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
         });
         const small = analyzeSmall(readPcap(smallFile), c.port, 8080, c.http);
         for (const [kind, v] of Object.entries(small)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90) });
-        if (!c.http) {
+        {
           const bulkFile = join(ctx.dir, `${c.variant}-bulk.pcap`);
           await capture(ctx, bulkFile, filter, async () => {
-            const cmd = `mptcpize run curl -sS --fail --max-time 60 http://${prx}:${c.port}/${blobFileName(bulk)} | openssl dgst -sha256 -r`;
+            const url = c.http ? `-x http://${prx}:${c.port} http://${srv}:8080/${blobFileName(bulk)}` : `http://${prx}:${c.port}/${blobFileName(bulk)}`;
+            const cmd = `mptcpize run curl -sS --fail --max-time 60 ${url} | openssl dgst -sha256 -r`;
             commandLog.push(`[cli] ${cmd}`);
             const r = await tb.exec('cli', ['sh', '-c', cmd], { timeoutMs: 70_000 });
             if (r.stdout.trim().split(/\s+/)[0] !== expectedSha256(bulk)) throw new Error(`bulk download corrupt: ${r.stdout} ${r.stderr}`);
           });
-          const d = analyzeBulk(readPcap(bulkFile), c.port, 8080);
+          const d = analyzeBulk(readPcap(bulkFile), c.port, 8080, c.http);
           rows.push({ variant: c.variant, kind: 'bulk-down', samples: d.length, p50Ms: percentile(d, 50), p90Ms: percentile(d, 90) });
         }
         ctx.log(`  conversion-delay ${c.variant}: ${rows.filter((r) => r.variant === c.variant).map((r) => `${r.kind} p50 ${fmt(r.p50Ms, 3)} ms (n=${r.samples})`).join(', ')}`);
@@ -185,7 +215,7 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
     await Promise.all(procs.map((p) => p.proc.stop(1_000)));
   }
   const md = ['## 5. Conversion delay (packet captures on prx)', ''];
-  md.push(`tcpdump -i any on prx; ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small), and one ${bulk / 2 ** 20} MiB download (bulk, L4 variants only: there both streams carry the same bytes, matched by TCP sequence upstream and MPTCP DSS data sequence downstream). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out; bulk-down = server packet in → the packet out to the client carrying its first byte.`, '');
+  md.push(`tcpdump -i any on prx; ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out; bulk-down = server packet in → the packet out to the client carrying its first byte.`, '');
   md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy |', '|---|---|---|---|---|---|');
   for (const r of rows) {
     const ha = rows.find((x) => x.variant === 'haproxy' && x.kind === r.kind)?.p50Ms;
