@@ -90,6 +90,13 @@ export function startNginx(tb: Testbed, dir: string, name: string, address: stri
   return started(tb, `nginx-${name}`, 'srv', port, [...(mptcp ? ['mptcpize', 'run'] : []), 'nginx', '-c', file, '-e', `${dir}/nginx-${name}/error.log`]);
 }
 
+export const MPTCP_FILE_SERVER = fileURLToPath(new URL('../../bench/peers/mptcp-file-server.py', import.meta.url));
+
+/** The direct runs' MPTCP origin (bench/peers/mptcp-file-server.py, run from the source tree). */
+export function startMptcpFileServer(tb: Testbed, address: string, port: number, root: string): Promise<Started> {
+  return started(tb, 'mptcp-file-server', 'srv', port, ['python3', MPTCP_FILE_SERVER, '--host', address, '--port', String(port), '--root', root]);
+}
+
 export function startEcho(tb: Testbed, address: string, port: number, mptcp: boolean): Promise<Started> {
   return started(tb, mptcp ? 'echo-mptcp' : 'echo', 'srv', port, [process.execPath, ECHO_SERVER, '--host', address, '--port', String(port), ...(mptcp ? ['--mptcp'] : [])]);
 }

@@ -46,7 +46,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
   const procs: Started[] = [];
   const skipped: Record<string, string> = {};
   const targets: LoadTarget[] = [];
-  const want = (v: string): boolean => !ctx.opts.variants || ctx.opts.variants.includes(v);
+  const want = (v: string): boolean => !ctx.opts.variants || ctx.opts.variants.includes(v) || ctx.opts.variants.includes(v.replace(/\[.*\]$/, ''));
   const have = (...p: string[]): boolean => p.every((x) => ctx.peers.available.has(x));
   const tryStart = async (variant: string, needs: string[], fn: () => Promise<void>): Promise<void> => {
     if (!want(variant)) return;
