@@ -7,6 +7,7 @@
  * Lifecycle: start() binds; close() stops accepting and waits for live connections to end;
  * destroy() also destroys them. All idempotent.
  */
+import { setMaxListeners } from 'node:events';
 import { Server, type Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import { createConnectionContext, recordSubflowSample, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
@@ -42,6 +43,7 @@ export class ProxyListener {
   #mptcp = false;
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #closed: Promise<void> | undefined;
+  #bound: Readonly<{ address: string; port: number }> | undefined;
 
   constructor(config: ListenerConfig, deps: ListenerDeps) {
     this.config = config;
@@ -53,6 +55,9 @@ export class ProxyListener {
     this.#server = new Server({ allowHalfOpen: true, noDelay: true });
     this.#server.on('connection', (s: Socket) => this.#onConnection(s));
     this.#server.on('error', (err) => deps.log.error('listener error', { listener: config.name, err }));
+    // Every live connection's dial and relay watch this one signal; thousands of listeners on
+    // it are expected, not a leak (Node warns past 10 by default).
+    setMaxListeners(0, this.#abort.signal);
   }
 
   /** True when the listening socket is MPTCP (clients may still fall back to TCP one by one). */
@@ -64,10 +69,11 @@ export class ProxyListener {
     return this.#running.size;
   }
 
-  /** The bound address, or undefined before start() / after close(). */
+  /** The bound address, or undefined before start() / after close(). Kept from start(): the
+   *  access policy asks for it on every dial (self-connect guard), and Server#address() is a
+   *  getsockname(2) each time. */
   address(): { address: string; port: number } | undefined {
-    const a = this.#server.address();
-    return a && typeof a !== 'string' ? { address: a.address, port: a.port } : undefined;
+    return this.#state === 'listening' ? this.#bound : undefined;
   }
 
   async start(): Promise<void> {
@@ -77,6 +83,7 @@ export class ProxyListener {
     const transparent = this.config.type === 'transparent' && this.config.mode === 'tproxy';
     const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, transparent, mode: mptcp });
     this.#mptcp = r.mptcp;
+    this.#bound = Object.freeze({ address: r.address.address, port: r.address.port });
     this.#state = 'listening';
     this.#deps.log.info('listening', { listener: name, frontend: type, address: r.address.address, port: r.address.port, mptcp: r.mptcp });
   }

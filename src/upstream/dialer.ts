@@ -46,9 +46,12 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
       // 2. access check on every resolved address: a name must not smuggle a denied IP
       const allowed = filterAllowed(target, addresses, access);
       // 3. connect, racing addresses RFC 8305-style, under one overall deadline
-      // The front-end's signal (its client left) or the proxy cutting the connection.
-      const signal = opts.signal ? AbortSignal.any([opts.signal, ctx.signal]) : ctx.signal;
-      const socket = await connectFirst(target, allowed, cfg, useMptcp, signal);
+      // The front-end's signal (its client left) or the proxy cutting the connection. Both
+      // are watched directly: AbortSignal.any() builds a third signal per dial and registers
+      // it with both sources, which showed up at ≈3% of the proxy's CPU in a connection-rate
+      // profile.
+      const signals = opts.signal ? [opts.signal, ctx.signal] : [ctx.signal];
+      const socket = await connectFirst(target, allowed, cfg, useMptcp, signals);
       // 4. facts
       ctx.upstream = socketFacts(socket, useMptcp);
       publishUpstreamConnected({ ctx, connectMs: performance.now() - started });
@@ -146,7 +149,7 @@ function openSocket(addr: ResolvedAddress, port: number, cfg: UpstreamConfig, mp
  * (or as soon as the previous attempt fails); the first to connect wins and the others
  * are destroyed. All of it under cfg.connectTimeoutMs.
  */
-function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: UpstreamConfig, mptcp: boolean, signal?: AbortSignal): Promise<Socket> {
+function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: UpstreamConfig, mptcp: boolean, signals: readonly AbortSignal[]): Promise<Socket> {
   return new Promise<Socket>((resolvePromise, reject) => {
     const attempts = new Set<Socket>();
     let next = 0;
@@ -159,7 +162,7 @@ function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: Upst
       settled = true;
       clearTimeout(deadline);
       clearTimeout(stagger);
-      signal?.removeEventListener('abort', onAbort);
+      for (const signal of signals) signal.removeEventListener('abort', onAbort);
       for (const s of attempts) if (s !== winner) s.destroy();
       attempts.clear();
       if (winner) resolvePromise(winner);
@@ -170,7 +173,6 @@ function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: Upst
       () => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`)),
       cfg.connectTimeoutMs,
     );
-    signal?.addEventListener('abort', onAbort, { once: true });
 
     const startNext = () => {
       clearTimeout(stagger);
@@ -199,8 +201,12 @@ function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: Upst
       });
       if (next < addrs.length) stagger = setTimeout(startNext, cfg.happyEyeballsDelayMs);
     };
-    if (signal?.aborted) onAbort();
-    else startNext();
+    if (signals.some((signal) => signal.aborted)) {
+      onAbort();
+      return;
+    }
+    for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
+    startNext();
   });
 }
 
