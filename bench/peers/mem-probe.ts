@@ -8,7 +8,7 @@
  * presence means everything is written.
  * The proxy itself does not use SIGUSR2.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readSync, renameSync, writeSync } from 'node:fs';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 
@@ -18,15 +18,16 @@ if (out) {
   // would fork copies, each with its own probe writing the same files — the bench uses 1 process).
   v8.setFlagsFromString('--expose-gc');
   const gc = vm.runInNewContext('gc') as () => void;
+  // Every descriptor the probe needs is opened now: with ~10 000 relayed connections the proxy
+  // sits at its RLIMIT_NOFILE and a later open() fails with EMFILE. rename() needs none.
+  const cmdFd = openSync(`${out}.cmd`, 'a+');
+  const slots = Array.from({ length: 8 }, (_, i) => openSync(`${out}.${i + 1}.tmp`, 'w'));
+  const cmdBuf = Buffer.alloc(64);
   let k = 0;
   process.on('SIGUSR2', () => {
     k++;
-    let cmd = 'plain';
-    try {
-      cmd = readFileSync(`${out}.cmd`, 'utf8').trim() || 'plain';
-    } catch {
-      // no command file: a plain reading
-    }
+    const n = readSync(cmdFd, cmdBuf, 0, cmdBuf.length, 0);
+    const cmd = cmdBuf.subarray(0, n).toString('utf8').trim() || 'plain';
     const before = process.memoryUsage();
     let after: NodeJS.MemoryUsage | undefined;
     if (cmd === 'gc' || cmd === 'snap') {
@@ -37,7 +38,11 @@ if (out) {
     }
     const hs = v8.getHeapStatistics();
     const report = { pid: process.pid, k, cmd, before, afterGc: after, mallocedMemory: hs.malloced_memory };
-    writeFileSync(`${out}.${k}.tmp`, `${JSON.stringify(report)}\n`);
+    const fd = slots[k - 1];
+    if (fd === undefined) return;
+    ftruncateSync(fd, 0);
+    writeSync(fd, `${JSON.stringify(report)}\n`, 0);
+    closeSync(fd);
     renameSync(`${out}.${k}.tmp`, `${out}.${k}.json`);
   });
 }
