@@ -7,7 +7,6 @@
  * Lifecycle: start() binds; close() stops accepting and waits for live connections to end;
  * destroy() also destroys them. All idempotent.
  */
-import { setMaxListeners } from 'node:events';
 import { Server, type Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import { createConnectionContext, recordSubflowSample, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
@@ -38,8 +37,10 @@ export class ProxyListener {
   /** Front-end runs not yet finished: a relay may own a connection whose socket is gone
    *  (the native relay takes the fd over), so these, not sockets, say what is still live. */
   readonly #running = new Set<Promise<void>>();
-  /** Aborts every connection of this listener (destroy()); each context carries its signal. */
-  readonly #abort = new AbortController();
+  /** One controller per live connection, aborted by destroy(). Per connection rather than one
+   *  shared signal: adding and removing listeners on an EventTarget walks its list, which with
+   *  thousands of connections on one signal costs at every accept and close. */
+  readonly #cuts = new Set<AbortController>();
   #mptcp = false;
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #closed: Promise<void> | undefined;
@@ -55,9 +56,6 @@ export class ProxyListener {
     this.#server = new Server({ allowHalfOpen: true, noDelay: true });
     this.#server.on('connection', (s: Socket) => this.#onConnection(s));
     this.#server.on('error', (err) => deps.log.error('listener error', { listener: config.name, err }));
-    // Every live connection's dial and relay watch this one signal; thousands of listeners on
-    // it are expected, not a leak (Node warns past 10 by default).
-    setMaxListeners(0, this.#abort.signal);
   }
 
   /** True when the listening socket is MPTCP (clients may still fall back to TCP one by one). */
@@ -103,7 +101,7 @@ export class ProxyListener {
   /** Stops accepting and cuts every live connection, wherever its bytes are (socket or relay). */
   async destroy(err?: Error): Promise<void> {
     const closing = this.close();
-    this.#abort.abort(err);
+    for (const cut of this.#cuts) cut.abort(err);
     for (const s of this.#sockets) s.destroy(err);
     await closing;
   }
@@ -129,7 +127,9 @@ export class ProxyListener {
       local: { address: unmapAddress(socket.localAddress ?? ''), port: socket.localPort ?? 0 },
       mptcp: this.#mptcp && isMptcpSocket(socket),
     };
-    const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: this.#abort.signal });
+    const cut = new AbortController();
+    this.#cuts.add(cut);
+    const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: cut.signal });
     this.#sockets.add(socket);
     if (facts.mptcp) {
       // Sample at both half-closes: whichever comes first finds the subflows still up (after
@@ -156,6 +156,7 @@ export class ProxyListener {
           ...(ctx.end?.error ? { error: ctx.end.error } : {}),
         });
         this.#running.delete(running);
+        this.#cuts.delete(cut);
       });
     this.#running.add(running);
   }
