@@ -7,7 +7,7 @@
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { ConfigError, ProxyError } from '../core/errors.js';
-import { createLogger } from '../core/logger.js';
+import { createBatchedSink, createLogger } from '../core/logger.js';
 import { defaultConfigDocumentCopy, parseConfigText, readConfigDocument } from '../config/load.js';
 import { validateConfig } from '../config/schema.js';
 import type { Config } from '../config/types.js';
@@ -90,7 +90,7 @@ async function run(proxyConfig: Config): Promise<void> {
   const worker = process.env[WORKER_ENV];
   // Workers tag every line (access lines included) so their logs can be told apart.
   const fields = worker === undefined ? {} : { worker: Number(worker), pid: process.pid };
-  const log = createLogger({ level: proxyConfig.log.level, format: proxyConfig.log.format, fields });
+  const log = createLogger({ level: proxyConfig.log.level, format: proxyConfig.log.format, fields, sink: createBatchedSink() });
   const proxy: RunningProxy = await startProxy(proxyConfig, log);
   let stopping = false;
   const stop = (signal: string) => {
