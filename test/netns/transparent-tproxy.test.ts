@@ -90,7 +90,9 @@ describe('transparent front-end: TPROXY serves two-subflow MPTCP clients, REDIRE
   }
 
   before(async () => {
-    tb = await createTestbed();
+    // Shaped so each transfer lasts long enough for the client's MP_JOIN to land before it ends:
+    // on unshaped veth 4-8 MiB can finish in milliseconds, before the path manager runs.
+    tb = await createTestbed({ wiredMbit: 100, wlessMbit: 100 });
     [tproxied, otherPort, redirected] = await Promise.all(
       [SERVICE_PORT, OTHER_SERVICE_PORT, REDIRECTED_SERVICE_PORT].map((port) => startBlobServer(tb, 'srv', { address: tb.hosts.srv.lan, port })),
     );

@@ -26,7 +26,9 @@ describe('upstream.mptcp: auto gives MPTCP servers an MPTCP upstream, TCP server
   let tcpServer: BlobServer;
 
   before(async () => {
-    tb = await createTestbed();
+    // Shaped so each transfer lasts long enough for the client's MP_JOIN to land before it ends:
+    // on unshaped veth 4-8 MiB can finish in milliseconds, before the path manager runs.
+    tb = await createTestbed({ wiredMbit: 100, wlessMbit: 100 });
     [mptcpServer, tcpServer] = await Promise.all([
       startBlobServer(tb, 'srv', { address: tb.hosts.srv.lan, mptcp: true }),
       startBlobServer(tb, 'srv', { address: tb.hosts.srv.lan }),
