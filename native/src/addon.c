@@ -29,6 +29,8 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "isMptcp", NULL, mpx_js_is_mptcp, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "mptcpInfo", NULL, mpx_js_mptcp_info, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "subflows", NULL, mpx_js_subflows, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "subflowSummary", NULL, mpx_js_subflow_summary, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "subflowCount", NULL, mpx_js_subflow_count, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayStart", NULL, mpx_js_relay_start, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayStats", NULL, mpx_js_relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -13,8 +13,10 @@
 #include "common.h"
 #include "mptcp-uapi.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <linux/tcp.h> /* struct tcp_info (6.1 layout; the kernel truncates newer ones to it) */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -350,4 +352,168 @@ napi_value mpx_js_subflows(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	return list;
+}
+
+/* ---- the narrow reads: subflow count and "local → remote" strings ----
+ *
+ * The views above build one JS object per struct field (~50 napi_set_named_property per
+ * subflow), which costs far more than the getsockopt. Accounting needs only how many
+ * subflows there were and their addresses, so these build the strings in C and hand JS
+ * one number, or one object with two properties. */
+
+/* One endpoint as src/mptcp/info.ts formatEndpoint(): a.b.c.d:p, [x::y]:p, an IPv4-mapped
+ * IPv6 address as the IPv4 it is, "?" for an empty slot (any other family). */
+static size_t format_endpoint(const struct sockaddr *sa, char *buf, size_t size)
+{
+	char text[INET6_ADDRSTRLEN];
+	int n;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		if (inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text)) == NULL)
+			return (size_t)snprintf(buf, size, "?");
+		n = snprintf(buf, size, "%s:%u", text, (unsigned)ntohs(sin->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		if (inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text)) == NULL)
+			return (size_t)snprintf(buf, size, "?");
+		unsigned port = ntohs(sin6->sin6_port);
+		if (strncmp(text, "::ffff:", 7) == 0 && strchr(text, '.') != NULL)
+			n = snprintf(buf, size, "%s:%u", text + 7, port);
+		else
+			n = snprintf(buf, size, "[%s]:%u", text, port);
+	} else {
+		n = snprintf(buf, size, "?");
+	}
+	return n < 0 ? 0 : ((size_t)n < size ? (size_t)n : size - 1);
+}
+
+static bool remote_is_live(const struct sockaddr *sa)
+{
+	/* TS keeps subflows whose remote is non-null with a non-zero port. */
+	if (sa->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)sa)->sin_port != 0;
+	if (sa->sa_family == AF_INET6)
+		return ((const struct sockaddr_in6 *)sa)->sin6_port != 0;
+	return false;
+}
+
+enum mpx_summary_result mpx_subflow_summary(int fd, bool want_paths, struct mpx_subflow_summary *out, int *err,
+					    const char **syscall)
+{
+	out->count = 0;
+	out->npaths = 0;
+	struct mpx_mptcp_info mi;
+	memset(&mi, 0, sizeof(mi));
+	socklen_t len = sizeof(mi);
+	if (getsockopt(fd, SOL_MPTCP, MPX_MPTCP_INFO, &mi, &len) != 0) {
+		*err = errno;
+		*syscall = "getsockopt(MPTCP_INFO)";
+		return is_not_mptcp_errno(*err) ? MPX_SUMMARY_NOT_MPTCP : MPX_SUMMARY_ERROR;
+	}
+	if (mpx_has_field(struct mpx_mptcp_info, flags, len) && (mi.flags & MPX_MPTCP_INFO_FLAG_FALLBACK) != 0)
+		return MPX_SUMMARY_NOT_MPTCP;
+	/* mptcpi_subflows counts only the extra subflows; subflows_total (6.10+) all of them. */
+	out->count = mpx_has_field(struct mpx_mptcp_info, subflows_total, len) ? mi.subflows_total
+									      : (uint32_t)mi.subflows + 1;
+	if (!want_paths)
+		return MPX_SUMMARY_OK;
+
+	/* MPTCP_SUBFLOW_ADDRS (5.16+): the same addresses MPTCP_FULL_INFO reports
+	 * (mptcp_get_sub_addrs), without computing a tcp_info per subflow. */
+	struct {
+		struct mpx_subflow_data hdr;
+		struct mpx_subflow_addrs addrs[MPX_SUMMARY_MAX_PATHS];
+	} buf;
+	memset(&buf.hdr, 0, sizeof(buf.hdr));
+	buf.hdr.size_subflow_data = sizeof(buf.hdr);
+	buf.hdr.size_user = sizeof(buf.addrs[0]);
+	len = sizeof(buf);
+	if (getsockopt(fd, SOL_MPTCP, MPX_MPTCP_SUBFLOW_ADDRS, &buf, &len) != 0) {
+		*err = errno;
+		*syscall = "getsockopt(MPTCP_SUBFLOW_ADDRS)";
+		/* Fell back between the two calls: same answer as a fallen-back socket. */
+		return is_not_mptcp_errno(*err) ? MPX_SUMMARY_NOT_MPTCP : MPX_SUMMARY_ERROR;
+	}
+	uint32_t elem = buf.hdr.size_user;
+	if (elem < sizeof(struct mpx_subflow_addrs)) {
+		/* A kernel whose element stops short of the remote address: count only. */
+		return MPX_SUMMARY_OK;
+	}
+	uint32_t n = len > sizeof(buf.hdr) ? (uint32_t)((len - sizeof(buf.hdr)) / elem) : 0;
+	if (n > MPX_SUMMARY_MAX_PATHS)
+		n = MPX_SUMMARY_MAX_PATHS;
+	const char *base = (const char *)buf.addrs;
+	for (uint32_t i = 0; i < n; i++) {
+		const struct mpx_subflow_addrs *a = (const struct mpx_subflow_addrs *)(base + (size_t)i * elem);
+		if (!remote_is_live(&a->sa_remote))
+			continue;
+		char *p = out->paths[out->npaths++];
+		size_t used = format_endpoint(&a->sa_local, p, MPX_PATH_LEN);
+		used += (size_t)snprintf(p + used, MPX_PATH_LEN - used, " \xe2\x86\x92 "); /* U+2192 */
+		format_endpoint(&a->sa_remote, p + used, MPX_PATH_LEN - used);
+	}
+	if (out->count < out->npaths)
+		out->count = out->npaths;
+	return MPX_SUMMARY_OK;
+}
+
+bool mpx_summary_to_object(napi_env env, const struct mpx_subflow_summary *s, napi_value *out)
+{
+	napi_value obj, count, paths;
+	NAPI_CALL_BOOL(env, napi_create_object(env, &obj));
+	NAPI_CALL_BOOL(env, napi_create_uint32(env, s->count, &count));
+	NAPI_CALL_BOOL(env, napi_create_array_with_length(env, s->npaths, &paths));
+	for (uint32_t i = 0; i < s->npaths; i++) {
+		napi_value str;
+		NAPI_CALL_BOOL(env, napi_create_string_utf8(env, s->paths[i], NAPI_AUTO_LENGTH, &str));
+		NAPI_CALL_BOOL(env, napi_set_element(env, paths, i, str));
+	}
+	napi_property_descriptor props[] = {
+		{ "count", NULL, NULL, NULL, NULL, count, napi_writable | napi_enumerable | napi_configurable, NULL },
+		{ "paths", NULL, NULL, NULL, NULL, paths, napi_writable | napi_enumerable | napi_configurable, NULL },
+	};
+	NAPI_CALL_BOOL(env, napi_define_properties(env, obj, 2, props));
+	*out = obj;
+	return true;
+}
+
+napi_value mpx_js_subflow_summary(napi_env env, napi_callback_info info)
+{
+	int32_t fd;
+	if (!get_fd_arg(env, info, &fd))
+		return NULL;
+	struct mpx_subflow_summary s;
+	int err = 0;
+	const char *syscall = "getsockopt(MPTCP_INFO)";
+	enum mpx_summary_result r = mpx_subflow_summary(fd, true, &s, &err, &syscall);
+	napi_value out;
+	if (r == MPX_SUMMARY_ERROR)
+		return mpx_throw_errno(env, err, syscall);
+	if (r == MPX_SUMMARY_NOT_MPTCP) {
+		NAPI_CALL(env, napi_get_null(env, &out));
+		return out;
+	}
+	if (!mpx_summary_to_object(env, &s, &out))
+		return NULL;
+	return out;
+}
+
+napi_value mpx_js_subflow_count(napi_env env, napi_callback_info info)
+{
+	int32_t fd;
+	if (!get_fd_arg(env, info, &fd))
+		return NULL;
+	struct mpx_subflow_summary s;
+	int err = 0;
+	const char *syscall = "getsockopt(MPTCP_INFO)";
+	/* want_paths false: only count is touched, the paths array stays uninitialized. */
+	enum mpx_summary_result r = mpx_subflow_summary(fd, false, &s, &err, &syscall);
+	napi_value out;
+	if (r == MPX_SUMMARY_ERROR)
+		return mpx_throw_errno(env, err, syscall);
+	if (r == MPX_SUMMARY_NOT_MPTCP)
+		NAPI_CALL(env, napi_get_null(env, &out));
+	else
+		NAPI_CALL(env, napi_create_uint32(env, s.count, &out));
+	return out;
 }

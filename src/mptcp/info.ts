@@ -222,17 +222,15 @@ export function readMptcpInfo(socket: Socket): MptcpInfo | null {
  */
 export function readSubflowCount(socket: Socket): number | undefined {
   if (socket.destroyed) return undefined;
-  let info: MptcpInfo | null;
   try {
-    info = readMptcpInfo(socket);
+    // mptcpi_subflows counts only the extra subflows (uapi/linux/mptcp.h); the addon adds the
+    // initial one, or reads subflows_total (Linux 6.10+). null: not (or no longer) MPTCP.
+    return loadNative().subflowCount(socketFd(socket)) ?? undefined;
   } catch (err) {
     // The fd went away between the check and the call: no answer, not a failure.
     if ((err as { code?: string }).code === 'EBADF' || (err as { code?: string }).code === 'ERR_SOCKET_CLOSED') return undefined;
     throw err;
   }
-  // mptcpi_subflows counts only the extra subflows (uapi/linux/mptcp.h); subflows_total
-  // (Linux 6.10+) counts all of them.
-  return info ? (info.subflowsTotal ?? info.extraSubflows + 1) : undefined;
 }
 
 /** The connection's subflows (empty for plain TCP or after fallback). */
@@ -250,18 +248,11 @@ export interface SubflowSample {
 }
 
 /**
- * Samples an MPTCP connection's subflows through any fd of it (a socket's own, or a dup the
- * native relay keeps). Undefined for a socket that is not (or no longer) MPTCP.
+ * Samples an MPTCP connection's subflows through any fd of it. Undefined for a socket that is
+ * not (or no longer) MPTCP. One addon call that builds only the count and the path strings
+ * (in C, formatted as subflowAddresses() does): this runs for every connection, and the full
+ * readSubflows() view costs ~20× more in JS object building than in the getsockopt itself.
  */
 export function sampleSubflowsOfFd(fd: number): SubflowSample | undefined {
-  const native = loadNative();
-  const raw = native.mptcpInfo(fd);
-  if (raw === null || (raw.flags & FLAG_FALLBACK) !== 0) return undefined;
-  const info = toMptcpInfo(raw);
-  const paths = (native.subflows(fd) ?? [])
-    .map(toSubflowInfo)
-    .filter((sf) => sf.remote !== null && sf.remote.port !== 0)
-    .map(subflowAddresses);
-  // mptcpi_subflows counts only the extra subflows (uapi/linux/mptcp.h).
-  return { count: Math.max(info.subflowsTotal ?? info.extraSubflows + 1, paths.length), paths };
+  return loadNative().subflowSummary(fd) ?? undefined;
 }

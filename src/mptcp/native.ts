@@ -162,6 +162,15 @@ export interface MptcpNative {
   mptcpInfo(fd: number): RawMptcpInfo | null;
   /** MPTCP_FULL_INFO, else MPTCP_TCPINFO + MPTCP_SUBFLOW_ADDRS; null when not MPTCP. */
   subflows(fd: number): RawSubflow[] | null;
+  /**
+   * The accounting view, built in C: subflows counting the initial one (subflows_total, else
+   * mptcpi_subflows + 1) and one "local → remote" string per live subflow (remote port ≠ 0),
+   * formatted as subflowAddresses() does. MPTCP_INFO + MPTCP_SUBFLOW_ADDRS; null when not
+   * MPTCP (plain TCP, fallen back, or MPTCP_INFO_FLAG_FALLBACK set).
+   */
+  subflowSummary(fd: number): { count: number; paths: string[] } | null;
+  /** MPTCP_INFO only: subflows counting the initial one; null when not MPTCP. */
+  subflowCount(fd: number): number | null;
   readonly constants: NativeConstants;
 }
 

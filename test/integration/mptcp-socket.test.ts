@@ -16,7 +16,10 @@ import {
   mptcpSupport,
   originalDestination,
   readMptcpInfo,
+  readSubflowCount,
   readSubflows,
+  sampleSubflowsOfFd,
+  socketFd,
   subflowAddresses,
 } from '../../src/mptcp/index.js';
 
@@ -231,6 +234,8 @@ test('native calls on a bad fd throw Node-shaped errors: code EBADF, numeric err
     ['getsockopt(MPTCP_INFO)', () => native.mptcpInfo(fd)],
     ['getsockopt(TCP_IS_MPTCP)', () => native.isMptcp(fd)],
     ['getsockopt(MPTCP_FULL_INFO)', () => native.subflows(fd)],
+    ['getsockopt(MPTCP_INFO)', () => native.subflowSummary(fd)],
+    ['getsockopt(MPTCP_INFO)', () => native.subflowCount(fd)],
     ['bind', () => native.bind(fd, '127.0.0.1', 0)],
     ['getsockname', () => native.localAddress(fd)],
   ];
@@ -257,6 +262,66 @@ test('listenMptcp on "::" is dual-stack: an IPv4 client connects and is MPTCP', 
   assert.equal(isMptcpSocket(server), true);
   const [sf] = readSubflows(server);
   assert.equal(sf?.remote?.port, client.localPort);
+});
+
+/** What the narrow calls must equal: the full views, filtered and formatted in TS. */
+function slowSummary(socket: net.Socket): { count: number; paths: string[] } | null {
+  const info = readMptcpInfo(socket);
+  if (info === null) return null;
+  const paths = readSubflows(socket)
+    .filter((sf) => sf.remote !== null && sf.remote.port !== 0)
+    .map(subflowAddresses);
+  return { count: Math.max(info.subflowsTotal ?? info.extraSubflows + 1, paths.length), paths };
+}
+
+for (const [label, listenHost, connectHost, serverRemote] of [
+  ['IPv4', '127.0.0.1', '127.0.0.1', (p: number) => `127.0.0.1:${p}`],
+  ['IPv6', '::1', '::1', (p: number) => `[::1]:${p}`],
+  ['IPv4-mapped (dual-stack listener)', '::', '127.0.0.1', (p: number) => `127.0.0.1:${p}`],
+] as const) {
+  test(`subflowSummary / subflowCount equal the full MPTCP_INFO + subflow views (${label})`, async (t) => {
+    if (skipUnlessMptcp(t)) return;
+    const { port, accepted } = await mptcpServer(t, listenHost);
+    const client = connectMptcp({ host: connectHost, port, mptcp: true });
+    t.after(() => client.destroy());
+    await once(client, 'connect');
+    const server = await accepted;
+    t.after(() => server.destroy());
+    server.write('ping');
+    assert.equal((await readBytes(client, 4)).toString(), 'ping');
+    const native = loadNative();
+    for (const socket of [client, server]) {
+      const fd = socketFd(socket);
+      const slow = slowSummary(socket);
+      assert.ok(slow, 'MPTCP on loopback');
+      assert.equal(slow.count, 1);
+      assert.equal(slow.paths.length, 1);
+      assert.deepEqual(native.subflowSummary(fd), slow);
+      assert.deepEqual(sampleSubflowsOfFd(fd), slow);
+      assert.equal(native.subflowCount(fd), slow.count);
+      assert.equal(readSubflowCount(socket), slow.count);
+    }
+    // The exact text, not just agreement with the TS formatter: IPv6 in brackets, mapped IPv4 bare.
+    assert.equal(native.subflowSummary(socketFd(server))?.paths[0]?.split(' → ')[1], serverRemote(client.localPort ?? 0));
+  });
+}
+
+test('subflowSummary / subflowCount are null on a fallen-back MPTCP socket and on plain TCP', async (t) => {
+  if (skipUnlessMptcp(t)) return;
+  const { port, accepted } = await mptcpServer(t);
+  const client = net.connect({ host: '127.0.0.1', port });
+  t.after(() => client.destroy());
+  await once(client, 'connect');
+  const server = await accepted;
+  t.after(() => server.destroy());
+  const native = loadNative();
+  for (const socket of [server, client]) {
+    const fd = socketFd(socket);
+    assert.equal(native.subflowSummary(fd), null);
+    assert.equal(native.subflowCount(fd), null);
+    assert.equal(sampleSubflowsOfFd(fd), undefined);
+    assert.equal(readSubflowCount(socket), undefined);
+  }
 });
 
 test('listenMptcp mode off listens on plain TCP and reports mptcp false', async (t) => {
