@@ -29,6 +29,11 @@
  *   stalled direction. The pool keeps a few free buffers per thread and frees the rest.
  * - Half-close: EOF read on one side becomes shutdown(other, SHUT_WR) once that direction's
  *   pending bytes are written (RFC 9293 §3.6: each side closes its own sending half).
+ * - Subflow sample (relayStart's sampleDownstream, for an MPTCP client): the engine reads the
+ *   downstream's subflow summary itself at the first of its EOF, the shutdown of its sending
+ *   half, or the relay's end (error, idle, abort) — before any fd is closed, while the
+ *   subflows are still up — and reports it in the close summary. JS therefore needs no extra
+ *   dup of the client's socket to sample it late (2 fds per relay, not 3).
  * - An error (RST, EPIPE) on either side closes both; both directions finished, an idle
  *   timeout or relayAbort() also closes both. Then a summary goes to JS through a
  *   napi_threadsafe_function, which is unref'd whenever no relay is live so the engine never
@@ -36,6 +41,7 @@
  */
 #include "relay.h"
 #include "common.h"
+#include "mptcp-info.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,8 +91,10 @@ struct relay {
 	int err; /* errno of the error that ended it, 0 if none */
 	const char *syscall;
 	const char *reason; /* "idle", "aborted", "engine-stopped" or NULL */
-	napi_ref on_done, on_eof;
+	napi_ref on_done;
 	bool registered, finished, on_ready;
+	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
+	struct mpx_subflow_summary *subflows; /* the sample, NULL if none (not MPTCP by then) */
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -123,11 +131,9 @@ struct engine_thread {
 	struct js_side *js;
 };
 
-enum msg_kind { MSG_DONE, MSG_DOWNSTREAM_EOF };
-
 struct msg {
-	enum msg_kind kind;
-	napi_ref on_done, on_eof;
+	napi_ref on_done;
+	struct mpx_subflow_summary *subflows; /* owned by the message */
 	uint64_t id, from_down, from_up;
 	int ended_by, err;
 	const char *syscall, *reason;
@@ -218,10 +224,36 @@ static void direction_release(struct engine_thread *t, struct direction *d)
 
 /* ---- messages to JS ---- */
 
+static void msg_free(struct msg *m)
+{
+	free(m->subflows);
+	free(m);
+}
+
 static void post(struct engine_thread *t, struct msg *m)
 {
 	if (!t->report || napi_call_threadsafe_function(t->js->tsfn, m, napi_tsfn_nonblocking) != napi_ok)
-		free(m); /* engine torn down with the env: nobody is left to tell */
+		msg_free(m); /* engine torn down with the env: nobody is left to tell */
+}
+
+/* The downstream's subflows, once, while its fd is open (see "Subflow sample" above). A
+ * socket that is not, or no longer, MPTCP, or a failed read, leaves no sample: accounting
+ * then keeps what JS sampled at the handover. */
+static void sample_downstream(struct relay *r)
+{
+	if (!r->sample_down || r->sampled)
+		return;
+	r->sampled = true;
+	struct mpx_subflow_summary *s = malloc(sizeof(*s));
+	if (s == NULL)
+		return;
+	int err = 0;
+	const char *syscall = NULL;
+	if (mpx_subflow_summary(r->fd[SIDE_DOWN], true, s, &err, &syscall) != MPX_SUMMARY_OK) {
+		free(s);
+		return;
+	}
+	r->subflows = s;
 }
 
 static void finish(struct engine_thread *t, struct relay *r)
@@ -229,10 +261,13 @@ static void finish(struct engine_thread *t, struct relay *r)
 	if (r->finished)
 		return;
 	r->finished = true;
+	/* Error, idle, abort or engine stop before either half-close: sample before closing. */
+	sample_downstream(r);
 	for (int s = 0; s < 2; s++) {
-		/* EPOLL_CTL_DEL before close: JS may hold another dup of the same socket (to read
-		 * MPTCP_INFO), and an epoll registration lives as long as the open file description,
-		 * not the fd (epoll(7), "Will closing a file descriptor cause it to be removed?"). */
+		/* EPOLL_CTL_DEL before close: another fd of the same socket may still be open (a JS
+		 * socket not yet destroyed), and an epoll registration lives as long as the open file
+		 * description, not the fd (epoll(7), "Will closing a file descriptor cause it to be
+		 * removed?"). */
 		if (r->registered)
 			epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[s], NULL);
 		close(r->fd[s]);
@@ -250,11 +285,14 @@ static void finish(struct engine_thread *t, struct relay *r)
 	t->graveyard = r;
 
 	struct msg *m = calloc(1, sizeof(*m));
-	if (m == NULL)
+	if (m == NULL) {
+		free(r->subflows);
+		r->subflows = NULL;
 		return; /* out of memory: the JS promise stays pending, but no fd or buffer leaks */
-	m->kind = MSG_DONE;
+	}
 	m->on_done = r->on_done;
-	m->on_eof = r->on_eof;
+	m->subflows = r->subflows;
+	r->subflows = NULL;
 	m->id = r->id;
 	m->from_down = atomic_load_explicit(&r->dir[SIDE_DOWN].bytes, memory_order_relaxed);
 	m->from_up = atomic_load_explicit(&r->dir[SIDE_UP].bytes, memory_order_relaxed);
@@ -318,6 +356,9 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (x->eof) {
 			if (!x->shut) {
 				x->shut = true;
+				/* Upstream EOF reaches the client: its subflows may start closing now. */
+				if (1 - d == SIDE_DOWN)
+					sample_downstream(r);
 				/* ENOTCONN: the peer is already gone; the other direction will say how. */
 				if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
 					fail(t, r, 1 - d, errno, "shutdown");
@@ -346,15 +387,8 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (n == 0) {
 			x->eof = true;
 			first_end(r, d);
-			if (d == SIDE_DOWN && r->on_eof != NULL) {
-				struct msg *m = calloc(1, sizeof(*m));
-				if (m != NULL) {
-					m->kind = MSG_DOWNSTREAM_EOF;
-					m->on_eof = r->on_eof;
-					m->id = r->id;
-					post(t, m);
-				}
-			}
+			if (d == SIDE_DOWN)
+				sample_downstream(r); /* the client's DATA_FIN: sample before passing it on */
 			continue; /* releases the buffer and passes the FIN on */
 		}
 		int err = errno;
@@ -580,6 +614,11 @@ static napi_value summary_object(napi_env env, const struct msg *m)
 	}
 	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
 		return NULL;
+	if (m->subflows != NULL) {
+		napi_value sf;
+		if (!mpx_summary_to_object(env, m->subflows, &sf) || !mpx_set_value(env, o, "downstreamSubflows", sf))
+			return NULL;
+	}
 	return o;
 }
 
@@ -600,22 +639,14 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
 	struct js_side *js = context;
 	struct msg *m = data;
 	if (env == NULL) { /* the tsfn is being torn down with its env */
-		free(m);
-		return;
-	}
-	if (m->kind == MSG_DOWNSTREAM_EOF) {
-		napi_value id;
-		if (napi_create_double(env, (double)m->id, &id) == napi_ok)
-			call_ref(env, m->on_eof, id);
-		free(m);
+		msg_free(m);
 		return;
 	}
 	napi_value summary = summary_object(env, m);
 	if (summary != NULL)
 		call_ref(env, m->on_done, summary);
 	delete_ref(env, m->on_done);
-	delete_ref(env, m->on_eof);
-	free(m);
+	msg_free(m);
 	if (js->live > 0 && --js->live == 0 && !js->released)
 		napi_unref_threadsafe_function(env, js->tsfn);
 }
@@ -812,7 +843,6 @@ static void free_relay_args(napi_env env, struct relay *r)
 	for (int s = 0; s < 2; s++)
 		free(r->dir[s].buf);
 	delete_ref(env, r->on_done);
-	delete_ref(env, r->on_eof);
 	free(r);
 }
 
@@ -823,7 +853,7 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	size_t argc = 7;
 	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 6) {
-		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, onDownstreamEof])");
+		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream])");
 		return NULL;
 	}
 	if (g.env != NULL && g.env != env) {
@@ -832,7 +862,8 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	}
 	int32_t fd_down, fd_up;
 	double idle;
-	napi_value on_done, on_eof;
+	napi_value on_done;
+	bool sample_down = false;
 	if (!mpx_arg_int32(env, argv[0], "fdDown", &fd_down) || !mpx_arg_int32(env, argv[1], "fdUp", &fd_up))
 		return NULL;
 	napi_valuetype t;
@@ -843,8 +874,10 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	}
 	NAPI_CALL(env, napi_get_value_double(env, argv[4], &idle));
 	/* napi_get_cb_info fills missing arguments with undefined, so argv[6] is always set. */
-	if (!arg_function(env, argv[5], "onDone", false, &on_done) ||
-	    !arg_function(env, argv[6], "onDownstreamEof", true, &on_eof))
+	if (!arg_function(env, argv[5], "onDone", false, &on_done))
+		return NULL;
+	NAPI_CALL(env, napi_typeof(env, argv[6], &t));
+	if (t != napi_undefined && t != napi_null && !mpx_arg_bool(env, argv[6], "sampleDownstream", &sample_down))
 		return NULL;
 	if (fd_down < 0 || fd_up < 0 || fd_down == fd_up) {
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fdDown and fdUp must be two different open file descriptors");
@@ -859,6 +892,7 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	r->fd[SIDE_DOWN] = fd_down;
 	r->fd[SIDE_UP] = fd_up;
 	r->ended_by = SIDE_NONE;
+	r->sample_down = sample_down;
 	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
 	r->started_ms = now_ms();
 	/* A head is written before anything read from the socket it precedes, and counted as
@@ -871,8 +905,6 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	for (int s = 0; s < 2; s++)
 		atomic_init(&r->dir[s].bytes, r->dir[s].len);
 	napi_status st = napi_create_reference(env, on_done, 1, &r->on_done);
-	if (st == napi_ok && on_eof != NULL)
-		st = napi_create_reference(env, on_eof, 1, &r->on_eof);
 	if (st != napi_ok) {
 		free_relay_args(env, r);
 		mpx_throw_napi_failure(env, st, "napi_create_reference");

@@ -9,7 +9,10 @@
 
 #include <node_api.h>
 
-/* relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, onDownstreamEof]) → id */
+/* relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream]) → id
+ * sampleDownstream: the engine samples fdDown's MPTCP subflows at the first of the client's
+ * EOF, the shutdown of its sending half, or the relay's end, and reports them in the summary
+ * as downstreamSubflows: { count, paths }. */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
 /* relayStats(id) → { fromDownstream, fromUpstream } | null */
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);

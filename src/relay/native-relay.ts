@@ -16,14 +16,17 @@
  *   4. the engine's summary sets ctx.bytes and ctx.end and resolves the promise.
  *
  * What the JS side loses by handing over, and how it is made up for: the listener samples the
- * client's MPTCP subflows on the downstream's 'end' event, which a destroyed socket never
- * emits. So for an MPTCP downstream one more dup is kept until the engine reports the
- * downstream's EOF (or the end), and the subflows are read from it then.
+ * client's MPTCP subflows on the downstream's 'end'/'finish' events, which a destroyed socket
+ * never emits. So for an MPTCP downstream the subflows are sampled once at the handover (through
+ * the JS socket, before it is destroyed), and the engine samples them again itself at the
+ * client's EOF, at the shutdown of the client's sending half, or at the relay's end, whichever
+ * comes first (relayStart's sampleDownstream), and reports that in its summary. No extra fd is
+ * kept for it: 2 fds per relayed connection.
  */
 import type { Socket } from 'node:net';
 import { recordSubflowSample, type ConnectionContext } from '../core/context.js';
 import { ErrorCode } from '../core/errors.js';
-import { loadNative, sampleSubflowsOfFd, socketFd, type MptcpNative } from '../mptcp/index.js';
+import { loadNative, sampleSubflowsOfFd, socketFd, type MptcpNative, type SubflowSample } from '../mptcp/index.js';
 import { relayBothWays } from './relay.js';
 import type { Relay, RelayOptions, RelaySummary } from './types.js';
 
@@ -40,6 +43,8 @@ export interface NativeRelaySummary {
   syscall?: string;
   /** Why the proxy ended it: 'idle', 'aborted' (relayAbort) or 'engine-stopped'. */
   reason?: 'idle' | 'aborted' | 'engine-stopped';
+  /** The client's subflows as the engine sampled them (sampleDownstream, and still MPTCP then). */
+  downstreamSubflows?: SubflowSample;
 }
 
 export interface NativeRelayCounters {
@@ -57,7 +62,8 @@ export interface NativeRelayEngine {
     headToDown: Buffer | null,
     idleTimeoutMs: number,
     onDone: (summary: NativeRelaySummary) => void,
-    onDownstreamEof?: (id: number) => void,
+    /** Sample fdDown's MPTCP subflows before closing it (summary.downstreamSubflows). */
+    sampleDownstream?: boolean,
   ): number;
   /** Live counters, read without locking the relay (relaxed atomics); null once it ended. */
   relayStats(id: number): NativeRelayCounters | null;
@@ -104,27 +110,22 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
   //    byte is either in the heads or still in the kernel, where the dups will read it.
   const fromDown = drainReadable(downstream);
   const fromUp = drainReadable(upstream);
-  let fds: number[] = [];
+  const fds: number[] = [];
   try {
-    fds = [engine.dup(socketFd(downstream)), engine.dup(socketFd(upstream))];
-    if (ctx.downstream.mptcp) fds.push(engine.dup(socketFd(downstream)));
+    fds.push(engine.dup(socketFd(downstream)));
+    fds.push(engine.dup(socketFd(upstream)));
   } catch (err) {
     for (const fd of fds) engine.close(fd);
     ctx.log.warn('native relay handover failed; using the JS relay', { conn: ctx.id, err });
     return fallBack(downstream, upstream, ctx, opts, fromDown, fromUp);
   }
-  const [fdDown, fdUp, sampleFd] = fds as [number, number, number | undefined];
-  // Sample now too: at the client's EOF a TLS close may already have torn subflows down.
-  if (sampleFd !== undefined) sampleSubflows(sampleFd, ctx);
+  const [fdDown, fdUp] = fds as [number, number];
+  const sampleDownstream = ctx.downstream.mptcp;
+  // Sample now too, through the JS socket while it exists: at the client's EOF a TLS close
+  // may already have torn subflows down (the engine's later sample is kept only if fuller).
+  if (sampleDownstream) sampleSubflows(socketFd(downstream), ctx);
   const headToUp = joinHead(opts.downstreamHead, fromDown);
   const headToDown = joinHead(opts.upstreamHead, fromUp);
-  let sampled = false;
-  const sampleOnce = (): void => {
-    if (sampled || sampleFd === undefined) return;
-    sampled = true;
-    sampleSubflows(sampleFd, ctx);
-    engine.close(sampleFd);
-  };
   return new Promise<RelaySummary>((resolve) => {
     // The proxy cutting the connection (listener destroy) aborts it inside the engine.
     const onAbort = (): void => {
@@ -133,13 +134,13 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
     };
     const onDone = (s: NativeRelaySummary): void => {
       ctx.signal.removeEventListener('abort', onAbort);
-      sampleOnce();
+      if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
       liveRelays.delete(ctx);
       resolve(accountSummary(s, ctx, opts));
     };
     let id: number;
     try {
-      id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleFd === undefined ? undefined : sampleOnce);
+      id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream);
     } catch (err) {
       for (const fd of fds) engine.close(fd);
       ctx.log.warn('native relay refused the connection; using the JS relay', { conn: ctx.id, err });
@@ -219,7 +220,7 @@ function summaryError(s: NativeRelaySummary, opts: RelayOptions): Error | undefi
   return undefined;
 }
 
-/** Samples the client's subflows through our dup (the JS socket is gone by then). */
+/** Samples the client's subflows at the handover (any fd of the socket reads the same connection). */
 function sampleSubflows(fd: number, ctx: ConnectionContext): void {
   try {
     recordSubflowSample(ctx, sampleSubflowsOfFd(fd));

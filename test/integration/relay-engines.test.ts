@@ -11,7 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
 import { createConnectionContext, type ConnectionContext } from '../../src/core/context.js';
 import { createLogger } from '../../src/core/logger.js';
-import { nativeRelayCounters, selectRelay, type Relay, type RelayOptions, type RelaySummary } from '../../src/relay/index.js';
+import { loadNativeRelayEngine, nativeRelayCounters, selectRelay, type Relay, type RelayOptions, type RelaySummary } from '../../src/relay/index.js';
+import type { NativeRelaySummary } from '../../src/relay/native-relay.js';
+import { connectMptcp, listenMptcp, mptcpSupport, socketFd } from '../../src/mptcp/index.js';
 
 const MB = 1024 * 1024;
 const HOST = '127.0.0.1';
@@ -253,3 +255,132 @@ for (const engine of ['js', 'native'] as const) {
     });
   });
 }
+
+/** An MPTCP client → MPTCP proxy socket pair, plus a plain TCP proxy → server pair. */
+interface MptcpPairs {
+  client: net.Socket;
+  down: net.Socket;
+  up: net.Socket;
+  server: net.Socket;
+}
+
+async function mptcpServers(): Promise<{ proxy: net.Server; upServer: net.Server; close(): void }> {
+  const proxy = net.createServer({ allowHalfOpen: true });
+  const r = await listenMptcp(proxy, { host: HOST, port: 0, mode: 'on' });
+  assert.equal(r.mptcp, true);
+  const upServer = await listen();
+  return {
+    proxy,
+    upServer,
+    close() {
+      proxy.close();
+      upServer.close();
+    },
+  };
+}
+
+async function mptcpPairs(proxy: net.Server, upServer: net.Server): Promise<MptcpPairs> {
+  const downP = once(proxy, 'connection');
+  const client = connectMptcp({ host: HOST, port: portOf(proxy), mptcp: true });
+  await once(client, 'connect');
+  const [down] = (await downP) as [net.Socket];
+  const serverP = once(upServer, 'connection');
+  const up = net.connect({ host: HOST, port: portOf(upServer), allowHalfOpen: true });
+  await once(up, 'connect');
+  const [server] = (await serverP) as [net.Socket];
+  return { client, down, up, server };
+}
+
+function mptcpContext(p: MptcpPairs): ConnectionContext {
+  return createConnectionContext({
+    listener: 'test',
+    frontend: 'tcp-forward',
+    downstream: { remote: { address: HOST, port: p.client.localPort ?? 0 }, local: { address: HOST, port: p.down.localPort ?? 0 }, mptcp: true },
+    log: silent,
+  });
+}
+
+describe('native relay: MPTCP downstream', () => {
+  const skip = !mptcpSupport().available || loadNativeRelayEngine() === undefined;
+  const relay = selectRelay('native');
+
+  test('the engine samples the client subflows itself and reports them in the summary', { skip }, async (t) => {
+    const engine = loadNativeRelayEngine()!;
+    const servers = await mptcpServers();
+    t.after(() => servers.close());
+    const p = await mptcpPairs(servers.proxy, servers.upServer);
+    t.after(() => [p.client, p.down, p.up, p.server].forEach((s) => s.destroy()));
+    const expected = `${HOST}:${p.down.localPort} → ${HOST}:${p.client.localPort}`;
+    for (const sample of [true, false]) {
+      const q = sample ? p : await mptcpPairs(servers.proxy, servers.upServer);
+      if (!sample) t.after(() => [q.client, q.down, q.up, q.server].forEach((s) => s.destroy()));
+      const fdDown = engine.dup(socketFd(q.down));
+      const fdUp = engine.dup(socketFd(q.up));
+      const done = new Promise<NativeRelaySummary>((resolve) => engine.relayStart(fdDown, fdUp, null, null, 0, resolve, sample));
+      q.down.destroy();
+      q.up.destroy();
+      q.server.on('data', (c: Buffer) => q.server.write(c));
+      q.server.once('end', () => q.server.end());
+      const atClient = collect(q.client);
+      q.client.end('ping');
+      assert.equal(Buffer.concat((await atClient).data).toString(), 'ping');
+      const s = await done;
+      if (sample) assert.deepEqual(s.downstreamSubflows, { count: 1, paths: [expected] });
+      else assert.equal(s.downstreamSubflows, undefined, 'no sample unless asked');
+    }
+  });
+
+  test('after the relay ends, ctx holds one subflow and its path', { skip }, async (t) => {
+    const servers = await mptcpServers();
+    t.after(() => servers.close());
+    const p = await mptcpPairs(servers.proxy, servers.upServer);
+    t.after(() => [p.client, p.server].forEach((s) => s.destroy()));
+    const ctx = mptcpContext(p);
+    const expected = `${HOST}:${portOf(servers.proxy)} → ${HOST}:${p.client.localPort}`;
+    const done = relay(p.down, p.up, ctx);
+    p.server.on('data', (c: Buffer) => p.server.write(c));
+    p.server.once('end', () => p.server.end());
+    const atClient = collect(p.client);
+    p.client.end('ping');
+    assert.equal(Buffer.concat((await atClient).data).toString(), 'ping');
+    const summary = await done;
+    assert.equal(summary.endedBy, 'downstream');
+    assert.equal(ctx.downstreamSubflows, 1);
+    assert.deepEqual(ctx.downstreamPaths, [expected]);
+  });
+
+  test('a live relay holds 2 fds (the two dups), not 3', { skip }, async (t) => {
+    const servers = await mptcpServers();
+    t.after(() => servers.close());
+    const N = 20;
+    // Start the engine first (its epoll fd and eventfd live on).
+    {
+      const p = await mptcpPairs(servers.proxy, servers.upServer);
+      const done = relay(p.down, p.up, mptcpContext(p));
+      p.client.destroy();
+      p.server.destroy();
+      await done;
+    }
+    await sleep(50);
+    const before = openFds();
+    const live: Array<{ p: MptcpPairs; ctx: ConnectionContext; done: Promise<RelaySummary> }> = [];
+    for (let i = 0; i < N; i++) {
+      const p = await mptcpPairs(servers.proxy, servers.upServer);
+      const ctx = mptcpContext(p);
+      live.push({ p, ctx, done: relay(p.down, p.up, ctx) });
+    }
+    for (const { ctx } of live) while (nativeRelayCounters(ctx) === undefined) await sleep(5);
+    await sleep(50);
+    const during = openFds();
+    // Each connection: the test's client and server sockets, plus what the proxy side holds.
+    const proxySide = (during - before - 2 * N) / N;
+    for (const { p } of live) {
+      p.client.destroy();
+      p.server.destroy();
+    }
+    await Promise.all(live.map((l) => l.done));
+    await sleep(100);
+    assert.equal(proxySide, 2, `fds per live relay on the proxy side: ${proxySide} (before ${before}, during ${during}, N ${N})`);
+    assert.ok(openFds() <= before, `fds before ${before}, after ${openFds()}`);
+  });
+});
