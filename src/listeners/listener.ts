@@ -133,7 +133,11 @@ export class ProxyListener {
     this.#sockets.add(socket);
     if (facts.mptcp) {
       // Sample at both half-closes: whichever comes first finds the subflows still up (after
-      // both DATA_FINs the kernel may already be closing them, RFC 8684 §3.3.3).
+      // both DATA_FINs the kernel may already be closing them, RFC 8684 §3.3.3), and the later
+      // one catches a subflow that joined in between (a download that outlives the request);
+      // recordSubflowSample keeps the fuller. Each is one cheap addon call (subflowSummary).
+      // These fire only while JS owns the socket (the JS relay, front-ends): the native relay
+      // destroys it at the handover and samples there and in its engine instead.
       socket.once('finish', () => sampleSubflows(socket, ctx));
       socket.once('end', () => sampleSubflows(socket, ctx));
     }
