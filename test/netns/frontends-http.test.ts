@@ -13,14 +13,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createTestbed, type Testbed } from '../../testbed/index.js';
-import { blobSha256, DEFAULT_DOWNLOAD_SEED, DEFAULT_UPLOAD_SEED } from '../helpers/peer-blob-content.js';
+import { blobSha256, DEFAULT_DOWNLOAD_SEED } from '../helpers/peer-blob-content.js';
 import { startBlobServer, type BlobServer } from '../helpers/peer-programs.js';
-import type { AccessLine } from '../helpers/proxy-process.js';
 import { startConfiguredProxy, TESTBED_ACCESS, type ConfiguredProxy } from '../helpers/netns-proxy-config.js';
 import {
-  makeSelfSignedCert, missingToolReason, runProxyClient, startHttpOrigin, startHttpsOrigin, type Origin, type TestCertificate,
+  makeSelfSignedCert, missingToolReason, startHttpOrigin, startHttpsOrigin, type Origin, type TestCertificate,
 } from '../helpers/netns-programs.js';
 import { testbedSkipReason } from '../helpers/netns-skip.js';
+import { assertMptcpTwoSubflows, assertNodeClientTunnel } from '../helpers/netns-assertions.js';
 
 const MB = 1024 * 1024;
 const HTTP_PORT = 3128;
@@ -29,11 +29,6 @@ const CLOSED_PORT = 9;
 
 function skipReason(): string | undefined {
   return testbedSkipReason() ?? missingToolReason(['mptcpize', 'curl', 'openssl']);
-}
-
-function assertMptcpTwoSubflows(line: AccessLine, what: string): void {
-  assert.equal(line.clientMptcp, true, `${what}: the proxy saw an MPTCP client: ${JSON.stringify(line)}`);
-  assert.equal(line.clientSubflows, 2, `${what}: the proxy saw two subflows: ${JSON.stringify(line)}`);
 }
 
 describe('HTTP front-end serves real MPTCP clients across the testbed', { skip: skipReason() }, () => {
@@ -136,18 +131,9 @@ describe('HTTP front-end serves real MPTCP clients across the testbed', { skip: 
   });
 
   test('a Node client on our addon (MPTCP socket) tunnels 2 MiB each way with CONNECT', async () => {
-    const res = await runProxyClient(tb, 'cli', {
-      proxy: `${tb.hosts.prx.wired}:${HTTP_PORT}`, via: 'connect', to: `${tb.hosts.srv.lan}:${blob.port}`,
-      uploadBytes: 2 * MB, downloadBytes: 2 * MB,
+    const line = await assertNodeClientTunnel(tb, {
+      proxyAddress: `${tb.hosts.prx.wired}:${HTTP_PORT}`, via: 'connect', blob, bytes: 2 * MB, nextAccess: () => proxy.nextAccess(),
     });
-    assert.equal(res.event, 'done', JSON.stringify(res));
-    if (res.event !== 'done') return;
-    assert.equal(res.mptcp, true, 'the client socket is MPTCP');
-    assert.ok(res.downloadIntact, 'download intact');
-    const conn = await blob.nextConn();
-    assert.equal(conn.uploadSha256, blobSha256(DEFAULT_UPLOAD_SEED, 2 * MB), 'upload intact at the server');
-    const line = await proxy.nextAccess();
-    assertMptcpTwoSubflows(line, 'Node CONNECT');
     assert.equal(line.method, 'CONNECT');
   });
 

@@ -12,12 +12,12 @@ import { strict as assert } from 'node:assert';
 import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { createTestbed, type Testbed } from '../../testbed/index.js';
-import { blobSha256, DEFAULT_DOWNLOAD_SEED, DEFAULT_UPLOAD_SEED } from '../helpers/peer-blob-content.js';
+import { blobSha256, DEFAULT_DOWNLOAD_SEED } from '../helpers/peer-blob-content.js';
 import { startBlobServer, type BlobServer } from '../helpers/peer-programs.js';
-import type { AccessLine } from '../helpers/proxy-process.js';
 import { startConfiguredProxy, TESTBED_ACCESS, type ConfiguredProxy } from '../helpers/netns-proxy-config.js';
 import { missingToolReason, runProxyClient, startHttpOrigin, type Origin } from '../helpers/netns-programs.js';
 import { testbedSkipReason } from '../helpers/netns-skip.js';
+import { assertMptcpTwoSubflows, assertNodeClientTunnel } from '../helpers/netns-assertions.js';
 
 const MB = 1024 * 1024;
 const SOCKS_PORT = 1080;
@@ -26,11 +26,6 @@ const ORIGIN_NAME = 'origin.mpx.test';
 /** RFC 1928 §6 REP values. */
 const REP_SUCCEEDED = 0x00;
 const REP_CONNECTION_REFUSED = 0x05;
-
-function assertMptcpTwoSubflows(line: AccessLine, what: string): void {
-  assert.equal(line.clientMptcp, true, `${what}: the proxy saw an MPTCP client: ${JSON.stringify(line)}`);
-  assert.equal(line.clientSubflows, 2, `${what}: the proxy saw two subflows: ${JSON.stringify(line)}`);
-}
 
 describe('SOCKS5 front-end serves real MPTCP clients across the testbed', { skip: testbedSkipReason() ?? missingToolReason(['mptcpize', 'curl']) }, () => {
   let tb: Testbed;
@@ -90,18 +85,9 @@ describe('SOCKS5 front-end serves real MPTCP clients across the testbed', { skip
   });
 
   test('a Node client on our addon (MPTCP socket) speaks SOCKS5 and moves 2 MiB each way intact', async () => {
-    const res = await runProxyClient(tb, 'cli', {
-      proxy: `${tb.hosts.prx.wired}:${SOCKS_PORT}`, via: 'socks5', to: `${tb.hosts.srv.lan}:${blob.port}`,
-      uploadBytes: 2 * MB, downloadBytes: 2 * MB,
+    const line = await assertNodeClientTunnel(tb, {
+      proxyAddress: `${tb.hosts.prx.wired}:${SOCKS_PORT}`, via: 'socks5', blob, bytes: 2 * MB, nextAccess: () => proxy.nextAccess(),
     });
-    assert.equal(res.event, 'done', JSON.stringify(res));
-    if (res.event !== 'done') return;
-    assert.equal(res.mptcp, true, 'the client socket is MPTCP');
-    assert.ok(res.downloadIntact, 'download intact');
-    const conn = await blob.nextConn();
-    assert.equal(conn.uploadSha256, blobSha256(DEFAULT_UPLOAD_SEED, 2 * MB), 'upload intact at the server');
-    const line = await proxy.nextAccess();
-    assertMptcpTwoSubflows(line, 'Node SOCKS5');
     assert.ok(line.bytesUp >= 2 * MB + 8, `bytesUp ${line.bytesUp}`);
     assert.ok(line.bytesDown >= 2 * MB, `bytesDown ${line.bytesDown}`);
   });
