@@ -256,3 +256,12 @@ export async function closedPort(): Promise<number> {
 export function logLinesWithStatus(logs: string[], status: number): Array<Record<string, unknown>> {
   return logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.status === status && l.code !== undefined);
 }
+
+/** A raw TCP origin on 127.0.0.1 whose behaviour per connection is `onConnection` (for
+ *  malformed, stalled or close-delimited upstream replies that an http.Server cannot send). */
+export async function startTcpOrigin(onConnection: (socket: net.Socket) => void): Promise<{ port: number; close: () => void }> {
+  const server = net.createServer(onConnection);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+}

@@ -6,9 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { collectUntilClose, curl, rawExchange, readUntil, startHttpProxy, startOrigin } from '../helpers/http-proxy-harness.js';
+import { collectUntilClose, curl, rawExchange, readUntil, startHttpProxy, startOrigin, startTcpOrigin } from '../helpers/http-proxy-harness.js';
 
 test('the origin handler sees exactly the forwarded head: origin-form, Host, Via, no hop-by-hop fields', async (t) => {
   t.plan(6);
@@ -126,12 +125,10 @@ test('an upstream keep-alive connection the origin closed while idle is replaced
 });
 
 test('a malformed response from the origin becomes a 502', async (t) => {
-  const bogus = net.createServer((s) => {
+  const bogus = await startTcpOrigin((s) => {
     s.once('data', () => s.end('HTTP/1.1 2OO OK\r\n\r\n'));
   });
-  bogus.listen(0, '127.0.0.1');
-  await once(bogus, 'listening');
-  const port = (bogus.address() as AddressInfo).port;
+  const port = bogus.port;
   const proxy = await startHttpProxy();
   t.after(async () => {
     await proxy.close();
@@ -142,12 +139,10 @@ test('a malformed response from the origin becomes a 502', async (t) => {
 });
 
 test('a response with conflicting Content-Length becomes a 502 (RFC 9112 §6.3)', async (t) => {
-  const bogus = net.createServer((s) => {
+  const bogus = await startTcpOrigin((s) => {
     s.once('data', () => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc'));
   });
-  bogus.listen(0, '127.0.0.1');
-  await once(bogus, 'listening');
-  const port = (bogus.address() as AddressInfo).port;
+  const port = bogus.port;
   const proxy = await startHttpProxy();
   t.after(async () => {
     await proxy.close();
@@ -158,12 +153,10 @@ test('a response with conflicting Content-Length becomes a 502 (RFC 9112 §6.3)'
 });
 
 test('a close-delimited response is forwarded and the client connection is closed after it', async (t) => {
-  const legacy = net.createServer((s) => {
+  const legacy = await startTcpOrigin((s) => {
     s.once('data', () => s.end('HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close'));
   });
-  legacy.listen(0, '127.0.0.1');
-  await once(legacy, 'listening');
-  const port = (legacy.address() as AddressInfo).port;
+  const port = legacy.port;
   const proxy = await startHttpProxy();
   t.after(async () => {
     await proxy.close();
@@ -195,10 +188,8 @@ test('a malformed chunked request body is a 400 when no response has started', a
 });
 
 test('an origin that accepts the request but never answers gets a 504 after the idle timeout, and the proxy serves the next request', async (t) => {
-  const stalled = net.createServer((socket) => socket.resume()); // reads, never writes
-  stalled.listen(0, '127.0.0.1');
-  await once(stalled, 'listening');
-  const stalledPort = (stalled.address() as AddressInfo).port;
+  const stalled = await startTcpOrigin((socket) => socket.resume());
+  const stalledPort = stalled.port;
   const origin = await startOrigin((_req, res) => res.end('fine'));
   const proxy = await startHttpProxy({ idleTimeoutMs: 300 });
   t.after(async () => {
