@@ -216,7 +216,7 @@ function summaryError(s: NativeRelaySummary, opts: RelayOptions): Error | undefi
     return Object.assign(new Error(`${syscall} ${s.code}`), { code: s.code, errno: s.errno, syscall });
   }
   if (s.reason === 'idle') return Object.assign(new Error(`relay idle for ${opts.idleTimeoutMs} ms`), { code: ErrorCode.IDLE_TIMEOUT });
-  if (s.reason !== undefined) return Object.assign(new Error(`relay ${s.reason}`), { code: 'MPX_ERR_RELAY_ABORTED' });
+  if (s.reason !== undefined) return Object.assign(new Error(`relay ${s.reason}`), { code: ErrorCode.RELAY_ABORTED });
   return undefined;
 }
 

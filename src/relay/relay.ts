@@ -13,6 +13,7 @@
  */
 import type { Socket } from 'node:net';
 import type { ConnectionContext } from '../core/context.js';
+import { ErrorCode } from '../core/errors.js';
 import type { Relay, RelayOptions, RelaySummary } from './types.js';
 
 type Side = 'downstream' | 'upstream';
@@ -53,25 +54,15 @@ class RelaySession {
     for (const [sock, side] of [[down, 'downstream'], [up, 'upstream']] as const) {
       sock.on('error', (err) => this.#fail(side, err));
       sock.once('close', () => this.#onClose(side));
-      // A socket that was already destroyed before the handover never emits 'close' again.
-      if (sock.destroyed) queueMicrotask(() => this.#onClose(side));
+      // A socket whose 'close' was already emitted before the handover never emits it again.
+      if (sock.closed) queueMicrotask(() => this.#onClose(side));
     }
     if (opts.idleTimeoutMs && opts.idleTimeoutMs > 0) {
-      down.setTimeout(opts.idleTimeoutMs, () => {
-        this.#first('proxy');
-        const err = Object.assign(new Error(`relay idle for ${opts.idleTimeoutMs} ms`), { code: 'MPX_ERR_IDLE_TIMEOUT' });
-        this.#error ??= err;
-        down.destroy();
-        up.destroy();
-      });
+      const idleMs = opts.idleTimeoutMs;
+      down.setTimeout(idleMs, () => this.#cut(ErrorCode.IDLE_TIMEOUT, `relay idle for ${idleMs} ms`));
     }
     // The proxy cutting the connection (listener destroy) ends the relay like an idle timeout.
-    const onAbort = () => {
-      this.#first('proxy');
-      this.#error ??= Object.assign(new Error('connection cut by the proxy'), { code: 'MPX_ERR_RELAY_ABORTED' });
-      down.destroy();
-      up.destroy();
-    };
+    const onAbort = () => this.#cut(ErrorCode.RELAY_ABORTED, 'connection cut by the proxy');
     if (this.ctx.signal.aborted) queueMicrotask(onAbort);
     else {
       this.ctx.signal.addEventListener('abort', onAbort, { once: true });
@@ -100,6 +91,14 @@ class RelaySession {
 
   #first(side: RelaySummary['endedBy']): void {
     this.#endedBy ??= side;
+  }
+
+  /** The proxy ends the relay (idle timeout, shutdown): both sockets go, the proxy ended it. */
+  #cut(code: ErrorCode, message: string): void {
+    this.#first('proxy');
+    this.#error ??= Object.assign(new Error(message), { code });
+    this.down.destroy();
+    this.up.destroy();
   }
 
   #fail(side: Side, err: Error): void {
