@@ -41,6 +41,7 @@ export const httpDefaults = {
   maxHeaderBytes: 64 * 1024,
   maxHeaderCount: 100,
   keepAliveTimeoutMs: 60_000,
+  upstreamIdleTimeoutMs: 30_000,
   via: 'mptcp-proxy',
 } as const;
 

@@ -220,6 +220,7 @@ function readListener(sec: Section, index: number): ListenerConfig {
         maxHeaderBytes: sec.int('maxHeaderBytes', httpDefaults.maxHeaderBytes, 1024, 1024 * 1024),
         maxHeaderCount: sec.int('maxHeaderCount', httpDefaults.maxHeaderCount, 8, 10_000),
         keepAliveTimeoutMs: sec.int('keepAliveTimeoutMs', httpDefaults.keepAliveTimeoutMs, 100, 3_600_000),
+        upstreamIdleTimeoutMs: sec.int('upstreamIdleTimeoutMs', httpDefaults.upstreamIdleTimeoutMs, 0, 3_600_000),
         via: sec.str('via', httpDefaults.via)!,
       };
       break;

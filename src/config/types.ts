@@ -38,6 +38,9 @@ export interface HttpListenerConfig extends ListenerBase {
   maxHeaderCount: number;
   /** How long an idle keep-alive client connection is kept between requests. */
   keepAliveTimeoutMs: number;
+  /** How long an idle upstream connection is kept in the listener's pool for reuse by any
+   *  client session to the same host:port; 0 disables pooling. */
+  upstreamIdleTimeoutMs: number;
   /** Pseudonym put in the Via header (RFC 9110 §7.6.3). */
   via: string;
 }

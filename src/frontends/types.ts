@@ -26,4 +26,6 @@ export interface FrontendDeps {
 export interface Frontend {
   readonly kind: FrontendKind;
   handle(socket: Socket, ctx: ConnectionContext): Promise<void>;
+  /** Releases what the front-end holds across connections (the HTTP upstream pool). */
+  close?(): void;
 }

@@ -91,6 +91,7 @@ export class ProxyListener {
     this.#closed ??= (async () => {
       this.#state = 'closing';
       if (this.#server.listening) await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      this.#deps.frontend.close?.();
       // Connections accepted before the close still run to their end.
       while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
       this.#state = 'closed';

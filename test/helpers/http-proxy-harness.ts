@@ -16,6 +16,7 @@ import type { ConnectionContext } from '../../src/core/context.js';
 import { createLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
 import { createHttpFrontend } from '../../src/frontends/http/index.js';
+import type { Frontend } from '../../src/frontends/types.js';
 import { relayBothWays } from '../../src/relay/relay.js';
 import { createDialer } from '../../src/upstream/dialer.js';
 import type { Dial } from '../../src/upstream/types.js';
@@ -29,6 +30,8 @@ export interface HttpProxyHarness {
   logs: string[];
   /** Resolves when every handle() promise so far has resolved. */
   settled(): Promise<void>;
+  /** The front-end (its close() empties the idle upstream pool). */
+  frontend: Frontend;
   close(): Promise<void>;
 }
 
@@ -76,6 +79,7 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
     maxHeaderBytes: 8192,
     maxHeaderCount: 50,
     keepAliveTimeoutMs: 5000,
+    upstreamIdleTimeoutMs: 30_000,
     via: 'mptcp-proxy-test',
     ...opts.cfg,
   };
@@ -115,8 +119,10 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
     settled: async () => {
       await Promise.all(handles);
     },
+    frontend,
     close: async () => {
       server.close();
+      frontend.close?.();
       for (const s of sockets) s.destroy();
       await Promise.all(handles);
     },

@@ -34,6 +34,8 @@ import type { RequestHead, RequestTarget, ResponseHead } from './parser.js';
 import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
 import { CONNECT_ESTABLISHED, PROXY_AUTHENTICATE, buildErrorReply, httpStatusFor } from './status.js';
 import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
+import { UpstreamPool } from './pool.js';
+import type { PoolableUpstream } from './pool.js';
 
 export { httpStatusFor } from './status.js';
 
@@ -52,11 +54,20 @@ export interface HttpFrontendOptions {
 
 export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, opts: HttpFrontendOptions = {}): Frontend {
   const idleTimeoutMs = opts.idleTimeoutMs ?? 0;
+  // One idle upstream pool per listener (see pool.ts, also for why sharing it across this
+  // listener's sessions is safe with respect to the destination access check).
+  const pool = new UpstreamPool({ idleTimeoutMs: cfg.upstreamIdleTimeoutMs });
   return {
     kind: 'http',
-    handle: (socket, ctx) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs).run(),
+    handle: (socket, ctx) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool).run(),
+    close: () => pool.close(),
   };
 }
+
+/** Methods a pooled connection may carry (RFC 9110 §9.2.2 idempotent), and only without a
+ *  request body: if the server closed the pooled connection as we wrote, such a request is
+ *  retried on a fresh dial with nothing lost (HAProxy's `http-reuse safe`). */
+const POOL_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
 interface ProxyRequest {
   head: RequestHead;
@@ -65,15 +76,8 @@ interface ProxyRequest {
   startedAt: number;
 }
 
-interface UpstreamConnection {
-  /** host:port, for keep-alive reuse. */
-  key: string;
-  target: TargetAddress;
-  socket: Socket;
-  reader: SocketReader;
-  /** Exchanges completed on this connection. */
-  served: number;
-}
+/** key is host:port, for keep-alive reuse (by this session, or via the pool by others). */
+type UpstreamConnection = PoolableUpstream;
 
 interface ExchangeState {
   /** A final response head has been written to the client: no error reply is possible now. */
@@ -113,6 +117,7 @@ class HttpProxySession {
   readonly #ctx: ConnectionContext;
   readonly #cfg: HttpListenerConfig;
   readonly #deps: FrontendDeps;
+  readonly #pool: UpstreamPool;
   #up: UpstreamConnection | null = null;
   readonly #idleTimeoutMs: number | undefined;
   #requests = 0;
@@ -120,8 +125,14 @@ class HttpProxySession {
   /** Connection byte counters when the current request began, for per-request byte counts. */
   #bytesAtRequestStart = { fromDownstream: 0, fromUpstream: 0 };
 
-  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps, idleTimeoutMs: number) {
+  /** Upstream bytes read count to this session, whoever dialed the connection. */
+  readonly #countUpstream = (n: number): void => {
+    this.#ctx.bytes.fromUpstream += n;
+  };
+
+  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps, idleTimeoutMs: number, pool: UpstreamPool) {
     this.#client = socket;
+    this.#pool = pool;
     this.#ctx = ctx;
     this.#cfg = cfg;
     this.#deps = deps;
@@ -264,19 +275,25 @@ class HttpProxySession {
   // ---- 3. dial ------------------------------------------------------------------------------
 
   /** The kept-alive upstream connection if it goes to the same host:port and is idle and
-   *  healthy; otherwise a fresh dial (closing the old one). */
-  async #upstreamFor(target: TargetAddress): Promise<UpstreamConnection> {
+   *  healthy; else (when `mayPool`) the listener's most recently parked one to host:port;
+   *  otherwise a fresh dial. An old connection to another host:port goes to the pool. */
+  async #upstreamFor(target: TargetAddress, mayPool: boolean): Promise<UpstreamConnection> {
     const key = formatTarget(target);
     const current = this.#up;
     if (current !== null) {
       if (current.key === key && current.reader.idleUsable) return current;
-      this.#releaseUpstream();
+      this.#releaseUpstream(current.reader.idleUsable);
+    }
+    const pooled = mayPool ? this.#pool.take(key) : undefined;
+    if (pooled !== undefined) {
+      pooled.reader.rebind(this.#countUpstream);
+      if (pooled.facts) this.#ctx.upstream = pooled.facts;
+      this.#up = pooled;
+      return pooled;
     }
     const socket = await this.#dial(target);
-    const reader = new SocketReader(socket, (n) => {
-      this.#ctx.bytes.fromUpstream += n;
-    });
-    this.#up = { key, target, socket, reader, served: 0 };
+    const reader = new SocketReader(socket, this.#countUpstream);
+    this.#up = { key, target, socket, reader, served: 0, idle: true, facts: this.#ctx.upstream };
     return this.#up;
   }
 
@@ -295,18 +312,21 @@ class HttpProxySession {
     }
   }
 
-  #releaseUpstream(): void {
+  /** Gives up the upstream connection: to the listener's pool when `reusable` and its last
+   *  exchange ended cleanly with keep-alive allowed (`idle`), else destroyed. */
+  #releaseUpstream(reusable = false): void {
     const up = this.#up;
     if (up === null) return;
     this.#up = null;
-    up.socket.destroy();
+    if (reusable && up.idle && up.served > 0) this.#pool.put(up);
+    else up.socket.destroy();
   }
 
   // ---- 4. forward / tunnel ------------------------------------------------------------------
 
   /** CONNECT: dial, reply 200, hand both sockets to the relay and wait for its summary. */
   async #tunnel(req: ProxyRequest): Promise<void> {
-    this.#releaseUpstream();
+    this.#releaseUpstream(true);
     const upstream = await this.#dial(req.target.target);
     let earlyError: Error | undefined;
     const onEarlyError = (err: Error): void => {
@@ -362,8 +382,10 @@ class HttpProxySession {
       authority: req.target.authority,
       via: this.#cfg.via,
     });
+    const mayPool = req.framing.kind === 'none' && POOL_METHODS.has(req.head.method);
     for (let attempt = 0; ; attempt += 1) {
-      const up = await this.#upstreamFor(req.target.target);
+      // The retry dials fresh: it must not land on another stale pooled connection.
+      const up = await this.#upstreamFor(req.target.target, mayPool && attempt === 0);
       const state: ExchangeState = { responseStarted: false, bodyStarted: false };
       try {
         return await this.#exchange(req, up, requestHead, state);
@@ -388,6 +410,7 @@ class HttpProxySession {
   }
 
   async #exchange(req: ProxyRequest, up: UpstreamConnection, requestHead: Buffer, state: ExchangeState): Promise<boolean> {
+    up.idle = false;
     try {
       await writeAll(up.socket, requestHead);
     } catch (err) {
@@ -424,6 +447,7 @@ class HttpProxySession {
     // sides is unknown, so neither is reused.
     const bodyDone = pumpResult?.ok === true;
     if (!outcome.keepUpstream || !bodyDone) this.#releaseUpstream();
+    else up.idle = true;
     return bodyDone && !outcome.closeClient;
   }
 
@@ -665,7 +689,7 @@ class HttpProxySession {
    *  and dropping for a moment so unread request bytes do not turn our reply into an RST). */
   async #closeAll(): Promise<void> {
     if (this.#handedOver) return;
-    this.#releaseUpstream();
+    this.#releaseUpstream(true);
     const client = this.#client;
     if (client.destroyed) return;
     this.#down.discard();

@@ -15,7 +15,7 @@ export type ReadResult = Buffer | null | typeof READ_TIMEOUT;
 
 export class SocketReader {
   readonly socket: Socket;
-  readonly #count: (n: number) => void;
+  #count: (n: number) => void;
   #queue: Buffer[] = [];
   #ended = false;
   #error: Error | null = null;
@@ -33,6 +33,12 @@ export class SocketReader {
     socket.on('close', this.#onEnd);
     if (socket.destroyed) this.#ended = true;
     socket.resume();
+  }
+
+  /** Points the byte counter elsewhere: a pooled upstream connection counts its bytes to
+   *  the session that uses it now, not the one that dialed it. */
+  rebind(count: (n: number) => void): void {
+    this.#count = count;
   }
 
   /** EOF or error seen and nothing left to read. */
