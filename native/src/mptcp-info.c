@@ -477,7 +477,11 @@ bool mpx_summary_to_object(napi_env env, const struct mpx_subflow_summary *s, na
 	return true;
 }
 
-napi_value mpx_js_subflow_summary(napi_env env, napi_callback_info info)
+/*
+ * subflowSummary(fd) → {count, paths} and subflowCount(fd) → count share one body: both are
+ * null for a socket that is not (or no longer) MPTCP; want_paths says which answer is built.
+ */
+static napi_value subflow_answer(napi_env env, napi_callback_info info, bool want_paths)
 {
 	int32_t fd;
 	if (!get_fd_arg(env, info, &fd))
@@ -485,7 +489,8 @@ napi_value mpx_js_subflow_summary(napi_env env, napi_callback_info info)
 	struct mpx_subflow_summary s;
 	int err = 0;
 	const char *syscall = "getsockopt(MPTCP_INFO)";
-	enum mpx_summary_result r = mpx_subflow_summary(fd, true, &s, &err, &syscall);
+	/* With want_paths false only count is filled; the paths array stays uninitialized. */
+	enum mpx_summary_result r = mpx_subflow_summary(fd, want_paths, &s, &err, &syscall);
 	napi_value out;
 	if (r == MPX_SUMMARY_ERROR)
 		return mpx_throw_errno(env, err, syscall);
@@ -493,27 +498,21 @@ napi_value mpx_js_subflow_summary(napi_env env, napi_callback_info info)
 		NAPI_CALL(env, napi_get_null(env, &out));
 		return out;
 	}
+	if (!want_paths) {
+		NAPI_CALL(env, napi_create_uint32(env, s.count, &out));
+		return out;
+	}
 	if (!mpx_summary_to_object(env, &s, &out))
 		return NULL;
 	return out;
 }
 
+napi_value mpx_js_subflow_summary(napi_env env, napi_callback_info info)
+{
+	return subflow_answer(env, info, true);
+}
+
 napi_value mpx_js_subflow_count(napi_env env, napi_callback_info info)
 {
-	int32_t fd;
-	if (!get_fd_arg(env, info, &fd))
-		return NULL;
-	struct mpx_subflow_summary s;
-	int err = 0;
-	const char *syscall = "getsockopt(MPTCP_INFO)";
-	/* want_paths false: only count is touched, the paths array stays uninitialized. */
-	enum mpx_summary_result r = mpx_subflow_summary(fd, false, &s, &err, &syscall);
-	napi_value out;
-	if (r == MPX_SUMMARY_ERROR)
-		return mpx_throw_errno(env, err, syscall);
-	if (r == MPX_SUMMARY_NOT_MPTCP)
-		NAPI_CALL(env, napi_get_null(env, &out));
-	else
-		NAPI_CALL(env, napi_create_uint32(env, s.count, &out));
-	return out;
+	return subflow_answer(env, info, false);
 }
