@@ -27,6 +27,8 @@ export async function tunnelTo(socket: Socket, ctx: ConnectionContext, target: T
     socket.off('close', onEarlyClose);
     socket.off('error', onEarlyClose);
   }
-  // 2. relay until both sides are done
-  await deps.relay(socket, upstream, ctx, { idleTimeoutMs });
+  // 2. relay until both sides are done. Returned rather than awaited, so this frame (and its
+  //    references to both sockets) ends now: the native relay destroys the sockets at the
+  //    handover, and nothing should keep them alive for the rest of the connection.
+  return deps.relay(socket, upstream, ctx, { idleTimeoutMs }).then(() => undefined);
 }

@@ -132,6 +132,7 @@ export class ProxyListener {
     this.#cuts.add(cut);
     const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: cut.signal });
     this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
     if (facts.mptcp) {
       // Sample at both half-closes: whichever comes first finds the subflows still up (after
       // both DATA_FINs the kernel may already be closing them, RFC 8684 §3.3.3), and the later
@@ -144,16 +145,24 @@ export class ProxyListener {
     }
     publishConnOpen({ ctx });
     // 3. hand over; the front-end resolves when the connection is over
-    const running: Promise<void> = frontend
-      .handle(socket, ctx)
+    this.#track(frontend.handle(socket, ctx), new WeakRef(socket), client, ctx, cut);
+  }
+
+  /**
+   * Follows one front-end run to its end: releases the client's slot and publishes conn:close.
+   * It keeps only a weak reference to the socket: once the native relay has taken the fds over
+   * and destroyed the net.Socket, nothing here should keep that object (and its stream state)
+   * alive for the rest of the connection.
+   */
+  #track(run: Promise<void>, socketRef: WeakRef<Socket>, client: string, ctx: ConnectionContext, cut: AbortController): void {
+    const running: Promise<void> = run
       .catch((err: unknown) => {
         // handle() must not throw; if it does, it is our bug — log it, keep serving.
-        log.error('front-end failed', { conn: ctx.id, err });
-        socket.destroy();
+        this.#deps.log.error('front-end failed', { conn: ctx.id, err });
+        socketRef.deref()?.destroy();
       })
       .finally(() => {
-        this.#sockets.delete(socket);
-        limiter.release(client);
+        this.#deps.limiter.release(client);
         publishConnClose({
           ctx,
           durationMs: performance.now() - ctx.startedAt,

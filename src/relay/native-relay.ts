@@ -126,34 +126,56 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
   if (sampleDownstream) sampleSubflows(socketFd(downstream), ctx);
   const headToUp = joinHead(opts.downstreamHead, fromDown);
   const headToDown = joinHead(opts.upstreamHead, fromUp);
-  return new Promise<RelaySummary>((resolve) => {
-    // The proxy cutting the connection (listener destroy) aborts it inside the engine.
-    const onAbort = (): void => {
-      const live = liveRelays.get(ctx);
-      if (live !== undefined) engine.relayAbort(live);
-    };
-    const onDone = (s: NativeRelaySummary): void => {
-      ctx.signal.removeEventListener('abort', onAbort);
-      if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
-      liveRelays.delete(ctx);
-      resolve(accountSummary(s, ctx, opts));
-    };
-    let id: number;
-    try {
-      id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream);
-    } catch (err) {
-      for (const fd of fds) engine.close(fd);
-      ctx.log.warn('native relay refused the connection; using the JS relay', { conn: ctx.id, err });
-      resolve(fallBack(downstream, upstream, ctx, opts, fromDown, fromUp));
-      return;
-    }
-    liveRelays.set(ctx, id);
-    downstream.destroy();
-    upstream.destroy();
-    if (ctx.signal.aborted) onAbort();
-    else ctx.signal.addEventListener('abort', onAbort, { once: true });
-  });
+  let started: Promise<RelaySummary>;
+  try {
+    started = startInEngine(engine, fdDown, fdUp, headToUp, headToDown, ctx, opts, sampleDownstream);
+  } catch (err) {
+    for (const fd of fds) engine.close(fd);
+    ctx.log.warn('native relay refused the connection; using the JS relay', { conn: ctx.id, err });
+    return fallBack(downstream, upstream, ctx, opts, fromDown, fromUp);
+  }
+  downstream.destroy();
+  upstream.destroy();
+  // Returned, not awaited: this frame's references to the destroyed sockets end here.
+  return started;
 };
+
+/**
+ * Starts the relay in the engine. Its closures see only the context and options, never the
+ * net.Sockets, so those can be collected while the engine carries the connection (idle memory).
+ * Throws, with the fds still the caller's, when the engine refuses.
+ */
+function startInEngine(
+  engine: NativeRelayEngine,
+  fdDown: number,
+  fdUp: number,
+  headToUp: Buffer | null,
+  headToDown: Buffer | null,
+  ctx: ConnectionContext,
+  opts: RelayOptions,
+  sampleDownstream: boolean,
+): Promise<RelaySummary> {
+  let resolveSummary!: (s: RelaySummary) => void;
+  const summary = new Promise<RelaySummary>((resolve) => {
+    resolveSummary = resolve;
+  });
+  // The proxy cutting the connection (listener destroy) aborts it inside the engine.
+  const onAbort = (): void => {
+    const live = liveRelays.get(ctx);
+    if (live !== undefined) engine.relayAbort(live);
+  };
+  const onDone = (s: NativeRelaySummary): void => {
+    ctx.signal.removeEventListener('abort', onAbort);
+    if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
+    liveRelays.delete(ctx);
+    resolveSummary(accountSummary(s, ctx, opts));
+  };
+  const id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream);
+  liveRelays.set(ctx, id);
+  if (ctx.signal.aborted) onAbort();
+  else ctx.signal.addEventListener('abort', onAbort, { once: true });
+  return summary;
+}
 
 /** Resolves true once every queued write reached the kernel, false if the socket died first. */
 function flushWrites(socket: Socket): Promise<boolean> {
