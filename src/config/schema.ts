@@ -9,6 +9,7 @@
 import { isIP } from 'node:net';
 import { ConfigError, type TargetAddress } from '../core/errors.js';
 import { LogLevels } from '../core/logger.js';
+// The access module's own CIDR parser: the schema and the policy accept exactly the same networks.
 import { parseCidr } from '../access/cidr.js';
 import type { FrontendKind } from '../core/context.js';
 import type {
@@ -186,11 +187,6 @@ function checkPortRange(s: string, key: string): void {
   if (!m || lo < 1 || hi > 65535 || lo > hi) throw new ConfigError(key, `"${s}" is not a port or port range`, 'write a port like "443" or a range like "8000-8999"');
 }
 
-/** The access module's own CIDR parser, so the schema and the policy accept exactly the same networks. */
-function checkCidr(s: string, key: string): void {
-  parseCidr(s, key);
-}
-
 function readLog(sec: Section): LogConfig {
   const out: LogConfig = {
     level: sec.oneOf('level', 'info', LogLevels),
@@ -286,9 +282,9 @@ function readRelay(sec: Section): RelayConfig {
 function readAccess(sec: Section): AccessConfig {
   const credentialsFile = sec.str('credentialsFile');
   const out: AccessConfig = {
-    allowClients: sec.strList('allowClients', DEFAULT_ALLOWED_CLIENTS, checkCidr),
-    denyDestinations: sec.strList('denyDestinations', DEFAULT_DENIED_DESTINATIONS, checkCidr),
-    allowDestinations: sec.strList('allowDestinations', [], checkCidr),
+    allowClients: sec.strList('allowClients', DEFAULT_ALLOWED_CLIENTS, parseCidr),
+    denyDestinations: sec.strList('denyDestinations', DEFAULT_DENIED_DESTINATIONS, parseCidr),
+    allowDestinations: sec.strList('allowDestinations', [], parseCidr),
     denyPorts: sec.strList('denyPorts', [], checkPortRange),
     allowPorts: sec.strList('allowPorts', [], checkPortRange),
     maxConnectionsPerClient: sec.int('maxConnectionsPerClient', accessDefaults.maxConnectionsPerClient, 0, 1_000_000),

@@ -7,6 +7,12 @@ import type { ConnectionContext } from '../core/context.js';
 import { formatTarget, type TargetAddress } from '../core/errors.js';
 import type { FrontendDeps } from './types.js';
 
+/** Options of the front-ends built on tunnelTo (tcp-forward, transparent). */
+export interface TunnelFrontendOptions {
+  /** Relay idle timeout (relay.idleTimeoutMs). */
+  idleTimeoutMs: number;
+}
+
 export async function tunnelTo(socket: Socket, ctx: ConnectionContext, target: TargetAddress, deps: FrontendDeps, idleTimeoutMs: number): Promise<void> {
   ctx.target = target;
   // 1. dial — give up if the client leaves while we are still connecting

@@ -8,6 +8,7 @@
  */
 import type { Socket } from 'node:net';
 import { isSystemError } from '../core/errors.js';
+import { unmapAddress } from '../core/context.js';
 import { loadNative, type NativeAddress, type RawMptcpInfo, type RawSubflow } from './native.js';
 import { socketFd } from './socket.js';
 
@@ -178,8 +179,8 @@ export function toSubflowInfo(raw: RawSubflow): SubflowInfo {
 function formatEndpoint(e: SubflowEndpoint | null): string {
   if (e === null) return '?';
   // IPv4 subflows of a dual-stack socket come as ::ffff:a.b.c.d; show them as the IPv4 they are.
-  if (e.family === 6 && e.address.startsWith('::ffff:') && e.address.includes('.')) return `${e.address.slice(7)}:${e.port}`;
-  return e.family === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+  const address = unmapAddress(e.address);
+  return address.includes(':') ? `[${address}]:${e.port}` : `${address}:${e.port}`;
 }
 
 /** "local → remote", e.g. "10.0.1.1:40000 → 10.0.0.2:8080", for logs and the dashboard. */

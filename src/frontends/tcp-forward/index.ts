@@ -6,12 +6,7 @@
  */
 import type { TcpForwardListenerConfig } from '../../config/types.js';
 import type { Frontend, FrontendDeps } from '../types.js';
-import { tunnelTo } from '../tunnel.js';
-
-export interface TunnelFrontendOptions {
-  /** Relay idle timeout (relay.idleTimeoutMs). */
-  idleTimeoutMs: number;
-}
+import { tunnelTo, type TunnelFrontendOptions } from '../tunnel.js';
 
 export function createTcpForwardFrontend(cfg: TcpForwardListenerConfig, deps: FrontendDeps, opts: TunnelFrontendOptions): Frontend {
   return {

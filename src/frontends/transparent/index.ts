@@ -24,8 +24,7 @@ import type { TargetAddress } from '../../core/errors.js';
 import { unmapAddress } from '../../core/context.js';
 import { originalDestination } from '../../mptcp/index.js';
 import type { Frontend, FrontendDeps } from '../types.js';
-import { tunnelTo } from '../tunnel.js';
-import type { TunnelFrontendOptions } from '../tcp-forward/index.js';
+import { tunnelTo, type TunnelFrontendOptions } from '../tunnel.js';
 
 /** Where the client was going; unmaps dual-stack IPv4 so the dialer sees a plain IPv4 target. */
 function recoverDestination(socket: Socket, mode: TransparentListenerConfig['mode']): TargetAddress {
