@@ -32,6 +32,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "subflowSummary", NULL, mpx_js_subflow_summary, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "subflowCount", NULL, mpx_js_subflow_count, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayStart", NULL, mpx_js_relay_start, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "pumpStart", NULL, mpx_js_pump_start, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayStats", NULL, mpx_js_relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetThreads", NULL, mpx_js_relay_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -38,6 +38,17 @@
  *   timeout or relayAbort() also closes both. Then a summary goes to JS through a
  *   napi_threadsafe_function, which is unref'd whenever no relay is live so the engine never
  *   keeps the process alive on its own.
+ * - Pumps (pumpStart): a relay with one direction and a byte limit, for a message body whose
+ *   length JS knows (an HTTP Content-Length body) or that runs to EOF. It moves bytes from
+ *   fd[SIDE_DOWN] ("from") to fd[SIDE_UP] ("to") only, and JS keeps both sockets: it may
+ *   read "to" and write "from" meanwhile (the other HTTP direction), so a pump registers
+ *   "from" for EPOLLIN only and "to" for EPOLLOUT only, never reads "to", never shuts
+ *   either down, and never reads a byte of "from" beyond its limit — every read is capped
+ *   at the bytes still due, so the next message stays in the kernel for Node to read.
+ *   Reaching the limit ends the pump at once (EPOLL_CTL_DEL, close of the dups) even if
+ *   "from" is still readable: nothing is left waiting for an edge. EOF is 'done' for an
+ *   until-EOF pump and 'eof' (an early end) for a limited one. It shares everything else
+ *   with relays: threads, buffer pool, ready list, idle sweep, relayAbort, relayStats, stop.
  */
 #include "relay.h"
 #include "common.h"
@@ -94,11 +105,17 @@ struct relay {
 	napi_ref on_done;
 	bool registered, finished, on_ready;
 	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
+	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
+	bool until_eof; /* pump: no limit, EOF ends it */
+	uint64_t remaining; /* pump with a limit: bytes still to read from fd[SIDE_DOWN] */
+	int pump_end; /* enum pump_end: how a pump ended by itself */
 	struct mpx_subflow_summary *subflows; /* the sample, NULL if none (not MPTCP by then) */
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
 };
+
+enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
 
 enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP };
 
@@ -138,6 +155,8 @@ struct msg {
 	int ended_by, err;
 	const char *syscall, *reason;
 	double duration_ms;
+	bool pump;
+	const char *pump_ended_by; /* pump: 'done', 'eof', 'error' or the proxy's reason */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -301,6 +320,15 @@ static void finish(struct engine_thread *t, struct relay *r)
 	m->syscall = r->syscall;
 	m->reason = r->reason;
 	m->duration_ms = now_ms_precise() - (double)r->started_ms;
+	if (r->pump) {
+		m->pump = true;
+		/* The proxy's reason first (an abort may race a write error), then an error, then
+		 * how the pump ended by itself. */
+		m->pump_ended_by = r->reason != NULL ? r->reason
+				   : r->err != 0	? "error"
+				   : r->pump_end == PUMP_EOF ? "eof"
+							 : "done";
+	}
 	post(t, m);
 }
 
@@ -333,6 +361,9 @@ static void mark_ready(struct engine_thread *t, struct relay *r)
  * nothing (EAGAIN), the destination is full (short write / EAGAIN), EOF, or BURST buffers. */
 static void pump(struct engine_thread *t, struct relay *r, int d)
 {
+	/* A pump's destination is read by JS, never by us (its events only mean "writable"). */
+	if (r->pump && d != SIDE_DOWN)
+		return;
 	struct direction *x = &r->dir[d];
 	int src = r->fd[d], dst = r->fd[1 - d];
 	for (int i = 0; i < BURST && !r->finished;) {
@@ -353,6 +384,14 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			continue;
 		}
 		direction_release(t, x);
+		if (r->pump && (x->eof || (!r->until_eof && r->remaining == 0))) {
+			/* Everything read is written. Ending here, not at the next edge, is what keeps
+			 * ET correct when "from" still holds the next message's bytes: the fds leave
+			 * the epoll set now, so no edge is owed to anyone. */
+			r->pump_end = x->eof && !r->until_eof ? PUMP_EOF : PUMP_DONE;
+			finish(t, r);
+			return;
+		}
 		if (x->eof) {
 			if (!x->shut) {
 				x->shut = true;
@@ -375,10 +414,16 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
 			return;
 		}
-		ssize_t n = recv(src, x->buf, RELAY_BUF_SIZE, 0);
+		size_t want = RELAY_BUF_SIZE;
+		/* Never past a pump's limit: the bytes after it belong to the next message. */
+		if (r->pump && !r->until_eof && r->remaining < want)
+			want = (size_t)r->remaining;
+		ssize_t n = recv(src, x->buf, want, 0);
 		if (n > 0) {
 			x->off = 0;
 			x->len = (size_t)n;
+			if (r->pump && !r->until_eof)
+				r->remaining -= (uint64_t)n;
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
 			r->last_activity_ms = t->now_ms;
 			i++;
@@ -387,7 +432,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (n == 0) {
 			x->eof = true;
 			first_end(r, d);
-			if (d == SIDE_DOWN)
+			if (d == SIDE_DOWN && !r->pump)
 				sample_downstream(r); /* the client's DATA_FIN: sample before passing it on */
 			continue; /* releases the buffer and passes the FIN on */
 		}
@@ -414,7 +459,8 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 		int err = 0;
 		socklen_t len = sizeof(err);
 		if (getsockopt(r->fd[side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
-			fail(t, r, side, err, "read");
+			/* A pump only ever writes its destination: name the call that would have failed. */
+			fail(t, r, side, err, r->pump && side == SIDE_UP ? "write" : "read");
 			return;
 		}
 	}
@@ -431,8 +477,11 @@ static void add_relay(struct engine_thread *t, struct relay *r)
 		t->relays->prev = r;
 	t->relays = r;
 	for (int s = 0; s < 2; s++) {
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-					  .data.u64 = (uint64_t)(uintptr_t)r | (uint64_t)s };
+		/* A pump waits for "from" to be readable and "to" to be writable, nothing else
+		 * (EPOLLERR and EPOLLHUP are always reported): bytes the client pipelines on "to"
+		 * are JS's and must not wake us. */
+		uint32_t want = !r->pump ? EPOLLIN | EPOLLOUT | EPOLLRDHUP : s == SIDE_DOWN ? EPOLLIN | EPOLLRDHUP : EPOLLOUT;
+		struct epoll_event ev = { .events = want | EPOLLET, .data.u64 = (uint64_t)(uintptr_t)r | (uint64_t)s };
 		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd[s], &ev) < 0) {
 			int err = errno;
 			if (s == 1)
@@ -592,26 +641,50 @@ static bool set_double(napi_env env, napi_value obj, const char *key, double v)
 	return mpx_set_value(env, obj, key, js);
 }
 
+static bool set_errno_fields(napi_env env, napi_value o, const struct msg *m)
+{
+	char namebuf[32];
+	const char *code = strerrorname_np(m->err);
+	if (code == NULL) {
+		snprintf(namebuf, sizeof(namebuf), "E%d", m->err);
+		code = namebuf;
+	}
+	return mpx_set_i32(env, o, "errno", -m->err) && mpx_set_string(env, o, "code", code) &&
+	       mpx_set_string(env, o, "syscall", m->syscall ? m->syscall : "relay");
+}
+
+/* { id, moved, endedBy: 'done'|'eof'|'error'|'idle'|'aborted'|'engine-stopped', durationMs,
+ *   [errno, code, syscall, side: 'from'|'to'] } — moved counts bytes read from "from", the
+ * head excluded; side is absent when the proxy itself failed (ENOMEM, epoll_ctl). */
+static napi_value pump_summary_object(napi_env env, const struct msg *m)
+{
+	napi_value o;
+	NAPI_CALL(env, napi_create_object(env, &o));
+	if (!set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "moved", m->from_down) ||
+	    !mpx_set_string(env, o, "endedBy", m->pump_ended_by) || !set_double(env, o, "durationMs", m->duration_ms))
+		return NULL;
+	if (m->err != 0) {
+		if (!set_errno_fields(env, o, m))
+			return NULL;
+		if (m->ended_by != SIDE_PROXY && !mpx_set_string(env, o, "side", m->ended_by == SIDE_DOWN ? "from" : "to"))
+			return NULL;
+	}
+	return o;
+}
+
 static napi_value summary_object(napi_env env, const struct msg *m)
 {
 	static const char *const sides[] = { "downstream", "upstream", "proxy" };
+	if (m->pump)
+		return pump_summary_object(env, m);
 	napi_value o;
 	NAPI_CALL(env, napi_create_object(env, &o));
 	if (!set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "fromDownstream", m->from_down) ||
 	    !mpx_set_u64(env, o, "fromUpstream", m->from_up) || !mpx_set_string(env, o, "endedBy", sides[m->ended_by]) ||
 	    !set_double(env, o, "durationMs", m->duration_ms))
 		return NULL;
-	if (m->err != 0) {
-		char namebuf[32];
-		const char *code = strerrorname_np(m->err);
-		if (code == NULL) {
-			snprintf(namebuf, sizeof(namebuf), "E%d", m->err);
-			code = namebuf;
-		}
-		if (!mpx_set_i32(env, o, "errno", -m->err) || !mpx_set_string(env, o, "code", code) ||
-		    !mpx_set_string(env, o, "syscall", m->syscall ? m->syscall : "relay"))
-			return NULL;
-	}
+	if (m->err != 0 && !set_errno_fields(env, o, m))
+		return NULL;
 	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
 		return NULL;
 	if (m->subflows != NULL) {
@@ -846,6 +919,8 @@ static void free_relay_args(napi_env env, struct relay *r)
 	free(r);
 }
 
+static napi_value submit(napi_env env, struct relay *r, napi_value on_done);
+
 /* On success the engine owns both fds and closes them; on a throw the caller still does. */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 {
@@ -904,6 +979,13 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	}
 	for (int s = 0; s < 2; s++)
 		atomic_init(&r->dir[s].bytes, r->dir[s].len);
+	return submit(env, r, on_done);
+}
+
+/* Hands a filled-in relay (or pump) to an engine thread and returns its id; on a throw, r
+ * and its head are freed and the fds are still the caller's. */
+static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
+{
 	napi_status st = napi_create_reference(env, on_done, 1, &r->on_done);
 	if (st != napi_ok) {
 		free_relay_args(env, r);
@@ -938,6 +1020,77 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	/* From here the thread owns r; a failed wake-up only delays it to the next event. */
 	push_cmd(r->thread, c);
 	return id;
+}
+
+/* 2^53: the largest length a JS number carries exactly. */
+#define MAX_PUMP_LENGTH 9007199254740992.0
+
+/* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id. length = bytes still
+ * to read from fdFrom after head (head is written to fdTo first), or -1 for "until EOF".
+ * On success the engine owns both fds (dups; it closes them, never shuts them down); on a
+ * throw the caller still does. */
+napi_value mpx_js_pump_start(napi_env env, napi_callback_info info)
+{
+	napi_value argv[6];
+	size_t argc = 6;
+	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	if (argc < 6) {
+		napi_throw_type_error(env, "ERR_MISSING_ARGS", "pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone)");
+		return NULL;
+	}
+	if (g.env != NULL && g.env != env) {
+		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
+		return NULL;
+	}
+	int32_t fd_from, fd_to;
+	double length, idle;
+	napi_value on_done;
+	if (!mpx_arg_int32(env, argv[0], "fdFrom", &fd_from) || !mpx_arg_int32(env, argv[1], "fdTo", &fd_to))
+		return NULL;
+	napi_valuetype t;
+	NAPI_CALL(env, napi_typeof(env, argv[3], &t));
+	if (t != napi_number) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"length\" argument must be of type number");
+		return NULL;
+	}
+	NAPI_CALL(env, napi_get_value_double(env, argv[3], &length));
+	if (!(length == -1 || (length >= 0 && length <= MAX_PUMP_LENGTH && length == (double)(uint64_t)length))) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "length must be -1 (until EOF) or an integer from 0 to 2^53");
+		return NULL;
+	}
+	NAPI_CALL(env, napi_typeof(env, argv[4], &t));
+	if (t != napi_number) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"idleTimeoutMs\" argument must be of type number");
+		return NULL;
+	}
+	NAPI_CALL(env, napi_get_value_double(env, argv[4], &idle));
+	if (!arg_function(env, argv[5], "onDone", false, &on_done))
+		return NULL;
+	if (fd_from < 0 || fd_to < 0 || fd_from == fd_to) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fdFrom and fdTo must be two different open file descriptors");
+		return NULL;
+	}
+	if (!set_nonblocking(env, fd_from) || !set_nonblocking(env, fd_to))
+		return NULL;
+	struct relay *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	r->fd[SIDE_DOWN] = fd_from;
+	r->fd[SIDE_UP] = fd_to;
+	r->ended_by = SIDE_NONE;
+	r->pump = true;
+	r->until_eof = length < 0;
+	r->remaining = length < 0 ? 0 : (uint64_t)length;
+	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
+	r->started_ms = now_ms();
+	/* The head is not counted: `moved` is what the engine read from fdFrom. */
+	if (!arg_head(env, argv[2], "head", &r->dir[SIDE_DOWN].buf, &r->dir[SIDE_DOWN].len)) {
+		free_relay_args(env, r);
+		return NULL;
+	}
+	for (int s = 0; s < 2; s++)
+		atomic_init(&r->dir[s].bytes, 0);
+	return submit(env, r, on_done);
 }
 
 static bool arg_id(napi_env env, napi_value v, uint64_t *out)

@@ -2,7 +2,7 @@
  *
  * The native relay engine: epoll threads that move bytes between pairs of connected
  * sockets (downstream ↔ upstream) with 1 MiB reads and writes, and report a close summary
- * to JS. Given meaning by src/relay/native-relay.ts.
+ * to JS; also one-way, length-limited pumps (an HTTP body) on the same threads. Given meaning by src/relay/native-relay.ts.
  */
 #ifndef MPX_RELAY_H
 #define MPX_RELAY_H
@@ -14,6 +14,12 @@
  * EOF, the shutdown of its sending half, or the relay's end, and reports them in the summary
  * as downstreamSubflows: { count, paths }. */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
+/* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id: a one-way pump that
+ * writes head to fdTo, then moves exactly `length` bytes (-1: until EOF) from fdFrom to
+ * fdTo and ends, reading nothing beyond them; summary { id, moved, endedBy: 'done' | 'eof' |
+ * 'error' | 'idle' | 'aborted' | 'engine-stopped', durationMs, errno?, code?, syscall?,
+ * side?: 'from' | 'to' }. relayStats (fromDownstream = moved so far) and relayAbort take its id. */
+napi_value mpx_js_pump_start(napi_env env, napi_callback_info info);
 /* relayStats(id) → { fromDownstream, fromUpstream } | null */
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
 /* relayAbort(id) → boolean (false when the id is unknown or already finished) */

@@ -177,8 +177,9 @@ function startInEngine(
   return summary;
 }
 
-/** Resolves true once every queued write reached the kernel, false if the socket died first. */
-function flushWrites(socket: Socket): Promise<boolean> {
+/** Resolves true once every queued write reached the kernel, false if the socket died first.
+ *  (Shared with the body pump, ./native-pump.ts.) */
+export function flushWrites(socket: Socket): Promise<boolean> {
   if (socket.destroyed) return Promise.resolve(false);
   if (socket.writableLength === 0 || socket.writableEnded) return Promise.resolve(socket.writableLength === 0);
   return new Promise((resolve) => {
@@ -187,7 +188,7 @@ function flushWrites(socket: Socket): Promise<boolean> {
   });
 }
 
-function hasFd(socket: Socket): boolean {
+export function hasFd(socket: Socket): boolean {
   try {
     socketFd(socket);
     return true;
