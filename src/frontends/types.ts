@@ -14,11 +14,15 @@ import type { ConnectionContext, FrontendKind } from '../core/context.js';
 import type { Logger } from '../core/logger.js';
 import type { Dial } from '../upstream/types.js';
 import type { Relay } from '../relay/types.js';
+import type { BodyPump } from '../relay/native-pump.js';
 import type { AccessPolicy } from '../access/types.js';
 
 export interface FrontendDeps {
   dial: Dial;
   relay: Relay;
+  /** Moves one large HTTP body natively between sockets JS keeps (relay.engine native,
+   *  selectBodyPump); absent = bodies move through JS. */
+  pump?: BodyPump;
   access: AccessPolicy;
   log: Logger;
 }

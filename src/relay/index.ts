@@ -3,6 +3,7 @@
  * (relay.engine: native, the default) or the JS one. Both honour the contract in ./types.ts.
  */
 import type { Logger } from '../core/logger.js';
+import { canPumpNative, pumpNative, type BodyPump } from './native-pump.js';
 import { loadNativeRelayEngine, nativeRelay } from './native-relay.js';
 import { relayBothWays } from './relay.js';
 import type { Relay } from './types.js';
@@ -30,6 +31,13 @@ export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}):
   return nativeRelay;
 }
 
+/** The body pump for `engine` (FrontendDeps.pump): the native one when the engine is 'native'
+ *  and the addon has it; undefined means front-ends move bodies in JS. */
+export function selectBodyPump(engine: RelayEngine): BodyPump | undefined {
+  return engine === 'native' && canPumpNative() ? pumpNative : undefined;
+}
+
 export { nativeRelay, nativeRelayCounters, loadNativeRelayEngine } from './native-relay.js';
+export { pumpNative, canPumpNative, PumpHandoverError, type BodyPump, type PumpOptions, type PumpResult } from './native-pump.js';
 export { relayBothWays } from './relay.js';
 export type { Relay, RelayOptions, RelaySummary } from './types.js';

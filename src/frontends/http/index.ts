@@ -10,6 +10,11 @@
  *
  * Destination access checks happen in deps.dial (AccessDeniedError → 403). Every error
  * becomes one reply through status.ts's table, written before the connection is closed.
+ *
+ * Large bodies with a known end (Content-Length ≥ PUMP_MIN_BYTES, or a close-delimited
+ * response) go through deps.pump when the native engine is in use: the engine moves them
+ * between the same sockets and hands them back (src/relay/native-pump.ts). Counting and
+ * errors are the JS loops' own; chunked bodies always stay in JS.
  */
 import type { Socket } from 'node:net';
 import type { HttpListenerConfig } from '../../config/types.js';
@@ -36,6 +41,8 @@ import { CONNECT_ESTABLISHED, PROXY_AUTHENTICATE, buildErrorReply, httpStatusFor
 import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
 import { UpstreamPool } from './pool.js';
 import type { PoolableUpstream } from './pool.js';
+import { PumpHandoverError } from '../../relay/native-pump.js';
+import type { BodyPump, PumpResult as NativePumpResult } from '../../relay/native-pump.js';
 
 export { httpStatusFor } from './status.js';
 
@@ -43,6 +50,9 @@ export { httpStatusFor } from './status.js';
 const RESPONSE_HEAD_LIMITS = { maxBytes: 256 * 1024, maxCount: 1000 };
 /** How long we keep reading (and dropping) after our FIN before destroying the socket. */
 const LINGER_MS = 2000;
+/** Smallest Content-Length body handed to the native pump: the handover costs a flush, two
+ *  dups, an engine round trip and a handle restart, which only pays off for larger bodies. */
+const PUMP_MIN_BYTES = 64 * 1024;
 
 /** Creates the front-end; `handle` never throws and resolves once the client socket is closed
  *  (or handed to the relay for CONNECT and the relay has finished). */
@@ -98,6 +108,11 @@ class DownstreamGoneError extends DownstreamError {
   override name = 'DownstreamGoneError';
 }
 
+/** The cause for a pump the proxy stopped (a socket closed under it, or the connection cut). */
+function pumpStopped(r: NativePumpResult): Error {
+  return new Error(`native body pump ${r.endedBy}`);
+}
+
 function clientWantsPersistence(head: RequestHead): boolean {
   // Proxy-Connection is the pre-standard spelling some clients still send to proxies.
   const proxyConn = headerValues(head.headers, 'proxy-connection').map((v) => v.toLowerCase());
@@ -120,6 +135,8 @@ class HttpProxySession {
   readonly #pool: UpstreamPool;
   #up: UpstreamConnection | null = null;
   readonly #idleTimeoutMs: number | undefined;
+  /** deps.pump: the native engine's body pump, or undefined (bodies move through JS). */
+  readonly #pump: BodyPump | undefined;
   #requests = 0;
   #handedOver = false;
   /** Connection byte counters when the current request began, for per-request byte counts. */
@@ -137,6 +154,7 @@ class HttpProxySession {
     this.#cfg = cfg;
     this.#deps = deps;
     this.#idleTimeoutMs = idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
+    this.#pump = deps.pump;
     this.#down = new SocketReader(socket, (n) => {
       ctx.bytes.fromDownstream += n;
     });
@@ -458,6 +476,11 @@ class HttpProxySession {
       if (framing.kind === 'none' || framing.kind === 'close') return { ok: true };
       if (framing.kind === 'length') {
         let remaining = framing.length;
+        if (this.#pumpable(this.#down, remaining)) {
+          state.bodyStarted = true;
+          const pumped = await this.#pumpRequestBodyNatively(up, remaining);
+          if (pumped) return { ok: true };
+        }
         while (remaining > 0) {
           let chunk = await this.#readClientBody();
           state.bodyStarted = true;
@@ -481,6 +504,97 @@ class HttpProxySession {
       return { ok: true };
     } catch (error) {
       return { ok: false, error };
+    }
+  }
+
+  /** Whether a body of `length` bytes (or to EOF) still to come through `reader` goes to the
+   *  native pump: the engine is in use, the reader is live, and more than what it already
+   *  queued is still due (a body already read goes out from JS). */
+  #pumpable(reader: SocketReader, length: number | 'eof'): boolean {
+    if (this.#pump === undefined || !reader.canSuspend) return false;
+    if (length === 'eof') return true;
+    return length >= PUMP_MIN_BYTES && reader.queuedBytes < length;
+  }
+
+  /**
+   * Runs deps.pump for one body, `from` → `to`, with `reader` (which reads `from`) suspended
+   * around it: its queued bytes go first, bytes the pump took from `from` are counted with
+   * `count`, as the reader would have. Returns undefined when the pump could not start (the
+   * reader then has its bytes back and the JS loop carries on).
+   */
+  async #runPump(
+    reader: SocketReader,
+    to: Socket,
+    length: number | 'eof',
+    count: (n: number) => void,
+    idleTimeoutMs: number,
+  ): Promise<NativePumpResult | undefined> {
+    const head = reader.suspend();
+    try {
+      const result = await this.#pump!(reader.socket, to, {
+        length: length === 'eof' ? 'eof' : length - head.length,
+        head,
+        idleTimeoutMs,
+        signal: this.#ctx.signal,
+      });
+      count(result.moved);
+      return result;
+    } catch (err) {
+      if (!(err instanceof PumpHandoverError)) throw err;
+      this.#ctx.log.debug('native body pump could not start; forwarding in JS', { err });
+      reader.unread(head);
+      return undefined;
+    } finally {
+      reader.resume();
+    }
+  }
+
+  /** The request body through the native pump. True when it was all forwarded, false when
+   *  the pump could not start (nothing consumed: the JS loop takes over); throws what the JS
+   *  loop would have thrown. No idle limit, as in JS: the response side's limit applies. */
+  async #pumpRequestBodyNatively(up: UpstreamConnection, length: number): Promise<boolean> {
+    const countDown = (n: number): void => {
+      this.#ctx.bytes.fromDownstream += n;
+    };
+    const r = await this.#runPump(this.#down, up.socket, length, countDown, 0);
+    if (r === undefined) return false;
+    switch (r.endedBy) {
+      case 'done':
+        return true;
+      case 'eof':
+        throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client closed during the request body');
+      case 'error':
+        if (r.side === 'from') throw r.error; // the client socket's own error, as #down.read() rejects
+        throw this.#upstreamFailure(up, r.error, 'writing the request body');
+      default:
+        // Aborted: one of the sockets was closed under the pump (or the proxy cut the connection).
+        if (this.#client.destroyed) throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client closed during the request body');
+        throw this.#upstreamFailure(up, pumpStopped(r), 'writing the request body');
+    }
+  }
+
+  /** A response body through the native pump: true when complete (false never: the pump
+   *  reads nothing beyond the body), undefined when it could not start; throws what the JS
+   *  loop would have thrown. */
+  async #pumpResponseBodyNatively(up: UpstreamConnection, length: number | 'eof'): Promise<boolean | undefined> {
+    const doing = length === 'eof' ? 'reading a close-delimited body' : 'reading the response body';
+    const r = await this.#runPump(up.reader, this.#client, length, this.#countUpstream, this.#idleTimeoutMs ?? 0);
+    if (r === undefined) return undefined;
+    switch (r.endedBy) {
+      case 'done':
+        return true;
+      case 'eof':
+        throw new UpstreamError(ErrorCode.UPSTREAM_RESET, up.target, 'upstream closed before the end of the response body');
+      case 'idle':
+        // The engine's idle clock also counts bytes written to the client.
+        throw new UpstreamError(ErrorCode.IDLE_TIMEOUT, up.target, `no bytes from the upstream for ${this.#idleTimeoutMs} ms while ${doing}`);
+      case 'error':
+        if (r.side === 'to') throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client went away during the response', { cause: r.error });
+        if (r.side === 'from') throw this.#upstreamFailure(up, r.error, doing);
+        throw new ProxyError(ErrorCode.INTERNAL, 'internal', 'native body pump failed', { cause: r.error });
+      default:
+        if (this.#client.destroyed) throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client went away during the response');
+        throw this.#upstreamFailure(up, pumpStopped(r), doing);
     }
   }
 
@@ -589,6 +703,10 @@ class HttpProxySession {
       case 'none':
         return true;
       case 'close': {
+        if (this.#pumpable(up.reader, 'eof')) {
+          const pumped = await this.#pumpResponseBodyNatively(up, 'eof');
+          if (pumped !== undefined) return pumped;
+        }
         for (;;) {
           const chunk = await this.#readUpstream(up, 'reading a close-delimited body');
           if (chunk === null) return true;
@@ -597,6 +715,10 @@ class HttpProxySession {
       }
       case 'length': {
         let remaining = framing.length;
+        if (this.#pumpable(up.reader, remaining)) {
+          const pumped = await this.#pumpResponseBodyNatively(up, remaining);
+          if (pumped !== undefined) return pumped;
+        }
         let clean = true;
         while (remaining > 0) {
           let chunk = await this.#readUpstream(up, 'reading the response body');

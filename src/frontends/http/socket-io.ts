@@ -7,6 +7,10 @@
  * backpressure, and it is also what makes pipelining safe: bytes of the next request wait
  * (in the queue or the kernel) until the current response has been forwarded. While the
  * queue is empty the socket stays flowing, so an idle peer's FIN or RST is noticed at once.
+ *
+ * For one large body the reader can lend its socket's read side to the native body pump
+ * (suspend() … resume(), src/relay/native-pump.ts): the pump reads the body, and the reader
+ * picks up the bytes after it.
  */
 import type { Socket } from 'node:net';
 
@@ -22,6 +26,7 @@ export class SocketReader {
   #wake: (() => void) | null = null;
   #discarding = false;
   #detached = false;
+  #suspended = false;
 
   /** `count` is called with the size of every chunk read from the socket. */
   constructor(socket: Socket, count: (n: number) => void) {
@@ -44,6 +49,19 @@ export class SocketReader {
   /** EOF or error seen and nothing left to read. */
   get finished(): boolean {
     return this.#queue.length === 0 && (this.#ended || this.#error !== null);
+  }
+
+  /** Bytes read from the socket and not consumed yet. */
+  get queuedBytes(): number {
+    let n = 0;
+    for (const c of this.#queue) n += c.length;
+    return n;
+  }
+
+  /** Live and in use by nobody else (no EOF, no error, not detached, discarding or already
+   *  suspended): its read side can be lent to a pump. */
+  get canSuspend(): boolean {
+    return !this.#ended && this.#error === null && !this.#detached && !this.#discarding && !this.#suspended && !this.socket.destroyed;
   }
 
   /** Nothing queued, no EOF, no error: an idle connection that can carry the next message. */
@@ -120,7 +138,33 @@ export class SocketReader {
   discard(): void {
     this.#discarding = true;
     this.#queue = [];
-    if (!this.#detached) this.socket.resume();
+    // A suspended socket's read side is the pump's until resume(), which flows it then.
+    if (!this.#detached && !this.#suspended) this.socket.resume();
+  }
+
+  /**
+   * Lends the socket's read side to a pump for one body: pauses the socket, stops taking its
+   * 'data' (the pump drains what Node buffered itself, and read() would emit it as 'data')
+   * and returns the queued bytes, already counted, for the pump to write first. 'end',
+   * 'error' and 'close' are still watched. Only when canSuspend; no read() until resume().
+   */
+  suspend(): Buffer {
+    this.#suspended = true;
+    this.socket.pause();
+    this.socket.off('data', this.#onData);
+    const queued = this.#queue.length === 1 ? this.#queue[0]! : Buffer.concat(this.#queue);
+    this.#queue = [];
+    return queued;
+  }
+
+  /** Takes the read side back after suspend(): what Node reads from now on (the next
+   *  message, or bytes the pump put back) is queued and counted as before. */
+  resume(): void {
+    if (!this.#suspended) return;
+    this.#suspended = false;
+    if (this.#detached) return;
+    this.socket.on('data', this.#onData);
+    if (this.#discarding || (this.#queue.length === 0 && !this.#ended)) this.socket.resume();
   }
 
   /**
