@@ -220,6 +220,13 @@ async function blobOrigin() {
       void readBody(req).then((body) => res.end(`len=${body.length} sha=${sha256(body)}`));
       return;
     }
+    if (url === '/stream-back') {
+      // The response streams while the request body is still arriving: both bodies are in
+      // flight at once, in opposite directions on the same two connections.
+      res.setHeader('Content-Length', req.headers['content-length'] ?? '0');
+      req.pipe(res);
+      return;
+    }
     const m = /^\/blob\/(\d+)$/.exec(url);
     if (m) {
       const b = blob(Number(m[1]));
@@ -329,6 +336,30 @@ for (const engine of engines) {
       await proxy.settled();
       assert.equal(proxy.contexts[0]!.bytes.fromDownstream, client.sent, 'the body and the next request counted once');
       if (engine === 'native') assert.ok(proxy.pumps.some((p) => typeof p.length === 'number' && p.result?.endedBy === 'done'));
+    });
+
+    test('an origin that streams an 8 MiB request body straight back: both bodies in flight at once, intact, and the connection serves the next request', async (t) => {
+      const o = await blobOrigin();
+      const proxy = await startProxy(engine);
+      t.after(async () => {
+        await proxy.close();
+        await o.origin.close();
+      });
+      const client = await RawClient.connect(proxy.port);
+      t.after(() => client.socket.destroy());
+      const body = randomBytes(8 * MB);
+      client.write(`POST http://${HOST}:${o.origin.port}/stream-back HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`);
+      client.write(body);
+      const res = await client.readResponse();
+      assert.equal(res.body.length, body.length);
+      assert.equal(sha256(res.body), sha256(body));
+      client.write(get(o.origin.port, '/after'));
+      assert.equal((await client.readResponse()).body.toString(), 'hello /after');
+      client.socket.end();
+      await proxy.settled();
+      assert.equal(proxy.contexts[0]!.bytes.fromDownstream, client.sent);
+      assert.equal(proxy.contexts[0]!.bytes.fromUpstream, o.written());
+      if (engine === 'native') assert.equal(proxy.pumps.filter((p) => p.result?.endedBy === 'done').length, 2, 'one pump each way');
     });
 
     test('an HTTP/1.0 close-delimited 3 MiB response reaches the client completely, and the client connection is closed after it', async (t) => {

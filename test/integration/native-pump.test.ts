@@ -10,7 +10,15 @@ import { readdirSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, test } from 'node:test';
-import { canPumpNative, pumpNative, resumeHandleReading, stopHandleReading } from '../../src/relay/native-pump.js';
+import { socketFd } from '../../src/mptcp/index.js';
+import {
+  canPumpNative,
+  loadNativePumpEngine,
+  pumpNative,
+  resumeHandleReading,
+  stopHandleReading,
+  type NativePumpSummary,
+} from '../../src/relay/native-pump.js';
 
 const MB = 1024 * 1024;
 const HOST = '127.0.0.1';
@@ -310,6 +318,43 @@ describe('native body pump', { skip }, () => {
     assert.equal(result.endedBy, 'error');
     assert.equal(result.side, 'from');
     assert.equal(result.error?.code, 'ECONNRESET');
+  });
+
+  test('relayStats and relayAbort take a pump id; the summary has the pump shape', async (t) => {
+    const p = await pair();
+    t.after(() => p.close());
+    const engine = loadNativePumpEngine()!;
+    const body = randomBytes(2 * MB);
+    void writeAll(p.origin, body).catch(() => {});
+    stopHandleReading(p.from);
+    const fdFrom = engine.dup(socketFd(p.from));
+    const fdTo = engine.dup(socketFd(p.to));
+    // The sink reads nothing: the pump stalls on a full send buffer with a part moved.
+    let id = 0;
+    const done = new Promise<NativePumpSummary>((resolve) => {
+      id = engine.pumpStart(fdFrom, fdTo, Buffer.from('head'), 4 * MB, 0, resolve);
+    });
+    await waitFor(() => (engine.relayStats(id)?.fromDownstream ?? 0) > 0);
+    await sleep(50); // let it fill the sink's receive and our send buffers
+    const stats = engine.relayStats(id)!;
+    assert.equal(stats.fromUpstream, 0, 'one direction only');
+    assert.ok(stats.fromDownstream > 0 && stats.fromDownstream <= body.length);
+    assert.equal(engine.relayAbort(id), true);
+    const summary = await done;
+    assert.deepEqual(Object.keys(summary).sort(), ['durationMs', 'endedBy', 'id', 'moved']);
+    assert.equal(summary.id, id);
+    assert.equal(summary.endedBy, 'aborted');
+    assert.ok(summary.moved >= stats.fromDownstream, 'the head is not counted');
+    assert.equal(engine.relayStats(id), null);
+    assert.equal(engine.relayAbort(id), false);
+    resumeHandleReading(p.from);
+  });
+
+  test('pumpStart refuses a length that is not -1 or a whole number of bytes, leaving the fds to the caller', () => {
+    const engine = loadNativePumpEngine()!;
+    for (const bad of [-2, 1.5, Number.NaN, 2 ** 54]) {
+      assert.throws(() => engine.pumpStart(0, 1, null, bad, 0, () => {}), { code: 'ERR_OUT_OF_RANGE' });
+    }
   });
 
   test('length 0 with a head writes the head only', async (t) => {
