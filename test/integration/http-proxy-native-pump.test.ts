@@ -362,6 +362,31 @@ for (const engine of engines) {
       if (engine === 'native') assert.equal(proxy.pumps.filter((p) => p.result?.endedBy === 'done').length, 2, 'one pump each way');
     });
 
+    test('a client that dies mid-request-body makes the proxy close the upstream request', async (t) => {
+      let aborted!: (complete: boolean) => void;
+      const upstreamClosed = new Promise<boolean>((resolve) => {
+        aborted = resolve;
+      });
+      const origin = await startOrigin((req) => {
+        req.on('data', () => {});
+        req.on('close', () => aborted(req.complete));
+      });
+      const proxy = await startProxy(engine);
+      t.after(async () => {
+        await proxy.close();
+        await origin.close();
+      });
+      const client = await RawClient.connect(proxy.port);
+      client.write(`POST http://${HOST}:${origin.port}/upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${4 * MB}\r\n\r\n`);
+      client.write(randomBytes(MB));
+      await sleep(100);
+      client.socket.destroy();
+      assert.equal(await upstreamClosed, false, 'the origin saw an incomplete body');
+      await proxy.settled();
+      assert.equal(proxy.contexts[0]!.bytes.fromDownstream, client.sent);
+      if (engine === 'native') assert.ok(['eof', 'error'].includes(proxy.pumps[0]?.result?.endedBy ?? ''), JSON.stringify(proxy.pumps));
+    });
+
     test('an HTTP/1.0 close-delimited 3 MiB response reaches the client completely, and the client connection is closed after it', async (t) => {
       const payload = randomBytes(3 * MB);
       const legacy = await startTcpOrigin((s) => {

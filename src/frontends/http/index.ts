@@ -564,7 +564,7 @@ class HttpProxySession {
       case 'eof':
         throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client closed during the request body');
       case 'error':
-        if (r.side === 'from') throw r.error; // the client socket's own error, as #down.read() rejects
+        if (r.side === 'from') throw r.error ?? pumpStopped(r); // the client socket's own error, as #down.read() rejects
         throw this.#upstreamFailure(up, r.error, 'writing the request body');
       default:
         // Aborted: one of the sockets was closed under the pump (or the proxy cut the connection).
