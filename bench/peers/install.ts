@@ -10,7 +10,7 @@ export const PEER_PACKAGES: Record<string, string> = {
   haproxy: 'haproxy',
   squid: 'squid',
   nginx: 'nginx',
-  mptcpize: 'mptcpd',
+  mptcpize: 'mptcpize',
   tcpdump: 'tcpdump',
   curl: 'curl',
 };

@@ -127,7 +127,7 @@ export async function doctorChecks(): Promise<CheckResult[]> {
   if (kernel.status === 'ok') results.push(await checkSubflowInfo());
   results.push(
     await checkTool('tc', 'tc', ['-V'], 'needed later for steering subflows', 'iproute2'),
-    await checkTool('mptcpize', 'mptcpize', ['--help'], 'lets unmodified TCP clients use MPTCP (mptcpize run curl ...)', 'mptcpd'),
+    await checkTool('mptcpize', 'mptcpize', ['--help'], 'lets unmodified TCP clients use MPTCP (mptcpize run curl ...)', 'mptcpize'),
   );
   return results;
 }

@@ -14,7 +14,7 @@ const HTTP_ORIGIN_PATH = fileURLToPath(new URL('./peer-http-server.js', import.m
 const HTTPS_ORIGIN_PATH = fileURLToPath(new URL('./peer-http-server.js', import.meta.url));
 const PROXY_CLIENT_PATH = fileURLToPath(new URL('./netns-proxy-client.js', import.meta.url));
 
-/** Why a test cannot run for lack of a host tool (mptcpize comes with Debian's mptcpd, which .ci/run installs), or undefined. */
+/** Why a test cannot run for lack of a host tool (mptcpize is Debian's mptcpize package, which .ci/run installs), or undefined. */
 export function missingToolReason(tools: readonly string[]): string | undefined {
   const dirs = (process.env.PATH ?? '').split(':').filter(Boolean);
   const onPath = (tool: string): boolean => dirs.some((d) => {
@@ -26,7 +26,7 @@ export function missingToolReason(tools: readonly string[]): string | undefined 
     }
   });
   const missing = tools.filter((t) => !onPath(t));
-  return missing.length > 0 ? `not installed: ${missing.join(', ')} (.ci/run installs mptcpd for mptcpize, and nftables)` : undefined;
+  return missing.length > 0 ? `not installed: ${missing.join(', ')} (.ci/run installs the mptcpize and nftables packages)` : undefined;
 }
 
 export interface Origin {

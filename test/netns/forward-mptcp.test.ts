@@ -96,7 +96,7 @@ describe(`tcp-forward (${engine} relay) converts a two-path MPTCP client to one 
   test('mptcpize run curl, a client nobody here wrote, downloads through the forwarder over MPTCP', async (t) => {
     const mptcpize = await tb.exec('cli', ['sh', '-c', 'command -v mptcpize'], { allowFailure: true });
     if (mptcpize.code !== 0) {
-      t.skip('mptcpize not installed (Debian package mptcpd; .ci/run installs it)');
+      t.skip('mptcpize not installed (Debian package mptcpize; .ci/run installs it)');
       return;
     }
     // A second forwarder in front of an HTTP origin.
