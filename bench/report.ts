@@ -126,9 +126,9 @@ function transferTable(rows: TransferRow[], aggregation: boolean): string[] {
   lines.push(
     aggregation
       ? '| variant | Mbit/s median (min–max) | share of path sum | ÷ direct | ÷ HAProxy | ÷ Squid | bytes checked |'
-      : '| variant | parallel | Mbit/s median (min–max) | proxy CPU s/GB | ÷ direct | ÷ HAProxy | ÷ Squid | ÷ pipe | bytes checked |',
+      : '| variant | parallel | Mbit/s median (min–max) | proxy CPU s/GB | machine CPU busy | ÷ direct | ÷ HAProxy | ÷ Squid | ÷ pipe | bytes checked |',
   );
-  lines.push(aggregation ? '|---|---|---|---|---|---|---|' : '|---|---|---|---|---|---|---|---|---|');
+  lines.push(aggregation ? '|---|---|---|---|---|---|---|' : '|---|---|---|---|---|---|---|---|---|---|');
   for (const row of rows) {
     const ref = (v: string): number | undefined => med(rows.find((x) => x.variant === v && x.parallel === row.parallel)?.mbit);
     const m = med(row.mbit);
@@ -141,7 +141,7 @@ function transferTable(rows: TransferRow[], aggregation: boolean): string[] {
     if (aggregation) {
       lines.push(`| ${row.variant} | ${fmtSummary(row.mbit, 1)} | ${row.shareOfPathSum ? `${(row.shareOfPathSum.median * 100).toFixed(0)}%` : '–'} | ${ratios.join(' | ')} | ${checked} |`);
     } else {
-      lines.push(`| ${row.variant} | ${row.parallel} | ${fmtSummary(row.mbit, 0)} | ${fmtSummary(row.cpuSecondsPerGB, 2)} | ${ratios.join(' | ')} | ${checked} |`);
+      lines.push(`| ${row.variant} | ${row.parallel} | ${fmtSummary(row.mbit, 0)} | ${fmtSummary(row.cpuSecondsPerGB, 2)} | ${row.machineBusy && Number.isFinite(row.machineBusy.median) ? `${(row.machineBusy.median * 100).toFixed(0)}%` : '–'} | ${ratios.join(' | ')} | ${checked} |`);
     }
   }
   return lines;

@@ -62,7 +62,7 @@ export function startOursForward(tb: Testbed, port: number, to: string, engine: 
   return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine));
 }
 
-export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {
+export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {
   const file = writeOursHttpConfig(dir, name, port, allowNet, extra);
   const env = extra.env || engineEnv(engine) ? { ...engineEnv(engine), ...extra.env } : undefined;
   return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], env);

@@ -19,6 +19,27 @@ function ticksPerSecond(): number {
   return clockTicks;
 }
 
+/** Machine-wide CPU time from /proc/stat (all cores; namespaces share it), in clock ticks. */
+export interface MachineCpu {
+  busy: number;
+  total: number;
+}
+
+export function machineCpu(): MachineCpu {
+  // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"; guest time is
+  // already inside user/nice, so it is not added again.
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  const idle = fields[3]! + fields[4]!;
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - idle, total };
+}
+
+/** Share of all cores' time spent busy between two readings (0–1). */
+export function machineBusyShare(before: MachineCpu, after: MachineCpu): number {
+  const total = after.total - before.total;
+  return total > 0 ? (after.busy - before.busy) / total : NaN;
+}
+
 /** CPU seconds (user + system) a process has used so far; 0 if it is gone. */
 export function cpuSecondsOf(pid: number): number {
   try {

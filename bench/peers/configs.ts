@@ -121,9 +121,18 @@ http {
 }
 
 /** Our HTTP proxy: one http listener, access allowing the testbed, upstream plain TCP. */
-export function writeOursHttpConfig(dir: string, name: string, port: number, allowNet: string, extra: { forwardPort?: number; forwardTo?: string } = {}): string {
+export function writeOursHttpConfig(
+  dir: string,
+  name: string,
+  port: number,
+  allowNet: string,
+  extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean } = {},
+): string {
+  // upstreamPool false: upstreamIdleTimeoutMs 0, every request dials (the delay scenario's
+  // request-to-syn needs an upstream SYN per request).
+  const pool = extra.upstreamPool === false ? '\n    upstreamIdleTimeoutMs: 0' : '';
   const listeners = [
-    `  - name: http\n    type: http\n    listen: "0.0.0.0:${port}"\n    mptcp: on\n    backlog: 4096`,
+    `  - name: http\n    type: http\n    listen: "0.0.0.0:${port}"\n    mptcp: on\n    backlog: 4096${pool}`,
   ];
   if (extra.forwardPort !== undefined && extra.forwardTo !== undefined) {
     listeners.push(`  - name: forward\n    type: tcp-forward\n    listen: "0.0.0.0:${extra.forwardPort}"\n    to: "${extra.forwardTo}"\n    mptcp: on\n    backlog: 4096`);

@@ -62,9 +62,17 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
   };
   const httpPath = `/${blobFileName(BODY)}`;
   try {
-    const echo = await startEcho(tb, srv, 7000, false);
     const echoMptcp = await startEcho(tb, srv, 7001, true);
-    procs.push(echo, echoMptcp);
+    procs.push(echoMptcp);
+    // One TCP echo server per variant: thousands of short connections from prx to one server
+    // port leave their 4-tuples in TIME_WAIT on prx, and the next variant's connect()s to that
+    // port then crawl (seen as HAProxy ≈86/s after our variants, ≈1 500/s when run first).
+    let nextEchoPort = 7010;
+    const newEcho = async (): Promise<string> => {
+      const p = nextEchoPort++;
+      procs.push(await startEcho(tb, srv, p, false));
+      return `${srv}:${p}`;
+    };
     const nginxOk = have('nginx');
     if (nginxOk) procs.push(await startNginx(tb, ctx.dir, 'rate', srv, 8080, BLOB_ROOT, false));
     const httpArgs = (port: number, host: string, target: string): string[] => ['--mode', 'http', '--host', host, '--port', String(port), '--target', target, '--host-header', `${srv}:8080`, '--expect-body', String(BODY)];
@@ -78,7 +86,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       });
       const p2 = port++;
       await tryStart(oursLabel('ours-forward', engine), [], async () => {
-        procs.push(await startOursForward(tb, p2, `${srv}:7000`, engine));
+        procs.push(await startOursForward(tb, p2, await newEcho(), engine));
         targets.push({ load: 'echo', variant: oursLabel('ours-forward', engine), args: echoArgs(p2, prx) });
       });
     }
@@ -87,7 +95,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
     await tryStart('haproxy', ['haproxy', 'mptcpize', 'nginx'], async () => {
       procs.push(await startHaproxy(tb, ctx.dir, [
         { name: 'web', port: ph, mode: 'http', to: `${srv}:8080` },
-        { name: 'echo', port: pt, mode: 'tcp', to: `${srv}:7000` },
+        { name: 'echo', port: pt, mode: 'tcp', to: await newEcho() },
       ]));
       targets.push({ load: 'http', variant: 'haproxy', args: httpArgs(ph, prx, httpPath) });
       targets.push({ load: 'echo', variant: 'haproxy', args: echoArgs(pt, prx) });
@@ -99,7 +107,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
     });
     const pp = port++;
     await tryStart('pipe', ['mptcpize'], async () => {
-      procs.push(await startPipeRelay(tb, pp, `${srv}:7000`));
+      procs.push(await startPipeRelay(tb, pp, await newEcho()));
       targets.push({ load: 'echo', variant: 'pipe', args: echoArgs(pp, prx) });
     });
     if (want('direct')) {

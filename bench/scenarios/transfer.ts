@@ -9,7 +9,7 @@
  */
 import type { TestbedProcess } from '../../testbed/index.js';
 import { runBlobClient, startBlobServer, BLOB_CLIENT_PATH } from '../../test/helpers/peer-programs.js';
-import { cpuDelta, groupCpu } from '../lib/proc.js';
+import { cpuDelta, groupCpu, machineBusyShare, machineCpu } from '../lib/proc.js';
 import { summarize, type Summary } from '../lib/stats.js';
 import { blobFileName, ensureBlobFile, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
@@ -38,6 +38,9 @@ export interface TransferRun {
   bytes: number;
   wallMs: number;
   proxyCpuSeconds?: number;
+  /** Share of the machine's cores busy during the run (client, proxy, server and kernel
+   *  together): near 1, the run is bounded by the machine, not by the variant alone. */
+  machineBusy?: number;
   /** Every transfer's length matched (and its SHA-256, when `sha256Checked`). */
   bytesChecked: boolean;
   /** The bodies were hashed in this run (false: length only, see TransferRow.hashCheck). */
@@ -52,6 +55,7 @@ export interface TransferRow {
   bytesPerRun: number;
   mbit?: Summary;
   cpuSecondsPerGB?: Summary;
+  machineBusy?: Summary;
   /** aggregation only: share of the sum of the path rates. */
   shareOfPathSum?: Summary;
   runs: TransferRun[];
@@ -174,6 +178,7 @@ async function runOnce(ctx: BenchContext, origins: Origins, t: TransferTarget, b
   const { tb } = ctx;
   const each = Math.floor(bytes / parallel);
   const cpuBefore = t.proxy ? await groupCpu(tb.hosts.prx.ns, t.proxy.proc.pid) : undefined;
+  const machineBefore = machineCpu();
   const started = performance.now();
   let ok = true;
   let elapsed: number[] = [];
@@ -204,6 +209,7 @@ async function runOnce(ctx: BenchContext, origins: Origins, t: TransferTarget, b
     }
   }
   const wallMs = performance.now() - started;
+  const machineAfter = machineCpu();
   const cpuAfter = t.proxy ? await groupCpu(tb.hosts.prx.ns, t.proxy.proc.pid) : undefined;
   // Transfers start together; the longest one spans the run (client-measured, without the
   // clients' start-up time, which the bench's wall clock would include).
@@ -214,6 +220,7 @@ async function runOnce(ctx: BenchContext, origins: Origins, t: TransferTarget, b
     bytes: total,
     wallMs: Math.round(wallMs),
     proxyCpuSeconds: cpuBefore && cpuAfter ? cpuDelta(cpuBefore, cpuAfter) : undefined,
+    machineBusy: machineBusyShare(machineBefore, machineAfter),
     bytesChecked: ok,
     sha256Checked: hash || t.kind === 'blob',
     transfers: parallel,
@@ -248,6 +255,7 @@ async function measure(ctx: BenchContext, origins: Origins, targets: TransferTar
         ctx.log(`  ${scenario} ${t.variant} ×${parallel}: ERROR ${row.error}`);
       }
       row.mbit = summarize(row.runs.map((r) => r.mbit));
+      row.machineBusy = summarize(row.runs.map((r) => r.machineBusy ?? NaN));
       if (t.proxy) row.cpuSecondsPerGB = summarize(row.runs.map((r) => (r.proxyCpuSeconds ?? NaN) / (r.bytes / 1e9)));
       if (pathSumMbit) row.shareOfPathSum = summarize(row.runs.map((r) => r.mbit / pathSumMbit));
       rows.push(row);
