@@ -2,6 +2,12 @@
  * Test harness for the HTTP front-end: the real front-end, the real dialer, the real relay and
  * the real access policy behind a plain loopback listener on port 0; origin servers; a curl
  * runner; and raw-socket helpers for the malformed cases.
+ *
+ * The relay engine is the one the proxy would run with (relay.engine's default, native,
+ * overridden by MPTCP_PROXY_RELAY=native|js as src/cli/main.ts applies it), and the relay and
+ * body pump are chosen from it by the same functions as src/main.ts (selectRelay,
+ * selectBodyPump): so with the default every HTTP suite also runs large bodies through the
+ * native pump, and MPTCP_PROXY_RELAY=js runs them through the JS loops. `engine` forces one.
  */
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
@@ -17,7 +23,8 @@ import { createLogger } from '../../src/core/logger.js';
 import type { Logger } from '../../src/core/logger.js';
 import { createHttpFrontend } from '../../src/frontends/http/index.js';
 import type { Frontend } from '../../src/frontends/types.js';
-import { relayBothWays } from '../../src/relay/relay.js';
+import { relayDefaults } from '../../src/config/defaults.js';
+import { selectBodyPump, selectRelay, type RelayEngine } from '../../src/relay/index.js';
 import { createDialer } from '../../src/upstream/dialer.js';
 import type { Dial } from '../../src/upstream/types.js';
 
@@ -32,6 +39,10 @@ export interface HttpProxyHarness {
   settled(): Promise<void>;
   /** The front-end (its close() empties the idle upstream pool). */
   frontend: Frontend;
+  /** The relay engine the front-end was built for. */
+  engine: RelayEngine;
+  /** True when the front-end has the native body pump (engine native and the addon has it). */
+  pumped: boolean;
   close(): Promise<void>;
 }
 
@@ -43,6 +54,21 @@ export interface HttpProxyOptions {
   dial?: (real: Dial) => Dial;
   /** relay.idleTimeoutMs for the front-end (upstream silence → 504); default none. */
   idleTimeoutMs?: number;
+  /** Forces a relay engine; default testRelayEngine() (what the proxy itself would run). */
+  engine?: RelayEngine;
+}
+
+/**
+ * The relay engine the proxy would run with in this environment: MPTCP_PROXY_RELAY when set
+ * (src/cli/main.ts applyEnvironment puts it over relay.engine in any config), else
+ * relay.engine's default. Anything else than native|js is a mistake in the test run, as the
+ * config schema would reject it.
+ */
+export function testRelayEngine(): RelayEngine {
+  const env = process.env.MPTCP_PROXY_RELAY;
+  if (env === undefined || env === '') return relayDefaults.engine;
+  if (env === 'native' || env === 'js') return env;
+  throw new Error(`MPTCP_PROXY_RELAY must be native or js, got ${JSON.stringify(env)}`);
 }
 
 export function testAccessConfig(over: Partial<AccessConfig> = {}): AccessConfig {
@@ -88,7 +114,11 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
   const access = opts.access ?? (await createAccessPolicy(testAccessConfig(opts.accessConfig)));
   const realDial = createDialer({ mptcp: 'off', connectTimeoutMs: 2000, dnsTimeoutMs: 2000, happyEyeballsDelayMs: 250 }, access, log);
   const dial = opts.dial ? opts.dial(realDial) : realDial;
-  const frontend = createHttpFrontend(cfg, { dial, relay: relayBothWays, access, log }, { idleTimeoutMs: opts.idleTimeoutMs ?? 0 });
+  // As src/main.ts wires them for relay.engine (threads left at the engine's default).
+  const engine = opts.engine ?? testRelayEngine();
+  const relay = selectRelay(engine, { log });
+  const pump = selectBodyPump(engine);
+  const frontend = createHttpFrontend(cfg, { dial, relay, pump, access, log }, { idleTimeoutMs: opts.idleTimeoutMs ?? 0 });
   const contexts: ConnectionContext[] = [];
   const sockets = new Set<net.Socket>();
   const handles: Promise<void>[] = [];
@@ -120,6 +150,8 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
       await Promise.all(handles);
     },
     frontend,
+    engine,
+    pumped: pump !== undefined,
     close: async () => {
       server.close();
       frontend.close?.();
