@@ -126,6 +126,30 @@ export class SocketReader {
     }
   }
 
+  /**
+   * The next `n` bytes, only if they are all queued already (else undefined and nothing is
+   * taken): lets a small body that arrived with its head go out in the same write. Bytes past
+   * `n` stay queued.
+   */
+  takeQueued(n: number): Buffer | undefined {
+    if (this.queuedBytes < n) return undefined;
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const chunk = this.#queue.shift()!;
+      if (chunk.length > need) {
+        parts.push(chunk.subarray(0, need));
+        this.#queue.unshift(chunk.subarray(need));
+        need = 0;
+      } else {
+        parts.push(chunk);
+        need -= chunk.length;
+      }
+    }
+    if (this.#queue.length === 0 && !this.#ended && !this.#detached && !this.#suspended) this.socket.resume();
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+  }
+
   /** Puts back bytes that belong to the next message (read too far). */
   unread(buf: Buffer): void {
     if (buf.length === 0) return;
@@ -193,12 +217,24 @@ export class SocketClosedError extends Error {
 const resolved = Promise.resolve();
 
 /**
- * Writes and resolves when the socket can take more ('drain'): the write side of
+ * Writes (`buf`, then `then` if given, in one system call) and resolves when the socket can
+ * take more ('drain'): the write side of
  * backpressure. Rejects if the socket closes or errors first.
  */
-export function writeAll(socket: Socket, buf: Buffer): Promise<void> {
+export function writeAll(socket: Socket, buf: Buffer, then?: Buffer): Promise<void> {
   if (socket.destroyed || !socket.writable) return Promise.reject(new SocketClosedError('socket is closed'));
-  if (socket.write(buf)) return resolved;
+  let more: boolean;
+  if (then === undefined) {
+    more = socket.write(buf);
+  } else {
+    // Two buffers, one writev(2): corked and uncorked in the same tick, so no await can ever
+    // wait for a 'drain' while corked.
+    socket.cork();
+    socket.write(buf);
+    more = socket.write(then);
+    socket.uncork();
+  }
+  if (more) return resolved;
   return new Promise<void>((resolve, reject) => {
     const cleanup = (): void => {
       socket.off('drain', onDrain);
