@@ -921,6 +921,53 @@ static void free_relay_args(napi_env env, struct relay *r)
 
 static napi_value submit(napi_env env, struct relay *r, napi_value on_done);
 
+static bool arg_number(napi_env env, napi_value v, const char *name, double *out)
+{
+	napi_valuetype t;
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	if (t != napi_number) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "The \"%s\" argument must be of type number", name);
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+		return false;
+	}
+	NAPI_CALL_BOOL(env, napi_get_value_double(env, v, out));
+	return true;
+}
+
+/* The part relayStart and pumpStart share: the engine's one-env rule, the two fds (argv[0],
+ * argv[1], named a and b in errors) made non-blocking, and a new relay on them. NULL with a JS
+ * exception pending on failure; the fds stay the caller's. */
+static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, const char *b, double idle)
+{
+	if (g.env != NULL && g.env != env) {
+		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
+		return NULL;
+	}
+	int32_t fd_a, fd_b;
+	if (!mpx_arg_int32(env, argv[0], a, &fd_a) || !mpx_arg_int32(env, argv[1], b, &fd_b))
+		return NULL;
+	if (fd_a < 0 || fd_b < 0 || fd_a == fd_b) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "%s and %s must be two different open file descriptors", a, b);
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+		return NULL;
+	}
+	if (!set_nonblocking(env, fd_a) || !set_nonblocking(env, fd_b))
+		return NULL;
+	struct relay *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		mpx_throw_errno(env, ENOMEM, "malloc");
+		return NULL;
+	}
+	r->fd[SIDE_DOWN] = fd_a;
+	r->fd[SIDE_UP] = fd_b;
+	r->ended_by = SIDE_NONE;
+	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
+	r->started_ms = now_ms();
+	return r;
+}
+
 /* On success the engine owns both fds and closes them; on a throw the caller still does. */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 {
@@ -931,45 +978,20 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream])");
 		return NULL;
 	}
-	if (g.env != NULL && g.env != env) {
-		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
-		return NULL;
-	}
-	int32_t fd_down, fd_up;
 	double idle;
 	napi_value on_done;
 	bool sample_down = false;
-	if (!mpx_arg_int32(env, argv[0], "fdDown", &fd_down) || !mpx_arg_int32(env, argv[1], "fdUp", &fd_up))
-		return NULL;
 	napi_valuetype t;
-	NAPI_CALL(env, napi_typeof(env, argv[4], &t));
-	if (t != napi_number) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"idleTimeoutMs\" argument must be of type number");
+	if (!arg_number(env, argv[4], "idleTimeoutMs", &idle) || !arg_function(env, argv[5], "onDone", false, &on_done))
 		return NULL;
-	}
-	NAPI_CALL(env, napi_get_value_double(env, argv[4], &idle));
 	/* napi_get_cb_info fills missing arguments with undefined, so argv[6] is always set. */
-	if (!arg_function(env, argv[5], "onDone", false, &on_done))
-		return NULL;
 	NAPI_CALL(env, napi_typeof(env, argv[6], &t));
 	if (t != napi_undefined && t != napi_null && !mpx_arg_bool(env, argv[6], "sampleDownstream", &sample_down))
 		return NULL;
-	if (fd_down < 0 || fd_up < 0 || fd_down == fd_up) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fdDown and fdUp must be two different open file descriptors");
-		return NULL;
-	}
-	if (!set_nonblocking(env, fd_down) || !set_nonblocking(env, fd_up))
-		return NULL;
-
-	struct relay *r = calloc(1, sizeof(*r));
+	struct relay *r = new_relay(env, argv, "fdDown", "fdUp", idle);
 	if (r == NULL)
-		return mpx_throw_errno(env, ENOMEM, "malloc");
-	r->fd[SIDE_DOWN] = fd_down;
-	r->fd[SIDE_UP] = fd_up;
-	r->ended_by = SIDE_NONE;
+		return NULL;
 	r->sample_down = sample_down;
-	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
-	r->started_ms = now_ms();
 	/* A head is written before anything read from the socket it precedes, and counted as
 	 * read from that side (the JS relay counts it the same way). */
 	if (!arg_head(env, argv[2], "headToUp", &r->dir[SIDE_DOWN].buf, &r->dir[SIDE_DOWN].len) ||
@@ -1038,51 +1060,22 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info)
 		napi_throw_type_error(env, "ERR_MISSING_ARGS", "pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone)");
 		return NULL;
 	}
-	if (g.env != NULL && g.env != env) {
-		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
-		return NULL;
-	}
-	int32_t fd_from, fd_to;
 	double length, idle;
 	napi_value on_done;
-	if (!mpx_arg_int32(env, argv[0], "fdFrom", &fd_from) || !mpx_arg_int32(env, argv[1], "fdTo", &fd_to))
+	if (!arg_number(env, argv[3], "length", &length))
 		return NULL;
-	napi_valuetype t;
-	NAPI_CALL(env, napi_typeof(env, argv[3], &t));
-	if (t != napi_number) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"length\" argument must be of type number");
-		return NULL;
-	}
-	NAPI_CALL(env, napi_get_value_double(env, argv[3], &length));
 	if (!(length == -1 || (length >= 0 && length <= MAX_PUMP_LENGTH && length == (double)(uint64_t)length))) {
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "length must be -1 (until EOF) or an integer from 0 to 2^53");
 		return NULL;
 	}
-	NAPI_CALL(env, napi_typeof(env, argv[4], &t));
-	if (t != napi_number) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"idleTimeoutMs\" argument must be of type number");
+	if (!arg_number(env, argv[4], "idleTimeoutMs", &idle) || !arg_function(env, argv[5], "onDone", false, &on_done))
 		return NULL;
-	}
-	NAPI_CALL(env, napi_get_value_double(env, argv[4], &idle));
-	if (!arg_function(env, argv[5], "onDone", false, &on_done))
-		return NULL;
-	if (fd_from < 0 || fd_to < 0 || fd_from == fd_to) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fdFrom and fdTo must be two different open file descriptors");
-		return NULL;
-	}
-	if (!set_nonblocking(env, fd_from) || !set_nonblocking(env, fd_to))
-		return NULL;
-	struct relay *r = calloc(1, sizeof(*r));
+	struct relay *r = new_relay(env, argv, "fdFrom", "fdTo", idle);
 	if (r == NULL)
-		return mpx_throw_errno(env, ENOMEM, "malloc");
-	r->fd[SIDE_DOWN] = fd_from;
-	r->fd[SIDE_UP] = fd_to;
-	r->ended_by = SIDE_NONE;
+		return NULL;
 	r->pump = true;
 	r->until_eof = length < 0;
 	r->remaining = length < 0 ? 0 : (uint64_t)length;
-	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
-	r->started_ms = now_ms();
 	/* The head is not counted: `moved` is what the engine read from fdFrom. */
 	if (!arg_head(env, argv[2], "head", &r->dir[SIDE_DOWN].buf, &r->dir[SIDE_DOWN].len)) {
 		free_relay_args(env, r);
