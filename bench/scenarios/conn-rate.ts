@@ -120,11 +120,20 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
 
     const rows: ConnRateRow[] = [];
     const bounds = ['--concurrency', String(concurrency), '--duration-ms', String(durationMs), '--max-requests', String(maxRequests), '--mptcp'];
+    const warmMs = Math.min(2_000, durationMs);
+    const warmBounds = ['--concurrency', String(concurrency), '--duration-ms', String(warmMs), '--max-requests', String(Math.min(2_000, maxRequests)), '--mptcp'];
     for (const load of ['http', 'echo'] as const) {
       for (const t of targets.filter((x) => x.load === load)) {
         const row: ConnRateRow = { load, variant: t.variant, ok: 0, errors: 0 };
         const runs: LoadResult[] = [];
         try {
+          // One unmeasured warm-up run per variant, the same for all: the figures are of a
+          // proxy in steady state (a Node proxy compiles its hot path during the first few
+          // thousand exchanges; a C proxy's first connections warm its caches and pools).
+          const warm = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...t.args, ...warmBounds]);
+          commandLog.pop();
+          await warm.waitForJson<{ event: string }>((v) => v.event === 'done', { timeoutMs: warmMs + 30_000 });
+          await warm.waitForExit(5_000);
           for (let rep = 0; rep < ctx.opts.reps; rep++) {
             const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...t.args, ...bounds]);
             if (rep > 0) commandLog.pop();
@@ -145,7 +154,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
-    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges). http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
     md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | ok | errors |', '|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;

@@ -88,7 +88,7 @@ function analyzeSmall(pkts: TcpPacket[], proxyPort: number, upPort: number, http
  * downstream offset d ↔ upstream offset d − (downstream total − upstream total); the first
  * 4 KiB (the heads) are skipped.
  */
-function analyzeBulk(pkts: TcpPacket[], proxyPort: number, upPort: number, http: boolean): number[] {
+export function analyzeBulk(pkts: TcpPacket[], proxyPort: number, upPort: number, http: boolean): number[] {
   // Upstream: server → proxy, offsets from the server's SYN-ACK.
   const upIsn = pkts.find((p) => p.sport === upPort && (p.flags & SYN) !== 0 && (p.flags & ACK) !== 0)?.seq;
   if (upIsn === undefined) return [];
