@@ -20,6 +20,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "setIntOption", NULL, mpx_js_set_int_option, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "setStringOption", NULL, mpx_js_set_string_option, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "bind", NULL, mpx_js_bind, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "connect", NULL, mpx_js_connect, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "listen", NULL, mpx_js_listen, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "close", NULL, mpx_js_close, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dup", NULL, mpx_js_dup, NULL, NULL, NULL, napi_enumerable, NULL },

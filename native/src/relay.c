@@ -49,10 +49,29 @@
  *   "from" is still readable: nothing is left waiting for an edge. EOF is 'done' for an
  *   until-EOF pump and 'eof' (an early end) for a limited one. It shares everything else
  *   with relays: threads, buffer pool, ready list, idle sweep, relayAbort, relayStats, stop.
+ * - Connecting upstreams (relayStart's connectTimeoutMs > 0): JS issues a non-blocking
+ *   connect(2) on fdUp and hands it over at once, with the client, so that no JS runs
+ *   between the upstream's SYN-ACK and the first relayed byte. The relay then starts in a
+ *   "connecting" state in which it moves nothing at all: bytes from the client (and the
+ *   head) wait in the client's socket and the head buffer, and fdUp is never written — a
+ *   send() on a SYN_SENT socket is not something to rely on returning EAGAIN (TCP would
+ *   wait in sk_stream_wait_connect if it blocked; MPTCP has its own rules). fdUp is
+ *   registered for EPOLLOUT like any relay fd, so the end of the handshake is an edge:
+ *   tcp_poll reports nothing for SYN_SENT and EPOLLOUT once established, EPOLLERR|EPOLLHUP
+ *   after a reset (connect(2): "select(2) ... for writing ... then getsockopt SO_ERROR").
+ *   That first edge is the connect's completion: SO_ERROR says how it went. Success posts
+ *   one 'connected' message to JS (onConnected) and pumps both directions, which reads
+ *   whatever the client sent meanwhile (its EPOLLIN edges were spent while connecting, so
+ *   the pump must run now, until EAGAIN). Failure, or the deadline (checked by the idle
+ *   sweep), ends the relay with endedBy 'upstream', syscall 'connect', connectFailed, and
+ *   resets the client (SO_LINGER {1, 0} before the close), as socket.resetAndDestroy() does
+ *   for a failed JS dial: a forwarded client with no protocol reply learns at once. Any
+ *   other end while connecting (abort, engine stop, the client's own reset) resets it too.
  */
 #include "relay.h"
 #include "common.h"
 #include "mptcp-info.h"
+#include "mptcp-uapi.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -77,6 +96,7 @@
 #define MAX_THREADS 64
 #define HASH_BUCKETS 4096
 #define EPOLL_BATCH 128
+#define SOL_TCP_LEVEL IPPROTO_TCP
 
 enum side { SIDE_DOWN = 0, SIDE_UP = 1, SIDE_PROXY = 2, SIDE_NONE = -1 };
 
@@ -106,6 +126,11 @@ struct relay {
 	bool registered, finished, on_ready;
 	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
 	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
+	bool connecting; /* fd[SIDE_UP]'s connect(2) is still in progress: move nothing yet */
+	bool connect_failed; /* ended by a failed or timed-out connect */
+	int64_t connect_deadline_ms; /* connecting: when the connect times out */
+	double started_precise_ms; /* for connectMs */
+	napi_ref on_connected; /* JS's onConnected until the 'connected' message takes it */
 	bool until_eof; /* pump: no limit, EOF ends it */
 	uint64_t remaining; /* pump with a limit: bytes still to read from fd[SIDE_DOWN] */
 	int pump_end; /* enum pump_end: how a pump ended by itself */
@@ -144,12 +169,18 @@ struct engine_thread {
 	char *pool[POOL_KEEP];
 	int pool_len;
 	int64_t now_ms;
+	int64_t min_idle, next_sweep; /* shortest idle timeout (0: none); when to sweep next */
+	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
 	bool stop, report;
 	struct js_side *js;
 };
 
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED };
+
 struct msg {
+	enum msg_kind kind;
 	napi_ref on_done;
+	napi_ref on_connected; /* MSG_CONNECTED: the callback; MSG_DONE: one never called, to delete */
 	struct mpx_subflow_summary *subflows; /* owned by the message */
 	uint64_t id, from_down, from_up;
 	int ended_by, err;
@@ -157,6 +188,9 @@ struct msg {
 	double duration_ms;
 	bool pump;
 	const char *pump_ended_by; /* pump: 'done', 'eof', 'error' or the proxy's reason */
+	bool connect_failed;
+	double connect_ms; /* MSG_CONNECTED: relayStart → handshake done, engine clock */
+	bool up_mptcp; /* MSG_CONNECTED: fdUp runs MPTCP (not plain TCP, not fallen back) */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -282,6 +316,14 @@ static void finish(struct engine_thread *t, struct relay *r)
 	r->finished = true;
 	/* Error, idle, abort or engine stop before either half-close: sample before closing. */
 	sample_downstream(r);
+	if (r->connecting) {
+		/* The upstream never answered: reset the client rather than FIN it, as the JS dial's
+		 * failure path does (socket.resetAndDestroy(): SO_LINGER {1, 0}, then close — tcp_close
+		 * sends an RST for a zero linger, tcp(7)). It is a socket option, so it holds even if
+		 * the JS socket's fd is closed after ours. A failure here leaves a FIN instead. */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(r->fd[SIDE_DOWN], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
 	for (int s = 0; s < 2; s++) {
 		/* EPOLL_CTL_DEL before close: another fd of the same socket may still be open (a JS
 		 * socket not yet destroyed), and an epoll registration lives as long as the open file
@@ -309,7 +351,11 @@ static void finish(struct engine_thread *t, struct relay *r)
 		r->subflows = NULL;
 		return; /* out of memory: the JS promise stays pending, but no fd or buffer leaks */
 	}
+	m->kind = MSG_DONE;
 	m->on_done = r->on_done;
+	m->on_connected = r->on_connected; /* never called (not connected): deleted with the message */
+	r->on_connected = NULL;
+	m->connect_failed = r->connect_failed;
 	m->subflows = r->subflows;
 	r->subflows = NULL;
 	m->id = r->id;
@@ -363,6 +409,9 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 {
 	/* A pump's destination is read by JS, never by us (its events only mean "writable"). */
 	if (r->pump && d != SIDE_DOWN)
+		return;
+	/* Nothing moves before the upstream's handshake is done; connect_done() pumps both ways. */
+	if (r->connecting)
 		return;
 	struct direction *x = &r->dir[d];
 	int src = r->fd[d], dst = r->fd[1 - d];
@@ -449,10 +498,85 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		mark_ready(t, r);
 }
 
+/* fd[SIDE_UP]'s first EPOLLOUT/EPOLLERR/EPOLLHUP edge since its connect(2): did it work? */
+static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
+{
+	int fd = r->fd[SIDE_UP];
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err == 0 && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != EPOLLOUT) {
+		/* No error recorded, yet not a plain "writable": a closed socket also polls EPOLLOUT
+		 * with EPOLLHUP (tcp_poll). Connected means it has a peer; getpeername says ENOTCONN
+		 * in SYN_SENT and CLOSE (inet_getname). */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0) {
+			if (errno != ENOTCONN)
+				err = errno;
+			else if (ev & (EPOLLHUP | EPOLLERR))
+				err = ECONNABORTED; /* closed without saying why */
+			else
+				return; /* still in its handshake: the next edge tells */
+		}
+	}
+	if (err != 0) {
+		r->connect_failed = true;
+		fail(t, r, SIDE_UP, err, "connect");
+		return;
+	}
+	r->connecting = false;
+	r->last_activity_ms = t->now_ms;
+	if (r->on_connected != NULL) {
+		struct msg *m = calloc(1, sizeof(*m));
+		if (m != NULL) {
+			m->kind = MSG_CONNECTED;
+			m->on_connected = r->on_connected;
+			r->on_connected = NULL;
+			m->id = r->id;
+			m->connect_ms = now_ms_precise() - r->started_precise_ms;
+			/* TCP_IS_MPTCP is 0 on a fallen-back MPTCP socket (the msk passes the getsockopt
+			 * to its TCP subflow), so this says what the wire carries, like the JS dialer's
+			 * isMptcpSocket(). Kernels before 5.16 do not know it: MPTCP_INFO then. */
+			int val = 0;
+			socklen_t vl = sizeof(val);
+			if (getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0) {
+				m->up_mptcp = val != 0;
+			} else if (errno == ENOPROTOOPT) {
+				struct mpx_subflow_summary sum;
+				int e = 0;
+				const char *sc = NULL;
+				m->up_mptcp = mpx_subflow_summary(fd, false, &sum, &e, &sc) == MPX_SUMMARY_OK;
+			}
+			post(t, m);
+		}
+	}
+	/* The client's bytes (and the head) waited for this; its EPOLLIN edges are spent. */
+	pump(t, r, SIDE_DOWN);
+	if (!r->finished)
+		pump(t, r, SIDE_UP);
+}
+
 static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_t ev)
 {
 	if (r->finished)
 		return;
+	if (r->connecting) {
+		if (side == SIDE_UP) {
+			if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+				connect_done(t, r, ev);
+			return;
+		}
+		/* The client may reset meanwhile; anything else it does waits for the connect. */
+		if (ev & EPOLLERR) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+			if (getsockopt(r->fd[SIDE_DOWN], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+				fail(t, r, SIDE_DOWN, err, "read");
+		}
+		return;
+	}
 	if (ev & EPOLLERR) {
 		/* A reset sets sk_err and raises EPOLLERR|EPOLLHUP (tcp_reset → tcp_done); reading
 		 * SO_ERROR catches it even when neither direction would touch this fd right now. */
@@ -492,6 +616,8 @@ static void add_relay(struct engine_thread *t, struct relay *r)
 	}
 	r->registered = true;
 	r->last_activity_ms = t->now_ms;
+	if (r->connecting && (t->connect_due == 0 || r->connect_deadline_ms < t->connect_due))
+		t->connect_due = r->connect_deadline_ms;
 	/* Heads go out first, and bytes may already wait in either socket. */
 	pump(t, r, SIDE_DOWN);
 	pump(t, r, SIDE_UP);
@@ -533,11 +659,23 @@ static void run_commands(struct engine_thread *t)
 	}
 }
 
+/* Idle timeouts, and connect deadlines (exact: t->connect_due wakes the thread for them). */
 static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 {
-	int64_t m = 0;
+	int64_t m = 0, due = 0;
 	for (struct relay *r = t->relays, *next; r != NULL; r = next) {
 		next = r->next;
+		if (r->connecting) {
+			/* Not idle while connecting: the connect has its own deadline. */
+			if (t->now_ms >= r->connect_deadline_ms) {
+				r->connect_failed = true;
+				r->reason = "connect-timeout";
+				fail(t, r, SIDE_UP, ETIMEDOUT, "connect");
+			} else if (due == 0 || r->connect_deadline_ms < due) {
+				due = r->connect_deadline_ms;
+			}
+			continue;
+		}
 		if (r->idle_ms <= 0)
 			continue;
 		if (t->now_ms - r->last_activity_ms >= r->idle_ms)
@@ -546,6 +684,7 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 			m = r->idle_ms;
 	}
 	*min_idle = m;
+	t->connect_due = due;
 }
 
 static void bury(struct engine_thread *t)
@@ -561,7 +700,7 @@ static void *thread_main(void *arg)
 {
 	struct engine_thread *t = arg;
 	struct epoll_event events[EPOLL_BATCH];
-	int64_t min_idle = 0, next_sweep = 0;
+	int64_t *min_idle = &t->min_idle, *next_sweep = &t->next_sweep;
 	t->now_ms = now_ms();
 	while (!t->stop) {
 		int timeout = -1;
@@ -570,8 +709,13 @@ static void *thread_main(void *arg)
 		else if (t->relays != NULL) {
 			/* Sweep often enough for the shortest idle timeout (a quarter of it), at most 1/s. */
 			timeout = 1000;
-			if (min_idle > 0 && min_idle / 4 < timeout)
-				timeout = min_idle / 4 < 5 ? 5 : (int)(min_idle / 4);
+			if (*min_idle > 0 && *min_idle / 4 < timeout)
+				timeout = *min_idle / 4 < 5 ? 5 : (int)(*min_idle / 4);
+			if (t->connect_due > 0) {
+				int64_t left = t->connect_due - now_ms();
+				if (left < timeout)
+					timeout = left < 0 ? 0 : (int)left;
+			}
 		}
 		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
 		t->now_ms = now_ms();
@@ -597,9 +741,9 @@ static void *thread_main(void *arg)
 					pump(t, r, SIDE_UP);
 			}
 		}
-		if (t->relays != NULL && (t->now_ms >= next_sweep || min_idle == 0)) {
-			sweep_idle(t, &min_idle);
-			next_sweep = t->now_ms + (min_idle > 0 && min_idle / 4 < 1000 ? min_idle / 4 : 1000);
+		if (t->relays != NULL && (t->now_ms >= *next_sweep || *min_idle == 0 || (t->connect_due > 0 && t->now_ms >= t->connect_due))) {
+			sweep_idle(t, min_idle);
+			*next_sweep = t->now_ms + (*min_idle > 0 && *min_idle / 4 < 1000 ? *min_idle / 4 : 1000);
 		}
 		bury(t);
 	}
@@ -687,6 +831,12 @@ static napi_value summary_object(napi_env env, const struct msg *m)
 		return NULL;
 	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
 		return NULL;
+	if (m->connect_failed) {
+		napi_value yes;
+		NAPI_CALL(env, napi_get_boolean(env, true, &yes));
+		if (!mpx_set_value(env, o, "connectFailed", yes))
+			return NULL;
+	}
 	if (m->subflows != NULL) {
 		napi_value sf;
 		if (!mpx_summary_to_object(env, m->subflows, &sf) || !mpx_set_value(env, o, "downstreamSubflows", sf))
@@ -715,10 +865,24 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
 		msg_free(m);
 		return;
 	}
+	if (m->kind == MSG_CONNECTED) {
+		/* { id, connectMs, mptcp }; the relay stays live (its summary comes later). */
+		napi_value o;
+		if (napi_create_object(env, &o) == napi_ok && set_double(env, o, "id", (double)m->id) &&
+		    set_double(env, o, "connectMs", m->connect_ms)) {
+			napi_value b;
+			if (napi_get_boolean(env, m->up_mptcp, &b) == napi_ok && mpx_set_value(env, o, "mptcp", b))
+				call_ref(env, m->on_connected, o);
+		}
+		delete_ref(env, m->on_connected);
+		msg_free(m);
+		return;
+	}
 	napi_value summary = summary_object(env, m);
 	if (summary != NULL)
 		call_ref(env, m->on_done, summary);
 	delete_ref(env, m->on_done);
+	delete_ref(env, m->on_connected);
 	msg_free(m);
 	if (js->live > 0 && --js->live == 0 && !js->released)
 		napi_unref_threadsafe_function(env, js->tsfn);
@@ -916,6 +1080,7 @@ static void free_relay_args(napi_env env, struct relay *r)
 	for (int s = 0; s < 2; s++)
 		free(r->dir[s].buf);
 	delete_ref(env, r->on_done);
+	delete_ref(env, r->on_connected);
 	free(r);
 }
 
@@ -965,33 +1130,57 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 	r->ended_by = SIDE_NONE;
 	r->idle_ms = idle > 0 ? (int64_t)idle : 0;
 	r->started_ms = now_ms();
+	r->started_precise_ms = now_ms_precise();
 	return r;
 }
 
-/* On success the engine owns both fds and closes them; on a throw the caller still does. */
+/* On success the engine owns both fds and closes them; on a throw the caller still does.
+ * connectTimeoutMs > 0: fdUp's connect(2) is in progress (see "Connecting upstreams"); the
+ * engine completes it within that time, then calls onConnected({ id, connectMs, mptcp }). */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 {
-	napi_value argv[7];
-	size_t argc = 7;
+	napi_value argv[9];
+	size_t argc = 9;
 	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 6) {
-		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream])");
+		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream[, connectTimeoutMs[, onConnected]]])");
 		return NULL;
 	}
-	double idle;
-	napi_value on_done;
+	double idle, connect_timeout = 0;
+	napi_value on_done, on_connected = NULL;
 	bool sample_down = false;
 	napi_valuetype t;
 	if (!arg_number(env, argv[4], "idleTimeoutMs", &idle) || !arg_function(env, argv[5], "onDone", false, &on_done))
 		return NULL;
-	/* napi_get_cb_info fills missing arguments with undefined, so argv[6] is always set. */
+	/* napi_get_cb_info fills missing arguments with undefined, so argv[6..8] are always set. */
 	NAPI_CALL(env, napi_typeof(env, argv[6], &t));
 	if (t != napi_undefined && t != napi_null && !mpx_arg_bool(env, argv[6], "sampleDownstream", &sample_down))
+		return NULL;
+	NAPI_CALL(env, napi_typeof(env, argv[7], &t));
+	if (t != napi_undefined && t != napi_null && !arg_number(env, argv[7], "connectTimeoutMs", &connect_timeout))
+		return NULL;
+	if (!(connect_timeout >= 0 && connect_timeout <= 2147483647.0)) { /* also NaN */
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "connectTimeoutMs must be from 0 to 2^31-1 (0: fdUp is connected)");
+		return NULL;
+	}
+	if (!arg_function(env, argv[8], "onConnected", true, &on_connected))
 		return NULL;
 	struct relay *r = new_relay(env, argv, "fdDown", "fdUp", idle);
 	if (r == NULL)
 		return NULL;
 	r->sample_down = sample_down;
+	if (connect_timeout > 0) {
+		r->connecting = true;
+		r->connect_deadline_ms = r->started_ms + (int64_t)connect_timeout;
+		if (on_connected != NULL) {
+			napi_status st = napi_create_reference(env, on_connected, 1, &r->on_connected);
+			if (st != napi_ok) {
+				free_relay_args(env, r);
+				mpx_throw_napi_failure(env, st, "napi_create_reference");
+				return NULL;
+			}
+		}
+	}
 	/* A head is written before anything read from the socket it precedes, and counted as
 	 * read from that side (the JS relay counts it the same way). */
 	if (!arg_head(env, argv[2], "headToUp", &r->dir[SIDE_DOWN].buf, &r->dir[SIDE_DOWN].len) ||

@@ -9,10 +9,16 @@
 
 #include <node_api.h>
 
-/* relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream]) → id
+/* relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream
+ *            [, connectTimeoutMs[, onConnected]]]) → id
  * sampleDownstream: the engine samples fdDown's MPTCP subflows at the first of the client's
  * EOF, the shutdown of its sending half, or the relay's end, and reports them in the summary
- * as downstreamSubflows: { count, paths }. */
+ * as downstreamSubflows: { count, paths }.
+ * connectTimeoutMs > 0: fdUp's non-blocking connect(2) is still in progress. The engine
+ * moves nothing until it completes; then onConnected({ id, connectMs, mptcp }) is called
+ * once on the JS thread and the relay runs. A failed connect, or none within the time,
+ * ends the relay with endedBy 'upstream', syscall 'connect', connectFailed: true (and
+ * reason 'connect-timeout', code ETIMEDOUT for the deadline), and the client is reset. */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
 /* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id: a one-way pump that
  * writes head to fdTo, then moves exactly `length` bytes (-1: until EOF) from fdFrom to

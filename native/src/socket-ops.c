@@ -151,6 +151,32 @@ napi_value mpx_js_bind(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* connect(fd, address, port): boolean — connect(2) on a non-blocking socket (from socket()).
+ * true: connected at once; false: EINPROGRESS, the handshake goes on and completion is
+ * signalled by the socket becoming writable, with the outcome in SO_ERROR (connect(2),
+ * EINPROGRESS). EINTR also leaves the connect running (it completes asynchronously, as
+ * for EINPROGRESS), so it is false too. Anything else (ENETUNREACH, EADDRNOTAVAIL, ...)
+ * is thrown Node-style with syscall 'connect'. */
+napi_value mpx_js_connect(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3];
+	int32_t fd, port;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "fd", &fd) ||
+	    !mpx_arg_int32(env, argv[2], "port", &port) || !parse_address(env, argv[1], port, &ss, &len))
+		return NULL;
+	bool connected = true;
+	if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
+		if (errno != EINPROGRESS && errno != EINTR)
+			return mpx_throw_errno(env, errno, "connect");
+		connected = false;
+	}
+	napi_value out;
+	NAPI_CALL(env, napi_get_boolean(env, connected, &out));
+	return out;
+}
+
 /* listen(fd, backlog): undefined */
 napi_value mpx_js_listen(napi_env env, napi_callback_info info)
 {

@@ -8,6 +8,8 @@ napi_value mpx_js_socket(napi_env env, napi_callback_info info);
 napi_value mpx_js_set_int_option(napi_env env, napi_callback_info info);
 napi_value mpx_js_set_string_option(napi_env env, napi_callback_info info);
 napi_value mpx_js_bind(napi_env env, napi_callback_info info);
+/* connect(fd, address, port): true if connected at once, false while in progress (EINPROGRESS). */
+napi_value mpx_js_connect(napi_env env, napi_callback_info info);
 napi_value mpx_js_listen(napi_env env, napi_callback_info info);
 napi_value mpx_js_close(napi_env env, napi_callback_info info);
 napi_value mpx_js_dup(napi_env env, napi_callback_info info);

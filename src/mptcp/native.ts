@@ -149,6 +149,12 @@ export interface MptcpNative {
   setStringOption(fd: number, level: number, name: number, value: string): void;
   /** address must be an IPv4 or IPv6 literal. */
   bind(fd: number, address: string, port: number): void;
+  /**
+   * Non-blocking connect(2) on a socket from socket(); address must be an IP literal.
+   * true: connected at once; false: in progress (EINPROGRESS) — the socket turns writable when
+   * the handshake ends, with the outcome in SO_ERROR. Other failures throw (syscall 'connect').
+   */
+  connect(fd: number, address: string, port: number): boolean;
   listen(fd: number, backlog: number): void;
   close(fd: number): void;
   dup(fd: number): number;
