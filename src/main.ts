@@ -11,7 +11,7 @@ import { createAccessPolicy } from './access/policy.js';
 import { createConnectionLimiter } from './access/connection-limiter.js';
 import type { AccessPolicy } from './access/types.js';
 import { createDialer } from './upstream/dialer.js';
-import { selectBodyPump, selectRelay } from './relay/index.js';
+import { selectBodyPump, selectConnectingRelay, selectRelay } from './relay/index.js';
 import type { Frontend, FrontendDeps } from './frontends/types.js';
 import { createTcpForwardFrontend } from './frontends/tcp-forward/index.js';
 import { createHttpFrontend } from './frontends/http/index.js';
@@ -55,6 +55,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     dial: createDialer(config.upstream, access, log),
     relay: selectRelay(config.relay.engine, { log, threads: config.relay.threads }),
     pump: selectBodyPump(config.relay.engine),
+    relayConnecting: selectConnectingRelay(config.relay.engine),
     access,
     log,
   };

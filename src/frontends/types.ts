@@ -15,6 +15,7 @@ import type { Logger } from '../core/logger.js';
 import type { Dial } from '../upstream/types.js';
 import type { Relay } from '../relay/types.js';
 import type { BodyPump } from '../relay/native-pump.js';
+import type { ConnectingRelay } from '../relay/native-relay.js';
 import type { AccessPolicy } from '../access/types.js';
 
 export interface FrontendDeps {
@@ -23,6 +24,9 @@ export interface FrontendDeps {
   /** Moves one large HTTP body natively between sockets JS keeps (relay.engine native,
    *  selectBodyPump); absent = bodies move through JS. */
   pump?: BodyPump;
+  /** The native engine, taking connections whose upstream connect(2) it completes itself
+   *  (tunnelTo with dial.connectNow; selectConnectingRelay); absent = dial, then relay. */
+  relayConnecting?: ConnectingRelay;
   access: AccessPolicy;
   log: Logger;
 }

@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../core/logger.js';
 import { canPumpNative, pumpNative, type BodyPump } from './native-pump.js';
-import { loadNativeRelayEngine, nativeRelay } from './native-relay.js';
+import { connectingRelay, loadNativeRelayEngine, nativeRelay, type ConnectingRelay } from './native-relay.js';
 import { relayBothWays } from './relay.js';
 import type { Relay } from './types.js';
 
@@ -37,7 +37,20 @@ export function selectBodyPump(engine: RelayEngine): BodyPump | undefined {
   return engine === 'native' && canPumpNative() ? pumpNative : undefined;
 }
 
-export { nativeRelay, nativeRelayCounters, loadNativeRelayEngine } from './native-relay.js';
+/**
+ * The relay that completes an upstream's connect itself (FrontendDeps.relayConnecting): present
+ * when `engine` is 'native' and the addon has the engine and connect(); undefined otherwise,
+ * and then front-ends dial through JS. MPTCP_PROXY_ENGINE_CONNECT=off turns it off (an internal
+ * switch, for comparing the two paths; not a config key).
+ */
+export function selectConnectingRelay(engine: RelayEngine): ConnectingRelay | undefined {
+  if (engine !== 'native' || process.env.MPTCP_PROXY_ENGINE_CONNECT === 'off') return undefined;
+  const native = loadNativeRelayEngine();
+  return native !== undefined && typeof native.connect === 'function' ? connectingRelay : undefined;
+}
+
+export { nativeRelay, nativeRelayCounters, loadNativeRelayEngine, connectingRelay } from './native-relay.js';
+export type { ConnectingRelay, EngineConnect, NativeConnected } from './native-relay.js';
 export { pumpNative, canPumpNative, PumpHandoverError, type BodyPump, type PumpOptions, type PumpResult } from './native-pump.js';
 export { relayBothWays } from './relay.js';
 export type { Relay, RelayOptions, RelaySummary } from './types.js';

@@ -22,6 +22,13 @@
  * client's EOF, at the shutdown of the client's sending half, or at the relay's end, whichever
  * comes first (relayStart's sampleDownstream), and reports that in its summary. No extra fd is
  * kept for it: 2 fds per relayed connection.
+ *
+ * Connecting upstreams (connectingRelay, used by tunnelTo for IP targets): the front-end
+ * issues the upstream's connect(2) itself on a raw fd (the dialer's connectNow) and hands it to
+ * the engine together with the just-accepted client, in the accept path, before any event loop
+ * turn. The engine completes the connect (relayStart's connectTimeoutMs), reports it once
+ * (onConnected → ctx.upstream, upstream:connected) and relays the bytes the client sent
+ * meanwhile, so no JS runs between the upstream's SYN-ACK and the first byte going up.
  */
 import type { Socket } from 'node:net';
 import { recordSubflowSample, type ConnectionContext } from '../core/context.js';
@@ -41,10 +48,23 @@ export interface NativeRelaySummary {
   errno?: number;
   code?: string;
   syscall?: string;
-  /** Why the proxy ended it: 'idle', 'aborted' (relayAbort) or 'engine-stopped'. */
-  reason?: 'idle' | 'aborted' | 'engine-stopped';
+  /** Why the proxy ended it: 'idle', 'aborted' (relayAbort) or 'engine-stopped'; or
+   *  'connect-timeout' (with connectFailed, endedBy 'upstream', code ETIMEDOUT). */
+  reason?: 'idle' | 'aborted' | 'engine-stopped' | 'connect-timeout';
+  /** A connecting upstream (connectTimeoutMs) failed its connect: syscall 'connect', the
+   *  errno (ECONNREFUSED...) or ETIMEDOUT; the client was reset. */
+  connectFailed?: true;
   /** The client's subflows as the engine sampled them (sampleDownstream, and still MPTCP then). */
   downstreamSubflows?: SubflowSample;
+}
+
+/** The engine's one report that a connecting upstream finished its handshake. */
+export interface NativeConnected {
+  id: number;
+  /** relayStart → handshake done, on the engine's clock. */
+  connectMs: number;
+  /** The upstream runs MPTCP (false for plain TCP and for an MPTCP socket that fell back). */
+  mptcp: boolean;
 }
 
 export interface NativeRelayCounters {
@@ -64,6 +84,10 @@ export interface NativeRelayEngine {
     onDone: (summary: NativeRelaySummary) => void,
     /** Sample fdDown's MPTCP subflows before closing it (summary.downstreamSubflows). */
     sampleDownstream?: boolean,
+    /** > 0: fdUp's connect(2) is in progress; the engine completes it within this time. */
+    connectTimeoutMs?: number,
+    /** Called once, on the JS thread, when that connect succeeded (before onDone). */
+    onConnected?: (connected: NativeConnected) => void,
   ): number;
   /** Live counters, read without locking the relay (relaxed atomics); null once it ended. */
   relayStats(id: number): NativeRelayCounters | null;
@@ -162,6 +186,7 @@ function startInEngine(
   ctx: ConnectionContext,
   opts: RelayOptions,
   sampleDownstream: boolean,
+  connect?: EngineConnect,
 ): Promise<RelaySummary> {
   let resolveSummary!: (s: RelaySummary) => void;
   const summary = new Promise<RelaySummary>((resolve) => {
@@ -176,14 +201,70 @@ function startInEngine(
     ctx.signal.removeEventListener('abort', onAbort);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
     liveRelays.delete(ctx);
-    resolveSummary(accountSummary(s, ctx, opts));
+    const summary = accountSummary(s, ctx, opts);
+    // After accountSummary: the connect's owner says how the connection ended (ctx.end).
+    if (s.connectFailed && connect !== undefined) connect.onFailed(summary.error as NodeJS.ErrnoException, s.reason === 'connect-timeout');
+    resolveSummary(summary);
   };
-  const id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream);
+  const id =
+    connect === undefined
+      ? engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream)
+      : engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect.timeoutMs, connect.onConnected);
   liveRelays.set(ctx, id);
   if (ctx.signal.aborted) onAbort();
   else ctx.signal.addEventListener('abort', onAbort, { once: true });
   return summary;
 }
+
+/** An upstream socket whose connect(2) is in progress, for the engine to complete. */
+export interface EngineConnect {
+  /** The socket (non-blocking, connect issued). connectingRelay.start takes it over, unless it throws. */
+  fd: number;
+  /** The connect's deadline (upstream.connectTimeoutMs); > 0. */
+  timeoutMs: number;
+  /** The handshake completed (on the JS thread, once, before any summary). */
+  onConnected(connected: NativeConnected): void;
+  /** The connect failed (errno, syscall 'connect') or timed out (ETIMEDOUT, timedOut true); the
+   *  client has been reset, and ctx.end holds the engine's account — set the dial's own here. */
+  onFailed(error: NodeJS.ErrnoException, timedOut: boolean): void;
+}
+
+/** A relay that starts before its upstream is connected (FrontendDeps.relayConnecting). */
+export interface ConnectingRelay {
+  /** Whether `downstream` can be handed to the engine now: it has an fd and nothing queued to write. */
+  accepts(downstream: Socket): boolean;
+  /**
+   * Hands the client and the connecting upstream to the engine, synchronously: the bytes Node
+   * already read from the client (after opts.downstreamHead) go up first once connected, and
+   * the client's net.Socket is destroyed (no FIN: see step 3 above). Resolves with the summary
+   * as `Relay` does. Throws when the engine refuses, with the client untouched and up.fd still
+   * the caller's.
+   */
+  start(downstream: Socket, up: EngineConnect, ctx: ConnectionContext, opts?: RelayOptions): Promise<RelaySummary>;
+}
+
+export const connectingRelay: ConnectingRelay = {
+  accepts: (downstream) => !downstream.destroyed && downstream.writableLength === 0 && hasFd(downstream),
+  start(downstream, up, ctx, opts = {}) {
+    const engine = loadNativeRelayEngine();
+    if (engine === undefined) throw new Error('the native relay engine is unavailable');
+    const fromDown = drainReadable(downstream);
+    let fdDown: number | undefined;
+    let started: Promise<RelaySummary>;
+    try {
+      fdDown = engine.dup(socketFd(downstream));
+      // No subflow sample here, unlike the handover: at accept the client has its first
+      // subflow only, and the engine samples at its EOF or the relay's end anyway.
+      started = startInEngine(engine, fdDown, up.fd, joinHead(opts.downstreamHead, fromDown), opts.upstreamHead ?? null, ctx, opts, ctx.downstream.mptcp, up);
+    } catch (err) {
+      if (fdDown !== undefined) engine.close(fdDown);
+      for (let i = fromDown.length - 1; i >= 0; i--) downstream.unshift(fromDown[i]!);
+      throw err;
+    }
+    downstream.destroy();
+    return started;
+  },
+};
 
 /** Resolves true once every queued write reached the kernel, false if the socket died first.
  *  (Shared with the body pump, ./native-pump.ts.) */

@@ -6,19 +6,25 @@
  * without MPTCP the kernel falls back to plain TCP inside the same handshake
  * (RFC 8684 §3.7), so `auto` costs nothing extra; it only differs from `on` when this
  * host cannot create MPTCP sockets at all, where `auto` quietly uses TCP.
+ *
+ * connectNow: for an IP literal, the same access check, MPTCP decision and source binding, with
+ * connect(2) issued synchronously on a raw fd that the native relay engine completes (see
+ * src/relay/native-relay.ts connectingRelay). It skips what costs the async dial its ≈45 µs
+ * before connect(2): the AbortController and promise hops, the deadline timer, `new net.Socket`
+ * and Node deferring connect(2) to process.nextTick.
  */
 import { Socket, isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ConnectionContext, SocketFacts } from '../core/context.js';
-import { AccessDeniedError, ErrorCode, MptcpUnavailableError, UpstreamError, type TargetAddress } from '../core/errors.js';
+import type { ConnectionContext, Endpoint, SocketFacts } from '../core/context.js';
+import { AccessDeniedError, ErrorCode, MptcpUnavailableError, UpstreamError, isSystemError, type TargetAddress } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { publishDialError, publishUpstreamConnected } from '../core/channels.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { UpstreamConfig } from '../config/types.js';
-import { connectMptcp, isMptcpSocket, mptcpSupport } from '../mptcp/index.js';
+import { NativeAddonUnavailableError, connectMptcp, isMptcpSocket, loadNative, mptcpSupport, type MptcpNative } from '../mptcp/index.js';
 import { toUpstreamError } from './errno-map.js';
-import type { Dial, DialOptions } from './types.js';
+import type { Dial, DialOptions, PendingConnect } from './types.js';
 
 interface ResolvedAddress {
   address: string;
@@ -38,7 +44,7 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
   const useMptcp = decideMptcp(cfg, log);
   const lookupAll = options.lookup ?? systemLookup;
 
-  return async function dial(target: TargetAddress, ctx: ConnectionContext, opts: DialOptions = {}): Promise<Socket> {
+  const dial: Dial = async function dial(target: TargetAddress, ctx: ConnectionContext, opts: DialOptions = {}): Promise<Socket> {
     const started = performance.now();
     try {
       // 1. resolve (IP literals skip DNS)
@@ -61,6 +67,66 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
       publishDialError({ ctx, error });
       throw error;
     }
+  };
+  // Names need DNS and happy eyeballs; SO_BINDTODEVICE stays with connectMptcp (one place).
+  if (!cfg.bindInterface) dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
+  return dial;
+}
+
+/** Dial.connectNow (see the header): undefined for a name or without the addon. */
+function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): PendingConnect | undefined {
+  const family = isIP(target.host);
+  if (family !== 4 && family !== 6) return undefined;
+  let native: MptcpNative;
+  try {
+    native = loadNative();
+  } catch (err) {
+    // Without the addon the async dial still works (plain TCP through Node).
+    if (err instanceof NativeAddonUnavailableError) return undefined;
+    throw err;
+  }
+  const started = performance.now();
+  let fd: number | undefined;
+  let local: Endpoint = { address: '', port: 0 };
+  try {
+    // 1.–2. the async dial's access check, on the one address
+    filterAllowed(target, [{ address: target.host, family }], access);
+    // 3. socket, options, bind, connect(2)
+    fd = native.socket(family, useMptcp);
+    setNoDelay(native, fd, useMptcp);
+    if (cfg.bindAddress) native.bind(fd, cfg.bindAddress, 0);
+    native.connect(fd, target.host, target.port);
+    // 4. (half of the) facts. connect(2) itself picks the source address and port
+    //    (tcp_v4_connect / inet_hash_connect; an MPTCP socket copies its first subflow's), so
+    //    getsockname is exact now — and must be now: once handed over, the fd is the engine's
+    //    and may be closed (and its number reused) before the 'connected' report reaches us.
+    local = localOf(native, fd);
+  } catch (err) {
+    if (fd !== undefined) native.close(fd);
+    const error = err instanceof AccessDeniedError ? err : toUpstreamError(err, target);
+    publishDialError({ ctx, error });
+    throw error;
+  }
+  const issued = performance.now();
+  const ownFd = fd;
+  return {
+    fd: ownFd,
+    timeoutMs: cfg.connectTimeoutMs,
+    connected(connectMs, mptcp) {
+      // 4. the rest of the facts: MPTCP or not is only known after the handshake (fallback)
+      ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp: useMptcp && mptcp };
+      publishUpstreamConnected({ ctx, connectMs: issued - started + connectMs });
+    },
+    failed(err, timedOut) {
+      const error = timedOut
+        ? new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`, { cause: err })
+        : toUpstreamError(err, target);
+      publishDialError({ ctx, error });
+      return error;
+    },
+    close() {
+      native.close(ownFd);
+    },
   };
 }
 
@@ -208,6 +274,22 @@ function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: Upst
     for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
     startNext();
   });
+}
+
+/** TCP_NODELAY, as socketFacts() sets it on the async dial's sockets (whose setNoDelay ignores
+ *  failures). Kernels before 5.19 refuse it on MPTCP sockets: that is not worth a failed dial. */
+function setNoDelay(native: MptcpNative, fd: number, mptcp: boolean): void {
+  const c = native.constants;
+  try {
+    native.setIntOption(fd, c.IPPROTO_TCP, c.TCP_NODELAY, 1);
+  } catch (err) {
+    if (!(mptcp && isSystemError(err) && (err.code === 'ENOPROTOOPT' || err.code === 'EOPNOTSUPP'))) throw err;
+  }
+}
+
+function localOf(native: MptcpNative, fd: number): Endpoint {
+  const a = native.localAddress(fd);
+  return a === null ? { address: '', port: 0 } : { address: a.address, port: a.port };
 }
 
 function socketFacts(s: Socket, mptcpSocket: boolean): SocketFacts {

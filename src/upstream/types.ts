@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { ConnectionContext } from '../core/context.js';
-import type { TargetAddress } from '../core/errors.js';
+import type { TargetAddress, UpstreamError } from '../core/errors.js';
 
 /** `off`: plain TCP. `auto`: MPTCP socket (the kernel falls back to TCP in the same
  *  handshake when the server lacks MPTCP); TCP if this host cannot create one.
@@ -22,4 +22,30 @@ export interface DialOptions {
  * stored in ctx.upstream; rejects with UpstreamError (refused, unreachable,
  * timeout, DNS) or AccessDeniedError (destination denied after resolution).
  */
-export type Dial = (target: TargetAddress, ctx: ConnectionContext, opts?: DialOptions) => Promise<Socket>;
+export interface Dial {
+  (target: TargetAddress, ctx: ConnectionContext, opts?: DialOptions): Promise<Socket>;
+  /**
+   * The same dial, started synchronously for someone else to finish (the native relay engine):
+   * access check, socket, bind, non-blocking connect(2), now. Undefined when this target
+   * cannot go that way (a name: DNS and happy eyeballs need the async dial; bindInterface; no
+   * addon) — then use the dial itself. Throws, after publishing dial:error, what the dial would
+   * reject with for a denied destination or a connect(2) that fails at once.
+   */
+  connectNow?(target: TargetAddress, ctx: ConnectionContext): PendingConnect | undefined;
+}
+
+/** An upstream connect in progress on a raw fd (Dial.connectNow). */
+export interface PendingConnect {
+  /** Non-blocking socket, connect(2) issued. The caller owns it: hand it on, or close(). */
+  readonly fd: number;
+  /** upstream.connectTimeoutMs: how long whoever completes the connect may wait. */
+  readonly timeoutMs: number;
+  /** The handshake completed: records ctx.upstream and publishes upstream:connected.
+   *  connectMs: from connect(2) to completion as its completer measured it. */
+  connected(connectMs: number, mptcp: boolean): void;
+  /** The connect failed (a system error from SO_ERROR) or timed out: publishes dial:error and
+   *  returns the error the dial would have rejected with. */
+  failed(err: unknown, timedOut: boolean): UpstreamError;
+  /** Closes the fd (the connect could not be handed on). */
+  close(): void;
+}
