@@ -7,6 +7,8 @@
  * uploads 16 MiB with a Content-Length; SHA-256 is checked at the client for the downloads and
  * at the origin (peer-http-server.ts POST /sha256) for the upload. The proxy's own access and
  * request lines confirm an MPTCP client connection with two subflows, and the byte counts.
+ * Eight 2 MiB uploads on one connection check that keep-alive survives a pumped request body
+ * (a known bug with the native pump: that test is a todo for 'native').
  *
  * MPTCP_PROXY_RELAY=native|js runs one engine, otherwise both run (one proxy process each, in
  * one testbed).
@@ -122,9 +124,47 @@ describe('HTTP front-end moves 64 MiB bodies for a two-path MPTCP client with ei
       rmSync(file, { force: true });
       assert.equal(out.trim(), createHash('sha256').update(body).digest('hex'), 'the origin hashed exactly the body sent');
       const line = await proxy.nextAccess();
-      assertMptcpTwoSubflows(line, `${engine} upload`);
+      assert.equal(line.clientMptcp, true, `the proxy saw an MPTCP client: ${JSON.stringify(line)}`);
       assert.equal(line.method, 'POST');
       assert.ok(line.bytesUp > UPLOAD && line.bytesUp < UPLOAD + 1024, `bytesUp ${line.bytesUp} is the body and head`);
+      // The subflows as the request line saw them, when the response was done and the client
+      // surely still connected. (The access line samples them at the connection's half-closes,
+      // and with the native pump the proxy may half-close first — see the next test — after
+      // which the kernel may already have dropped the subflows: clientSubflows 0.)
+      const [request] = requestLines(proxy, line.conn);
+      assert.ok(request, `a request line for ${line.conn}`);
+      assertMptcpTwoSubflows(request, `${engine} upload (request line)`);
+    });
+
+    // Known bug with the native pump (src/frontends/http/index.ts #exchange): bodyDone is read
+    // from the request-body pump's result, which arrives from the engine thread as a separate
+    // event; when the origin's response is relayed before that event is processed, the proxy
+    // takes the body for unfinished and closes the client connection after the response
+    // (SHUT_WR before reading the client's next request or EOF). In our runs: 14 of 100 single
+    // uploads under load, 2 of 40 on loopback, nearly every run of this test; never with the
+    // JS engine. Remove the todo once #exchange waits for the pump's result.
+    const todo = engine === 'native' ? 'native pump: the proxy sometimes closes the client connection after a pumped upload (request-body pump result read before the engine reported it)' : false;
+    test(`${engine}: keep-alive survives pumped uploads (eight 2 MiB POSTs on one MPTCP connection)`, { todo }, async () => {
+      const proxy = proxies.get(engine)!;
+      const proxyUrl = `http://${tb.hosts.prx.wired}:${PORTS[engine]}`;
+      const file = join(work, `${engine}-ka-up.bin`);
+      const body = randomBytes(2 * MB);
+      writeFileSync(file, body);
+      const count = 8;
+      const out = await inCli(
+        `mptcpize run curl -sS --fail --max-time 60 -x ${proxyUrl} --data-binary @${file} -w ' %{num_connects}\n'` +
+          ` ${originUrl}/sha256`.repeat(count),
+      );
+      rmSync(file, { force: true });
+      const sha = createHash('sha256').update(body).digest('hex');
+      const replies = out.trim().split('\n').map((l) => l.split(' '));
+      assert.deepEqual(replies.map((r) => r[0]), Array(count).fill(sha), 'every body reached the origin intact');
+      // Every access line up to the one that counts all requests (one per client connection).
+      const lines: AccessLine[] = [];
+      while (lines.reduce((n, l) => n + Number(l.requests ?? 0), 0) < count) lines.push(await proxy.nextAccess());
+      assert.deepEqual(replies.map((r) => r[1]), ['1', ...Array(count - 1).fill('0')], 'curl reused its connection to the proxy for every POST');
+      assert.equal(lines.length, 1, `one client connection: ${JSON.stringify(lines)}`);
+      assertMptcpTwoSubflows(lines[0]!, `${engine} keep-alive uploads`);
     });
   }
 });
