@@ -428,6 +428,12 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			}
 			x->off += (size_t)n;
 			r->last_activity_ms = t->now_ms;
+			/* A pump never reads "to", so its second counter counts what reached "to" (head
+			 * included): relayStats' fromUpstream for a pump id. JS asks it whether a body is
+			 * wholly written before the completion report arrives (an origin answers as soon
+			 * as it has the last byte). */
+			if (r->pump)
+				atomic_fetch_add_explicit(&r->dir[SIDE_UP].bytes, (uint64_t)n, memory_order_relaxed);
 			if (x->off < x->len)
 				return; /* short write: the send buffer is full, same as EAGAIN */
 			continue;

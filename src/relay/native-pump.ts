@@ -74,6 +74,16 @@ export interface PumpOptions {
   /** End the pump after this long without a byte moved; 0/absent = never. */
   idleTimeoutMs?: number;
   signal?: AbortSignal;
+  /** Called once the engine has the pump, with a way to ask how far it got. */
+  onStarted?: (progress: PumpProgress) => void;
+}
+
+/** A running pump, seen from JS. */
+export interface PumpProgress {
+  /** True once every byte of a Content-Length body (and the head) has been written to `to`,
+   *  or the pump has ended: its result is then due without waiting on either peer. Always
+   *  false for an until-EOF pump that is still running. */
+  allWritten(): boolean;
 }
 
 export interface PumpResult {
@@ -217,6 +227,18 @@ export const pumpNative: BodyPump = async (from, to, opts) => {
     for (let j = taken.length - 1; j >= 0; j--) from.unshift(taken[j]!);
     resumeHandleReading(from);
     throw new PumpHandoverError('the native pump could not start', { cause: err });
+  }
+  if (opts.onStarted) {
+    const total = (head?.length ?? 0) + length;
+    const pumpId = id;
+    opts.onStarted({
+      // The engine counts a pump's bytes written to `to` in relayStats' fromUpstream; null:
+      // the pump has ended and its report is on its way.
+      allWritten: () => {
+        const stats = engine.relayStats(pumpId);
+        return stats === null || (length >= 0 && stats.fromUpstream >= total);
+      },
+    });
   }
   // Either socket closing (destroyed by JS, or by the listener cutting the connection) makes
   // the pump pointless; so does the caller's signal.

@@ -42,7 +42,7 @@ import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
 import { UpstreamPool } from './pool.js';
 import type { PoolableUpstream } from './pool.js';
 import { PumpHandoverError } from '../../relay/native-pump.js';
-import type { BodyPump, PumpResult as NativePumpResult } from '../../relay/native-pump.js';
+import type { BodyPump, PumpProgress, PumpResult as NativePumpResult } from '../../relay/native-pump.js';
 
 export { httpStatusFor } from './status.js';
 
@@ -139,6 +139,9 @@ class HttpProxySession {
   readonly #idleTimeoutMs: number | undefined;
   /** deps.pump: the native engine's body pump, or undefined (bodies move through JS). */
   readonly #pump: BodyPump | undefined;
+  /** The request-body pump in flight, if any: asked whether the body is wholly written when
+   *  the response ends before the pump has reported. */
+  #requestPump: PumpProgress | undefined;
   #requests = 0;
   #handedOver = false;
   /** Connection byte counters when the current request began, for per-request byte counts. */
@@ -463,6 +466,10 @@ class HttpProxySession {
       this.#client.off('close', onClientClose);
     }
     up.served += 1;
+    // A natively pumped request body may be wholly written while the engine's report of it is
+    // still on its way (the origin answers as soon as it has the last byte, and its response
+    // can be read first): wait for that report rather than take the body for unfinished.
+    if (pumpResult === undefined && this.#requestPump?.allWritten()) await pump;
     // The server answered before the request body was complete: the connection state on both
     // sides is unknown, so neither is reused.
     const bodyDone = pumpResult?.ok === true;
@@ -530,6 +537,7 @@ class HttpProxySession {
     length: number | 'eof',
     count: (n: number) => void,
     idleTimeoutMs: number,
+    onStarted?: (progress: PumpProgress) => void,
   ): Promise<NativePumpResult | undefined> {
     const head = reader.suspend();
     try {
@@ -538,6 +546,7 @@ class HttpProxySession {
         head,
         idleTimeoutMs,
         signal: this.#ctx.signal,
+        ...(onStarted ? { onStarted } : {}),
       });
       count(result.moved);
       return result;
@@ -558,7 +567,14 @@ class HttpProxySession {
     const countDown = (n: number): void => {
       this.#ctx.bytes.fromDownstream += n;
     };
-    const r = await this.#runPump(this.#down, up.socket, length, countDown, 0);
+    let r: NativePumpResult | undefined;
+    try {
+      r = await this.#runPump(this.#down, up.socket, length, countDown, 0, (progress) => {
+        this.#requestPump = progress;
+      });
+    } finally {
+      this.#requestPump = undefined;
+    }
     if (r === undefined) return false;
     switch (r.endedBy) {
       case 'done':
