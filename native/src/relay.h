@@ -26,7 +26,8 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
  * 'error' | 'idle' | 'aborted' | 'engine-stopped', durationMs, errno?, code?, syscall?,
  * side?: 'from' | 'to' }. relayStats (fromDownstream = moved so far) and relayAbort take its id. */
 napi_value mpx_js_pump_start(napi_env env, napi_callback_info info);
-/* relayStats(id) → { fromDownstream, fromUpstream } | null */
+/* relayStats(id) → { fromDownstream, fromUpstream } | null. For a pump: bytes read from fdFrom,
+ * and bytes written to fdTo (head included). */
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
 /* relayAbort(id) → boolean (false when the id is unknown or already finished) */
 napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
