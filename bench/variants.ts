@@ -4,6 +4,9 @@
  * Each is a tracked testbed process in its own process group, so its CPU is the sum over that
  * group's processes in the namespace, and the testbed kills it at the end.
  */
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { HostName, Testbed, TestbedProcess } from '../testbed/index.js';
 import { writeHaproxyConfig, writeNginxConfig, writeOursHttpConfig, writeSquidConfig, type HaproxyFrontend } from './peers/configs.js';
@@ -28,10 +31,15 @@ export const commandLog: string[] = [];
 
 /** Spawn with RLIMIT_NOFILE raised to its hard limit (`ulimit -n 65536` is refused when the hard
  * limit is lower, e.g. 20 000 in a container): `sh -c 'ulimit -n HARD; exec "$@"'` keeps the pid. */
-export function spawnLogged(tb: Testbed, host: HostName, argv: readonly string[], env?: NodeJS.ProcessEnv): TestbedProcess {
-  const wrapped = ['sh', '-c', 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"', 'sh', ...argv];
+export function spawnLogged(tb: Testbed, host: HostName, argv: readonly string[], env?: NodeJS.ProcessEnv, stdoutFile?: string): TestbedProcess {
+  // stdoutFile: the program's stdout goes to a file, as a deployed proxy's log does, instead of
+  // a pipe that this process must drain (a Node proxy's stdout writes to a pipe are
+  // synchronous, so a busy bench process would stall the proxy it measures).
+  const redirect = stdoutFile === undefined ? '' : ' >"$MPX_BENCH_STDOUT"';
+  const wrapped = ['sh', '-c', `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"${redirect}`, 'sh', ...argv];
   const envText = env ? `${Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ')} ` : '';
-  commandLog.push(`[${host}] ${envText}${argv.join(' ')}`);
+  commandLog.push(`[${host}] ${envText}${argv.join(' ')}${stdoutFile === undefined ? '' : ` > ${stdoutFile}`}`);
+  if (stdoutFile !== undefined) env = { ...env, MPX_BENCH_STDOUT: stdoutFile };
   return tb.spawn(host, wrapped, env ? { env } : {});
 }
 
@@ -47,11 +55,18 @@ export async function waitListening(tb: Testbed, host: HostName, port: number, p
   }
 }
 
-async function started(tb: Testbed, label: string, host: HostName, port: number, argv: readonly string[], env?: NodeJS.ProcessEnv): Promise<Started> {
-  const proc = spawnLogged(tb, host, argv, env);
+async function started(tb: Testbed, label: string, host: HostName, port: number, argv: readonly string[], env?: NodeJS.ProcessEnv, stdoutFile?: string): Promise<Started> {
+  const proc = spawnLogged(tb, host, argv, env, stdoutFile);
   await waitListening(tb, host, port, proc, label);
   return { label, host, proc, port, command: argv.join(' ') };
 }
+
+/** Where a forward's log goes: its access lines, one per connection, as in a deployment. */
+function oursLogFile(name: string): string {
+  mkdirSync(OURS_LOG_DIR, { recursive: true });
+  return join(OURS_LOG_DIR, `${name}-${process.pid}.log`);
+}
+const OURS_LOG_DIR = join(tmpdir(), 'mptcp-proxy-bench-logs');
 
 /** The relay engine env for our proxy ('default' = whatever the build picks, no env). */
 export function engineEnv(engine: string): NodeJS.ProcessEnv | undefined {
@@ -59,13 +74,13 @@ export function engineEnv(engine: string): NodeJS.ProcessEnv | undefined {
 }
 
 export function startOursForward(tb: Testbed, port: number, to: string, engine: string): Promise<Started> {
-  return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine));
+  return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine), oursLogFile(`forward-${port}`));
 }
 
 export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {
   const file = writeOursHttpConfig(dir, name, port, allowNet, extra);
   const env = extra.env || engineEnv(engine) ? { ...engineEnv(engine), ...extra.env } : undefined;
-  return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], env);
+  return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], env, join(dir, `${name}.log`));
 }
 
 export async function startHaproxy(tb: Testbed, dir: string, frontends: readonly HaproxyFrontend[]): Promise<Started> {
