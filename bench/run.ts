@@ -82,11 +82,15 @@ async function main(): Promise<number> {
   const tb = await createTestbed({});
   // Short-connection loads open tens of thousands of connections: widen the ephemeral range (kept
   // above the bench's listener ports 7000–9500, or outgoing connections squat them) and
-  // let TIME_WAIT ports be reused for new outgoing connections (both are per-namespace sysctls).
-  for (const h of ['cli', 'prx'] as const) {
-    await tb.exec(h, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=20000 65000', 'net.ipv4.tcp_tw_reuse=1']);
+  // let TIME_WAIT ports be reused for new outgoing connections, and cap TIME_WAIT sockets: after
+  // ≈25 000 short connections the ephemeral ports of cli and prx were so full of them that every
+  // later variant's connect() crawled (HAProxy's echo rate fell from ≈1 300/s when run first to
+  // ≈300/s after ours; ours too when run later). All three are per-namespace sysctls.
+  const sysctls = ['net.ipv4.ip_local_port_range=20000 65000', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.tcp_max_tw_buckets=4096'];
+  for (const h of ['cli', 'prx', 'srv'] as const) {
+    await tb.exec(h, ['sysctl', '-qw', ...(h === 'srv' ? sysctls.slice(2) : sysctls)]);
   }
-  commandLog.push(`testbed: createTestbed({}) → namespaces ${tb.namespaces.join(' ')} (see docs/bench/README or testbed/testbed.ts); sysctl net.ipv4.ip_local_port_range="20000 65000" net.ipv4.tcp_tw_reuse=1 in cli and prx`);
+  commandLog.push(`testbed: createTestbed({}) → namespaces ${tb.namespaces.join(' ')} (see docs/bench/README or testbed/testbed.ts); sysctl ${sysctls.join(' ')} in cli and prx, the last in srv`);
   const ctx: BenchContext = { tb, dir, opts, peers, allowNet: '10.0.0.0/8', log };
   const results: BenchResults = {
     date: startedAt.toISOString(),
