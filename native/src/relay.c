@@ -1074,7 +1074,8 @@ static bool arg_function(napi_env env, napi_value v, const char *name, bool opti
 static bool set_nonblocking(napi_env env, int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
-	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+	/* dups of libuv's fds and the dialer's sockets are non-blocking already: one syscall then */
+	if (flags < 0 || ((flags & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)) {
 		throw_errno_msg(env, errno, "fcntl(O_NONBLOCK)");
 		return false;
 	}

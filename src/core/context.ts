@@ -62,11 +62,10 @@ export interface NewContextOptions {
   frontend: FrontendKind;
   downstream: SocketFacts;
   log: Logger;
-  /** Defaults to a signal that never aborts. */
+  /** Defaults to a fresh signal nobody aborts. */
   signal?: AbortSignal;
 }
 
-const neverAborted = new AbortController().signal;
 
 export function createConnectionContext(opts: NewContextOptions): ConnectionContext {
   const id = nextConnectionId();
@@ -79,7 +78,9 @@ export function createConnectionContext(opts: NewContextOptions): ConnectionCont
     startedAtWall: new Date(),
     log: opts.log.child({ conn: id }),
     bytes: { fromDownstream: 0, fromUpstream: 0 },
-    signal: opts.signal ?? neverAborted,
+    // A signal of its own when none is given (tests, tools): one shared never-aborted signal
+    // collected the abort listeners of every relay started on such contexts.
+    signal: opts.signal ?? new AbortController().signal,
     access: {},
   };
 }
