@@ -135,16 +135,23 @@ static bool parse_address(napi_env env, napi_value js_addr, int32_t port, struct
 	return false;
 }
 
+/* The (fd, address, port) arguments of bind() and connect(). */
+static bool fd_address_args(napi_env env, napi_callback_info info, int32_t *fd, struct sockaddr_storage *ss, socklen_t *len)
+{
+	napi_value argv[3];
+	int32_t port;
+	return mpx_get_args(env, info, 3, argv) && mpx_arg_int32(env, argv[0], "fd", fd) && mpx_arg_int32(env, argv[2], "port", &port) &&
+	       parse_address(env, argv[1], port, ss, len);
+}
+
 /* bind(fd, address, port): undefined. An IPv4 literal on an AF_INET6 socket is the
  * caller's mistake and gets the kernel's answer (EAFNOSUPPORT / EINVAL). */
 napi_value mpx_js_bind(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
-	int32_t fd, port;
+	int32_t fd;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "fd", &fd) ||
-	    !mpx_arg_int32(env, argv[2], "port", &port) || !parse_address(env, argv[1], port, &ss, &len))
+	if (!fd_address_args(env, info, &fd, &ss, &len))
 		return NULL;
 	if (bind(fd, (struct sockaddr *)&ss, len) != 0)
 		return mpx_throw_errno(env, errno, "bind");
@@ -159,12 +166,10 @@ napi_value mpx_js_bind(napi_env env, napi_callback_info info)
  * is thrown Node-style with syscall 'connect'. */
 napi_value mpx_js_connect(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3];
-	int32_t fd, port;
+	int32_t fd;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "fd", &fd) ||
-	    !mpx_arg_int32(env, argv[2], "port", &port) || !parse_address(env, argv[1], port, &ss, &len))
+	if (!fd_address_args(env, info, &fd, &ss, &len))
 		return NULL;
 	bool connected = true;
 	if (connect(fd, (struct sockaddr *)&ss, len) != 0) {

@@ -93,8 +93,9 @@ export function basicAuthPolicy(user: string, password: string): AccessPolicy {
   };
 }
 
-export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpProxyHarness> {
-  const cfg: HttpListenerConfig = {
+/** The HTTP listener config the loopback tests use, with overrides. */
+export function testHttpListenerConfig(over: Partial<HttpListenerConfig> = {}): HttpListenerConfig {
+  return {
     name: 'http-test',
     type: 'http',
     listen: { host: '127.0.0.1', port: 0 },
@@ -107,8 +108,12 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
     keepAliveTimeoutMs: 5000,
     upstreamIdleTimeoutMs: 30_000,
     via: 'mptcp-proxy-test',
-    ...opts.cfg,
+    ...over,
   };
+}
+
+export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpProxyHarness> {
+  const cfg = testHttpListenerConfig(opts.cfg);
   const logs: string[] = [];
   const log: Logger = createLogger({ level: 'debug', format: 'json', sink: { write: (l) => logs.push(l) } });
   const access = opts.access ?? (await createAccessPolicy(testAccessConfig(opts.accessConfig)));

@@ -12,7 +12,6 @@ import type http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createAccessPolicy } from '../../src/access/policy.js';
-import type { HttpListenerConfig } from '../../src/config/types.js';
 import { createConnectionContext, type ConnectionContext } from '../../src/core/context.js';
 import { ErrorCode } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
@@ -20,7 +19,7 @@ import { createHttpFrontend } from '../../src/frontends/http/index.js';
 import type { Frontend } from '../../src/frontends/types.js';
 import { canPumpNative, relayBothWays, selectBodyPump, selectRelay, type BodyPump, type PumpResult } from '../../src/relay/index.js';
 import { createDialer } from '../../src/upstream/dialer.js';
-import { readBody, startOrigin, startTcpOrigin, testAccessConfig } from '../helpers/http-proxy-harness.js';
+import { readBody, startOrigin, startTcpOrigin, testAccessConfig, testHttpListenerConfig } from '../helpers/http-proxy-harness.js';
 
 const MB = 1024 * 1024;
 const HOST = '127.0.0.1';
@@ -42,20 +41,7 @@ interface PumpingProxy {
 /** The real HTTP front-end, dialer and access policy behind a loopback listener, with the
  *  relay and body pump of `engine` (as src/main.ts wires them). */
 async function startProxy(engine: Engine, opts: { idleTimeoutMs?: number } = {}): Promise<PumpingProxy> {
-  const cfg: HttpListenerConfig = {
-    name: 'http-pump-test',
-    type: 'http',
-    listen: { host: HOST, port: 0 },
-    mptcp: 'off',
-    backlog: 128,
-    reusePort: false,
-    handshakeTimeoutMs: 5000,
-    maxHeaderBytes: 8192,
-    maxHeaderCount: 50,
-    keepAliveTimeoutMs: 5000,
-    upstreamIdleTimeoutMs: 30_000,
-    via: 'mptcp-proxy-test',
-  };
+  const cfg = testHttpListenerConfig({ name: 'http-pump-test', listen: { host: HOST, port: 0 } });
   const logs: Array<Record<string, unknown>> = [];
   const log = createLogger({ level: 'debug', format: 'json', sink: { write: (l) => logs.push(JSON.parse(l) as Record<string, unknown>) } });
   const access = await createAccessPolicy(testAccessConfig());
