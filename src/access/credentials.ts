@@ -149,7 +149,10 @@ function createGate(limit: number): <T>(work: () => Promise<T>) => Promise<T> {
   };
 }
 
-export function createCredentialStore(users: Map<string, StoredHash>): CredentialStore {
+/** The key derivation a store runs (scrypt; tests pass a counting one). */
+export type KeyDerivation = (password: string | Buffer, salt: Buffer, keyLength: number, params: ScryptParams) => Promise<Buffer>;
+
+export function createCredentialStore(users: Map<string, StoredHash>, derive: KeyDerivation = scryptAsync): CredentialStore {
   const first = users.values().next().value as StoredHash | undefined;
   // Same cost and key length as a real entry, so unknown users take as long as known ones.
   const dummy: StoredHash = {
@@ -163,7 +166,7 @@ export function createCredentialStore(users: Map<string, StoredHash>): Credentia
     async verify(user, password) {
       const known = users.get(user);
       const entry = known ?? dummy;
-      const computed = await gate(() => scryptAsync(password, entry.salt, entry.hash.length, entry));
+      const computed = await gate(() => derive(password, entry.salt, entry.hash.length, entry));
       const equal = timingSafeEqual(computed, entry.hash);
       return known !== undefined && equal;
     },
