@@ -237,7 +237,8 @@ describe('relayStart with a connecting upstream', { skip }, () => {
     const r = startConnecting(pair.down, hole.port, 300);
     const s = await r.done;
     const took = performance.now() - started;
-    assert.ok(took >= 290 && took < 900, `timed out after ${took.toFixed(0)} ms`);
+    // The upper bound only tells the 300 ms deadline from the 10 s default; a loaded machine is slow.
+    assert.ok(took >= 290 && took < 5_000, `timed out after ${took.toFixed(0)} ms`);
     assert.equal(s.endedBy, 'upstream');
     assert.equal(s.code, 'ETIMEDOUT');
     assert.equal(s.syscall, 'connect');

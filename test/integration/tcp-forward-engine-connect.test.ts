@@ -227,7 +227,8 @@ for (const engine of ['native', 'js'] as const) {
     const started = performance.now();
     assert.equal(await clientOutcome(f.port), 'ECONNRESET');
     const took = performance.now() - started;
-    assert.ok(took >= 280 && took < 1500, `gave up after ${took.toFixed(0)} ms`);
+    // The upper bound only tells the 300 ms deadline from the 10 s default; a loaded machine is slow.
+    assert.ok(took >= 280 && took < 5_000, `gave up after ${took.toFixed(0)} ms`);
     await accessLine(f);
     assert.equal(f.dialErrors.length, 1);
     const err = f.dialErrors[0]!.error;
