@@ -16,6 +16,7 @@ import { describe, test } from 'node:test';
 import { listenMptcp, loadNative, mptcpSupport, socketFd } from '../../src/mptcp/index.js';
 import { loadNativeRelayEngine, type NativeConnected } from '../../src/relay/index.js';
 import type { NativeRelaySummary } from '../../src/relay/native-relay.js';
+import { fullListener } from '../helpers/full-listener.js';
 
 const HOST = '127.0.0.1';
 const engine = loadNativeRelayEngine();
@@ -30,33 +31,6 @@ async function listen(onConnection?: (s: net.Socket) => void): Promise<net.Serve
   s.listen(0, HOST);
   await once(s, 'listening');
   return s;
-}
-
-/** A listening fd (backlog 0) whose accept queue is full: SYNs to it are dropped until drained. */
-async function fullListener(): Promise<{ fd: number; port: number; adopt(server: net.Server): void; close(): void }> {
-  const native = loadNative();
-  const fd = native.socket(4, false);
-  native.bind(fd, HOST, 0);
-  native.listen(fd, 0);
-  const port = native.localAddress(fd)!.port;
-  const fillers: net.Socket[] = [];
-  for (let i = 0; i < 3; i++) fillers.push(net.connect(port, HOST).on('error', () => {}));
-  await sleep(100);
-  let owned = true;
-  return {
-    fd,
-    port,
-    /** `server` takes the fd over (and listens again with Node's backlog), accepting the fillers. */
-    adopt(server) {
-      owned = false;
-      server.listen({ fd });
-    },
-    close() {
-      for (const s of fillers) s.destroy();
-      if (owned) native.close(fd);
-      owned = false;
-    },
-  };
 }
 
 /** A client connected to a proxy-side socket `down`, as a listener would hand it over. */

@@ -23,9 +23,9 @@ import { createLogger } from '../../src/core/logger.js';
 import { createTcpForwardFrontend } from '../../src/frontends/tcp-forward/index.js';
 import type { FrontendDeps } from '../../src/frontends/types.js';
 import { ProxyListener } from '../../src/listeners/listener.js';
-import { loadNative } from '../../src/mptcp/index.js';
 import { selectBodyPump, selectConnectingRelay, selectRelay, type RelayEngine } from '../../src/relay/index.js';
 import { createDialer } from '../../src/upstream/dialer.js';
+import { fullListener } from '../helpers/full-listener.js';
 
 const HOST = '127.0.0.1';
 
@@ -136,25 +136,6 @@ async function accessLine(f: Forwarder): Promise<Record<string, unknown>> {
   return line;
 }
 
-/** A listening fd (backlog 0) whose accept queue is full: SYNs to it are dropped. */
-async function blackholePort(): Promise<{ port: number; close(): void }> {
-  const native = loadNative();
-  const fd = native.socket(4, false);
-  native.bind(fd, HOST, 0);
-  native.listen(fd, 0);
-  const port = native.localAddress(fd)!.port;
-  const fillers: net.Socket[] = [];
-  for (let i = 0; i < 3; i++) fillers.push(net.connect(port, HOST).on('error', () => {}));
-  await sleep(100);
-  return {
-    port,
-    close() {
-      for (const s of fillers) s.destroy();
-      native.close(fd);
-    },
-  };
-}
-
 for (const engine of ['native', 'js'] as const) {
   const inEngine = engine === 'native' && selectConnectingRelay('native') !== undefined;
   const way = inEngine ? 'dialed in the engine' : 'dialed through JS';
@@ -220,7 +201,7 @@ for (const engine of ['native', 'js'] as const) {
   });
 
   test(`${engine} engine (${way}): no answer within upstream.connectTimeoutMs is MPX_ERR_CONNECT_TIMEOUT and a reset`, async (t) => {
-    const hole = await blackholePort();
+    const hole = await fullListener(HOST);
     t.after(() => hole.close());
     const f = await forwarder(engine, `${HOST}:${hole.port}`, { upstream: { connectTimeoutMs: 300 } });
     t.after(() => f.close());

@@ -13,7 +13,8 @@ import { createConnectionContext, type ConnectionContext } from '../../src/core/
 import { AccessDeniedError, ErrorCode, UpstreamError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
 import type { UpstreamConfig } from '../../src/config/types.js';
-import { listenMptcp, loadNative, mptcpSupport } from '../../src/mptcp/index.js';
+import { fullListener } from '../helpers/full-listener.js';
+import { listenMptcp, mptcpSupport } from '../../src/mptcp/index.js';
 
 const baseCfg: UpstreamConfig = { mptcp: 'off', connectTimeoutMs: 2000, dnsTimeoutMs: 500, happyEyeballsDelayMs: 100 };
 
@@ -48,25 +49,6 @@ async function plainServer(host = '127.0.0.1'): Promise<{ server: net.Server; po
   return { server, port: (server.address() as net.AddressInfo).port, peers };
 }
 
-/** A listener that never accepts, with its queue filled: further SYNs are dropped (tcp_conn_request). */
-async function blackholePort(): Promise<{ port: number; close: () => void }> {
-  const native = loadNative();
-  const fd = native.socket(4, false);
-  native.bind(fd, '127.0.0.1', 0);
-  native.listen(fd, 0);
-  const port = native.localAddress(fd)!.port;
-  const fillers: net.Socket[] = [];
-  for (let i = 0; i < 3; i++) fillers.push(net.connect(port, '127.0.0.1').on('error', () => {}));
-  await new Promise((r) => setTimeout(r, 100));
-  return {
-    port,
-    close: () => {
-      for (const s of fillers) s.destroy();
-      native.close(fd);
-    },
-  };
-}
-
 async function expectUpstreamError(p: Promise<unknown>, code: string): Promise<UpstreamError> {
   const err = await p.then(
     () => assert.fail('dial should fail'),
@@ -86,7 +68,7 @@ test('a refused connection is MPX_ERR_UPSTREAM_REFUSED with errno ECONNREFUSED',
 });
 
 test('a connect that gets no answer fails with MPX_ERR_CONNECT_TIMEOUT at connectTimeoutMs', async (t) => {
-  const hole = await blackholePort();
+  const hole = await fullListener();
   t.after(hole.close);
   const dial = createDialer({ ...baseCfg, connectTimeoutMs: 400 }, await openAccess(), silentLogger);
   const started = performance.now();
@@ -110,7 +92,7 @@ test('happy eyeballs: a refused first address falls through to the next one at o
 });
 
 test('happy eyeballs: a silent first address gets a second attempt after happyEyeballsDelayMs, which wins', async (t) => {
-  const hole = await blackholePort();
+  const hole = await fullListener();
   t.after(hole.close);
   const lookup: LookupAll = async () => [{ address: '127.0.0.1', family: 4 }, { address: '127.0.0.2', family: 4 }];
   const dialHole = createDialer({ ...baseCfg, happyEyeballsDelayMs: 150 }, await openAccess(), silentLogger, {
@@ -155,7 +137,7 @@ test('name lookup errors map to DNS codes: not found, and a lookup slower than d
 });
 
 test('an aborted dial rejects promptly and leaves no connection behind', async (t) => {
-  const hole = await blackholePort();
+  const hole = await fullListener();
   t.after(hole.close);
   const dial = createDialer({ ...baseCfg, connectTimeoutMs: 10_000 }, await openAccess(), silentLogger);
   const ac = new AbortController();
