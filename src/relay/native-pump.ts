@@ -31,7 +31,7 @@
  */
 import type { Socket } from 'node:net';
 import { socketFd, type MptcpNative } from '../mptcp/index.js';
-import { flushWrites, hasFd, loadNativeRelayEngine, type NativeRelayEngine } from './native-relay.js';
+import { flushWrites, hasFd, joinHead, loadNativeRelayEngine, type NativeRelayEngine } from './native-relay.js';
 
 /** How a pump ended: 'done' (all N bytes, or EOF for an until-EOF pump), 'eof' (EOF before N
  *  bytes), 'error' (a system call failed on `side`), or the proxy's reason. */
@@ -266,12 +266,6 @@ export const pumpNative: BodyPump = async (from, to, opts) => {
     durationMs: s.durationMs,
   };
 };
-
-function joinHead(head: Buffer | undefined, chunks: Buffer[]): Buffer | null {
-  const parts = head !== undefined && head.length > 0 ? [head, ...chunks] : chunks;
-  if (parts.length === 0) return null;
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-}
 
 /** The same shape as Node's own system errors ('write EPIPE', code, errno, syscall). */
 function systemError(s: NativePumpSummary): NodeJS.ErrnoException {

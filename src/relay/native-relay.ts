@@ -302,7 +302,8 @@ function drainReadable(socket: Socket): Buffer[] {
   return chunks;
 }
 
-function joinHead(head: Buffer | undefined, chunks: Buffer[]): Buffer | null {
+/** A head followed by chunks, as one buffer; null when there is nothing. (Shared with the body pump.) */
+export function joinHead(head: Buffer | undefined, chunks: Buffer[]): Buffer | null {
   const parts = head && head.length > 0 ? [head, ...chunks] : chunks;
   if (parts.length === 0) return null;
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
