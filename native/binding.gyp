@@ -7,7 +7,8 @@
         "src/common.c",
         "src/socket-ops.c",
         "src/mptcp-info.c",
-        "src/relay.c"
+        "src/relay.c",
+        "src/admission.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-lpthread"],

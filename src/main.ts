@@ -8,7 +8,8 @@ import type { Config, ListenerConfig } from './config/types.js';
 import type { Logger } from './core/logger.js';
 import { startAccessLog } from './core/access-log.js';
 import { createAccessPolicy } from './access/policy.js';
-import { createConnectionLimiter } from './access/connection-limiter.js';
+import { createConnectionLimiter, createSharedConnectionLimiter } from './access/connection-limiter.js';
+import { loadNativeAcceptor } from './listeners/engine-acceptor.js';
 import type { AccessPolicy } from './access/types.js';
 import { createDialer } from './upstream/dialer.js';
 import { selectBodyPump, selectConnectingRelay, selectRelay } from './relay/index.js';
@@ -47,9 +48,10 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const access: AccessPolicy = await createAccessPolicy(config.access, {
     selfAddresses: () => listeners.map((l) => l.config.listen.host),
     // Port 0 listeners are only known once bound; before that there is nothing to protect.
-    selfPorts: () => listeners.flatMap((l) => l.address()?.port ?? []),
+    // A listener not bound yet counts with its configured port: the engine's acceptor checks
+    // its fixed target once, at its listener's start, perhaps before a later listener binds.
+    selfPorts: () => listeners.flatMap((l) => l.address()?.port ?? (l.config.listen.port || [])),
   });
-  const limiter = createConnectionLimiter(config.access.maxConnectionsPerClient);
   const stopAccessLog = config.log.access ? startAccessLog(log) : () => {};
   const deps: FrontendDeps = {
     dial: createDialer(config.upstream, access, log),
@@ -59,8 +61,13 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     access,
     log,
   };
+  // The engine accepts for front-ends that offer it (tcp-forward to an IP) when it also dials
+  // (relayConnecting). Its per-client counts live in the addon; JS listeners count there too.
+  const acceptor = deps.relayConnecting !== undefined ? loadNativeAcceptor() : undefined;
+  const max = config.access.maxConnectionsPerClient;
+  const limiter = acceptor !== undefined ? createSharedConnectionLimiter(max, acceptor) : createConnectionLimiter(max);
   for (const lc of config.listeners) {
-    listeners.push(new ProxyListener(lc, { frontend: createFrontend(lc, deps, config), access, limiter, log }));
+    listeners.push(new ProxyListener(lc, { frontend: createFrontend(lc, deps, config), access, limiter, log, ...(acceptor ? { acceptor } : {}) }));
   }
   try {
     for (const l of listeners) await l.start();

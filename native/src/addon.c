@@ -7,6 +7,7 @@
 
 #include "common.h"
 #include "mptcp-info.h"
+#include "admission.h"
 #include "relay.h"
 #include "socket-ops.h"
 
@@ -38,6 +39,12 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetThreads", NULL, mpx_js_relay_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayEngineStop", NULL, mpx_js_relay_engine_stop, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "acceptorStart", NULL, mpx_js_acceptor_start, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "acceptorStop", NULL, mpx_js_acceptor_stop, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "clientAcquire", NULL, mpx_js_client_acquire, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "clientRelease", NULL, mpx_js_client_release, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "clientCount", NULL, mpx_js_client_count, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "clientTracked", NULL, mpx_js_client_tracked, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "constants", NULL, NULL, NULL, NULL, constants, napi_enumerable, NULL },
 	};
 	NAPI_CALL(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));

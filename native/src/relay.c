@@ -69,12 +69,16 @@
  *   other end while connecting (abort, engine stop, the client's own reset) resets it too.
  */
 #include "relay.h"
+#include "admission.h"
 #include "common.h"
 #include "mptcp-info.h"
 #include "mptcp-uapi.h"
+#include "socket-ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -97,6 +101,10 @@
 #define HASH_BUCKETS 4096
 #define EPOLL_BATCH 128
 #define SOL_TCP_LEVEL IPPROTO_TCP
+/* Connections an acceptor takes per wake-up before letting its thread's relays run. */
+#define ACCEPT_BURST 16
+/* How long an acceptor rests after accept(2) ran out of fds or memory (EMFILE...). */
+#define ACCEPT_PAUSE_MS 100
 
 enum side { SIDE_DOWN = 0, SIDE_UP = 1, SIDE_PROXY = 2, SIDE_NONE = -1 };
 
@@ -110,6 +118,7 @@ struct direction {
 };
 
 struct engine_thread;
+struct acc_js;
 
 struct relay {
 	uint64_t id;
@@ -135,6 +144,9 @@ struct relay {
 	uint64_t remaining; /* pump with a limit: bytes still to read from fd[SIDE_DOWN] */
 	int pump_end; /* enum pump_end: how a pump ended by itself */
 	struct mpx_subflow_summary *subflows; /* the sample, NULL if none (not MPTCP by then) */
+	struct acc_js *acc; /* started by an acceptor: its events go to the acceptor's callback */
+	struct mpx_client_key client; /* counted: the client's slot in admission.c's table */
+	bool counted;
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -142,11 +154,14 @@ struct relay {
 
 enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
 
-enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP };
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP };
+
+struct acceptor;
 
 struct cmd {
 	enum cmd_kind kind;
 	struct relay *relay; /* CMD_ADD */
+	struct acceptor *acceptor; /* CMD_ACC_ADD, CMD_ACC_STOP */
 	uint64_t id; /* CMD_ABORT */
 	struct cmd *next;
 };
@@ -171,11 +186,14 @@ struct engine_thread {
 	int64_t now_ms;
 	int64_t min_idle, next_sweep; /* shortest idle timeout (0: none); when to sweep next */
 	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
+	struct acceptor *acceptors; /* listening sockets this thread accepts on */
+	struct acceptor *acc_graveyard; /* closed during this batch; freed after it */
+	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
 	bool stop, report;
 	struct js_side *js;
 };
 
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED };
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED };
 
 struct msg {
 	enum msg_kind kind;
@@ -191,6 +209,36 @@ struct msg {
 	bool connect_failed;
 	double connect_ms; /* MSG_CONNECTED: relayStart → handshake done, engine clock */
 	bool up_mptcp; /* MSG_CONNECTED: fdUp runs MPTCP (not plain TCP, not fallen back) */
+	struct acc_js *acc; /* an acceptor's event (or one of its relays'): goes to its callback */
+	struct sockaddr_storage peer, local, up_local; /* MSG_ACCEPTED (peer also MSG_DENIED) */
+	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */
+	const char *deny_reason; /* MSG_DENIED: 'client-network' or 'client-limit' */
+};
+
+/* An acceptor's JS callback, shared by the messages of the acceptor and of every relay it
+ * started: freed (on the JS thread) when the last of them has been delivered. */
+struct acc_js {
+	napi_ref on_event;
+	_Atomic int refs; /* the acceptor until 'stopped', plus each relay until its 'done' */
+};
+
+/* A listening socket the engine accepts on itself (acceptorStart): admission, the upstream's
+ * connect(2) and the relay all happen on the engine thread, with no JS in between. */
+struct acceptor {
+	uint64_t id;
+	int fd;
+	struct engine_thread *thread;
+	struct sockaddr_storage up, bind_to;
+	socklen_t up_len, bind_len; /* bind_len 0: no source address */
+	bool up_mptcp, sample_down, allow_all;
+	int64_t connect_timeout_ms, idle_ms;
+	struct mpx_cidr *allow;
+	size_t nallow;
+	uint32_t max_per_client;
+	int64_t paused_until; /* 0 unless resting after EMFILE & co. */
+	struct acc_js *js;
+	struct acceptor *next; /* the thread's list */
+	struct acceptor *gnext; /* g.acceptors (JS thread) */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -203,10 +251,16 @@ static struct {
 	bool cleanup_hook;
 	int want_threads, nthreads;
 	unsigned next_thread;
-	uint64_t next_id;
 	struct engine_thread threads[MAX_THREADS];
 	struct js_side *js;
-} g = { .want_threads = 1, .next_id = 1 };
+	struct acceptor *acceptors; /* running ones, for acceptorStop; freed by their threads */
+	uint64_t next_acceptor_id;
+} g = { .want_threads = 1, .next_acceptor_id = 1 };
+
+/* Relay ids: taken by the JS thread (relayStart, pumpStart) and by acceptors' threads. */
+static _Atomic uint64_t g_next_id = 1;
+/* Round robin of acceptors' relays over the threads. */
+static _Atomic unsigned g_next_accept_thread;
 
 static int64_t now_ms(void)
 {
@@ -335,6 +389,10 @@ static void finish(struct engine_thread *t, struct relay *r)
 		direction_release(t, &r->dir[s]);
 	}
 	hash_remove(r);
+	if (r->counted) {
+		mpx_client_release(&r->client);
+		r->counted = false;
+	}
 	if (r->prev)
 		r->prev->next = r->next;
 	else if (t->relays == r)
@@ -352,6 +410,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 		return; /* out of memory: the JS promise stays pending, but no fd or buffer leaks */
 	}
 	m->kind = MSG_DONE;
+	m->acc = r->acc;
 	m->on_done = r->on_done;
 	m->on_connected = r->on_connected; /* never called (not connected): deleted with the message */
 	r->on_connected = NULL;
@@ -534,10 +593,11 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 	}
 	r->connecting = false;
 	r->last_activity_ms = t->now_ms;
-	if (r->on_connected != NULL) {
+	if (r->on_connected != NULL || r->acc != NULL) {
 		struct msg *m = calloc(1, sizeof(*m));
 		if (m != NULL) {
 			m->kind = MSG_CONNECTED;
+			m->acc = r->acc;
 			m->on_connected = r->on_connected;
 			r->on_connected = NULL;
 			m->id = r->id;
@@ -637,6 +697,10 @@ static void end_by_proxy(struct engine_thread *t, struct relay *r, const char *r
 	finish(t, r);
 }
 
+static void acceptor_add(struct engine_thread *t, struct acceptor *a);
+static void acceptor_close(struct engine_thread *t, struct acceptor *a);
+static bool push_cmd(struct engine_thread *t, struct cmd *c);
+
 static void run_commands(struct engine_thread *t)
 {
 	uint64_t n;
@@ -657,6 +721,10 @@ static void run_commands(struct engine_thread *t)
 			/* Only this thread frees its relays, so r stays valid after the unlock. */
 			if (r != NULL && r->thread == t)
 				end_by_proxy(t, r, "aborted");
+		} else if (c->kind == CMD_ACC_ADD) {
+			acceptor_add(t, c->acceptor);
+		} else if (c->kind == CMD_ACC_STOP) {
+			acceptor_close(t, c->acceptor);
 		} else {
 			t->stop = true;
 		}
@@ -702,6 +770,259 @@ static void bury(struct engine_thread *t)
 	}
 }
 
+/* ---- acceptors: accept, admit and dial on the engine thread ---- */
+
+/* Epoll tags: a relay's fd is tagged with the relay's address | side (0 or 1), the eventfd
+ * with 0, and an acceptor's listening fd with its address | ACC_TAG (allocations are at
+ * least 8-byte aligned, so the low bits are free). */
+#define ACC_TAG ((uintptr_t)2)
+
+static struct msg *acc_msg(struct acceptor *a, enum msg_kind kind)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+	if (m != NULL) {
+		m->kind = kind;
+		m->acc = a->js;
+	}
+	return m;
+}
+
+static void post_denied(struct engine_thread *t, struct acceptor *a, const struct sockaddr_storage *peer, const char *reason)
+{
+	struct msg *m = acc_msg(a, MSG_DENIED);
+	if (m == NULL)
+		return;
+	m->peer = *peer;
+	m->deny_reason = reason;
+	post(t, m);
+}
+
+static void acceptor_watch(struct engine_thread *t, struct acceptor *a, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
+	epoll_ctl(t->epfd, EPOLL_CTL_MOD, a->fd, &ev);
+}
+
+/* accept(2) ran out of fds or memory: the pending connection stays queued and the listening
+ * socket stays readable, so a level-triggered registration would spin. Rest a little instead
+ * (and tell JS once per rest); the queued clients wait in the backlog meanwhile. */
+static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err)
+{
+	acceptor_watch(t, a, 0);
+	a->paused_until = t->now_ms + ACCEPT_PAUSE_MS;
+	if (t->accept_resume_ms == 0 || a->paused_until < t->accept_resume_ms)
+		t->accept_resume_ms = a->paused_until;
+	struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
+	if (m != NULL) {
+		m->err = err;
+		m->syscall = "accept4";
+		post(t, m);
+	}
+}
+
+static void acceptors_resume(struct engine_thread *t)
+{
+	int64_t next = 0;
+	for (struct acceptor *a = t->acceptors; a != NULL; a = a->next) {
+		if (a->paused_until == 0)
+			continue;
+		if (t->now_ms >= a->paused_until) {
+			a->paused_until = 0;
+			acceptor_watch(t, a, EPOLLIN);
+		} else if (next == 0 || a->paused_until < next) {
+			next = a->paused_until;
+		}
+	}
+	t->accept_resume_ms = next;
+}
+
+/* socket → options → bind → connect(2), non-blocking; 0 or the errno, with the failing call. */
+static int acceptor_dial(struct acceptor *a, int *fd_out, const char **syscall)
+{
+	int fd = socket(a->up.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->up_mptcp ? IPPROTO_MPTCP : IPPROTO_TCP);
+	*fd_out = fd;
+	if (fd < 0) {
+		*syscall = "socket";
+		return errno;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS dialer: best effort */
+	if (a->bind_len > 0 && bind(fd, (struct sockaddr *)&a->bind_to, a->bind_len) != 0) {
+		*syscall = "bind";
+		return errno;
+	}
+	if (connect(fd, (struct sockaddr *)&a->up, a->up_len) != 0 && errno != EINPROGRESS) {
+		*syscall = "connect";
+		return errno;
+	}
+	return 0;
+}
+
+/* One accepted client: admission, the upstream's connect(2), then the facts for JS and the
+ * relay (in its connecting state: see "Connecting upstreams"). The facts are read after
+ * connect(2), so the upstream SYN leaves first. */
+static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer)
+{
+	struct mpx_client_key key;
+	if (!mpx_client_key_from_sockaddr((const struct sockaddr *)peer, &key)) {
+		close(fd);
+		return;
+	}
+	if (!a->allow_all && mpx_cidr_match(a->allow, a->nallow, &key) < 0) {
+		close(fd);
+		post_denied(t, a, peer, "client-network");
+		return;
+	}
+	if (!mpx_client_acquire(&key, a->max_per_client)) {
+		close(fd);
+		post_denied(t, a, peer, "client-limit");
+		return;
+	}
+	struct relay *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		mpx_client_release(&key);
+		close(fd);
+		return;
+	}
+	int up = -1;
+	const char *syscall = NULL;
+	int err = acceptor_dial(a, &up, &syscall);
+	int one = 1;
+	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS listener (noDelay) */
+	r->fd[SIDE_DOWN] = fd;
+	r->fd[SIDE_UP] = up;
+	r->ended_by = SIDE_NONE;
+	r->idle_ms = a->idle_ms;
+	r->started_ms = t->now_ms;
+	r->started_precise_ms = now_ms_precise();
+	r->connecting = true;
+	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
+	r->acc = a->js;
+	r->client = key;
+	r->counted = true;
+	r->id = atomic_fetch_add(&g_next_id, 1);
+	for (int s = 0; s < 2; s++)
+		atomic_init(&r->dir[s].bytes, 0);
+
+	struct msg *m = acc_msg(a, MSG_ACCEPTED);
+	if (m == NULL) {
+		/* Out of memory: nobody could be told, so the client is reset and nothing is kept. */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+		if (up >= 0)
+			close(up);
+		mpx_client_release(&key);
+		free(r);
+		return;
+	}
+	m->id = r->id;
+	m->peer = *peer;
+	socklen_t len = sizeof(m->local);
+	getsockname(fd, (struct sockaddr *)&m->local, &len);
+	if (up >= 0) {
+		len = sizeof(m->up_local);
+		getsockname(up, (struct sockaddr *)&m->up_local, &len);
+	}
+	if (a->sample_down) {
+		int val = 0;
+		socklen_t vl = sizeof(val);
+		m->down_mptcp = getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
+	}
+	r->sample_down = m->down_mptcp;
+	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
+	post(t, m);
+	hash_insert(r);
+	if (err != 0) {
+		r->thread = t;
+		r->connect_failed = true;
+		fail(t, r, SIDE_UP, err, syscall);
+		return;
+	}
+	/* Spread the relays over the threads as relayStart does. */
+	struct engine_thread *rt = &g.threads[atomic_fetch_add_explicit(&g_next_accept_thread, 1, memory_order_relaxed) % (unsigned)g.nthreads];
+	struct cmd *c = rt == t ? NULL : calloc(1, sizeof(*c));
+	if (c == NULL) {
+		r->thread = t;
+		add_relay(t, r);
+		return;
+	}
+	r->thread = rt;
+	c->kind = CMD_ADD;
+	c->relay = r;
+	push_cmd(rt, c);
+}
+
+static void acceptor_run(struct engine_thread *t, struct acceptor *a)
+{
+	for (int i = 0; i < ACCEPT_BURST && a->fd >= 0; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(a->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* A client that reset while queued, a firewall's veto: the next one is fine. */
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
+				continue;
+			acceptor_pause(t, a, errno);
+			return;
+		}
+		accept_one(t, a, fd, &peer);
+	}
+	/* More may be queued: the registration is level-triggered, so the next wait says so. */
+}
+
+static void acceptor_add(struct engine_thread *t, struct acceptor *a)
+{
+	a->next = t->acceptors;
+	t->acceptors = a;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, a->fd, &ev) != 0) {
+		struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
+		if (m != NULL) {
+			m->err = errno;
+			m->syscall = "epoll_ctl";
+			post(t, m);
+		}
+		acceptor_watch(t, a, 0); /* harmless if not registered */
+		a->paused_until = INT64_MAX; /* never resumes; acceptorStop still closes it */
+	}
+}
+
+/* Stops accepting: the socket is closed (clients still in its backlog are reset by the
+ * kernel), JS hears 'stopped'. Relays it started carry on. */
+static void acceptor_close(struct engine_thread *t, struct acceptor *a)
+{
+	if (a->fd < 0)
+		return;
+	epoll_ctl(t->epfd, EPOLL_CTL_DEL, a->fd, NULL);
+	close(a->fd);
+	a->fd = -1;
+	for (struct acceptor **p = &t->acceptors; *p != NULL; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	}
+	struct msg *m = acc_msg(a, MSG_STOPPED);
+	if (m != NULL)
+		post(t, m);
+	/* Freed after this batch: an event for it may still be further down the batch. */
+	a->next = t->acc_graveyard;
+	t->acc_graveyard = a;
+}
+
+static void bury_acceptors(struct engine_thread *t)
+{
+	while (t->acc_graveyard != NULL) {
+		struct acceptor *a = t->acc_graveyard;
+		t->acc_graveyard = a->next;
+		free(a->allow);
+		free(a);
+	}
+}
+
 static void *thread_main(void *arg)
 {
 	struct engine_thread *t = arg;
@@ -723,6 +1044,11 @@ static void *thread_main(void *arg)
 					timeout = left < 0 ? 0 : (int)left;
 			}
 		}
+		if (t->accept_resume_ms > 0 && timeout != 0) {
+			int64_t left = t->accept_resume_ms - now_ms();
+			if (timeout < 0 || left < timeout)
+				timeout = left < 0 ? 0 : (int)left;
+		}
 		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
 		t->now_ms = now_ms();
 		if (n < 0 && errno != EINTR)
@@ -733,7 +1059,10 @@ static void *thread_main(void *arg)
 				continue;
 			}
 			uintptr_t tag = (uintptr_t)events[i].data.u64;
-			on_event(t, (struct relay *)(tag & ~(uintptr_t)1), (int)(tag & 1), events[i].events);
+			if (tag & ACC_TAG)
+				acceptor_run(t, (struct acceptor *)(tag & ~(uintptr_t)3));
+			else
+				on_event(t, (struct relay *)(tag & ~(uintptr_t)3), (int)(tag & 1), events[i].events);
 		}
 		struct relay *ready = t->ready;
 		t->ready = NULL;
@@ -751,13 +1080,19 @@ static void *thread_main(void *arg)
 			sweep_idle(t, min_idle);
 			*next_sweep = t->now_ms + (*min_idle > 0 && *min_idle / 4 < 1000 ? *min_idle / 4 : 1000);
 		}
+		if (t->accept_resume_ms > 0 && t->now_ms >= t->accept_resume_ms)
+			acceptors_resume(t);
 		bury(t);
+		bury_acceptors(t);
 	}
 	/* Stopping: commands that raced the stop still hand us relays; end them all. */
 	run_commands(t);
+	while (t->acceptors != NULL)
+		acceptor_close(t, t->acceptors);
 	while (t->relays != NULL)
 		end_by_proxy(t, t->relays, "engine-stopped");
 	bury(t);
+	bury_acceptors(t);
 	return NULL;
 }
 
@@ -862,6 +1197,8 @@ static void call_ref(napi_env env, napi_ref ref, napi_value arg)
 	napi_call_function(env, undefined, fn, arg == NULL ? 0 : 1, &arg, &ignored);
 }
 
+static void acceptor_event(napi_env env, struct js_side *js, struct msg *m);
+
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
 {
 	(void)js_cb;
@@ -869,6 +1206,10 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
 	struct msg *m = data;
 	if (env == NULL) { /* the tsfn is being torn down with its env */
 		msg_free(m);
+		return;
+	}
+	if (m->acc != NULL) {
+		acceptor_event(env, js, m);
 		return;
 	}
 	if (m->kind == MSG_CONNECTED) {
@@ -925,6 +1266,7 @@ static void stop_threads(bool report)
 	}
 	g.nthreads = 0;
 	g.running = false;
+	g.acceptors = NULL; /* the threads closed and freed them */
 }
 
 static void env_cleanup(void *arg)
@@ -1212,7 +1554,8 @@ static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
 	}
 	napi_value id;
 	struct cmd *c = calloc(1, sizeof(*c));
-	if (c == NULL || napi_create_double(env, (double)g.next_id, &id) != napi_ok || !start_engine(env)) {
+	uint64_t rid = atomic_fetch_add(&g_next_id, 1); /* acceptors' threads take ids too */
+	if (c == NULL || napi_create_double(env, (double)rid, &id) != napi_ok || !start_engine(env)) {
 		free(c);
 		free_relay_args(env, r);
 		bool pending = false;
@@ -1230,7 +1573,7 @@ static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
 			return NULL;
 		}
 	}
-	r->id = g.next_id++;
+	r->id = rid;
 	r->thread = &g.threads[g.next_thread++ % (unsigned)g.nthreads];
 	hash_insert(r);
 	c->kind = CMD_ADD;
@@ -1373,4 +1716,224 @@ napi_value mpx_js_relay_engine_stop(napi_env env, napi_callback_info info)
 		g.js = NULL;
 	}
 	return NULL;
+}
+
+/* ---- acceptors: the JS side ---- */
+
+/* The last message about an acceptor (its 'stopped', or a relay's 'done') frees its callback
+ * and lets the event loop go, like a closed net.Server whose connections have all ended. */
+static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
+{
+	if (atomic_fetch_sub(&acc->refs, 1) != 1)
+		return;
+	delete_ref(env, acc->on_event);
+	free(acc);
+	if (js->live > 0 && --js->live == 0 && !js->released)
+		napi_unref_threadsafe_function(env, js->tsfn);
+}
+
+static bool set_address(napi_env env, napi_value o, const char *key, const struct sockaddr_storage *ss)
+{
+	napi_value v;
+	return mpx_sockaddr_to_object(env, (const struct sockaddr *)ss, &v) && mpx_set_value(env, o, key, v);
+}
+
+static bool set_bool(napi_env env, napi_value o, const char *key, bool b)
+{
+	napi_value v;
+	NAPI_CALL_BOOL(env, napi_get_boolean(env, b, &v));
+	return mpx_set_value(env, o, key, v);
+}
+
+/* An acceptor's event → onEvent({ kind, ... }); see relay.h for the shapes. */
+static void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
+{
+	static const char *const kinds[] = {
+		[MSG_DONE] = "done", [MSG_CONNECTED] = "connected", [MSG_ACCEPTED] = "accepted",
+		[MSG_DENIED] = "denied", [MSG_ACCEPT_ERROR] = "error", [MSG_STOPPED] = "stopped",
+	};
+	napi_value o = NULL;
+	if (m->kind == MSG_DONE)
+		o = summary_object(env, m);
+	else if (napi_create_object(env, &o) != napi_ok)
+		o = NULL;
+	bool ok = o != NULL && mpx_set_string(env, o, "kind", kinds[m->kind]);
+	switch (m->kind) {
+	case MSG_CONNECTED:
+		ok = ok && set_double(env, o, "id", (double)m->id) && set_double(env, o, "connectMs", m->connect_ms) &&
+		     set_bool(env, o, "mptcp", m->up_mptcp);
+		break;
+	case MSG_ACCEPTED:
+		ok = ok && set_double(env, o, "id", (double)m->id) && set_address(env, o, "remote", &m->peer) &&
+		     set_address(env, o, "local", &m->local) && set_address(env, o, "upstreamLocal", &m->up_local) &&
+		     set_bool(env, o, "mptcp", m->down_mptcp);
+		break;
+	case MSG_DENIED:
+		ok = ok && set_address(env, o, "remote", &m->peer) && mpx_set_string(env, o, "reason", m->deny_reason);
+		break;
+	case MSG_ACCEPT_ERROR:
+		ok = ok && set_errno_fields(env, o, m);
+		break;
+	default:
+		break;
+	}
+	if (ok)
+		call_ref(env, m->acc->on_event, o);
+	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
+		acc_unref(env, js, m->acc);
+	msg_free(m);
+}
+
+static bool opt_value(napi_env env, napi_value opts, const char *key, napi_value *out, napi_valuetype *type)
+{
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, key, out));
+	NAPI_CALL_BOOL(env, napi_typeof(env, *out, type));
+	return true;
+}
+
+/* A number option from min to max (whole milliseconds, counts). */
+static bool opt_number(napi_env env, napi_value opts, const char *key, double min, double max, double *out)
+{
+	napi_value v;
+	napi_valuetype t;
+	if (!opt_value(env, opts, key, &v, &t) || !arg_number(env, v, key, out))
+		return false;
+	if (!(*out >= min && *out <= max)) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "options.%s must be from %.0f to %.0f", key, min, max);
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+		return false;
+	}
+	return true;
+}
+
+static bool opt_bool(napi_env env, napi_value opts, const char *key, bool *out)
+{
+	napi_value v;
+	napi_valuetype t;
+	return opt_value(env, opts, key, &v, &t) && mpx_arg_bool(env, v, key, out);
+}
+
+/* The acceptor's settings from acceptorStart's options object (relay.h). */
+static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
+{
+	napi_value v;
+	napi_valuetype t;
+	double port, timeout, idle, max;
+	if (!opt_number(env, opts, "upstreamPort", 1, 65535, &port) || !opt_value(env, opts, "upstreamAddress", &v, &t) ||
+	    !mpx_parse_address(env, v, (int32_t)port, &a->up, &a->up_len))
+		return false;
+	if (!opt_value(env, opts, "bindAddress", &v, &t))
+		return false;
+	if (t != napi_undefined && t != napi_null && !mpx_parse_address(env, v, 0, &a->bind_to, &a->bind_len))
+		return false;
+	if (!opt_bool(env, opts, "upstreamMptcp", &a->up_mptcp) || !opt_bool(env, opts, "sampleDownstream", &a->sample_down) ||
+	    !opt_number(env, opts, "connectTimeoutMs", 1, 2147483647.0, &timeout) ||
+	    !opt_number(env, opts, "idleTimeoutMs", 0, 2147483647.0, &idle) ||
+	    !opt_number(env, opts, "maxPerClient", 0, 4294967295.0, &max))
+		return false;
+	a->connect_timeout_ms = (int64_t)timeout;
+	a->idle_ms = (int64_t)idle;
+	a->max_per_client = (uint32_t)max;
+	if (!opt_value(env, opts, "allowClients", &v, &t))
+		return false;
+	a->allow_all = t == napi_null || t == napi_undefined;
+	if (!a->allow_all) {
+		bool is_buffer = false;
+		void *data = NULL;
+		size_t len = 0;
+		NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
+		if (is_buffer)
+			NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &data, &len));
+		if (!is_buffer || !mpx_cidr_unpack(data, len, &a->allow, &a->nallow)) {
+			napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "options.allowClients must be null or a Buffer of 18-byte rules (family, prefix, 16 address bytes)");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* acceptorStart(listenFd, options, onEvent) → id. See relay.h. On success the engine owns
+ * listenFd (closes it at acceptorStop or engine stop); on a throw the caller still does. */
+napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], on_event, id;
+	int32_t fd;
+	if (g.env != NULL && g.env != env) {
+		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
+		return NULL;
+	}
+	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "listenFd", &fd) ||
+	    !arg_function(env, argv[2], "onEvent", false, &on_event))
+		return NULL;
+	napi_valuetype t;
+	NAPI_CALL(env, napi_typeof(env, argv[1], &t));
+	if (t != napi_object) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"options\" argument must be of type object");
+		return NULL;
+	}
+	if (fd < 0) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "listenFd must be an open file descriptor");
+		return NULL;
+	}
+	struct acceptor *a = calloc(1, sizeof(*a));
+	struct acc_js *js = calloc(1, sizeof(*js));
+	struct cmd *c = calloc(1, sizeof(*c));
+	if (a == NULL || js == NULL || c == NULL) {
+		free(a), free(js), free(c);
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	}
+	napi_status st = napi_ok;
+	if (!acceptor_options(env, argv[1], a) || !set_nonblocking(env, fd) ||
+	    (st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok || !start_engine(env)) {
+		if (st != napi_ok)
+			mpx_throw_napi_failure(env, st, "napi_create_reference");
+		delete_ref(env, js->on_event);
+		free(a->allow), free(a), free(js), free(c);
+		return NULL;
+	}
+	if (g.js->live++ == 0 && (st = napi_ref_threadsafe_function(env, g.js->tsfn)) != napi_ok) {
+		g.js->live--;
+		delete_ref(env, js->on_event);
+		free(a->allow), free(a), free(js), free(c);
+		mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
+		return NULL;
+	}
+	atomic_init(&js->refs, 1);
+	a->fd = fd;
+	a->js = js;
+	a->id = g.next_acceptor_id++;
+	a->thread = &g.threads[g.next_thread++ % (unsigned)g.nthreads];
+	a->gnext = g.acceptors;
+	g.acceptors = a;
+	NAPI_CALL(env, napi_create_double(env, (double)a->id, &id));
+	c->kind = CMD_ACC_ADD;
+	c->acceptor = a;
+	push_cmd(a->thread, c);
+	return id;
+}
+
+/* acceptorStop(id) → boolean: stops accepting ('stopped' follows); false if unknown. */
+napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1], out;
+	uint64_t id;
+	if (!mpx_get_args(env, info, 1, argv) || !arg_id(env, argv[0], &id))
+		return NULL;
+	struct acceptor **p = &g.acceptors;
+	while (*p != NULL && (*p)->id != id)
+		p = &(*p)->gnext;
+	struct acceptor *a = *p;
+	bool queued = false;
+	if (a != NULL) {
+		struct cmd *c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return mpx_throw_errno(env, ENOMEM, "malloc");
+		*p = a->gnext; /* from here the thread may free it */
+		c->kind = CMD_ACC_STOP;
+		c->acceptor = a;
+		queued = push_cmd(a->thread, c);
+	}
+	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
+	return out;
 }

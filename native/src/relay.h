@@ -26,6 +26,24 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
  * 'error' | 'idle' | 'aborted' | 'engine-stopped', durationMs, errno?, code?, syscall?,
  * side?: 'from' | 'to' }. relayStats (fromDownstream = moved so far) and relayAbort take its id. */
 napi_value mpx_js_pump_start(napi_env env, napi_callback_info info);
+/* acceptorStart(listenFd, options, onEvent) → id: the engine accepts on listenFd itself (a
+ * listening socket; the engine owns it on success), and for each client: checks
+ * options.allowClients (null: everyone; else a Buffer of 18-byte rules: family 4|6, prefix,
+ * 16 address bytes, IPv4 in the first 4), counts it in the per-client table (clientAcquire,
+ * options.maxPerClient, 0 = no limit), opens a socket to options.upstreamAddress:upstreamPort
+ * (IPPROTO_MPTCP if upstreamMptcp, bound to bindAddress if given), issues connect(2) and
+ * relays as relayStart with connectTimeoutMs and idleTimeoutMs (sampleDownstream: the
+ * listening socket is MPTCP). onEvent gets, on the JS thread, in order per connection:
+ *   { kind: 'accepted', id, remote, local, upstreamLocal, mptcp }  (addresses: {family, address, port})
+ *   { kind: 'connected', id, connectMs, mptcp }   (the upstream's handshake is done)
+ *   { kind: 'done', ...the relay summary }         (as relayStart's onDone)
+ * and for the acceptor: { kind: 'denied', remote, reason: 'client-network' | 'client-limit' }
+ * (the client was closed), { kind: 'error', errno, code, syscall } (accept4 ran out of fds or
+ * memory: it rests 100 ms), { kind: 'stopped' } (after acceptorStop or engine stop; no
+ * 'accepted' follows). relayStats and relayAbort take the connections' ids. */
+napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info);
+/* acceptorStop(id) → boolean: closes the listening socket; its relays carry on. */
+napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info);
 /* relayStats(id) → { fromDownstream, fromUpstream } | null. For a pump: bytes read from fdFrom,
  * and bytes written to fdTo (head included). */
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);

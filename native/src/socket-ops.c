@@ -106,8 +106,7 @@ napi_value mpx_js_set_string_option(napi_env env, napi_callback_info info)
 }
 
 /* Parse an IP literal into a sockaddr; EINVAL-style TypeError if it is not one. */
-static bool parse_address(napi_env env, napi_value js_addr, int32_t port, struct sockaddr_storage *ss,
-			  socklen_t *len)
+bool mpx_parse_address(napi_env env, napi_value js_addr, int32_t port, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char text[INET6_ADDRSTRLEN + 1];
 	if (!mpx_arg_string(env, js_addr, "address", text, sizeof(text)))
@@ -141,7 +140,7 @@ static bool fd_address_args(napi_env env, napi_callback_info info, int32_t *fd, 
 	napi_value argv[3];
 	int32_t port;
 	return mpx_get_args(env, info, 3, argv) && mpx_arg_int32(env, argv[0], "fd", fd) && mpx_arg_int32(env, argv[2], "port", &port) &&
-	       parse_address(env, argv[1], port, ss, len);
+	       mpx_parse_address(env, argv[1], port, ss, len);
 }
 
 /* bind(fd, address, port): undefined. An IPv4 literal on an AF_INET6 socket is the

@@ -3,6 +3,12 @@
 #define MPX_SOCKET_OPS_H
 
 #include <node_api.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* An IP literal and port → sockaddr (TypeError / RangeError naming the argument otherwise). */
+bool mpx_parse_address(napi_env env, napi_value js_addr, int32_t port, struct sockaddr_storage *ss, socklen_t *len);
 
 napi_value mpx_js_socket(napi_env env, napi_callback_info info);
 napi_value mpx_js_set_int_option(napi_env env, napi_callback_info info);

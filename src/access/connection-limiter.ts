@@ -55,3 +55,40 @@ export function createConnectionLimiter(maxPerClient: number): ConnectionLimiter
     },
   };
 }
+
+/** A per-client count table kept outside JS (the addon's clientAcquire & co., native/src/admission.c). */
+export interface ClientCountTable {
+  clientAcquire(address: string, max: number): boolean;
+  clientRelease(address: string): void;
+  clientCount(address: string): number;
+  clientTracked(): number;
+}
+
+/**
+ * The same limiter over a table the native engine shares: its acceptor counts the clients it
+ * accepts in that table too, so a client's connections count once against maxPerClient
+ * whichever listener (JS or engine) accepted them. Addresses that are not IP literals (none
+ * come from a TCP listener) are never limited, as they could not be counted.
+ */
+export function createSharedConnectionLimiter(maxPerClient: number, table: ClientCountTable): ConnectionLimiter {
+  if (!Number.isInteger(maxPerClient) || maxPerClient < 0) {
+    throw new RangeError(`maxPerClient must be a non-negative integer, got ${maxPerClient}`);
+  }
+  // The table rejects (TypeError) what is not an IP literal: cheaper than parsing it here first.
+  const orElse = <T>(f: () => T, fallback: T): T => {
+    try {
+      return f();
+    } catch {
+      return fallback;
+    }
+  };
+  return {
+    maxPerClient,
+    tryAcquire: (address) => orElse(() => table.clientAcquire(address, maxPerClient), true),
+    release: (address) => orElse(() => table.clientRelease(address), undefined),
+    count: (address) => orElse(() => table.clientCount(address), 0),
+    get trackedClients() {
+      return table.clientTracked();
+    },
+  };
+}

@@ -85,6 +85,7 @@ export async function createAccessPolicy(cfg: AccessConfig, opts: AccessPolicyOp
 
   return {
     authRequired: credentials !== undefined,
+    clientRules: allowClients.rules,
     userCount: credentials?.size ?? 0,
 
     admitClient(clientAddress) {

@@ -12,7 +12,8 @@
 import type { Socket } from 'node:net';
 import type { ConnectionContext, FrontendKind } from '../core/context.js';
 import type { Logger } from '../core/logger.js';
-import type { Dial } from '../upstream/types.js';
+import type { Dial, EngineDialPlan } from '../upstream/types.js';
+import type { TargetAddress } from '../core/errors.js';
 import type { Relay } from '../relay/types.js';
 import type { BodyPump } from '../relay/native-pump.js';
 import type { ConnectingRelay } from '../relay/native-relay.js';
@@ -36,4 +37,19 @@ export interface Frontend {
   handle(socket: Socket, ctx: ConnectionContext): Promise<void>;
   /** Releases what the front-end holds across connections (the HTTP upstream pool). */
   close?(): void;
+  /**
+   * For a front-end with no handshake whose every connection goes to one fixed target: the
+   * plan for the native engine to accept, admit, dial and relay its connections itself
+   * (src/listeners/engine-acceptor.ts). Undefined = the listener accepts in JS and calls handle.
+   */
+  engineAccept?(): EngineAcceptPlan | undefined;
+}
+
+/** Frontend.engineAccept's answer. */
+export interface EngineAcceptPlan {
+  target: TargetAddress;
+  /** The dialer's plan for that target (Dial.planInEngine). */
+  dial: EngineDialPlan;
+  /** relay.idleTimeoutMs. */
+  idleTimeoutMs: number;
 }

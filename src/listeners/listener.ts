@@ -15,6 +15,7 @@ import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { Frontend } from '../frontends/types.js';
 import { isMptcpSocket, listenMptcp, sampleSubflowsOfFd, socketFd } from '../mptcp/index.js';
+import { EngineAcceptor, type NativeAcceptorApi } from './engine-acceptor.js';
 
 /** Per-client concurrent connection counting (implemented in access/). */
 export interface ClientLimiter {
@@ -25,8 +26,11 @@ export interface ClientLimiter {
 export interface ListenerDeps {
   frontend: Frontend;
   access: AccessPolicy;
-  limiter: ClientLimiter;
+  limiter: ClientLimiter & { readonly maxPerClient?: number };
   log: Logger;
+  /** The native engine's acceptor, for front-ends that offer engineAccept(); the limiter must
+   *  then count in the same table (createSharedConnectionLimiter over it). */
+  acceptor?: NativeAcceptorApi;
 }
 
 export class ProxyListener {
@@ -41,6 +45,8 @@ export class ProxyListener {
    *  shared signal: adding and removing listeners on an EventTarget walks its list, which with
    *  thousands of connections on one signal costs at every accept and close. */
   readonly #cuts = new Set<AbortController>();
+  /** Set when the engine accepts for this listener (see #acceptInEngine). */
+  #engine: EngineAcceptor | undefined;
   #mptcp = false;
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #closed: Promise<void> | undefined;
@@ -64,7 +70,12 @@ export class ProxyListener {
   }
 
   get connections(): number {
-    return this.#running.size;
+    return this.#running.size + (this.#engine?.connections ?? 0);
+  }
+
+  /** True when the native engine accepts this listener's connections. */
+  get acceptsInEngine(): boolean {
+    return this.#engine !== undefined;
   }
 
   /** The bound address, or undefined before start() / after close(). Kept from start(): the
@@ -83,7 +94,48 @@ export class ProxyListener {
     this.#mptcp = r.mptcp;
     this.#bound = Object.freeze({ address: r.address.address, port: r.address.port });
     this.#state = 'listening';
-    this.#deps.log.info('listening', { listener: name, frontend: type, address: r.address.address, port: r.address.port, mptcp: r.mptcp });
+    this.#acceptInEngine();
+    this.#deps.log.info('listening', {
+      listener: name,
+      frontend: type,
+      address: r.address.address,
+      port: r.address.port,
+      mptcp: r.mptcp,
+      ...(this.#engine ? { acceptedBy: 'native engine' } : {}),
+    });
+  }
+
+  /**
+   * Hands the listening socket to the engine when the front-end offers a plan: the engine gets
+   * a dup of the fd, then Node's server closes its own. close(2) of one fd leaves a socket
+   * with another open fd listening, so no client is refused in between; one that Node
+   * accepted meanwhile is served by #onConnection as usual.
+   */
+  #acceptInEngine(): void {
+    const { acceptor: api, frontend, access, limiter, log } = this.#deps;
+    const plan = api === undefined ? undefined : frontend.engineAccept?.();
+    const serverFd = (this.#server as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    if (api === undefined || plan === undefined || serverFd === undefined || serverFd < 0) return;
+    const engine = new EngineAcceptor(api, {
+      listener: this.config.name,
+      frontend: frontend.kind,
+      plan,
+      mptcp: this.#mptcp,
+      clientRules: access.clientRules,
+      maxPerClient: limiter.maxPerClient ?? 0,
+      log,
+    });
+    let fd: number | undefined;
+    try {
+      fd = api.dup(serverFd);
+      engine.start(fd);
+    } catch (err) {
+      if (fd !== undefined) api.close(fd);
+      log.warn('the native engine cannot accept for this listener; Node accepts', { listener: this.config.name, err });
+      return;
+    }
+    this.#engine = engine;
+    this.#server.close();
   }
 
   /** Stops accepting; resolves when every live connection has ended. */
@@ -91,9 +143,11 @@ export class ProxyListener {
     this.#closed ??= (async () => {
       this.#state = 'closing';
       if (this.#server.listening) await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+      await this.#engine?.stop();
       this.#deps.frontend.close?.();
       // Connections accepted before the close still run to their end.
       while (this.#running.size > 0) await Promise.allSettled([...this.#running]);
+      await this.#engine?.drained();
       this.#state = 'closed';
     })();
     return this.#closed;
@@ -103,6 +157,7 @@ export class ProxyListener {
   async destroy(err?: Error): Promise<void> {
     const closing = this.close();
     for (const cut of this.#cuts) cut.abort(err);
+    this.#engine?.abortAll(err);
     for (const s of this.#sockets) s.destroy(err);
     await closing;
   }

@@ -316,7 +316,9 @@ function fallBack(down: Socket, up: Socket, ctx: ConnectionContext, opts: RelayO
   return relayBothWays(down, up, ctx, opts);
 }
 
-function accountSummary(s: NativeRelaySummary, ctx: ConnectionContext, opts: RelayOptions): RelaySummary {
+/** An engine summary into ctx (bytes, end) and the Relay contract's summary. (Shared with the
+ *  engine's acceptor, src/listeners/engine-acceptor.ts.) */
+export function accountSummary(s: NativeRelaySummary, ctx: ConnectionContext, opts: RelayOptions): RelaySummary {
   ctx.bytes.fromDownstream += s.fromDownstream;
   ctx.bytes.fromUpstream += s.fromUpstream;
   const error = summaryError(s, opts);

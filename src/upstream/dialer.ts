@@ -24,7 +24,7 @@ import type { AccessPolicy } from '../access/types.js';
 import type { UpstreamConfig } from '../config/types.js';
 import { NativeAddonUnavailableError, connectMptcp, isMptcpSocket, loadNative, mptcpSupport, type MptcpNative } from '../mptcp/index.js';
 import { toUpstreamError } from './errno-map.js';
-import type { Dial, DialOptions, PendingConnect } from './types.js';
+import type { Dial, DialOptions, EngineDialPlan, PendingConnect } from './types.js';
 
 interface ResolvedAddress {
   address: string;
@@ -70,6 +70,7 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
   };
   // Names need DNS and happy eyeballs; SO_BINDTODEVICE stays with connectMptcp (one place).
   if (!cfg.bindInterface) dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
+  if (!cfg.bindInterface) dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
   return dial;
 }
 
@@ -118,9 +119,7 @@ function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: Upstream
       publishUpstreamConnected({ ctx, connectMs: issued - started + connectMs });
     },
     failed(err, timedOut) {
-      const error = timedOut
-        ? new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`, { cause: err })
-        : toUpstreamError(err, target);
+      const error = connectError(err, target, timedOut, cfg);
       publishDialError({ ctx, error });
       return error;
     },
@@ -128,6 +127,35 @@ function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: Upstream
       native.close(ownFd);
     },
   };
+}
+
+/** Dial.planInEngine (see types.ts): undefined for a name; the access check once, now. */
+function planInEngine(target: TargetAddress, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): EngineDialPlan | undefined {
+  const family = isIP(target.host);
+  if (family !== 4 && family !== 6) return undefined;
+  filterAllowed(target, [{ address: target.host, family }], access);
+  return {
+    address: target.host,
+    port: target.port,
+    mptcp: useMptcp,
+    ...(cfg.bindAddress ? { bindAddress: cfg.bindAddress } : {}),
+    connectTimeoutMs: cfg.connectTimeoutMs,
+    connected(ctx, connectMs, mptcp, local) {
+      ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp: useMptcp && mptcp };
+      publishUpstreamConnected({ ctx, connectMs });
+    },
+    failed(ctx, err, timedOut) {
+      const error = connectError(err, target, timedOut, cfg);
+      publishDialError({ ctx, error });
+      return error;
+    },
+  };
+}
+
+function connectError(err: unknown, target: TargetAddress, timedOut: boolean, cfg: UpstreamConfig): UpstreamError {
+  return timedOut
+    ? new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`, { cause: err })
+    : toUpstreamError(err, target);
 }
 
 /** Whether upstream sockets are MPTCP, decided once at start-up from the mode and the kernel. */

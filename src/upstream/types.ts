@@ -4,7 +4,7 @@
  * source binding and the destination access check; tests may inject their own.
  */
 import type { Socket } from 'node:net';
-import type { ConnectionContext } from '../core/context.js';
+import type { ConnectionContext, Endpoint } from '../core/context.js';
 import type { TargetAddress, UpstreamError } from '../core/errors.js';
 
 /** `off`: plain TCP. `auto`: MPTCP socket (the kernel falls back to TCP in the same
@@ -32,6 +32,30 @@ export interface Dial {
    * reject with for a denied destination or a connect(2) that fails at once.
    */
   connectNow?(target: TargetAddress, ctx: ConnectionContext): PendingConnect | undefined;
+  /**
+   * The same dial, for every connection of a listener whose target is fixed, done by someone
+   * else entirely (the native engine's acceptor): the access check runs once, here, and the
+   * plan says what to connect to and how. Undefined when `target` cannot go that way (as for
+   * connectNow); throws AccessDeniedError for a denied destination.
+   */
+  planInEngine?(target: TargetAddress): EngineDialPlan | undefined;
+}
+
+/** How to dial one fixed target natively, and the dialer's bookkeeping around it (Dial.planInEngine). */
+export interface EngineDialPlan {
+  /** IP literal and port. */
+  readonly address: string;
+  readonly port: number;
+  /** Open IPPROTO_MPTCP sockets (upstream.mptcp and the kernel). */
+  readonly mptcp: boolean;
+  /** upstream.bindAddress, if set. */
+  readonly bindAddress?: string;
+  /** upstream.connectTimeoutMs. */
+  readonly connectTimeoutMs: number;
+  /** One connection's handshake completed: records ctx.upstream and publishes upstream:connected. */
+  connected(ctx: ConnectionContext, connectMs: number, mptcp: boolean, local: Endpoint): void;
+  /** One connection's dial failed or timed out: publishes dial:error, returns the dial's error. */
+  failed(ctx: ConnectionContext, err: unknown, timedOut: boolean): UpstreamError;
 }
 
 /** An upstream connect in progress on a raw fd (Dial.connectNow). */

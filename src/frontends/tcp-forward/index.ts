@@ -12,5 +12,16 @@ export function createTcpForwardFrontend(cfg: TcpForwardListenerConfig, deps: Fr
   return {
     kind: 'tcp-forward',
     handle: (socket, ctx) => tunnelTo(socket, ctx, cfg.to, deps, opts.idleTimeoutMs),
+    engineAccept() {
+      // Only with the native engine dialing itself (relayConnecting), for an IP literal.
+      if (deps.relayConnecting === undefined || deps.dial.planInEngine === undefined) return undefined;
+      try {
+        const dial = deps.dial.planInEngine(cfg.to);
+        return dial === undefined ? undefined : { target: cfg.to, dial, idleTimeoutMs: opts.idleTimeoutMs };
+      } catch {
+        // A denied destination: JS accepts, and denies each connection with its log line.
+        return undefined;
+      }
+    },
   };
 }
