@@ -114,6 +114,11 @@ struct direction {
 	bool pooled; /* false for a head copy, which is free()d rather than pooled */
 	bool eof; /* read returned 0 */
 	bool shut; /* shutdown(dst, SHUT_WR) done */
+	/* The last read was short and no EOF or error was signalled on the source: its receive
+	 * queue was empty then, and any byte or FIN arriving since raises a new edge. So once
+	 * the buffer is written, the direction waits for that edge instead of reading again
+	 * only to see EAGAIN (one syscall less per exchange). Cleared by every EPOLLIN edge. */
+	bool drained;
 	_Atomic uint64_t bytes; /* read from the source (and, eventually, written) */
 };
 
@@ -134,6 +139,7 @@ struct relay {
 	napi_ref on_done;
 	bool registered, finished, on_ready;
 	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
+	bool hup[2]; /* an EPOLLRDHUP, EPOLLHUP or EPOLLERR was seen on fd[side]: read to the end */
 	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
 	bool connecting; /* fd[SIDE_UP]'s connect(2) is still in progress: move nothing yet */
 	bool connect_failed; /* ended by a failed or timed-out connect */
@@ -188,6 +194,7 @@ struct engine_thread {
 	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
 	struct acceptor *acceptors; /* listening sockets this thread accepts on */
 	struct acceptor *acc_graveyard; /* closed during this batch; freed after it */
+	struct msg *out_head, *out_tail; /* messages for JS, sent as one batch per loop turn */
 	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
 	bool stop, report;
 	struct js_side *js;
@@ -213,6 +220,7 @@ struct msg {
 	struct sockaddr_storage peer, local, up_local; /* MSG_ACCEPTED (peer also MSG_DENIED) */
 	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */
 	const char *deny_reason; /* MSG_DENIED: 'client-network' or 'client-limit' */
+	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
 /* An acceptor's JS callback, shared by the messages of the acceptor and of every relay it
@@ -337,10 +345,40 @@ static void msg_free(struct msg *m)
 	free(m);
 }
 
+static void msg_free_chain(struct msg *m)
+{
+	while (m != NULL) {
+		struct msg *next = m->next;
+		msg_free(m);
+		m = next;
+	}
+}
+
+/* Queues a message for JS; flush() sends the queue. One batch per turn of the thread's loop:
+ * each napi_call_threadsafe_function costs an eventfd write here and a wake-up there, and a
+ * short connection has three messages (accepted, connected, done). */
 static void post(struct engine_thread *t, struct msg *m)
 {
-	if (!t->report || napi_call_threadsafe_function(t->js->tsfn, m, napi_tsfn_nonblocking) != napi_ok)
+	if (!t->report) {
 		msg_free(m); /* engine torn down with the env: nobody is left to tell */
+		return;
+	}
+	m->next = NULL;
+	if (t->out_tail != NULL)
+		t->out_tail->next = m;
+	else
+		t->out_head = m;
+	t->out_tail = m;
+}
+
+static void flush(struct engine_thread *t)
+{
+	struct msg *m = t->out_head;
+	if (m == NULL)
+		return;
+	t->out_head = t->out_tail = NULL;
+	if (!t->report || napi_call_threadsafe_function(t->js->tsfn, m, napi_tsfn_nonblocking) != napi_ok)
+		msg_free_chain(m);
 }
 
 /* The downstream's subflows, once, while its fd is open (see "Subflow sample" above). A
@@ -383,7 +421,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 		 * socket not yet destroyed), and an epoll registration lives as long as the open file
 		 * description, not the fd (epoll(7), "Will closing a file descriptor cause it to be
 		 * removed?"). */
-		if (r->registered)
+		if (r->registered && r->acc == NULL) /* an acceptor's relay holds the only fds */
 			epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[s], NULL);
 		close(r->fd[s]);
 		direction_release(t, &r->dir[s]);
@@ -498,6 +536,10 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			continue;
 		}
 		direction_release(t, x);
+		if (x->drained && !x->eof) {
+			x->drained = false;
+			return; /* see struct direction */
+		}
 		if (r->pump && (x->eof || (!r->until_eof && r->remaining == 0))) {
 			/* Everything read is written. Ending here, not at the next edge, is what keeps
 			 * ET correct when "from" still holds the next message's bytes: the fds leave
@@ -536,6 +578,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (n > 0) {
 			x->off = 0;
 			x->len = (size_t)n;
+			x->drained = (size_t)n < want && !r->hup[d];
 			if (r->pump && !r->until_eof)
 				r->remaining -= (uint64_t)n;
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
@@ -569,7 +612,9 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 	int fd = r->fd[SIDE_UP];
 	int err = 0;
 	socklen_t len = sizeof(err);
-	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+	/* Writable with no error or hang-up is a finished handshake (tcp_poll reports EPOLLOUT
+	 * only once established); anything else, SO_ERROR says. */
+	if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != EPOLLOUT && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
 		err = errno;
 	if (err == 0 && (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != EPOLLOUT) {
 		/* No error recorded, yet not a plain "writable": a closed socket also polls EPOLLOUT
@@ -654,8 +699,12 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 			return;
 		}
 	}
-	if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		r->hup[side] = true;
+	if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		r->dir[side].drained = false; /* a new edge: there is something to read */
 		pump(t, r, side);
+	}
 	if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		pump(t, r, 1 - side);
 }
@@ -887,8 +936,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	int up = -1;
 	const char *syscall = NULL;
 	int err = acceptor_dial(a, &up, &syscall);
-	int one = 1;
-	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS listener (noDelay) */
+	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
 	r->fd[SIDE_DOWN] = fd;
 	r->fd[SIDE_UP] = up;
 	r->ended_by = SIDE_NONE;
@@ -950,6 +998,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	r->thread = rt;
 	c->kind = CMD_ADD;
 	c->relay = r;
+	flush(t); /* 'accepted' must reach JS before anything the other thread says about r */
 	push_cmd(rt, c);
 }
 
@@ -1082,6 +1131,7 @@ static void *thread_main(void *arg)
 		}
 		if (t->accept_resume_ms > 0 && t->now_ms >= t->accept_resume_ms)
 			acceptors_resume(t);
+		flush(t);
 		bury(t);
 		bury_acceptors(t);
 	}
@@ -1091,6 +1141,7 @@ static void *thread_main(void *arg)
 		acceptor_close(t, t->acceptors);
 	while (t->relays != NULL)
 		end_by_proxy(t, t->relays, "engine-stopped");
+	flush(t);
 	bury(t);
 	bury_acceptors(t);
 	return NULL;
@@ -1199,15 +1250,33 @@ static void call_ref(napi_env env, napi_ref ref, napi_value arg)
 
 static void acceptor_event(napi_env env, struct js_side *js, struct msg *m);
 
+static void deliver(napi_env env, struct js_side *js, struct msg *m);
+
+/* One batch of messages (flush), in the order the thread posted them. */
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data)
 {
 	(void)js_cb;
 	struct js_side *js = context;
 	struct msg *m = data;
 	if (env == NULL) { /* the tsfn is being torn down with its env */
-		msg_free(m);
+		msg_free_chain(m);
 		return;
 	}
+	while (m != NULL) {
+		struct msg *next = m->next;
+		deliver(env, js, m);
+		/* A callback that threw must not cost the rest of the batch their delivery: its
+		 * exception goes where an uncaught one from a single call would (uncaughtException). */
+		bool pending = false;
+		napi_value exc;
+		if (napi_is_exception_pending(env, &pending) == napi_ok && pending && napi_get_and_clear_last_exception(env, &exc) == napi_ok)
+			napi_fatal_exception(env, exc);
+		m = next;
+	}
+}
+
+static void deliver(napi_env env, struct js_side *js, struct msg *m)
+{
 	if (m->acc != NULL) {
 		acceptor_event(env, js, m);
 		return;
@@ -1884,6 +1953,10 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 		return mpx_throw_errno(env, ENOMEM, "malloc");
 	}
 	napi_status st = napi_ok;
+	/* Accepted sockets inherit TCP_NODELAY (as Node's noDelay listener sets per socket):
+	 * one setsockopt here instead of one per connection. Best effort, like the dialer's. */
+	int one = 1;
+	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one));
 	if (!acceptor_options(env, argv[1], a) || !set_nonblocking(env, fd) ||
 	    (st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok || !start_engine(env)) {
 		if (st != napi_ok)
