@@ -92,6 +92,9 @@ export class ProxyListener {
     const transparent = this.config.type === 'transparent' && this.config.mode === 'tproxy';
     const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, transparent, mode: mptcp });
     this.#mptcp = r.mptcp;
+    // Node's per-connection setNoDelay (the noDelay option) is a setsockopt each; the
+    // listening socket's TCP_NODELAY already reaches every accepted socket.
+    if (r.noDelayInherited) (this.#server as unknown as { noDelay: boolean }).noDelay = false;
     this.#bound = Object.freeze({ address: r.address.address, port: r.address.port });
     this.#state = 'listening';
     this.#acceptInEngine();

@@ -80,6 +80,9 @@ export interface ListenMptcpResult {
   /** True when the listening socket is MPTCP (plain-TCP clients still work: per-connection fallback). */
   mptcp: boolean;
   address: SocketAddress;
+  /** TCP_NODELAY is set on the listening socket, so accepted sockets have it already (TCP and
+   *  MPTCP copy it into the accepted socket): no setsockopt per connection is needed. */
+  noDelayInherited: boolean;
 }
 
 function waitListening(server: net.Server, start: () => void): Promise<SocketAddress> {
@@ -128,6 +131,8 @@ function setUpListenFd(native: MptcpNative, fd: number, opts: ListenMptcpOptions
       native.setIntOption(fd, c.IPPROTO_IP, c.IP_TRANSPARENT, 1);
       if (family === 6) native.setIntOption(fd, c.IPPROTO_IPV6, c.IPV6_TRANSPARENT, 1);
     }
+    // Inherited by every accepted socket: saves Node's setNoDelay (a setsockopt) per connection.
+    native.setIntOption(fd, c.IPPROTO_TCP, c.TCP_NODELAY, 1);
     native.bind(fd, opts.host, opts.port);
     native.listen(fd, opts.backlog ?? 511);
   });
@@ -148,7 +153,7 @@ export async function listenMptcp(server: net.Server, opts: ListenMptcpOptions):
   // Socket options Node's listen() cannot set (IP_TRANSPARENT; SO_REUSEPORT before Node 22.12)
   // need our own fd even for plain TCP; without them and without the addon, Node's listen does.
   const needsOwnFd = opts.transparent === true || opts.reusePort === true;
-  if (opts.mode === 'off' && !needsOwnFd) return { mptcp: false, address: await listenPlain(server, opts) };
+  if (opts.mode === 'off' && !needsOwnFd) return { mptcp: false, address: await listenPlain(server, opts), noDelayInherited: false };
 
   const family = familyOf(opts.host);
   let native: MptcpNative;
@@ -157,7 +162,7 @@ export async function listenMptcp(server: net.Server, opts: ListenMptcpOptions):
   } catch (err) {
     if (opts.mode === 'on') throw unavailableError(err);
     if (needsOwnFd) throw err;
-    return { mptcp: false, address: await listenPlain(server, opts) };
+    return { mptcp: false, address: await listenPlain(server, opts), noDelayInherited: false };
   }
   let fd: number | undefined;
   if (opts.mode !== 'off') {
@@ -176,7 +181,7 @@ export async function listenMptcp(server: net.Server, opts: ListenMptcpOptions):
   // From here Node owns the fd: on a listen error it closes its handle (net.js setupListenHandle).
   const ownFd = fd;
   const address = await waitListening(server, () => server.listen({ fd: ownFd, backlog: opts.backlog ?? 511 }));
-  return { mptcp, address };
+  return { mptcp, address, noDelayInherited: true };
 }
 
 export interface ConnectMptcpOptions {
