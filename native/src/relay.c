@@ -138,6 +138,9 @@ struct relay {
 	const char *reason; /* "idle", "aborted", "engine-stopped" or NULL */
 	napi_ref on_done;
 	bool registered, finished, on_ready;
+	/* An acceptor's relay is handed to another thread with CMD_ADD, and JS may abort it (it
+	 * knows the id from 'accepted') before that command runs: the abort then waits here. */
+	bool added, abort_pending;
 	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
 	bool hup[2]; /* an EPOLLRDHUP, EPOLLHUP or EPOLLERR was seen on fd[side]: read to the end */
 	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
@@ -244,6 +247,7 @@ struct acceptor {
 	size_t nallow;
 	uint32_t max_per_client;
 	int64_t paused_until; /* 0 unless resting after EMFILE & co. */
+	_Atomic bool stopping; /* acceptorStop has shut the socket down: accept nothing more */
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */
 	struct acceptor *gnext; /* g.acceptors (JS thread) */
@@ -709,12 +713,19 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 		pump(t, r, 1 - side);
 }
 
+static void end_by_proxy(struct engine_thread *t, struct relay *r, const char *reason);
+
 static void add_relay(struct engine_thread *t, struct relay *r)
 {
 	r->next = t->relays;
 	if (t->relays)
 		t->relays->prev = r;
 	t->relays = r;
+	r->added = true;
+	if (r->abort_pending) {
+		end_by_proxy(t, r, "aborted");
+		return;
+	}
 	for (int s = 0; s < 2; s++) {
 		/* A pump waits for "from" to be readable and "to" to be writable, nothing else
 		 * (EPOLLERR and EPOLLHUP are always reported): bytes the client pipelines on "to"
@@ -768,8 +779,12 @@ static void run_commands(struct engine_thread *t)
 			struct relay *r = hash_find(c->id);
 			pthread_mutex_unlock(&g_lock);
 			/* Only this thread frees its relays, so r stays valid after the unlock. */
-			if (r != NULL && r->thread == t)
-				end_by_proxy(t, r, "aborted");
+			if (r != NULL && r->thread == t) {
+				if (r->added)
+					end_by_proxy(t, r, "aborted");
+				else
+					r->abort_pending = true; /* its CMD_ADD is still on the way */
+			}
 		} else if (c->kind == CMD_ACC_ADD) {
 			acceptor_add(t, c->acceptor);
 		} else if (c->kind == CMD_ACC_STOP) {
@@ -980,22 +995,27 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	r->sample_down = m->down_mptcp;
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	post(t, m);
+	/* Spread the relays over the threads as relayStart does; the owner is set before the
+	 * relay is visible to relayAbort (hash_insert). */
+	struct engine_thread *rt = t;
+	struct cmd *c = NULL;
+	if (err == 0 && g.nthreads > 1) {
+		rt = &g.threads[atomic_fetch_add_explicit(&g_next_accept_thread, 1, memory_order_relaxed) % (unsigned)g.nthreads];
+		if (rt != t && (c = calloc(1, sizeof(*c))) == NULL)
+			rt = t;
+	}
+	r->thread = rt;
 	hash_insert(r);
 	if (err != 0) {
-		r->thread = t;
+		r->added = true;
 		r->connect_failed = true;
 		fail(t, r, SIDE_UP, err, syscall);
 		return;
 	}
-	/* Spread the relays over the threads as relayStart does. */
-	struct engine_thread *rt = &g.threads[atomic_fetch_add_explicit(&g_next_accept_thread, 1, memory_order_relaxed) % (unsigned)g.nthreads];
-	struct cmd *c = rt == t ? NULL : calloc(1, sizeof(*c));
 	if (c == NULL) {
-		r->thread = t;
 		add_relay(t, r);
 		return;
 	}
-	r->thread = rt;
 	c->kind = CMD_ADD;
 	c->relay = r;
 	flush(t); /* 'accepted' must reach JS before anything the other thread says about r */
@@ -1004,7 +1024,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 
 static void acceptor_run(struct engine_thread *t, struct acceptor *a)
 {
-	for (int i = 0; i < ACCEPT_BURST && a->fd >= 0; i++) {
+	for (int i = 0; i < ACCEPT_BURST && a->fd >= 0 && !atomic_load(&a->stopping); i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		int fd = accept4(a->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -2002,6 +2022,13 @@ napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info)
 		struct cmd *c = calloc(1, sizeof(*c));
 		if (c == NULL)
 			return mpx_throw_errno(env, ENOMEM, "malloc");
+		/* Stop listening now, from this thread, as Node's server.close() does (its close(2) of
+		 * the last fd): clients still in the backlog are reset and new ones refused at once,
+		 * not only when the engine thread gets to CMD_ACC_STOP. shutdown(2) of a listening
+		 * socket does that (tcp_disconnect → inet_csk_listen_stop) and leaves the fd, and its
+		 * epoll registration, to the thread. */
+		atomic_store(&a->stopping, true);
+		shutdown(a->fd, SHUT_RDWR);
 		*p = a->gnext; /* from here the thread may free it */
 		c->kind = CMD_ACC_STOP;
 		c->acceptor = a;

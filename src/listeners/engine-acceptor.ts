@@ -211,6 +211,8 @@ export class EngineAcceptor {
     ctx.target = this.#s.plan.target;
     this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal) });
     publishConnOpen({ ctx });
+    // Accepted by the engine before abortAll, announced after it: cut it as abortAll would.
+    if (this.#cut.signal.aborted) this.#api.relayAbort(e.id);
   }
 
   #done(s: Extract<AcceptorEvent, { kind: 'done' }>): void {

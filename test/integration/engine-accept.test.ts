@@ -1,0 +1,804 @@
+/**
+ * Accepting in the native engine (native/src/relay.c acceptorStart, src/listeners/engine-acceptor.ts),
+ * through the real startProxy: a tcp-forward listener to an IP literal with the native relay engine
+ * is accepted, admitted (access.allowClients, access.maxConnectionsPerClient in the addon's shared
+ * table), dialed and relayed by the engine thread; JS only hears events and publishes the same
+ * channels, log lines and access log as for a connection Node accepted.
+ *
+ * Loopback only: 127.0.0.1 for servers, other 127.x addresses as clients' source addresses so each
+ * test counts its own clients in the process-wide table, ::1 when the host has it.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import * as diagnosticsChannel from 'node:diagnostics_channel';
+import { once } from 'node:events';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startProxy, type RunningProxy } from '../../src/main.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { createAccessPolicy } from '../../src/access/policy.js';
+import {
+  ChannelName,
+  type ConnCloseMessage,
+  type ConnOpenMessage,
+  type DialErrorMessage,
+  type UpstreamConnectedMessage,
+} from '../../src/core/channels.js';
+import { AccessDeniedError, ErrorCode, UpstreamError } from '../../src/core/errors.js';
+import { createLogger } from '../../src/core/logger.js';
+import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
+import { connectMptcp, loadNative } from '../../src/mptcp/index.js';
+import { fullListener } from '../helpers/full-listener.js';
+
+const HOST = '127.0.0.1';
+const acceptor = loadNativeAcceptor();
+const noEngine = acceptor === undefined ? 'the addon has no engine acceptor (acceptorStart)' : false;
+
+// ---------------------------------------------------------------------------------------------
+// Harness: the real startProxy with a capturing logger, and the channels of its listeners only.
+
+type LogLine = Record<string, unknown> & { level: string; msg: string };
+
+interface Harness {
+  proxy: RunningProxy;
+  /** Bound port of listener `i`. */
+  port(i?: number): number;
+  name(i?: number): string;
+  lines: LogLine[];
+  opens: ConnOpenMessage[];
+  closes: ConnCloseMessage[];
+  connected: UpstreamConnectedMessage[];
+  dialErrors: DialErrorMessage[];
+}
+
+let harnessSeq = 0;
+
+/** startProxy with `listeners` (named uniquely) and `extra` config sections; destroyed after the test. */
+async function startHarness(t: TestContext, listeners: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Promise<Harness> {
+  const seq = ++harnessSeq;
+  const named = listeners.map((l, i) => ({ name: `ea${seq}-${i}`, ...l }));
+  const config = validateConfig({ log: { level: 'info', format: 'json', access: true }, listeners: named, ...extra });
+  const lines: LogLine[] = [];
+  const log = createLogger({ level: 'info', format: 'json', sink: { write: (l) => lines.push(JSON.parse(l) as LogLine) } });
+  const names = new Set(named.map((l) => l.name));
+  const h: Omit<Harness, 'proxy' | 'port' | 'name'> = { lines, opens: [], closes: [], connected: [], dialErrors: [] };
+  const ours = (m: unknown) => names.has((m as { ctx: { listener: string } }).ctx.listener);
+  const subs: Array<[string, (m: unknown) => void]> = [
+    [ChannelName.connOpen, (m) => ours(m) && h.opens.push(m as ConnOpenMessage)],
+    [ChannelName.connClose, (m) => ours(m) && h.closes.push(m as ConnCloseMessage)],
+    [ChannelName.upstreamConnected, (m) => ours(m) && h.connected.push(m as UpstreamConnectedMessage)],
+    [ChannelName.dialError, (m) => ours(m) && h.dialErrors.push(m as DialErrorMessage)],
+  ];
+  for (const [name, fn] of subs) diagnosticsChannel.subscribe(name, fn);
+  const unsubscribe = () => {
+    for (const [name, fn] of subs) diagnosticsChannel.unsubscribe(name, fn);
+  };
+  let proxy: RunningProxy;
+  try {
+    proxy = await startProxy(config, log);
+  } catch (err) {
+    unsubscribe();
+    throw err;
+  }
+  const ports = proxy.listeners.map((l) => l.address()!.port);
+  t.after(async () => {
+    await proxy.destroy();
+    unsubscribe();
+  });
+  return { ...h, proxy, port: (i = 0) => ports[i]!, name: (i = 0) => named[i]!.name };
+}
+
+/** A tcp-forward listener on HOST:0 (or `listen`) to `to`. */
+function forward(to: string, listen = `${HOST}:0`): Record<string, unknown> {
+  return { type: 'tcp-forward', listen, to };
+}
+
+async function waitFor(cond: () => boolean, what: string, ms = 3000): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!cond()) {
+    if (performance.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+function linesWith(h: Harness, msg: string): LogLine[] {
+  return h.lines.filter((l) => l.msg === msg);
+}
+
+function errorCode(m: ConnCloseMessage): string | undefined {
+  return (m.error as { code?: string } | undefined)?.code;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers and clients
+
+interface Server {
+  server: net.Server;
+  port: number;
+  /** Remote ports of the connections it accepted, in order. */
+  peers: number[];
+}
+
+async function serve(t: TestContext, onConnection: (s: net.Socket) => void, host = HOST): Promise<Server> {
+  const peers: number[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    peers.push(s.remotePort ?? 0);
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    onConnection(s);
+  });
+  server.listen(0, host);
+  await once(server, 'listening');
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  return { server, port: (server.address() as net.AddressInfo).port, peers };
+}
+
+/** Echoes everything, and FIN after the client's FIN. */
+function echoServer(t: TestContext): Promise<Server> {
+  return serve(t, (s) => s.pipe(s));
+}
+
+/** A port nothing listens on (bound once, then closed). */
+async function closedPort(): Promise<number> {
+  const s = net.createServer().listen(0, HOST);
+  await once(s, 'listening');
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+interface ClientOptions {
+  host?: string;
+  localAddress?: string;
+  allowHalfOpen?: boolean;
+}
+
+const clients = new Set<net.Socket>();
+
+/** A connected client (closed after its test by closeClients). */
+async function connect(port: number, opts: ClientOptions = {}): Promise<net.Socket> {
+  const c = net.connect({ port, host: opts.host ?? HOST, allowHalfOpen: opts.allowHalfOpen ?? false, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+  clients.add(c);
+  c.once('close', () => clients.delete(c));
+  await once(c, 'connect');
+  return c;
+}
+
+function closeClients(): void {
+  for (const c of clients) c.destroy();
+  clients.clear();
+}
+
+/** Writes `text` and reads until as many bytes came back; they must be the same. */
+async function roundTrip(c: net.Socket, text: string, ms = 3000): Promise<void> {
+  const want = Buffer.from(text);
+  const got: Buffer[] = [];
+  let n = 0;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`no echo of ${JSON.stringify(text)} within ${ms} ms (got ${n} bytes)`)), ms);
+    const onData = (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+      if (n >= want.length) done();
+    };
+    const onClose = () => done(new Error(`closed before the echo of ${JSON.stringify(text)} (got ${n} bytes)`));
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      c.off('data', onData);
+      c.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    c.on('data', onData);
+    c.once('close', onClose);
+    c.write(want);
+  });
+  assert.equal(Buffer.concat(got).toString(), text);
+}
+
+interface Outcome {
+  /** The error code the client ended with ('' for a clean close). */
+  code: string;
+  /** Bytes received. */
+  bytes: number;
+  /** The client saw the peer's FIN ('end'). */
+  ended: boolean;
+}
+
+/** Follows `c` to its 'close'. */
+function outcome(c: net.Socket, ms = 4000): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const o: Outcome = { code: '', bytes: 0, ended: false };
+    const timer = setTimeout(() => reject(new Error(`client not closed within ${ms} ms`)), ms);
+    c.on('error', (err: NodeJS.ErrnoException) => (o.code = err.code ?? 'error'));
+    c.on('data', (d: Buffer) => (o.bytes += d.length));
+    c.on('end', () => (o.ended = true));
+    c.on('close', () => {
+      clearTimeout(timer);
+      resolve(o);
+    });
+    c.resume();
+  });
+}
+
+/** Connects and follows the connection to its end; `write` is sent right after the handshake. */
+async function connectOutcome(port: number, opts: ClientOptions & { write?: string } = {}): Promise<Outcome & { localPort: number }> {
+  const c = net.connect({ port, host: opts.host ?? HOST, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+  clients.add(c);
+  let localPort = 0;
+  // Read at 'connect', synchronously: a reset may destroy the socket before an await resumes.
+  c.once('connect', () => {
+    localPort = c.localPort ?? 0;
+    if (opts.write !== undefined) c.write(opts.write);
+  });
+  const result = await outcome(c);
+  return { ...result, localPort };
+}
+
+async function ipv6Loopback(): Promise<boolean> {
+  const s = net.createServer();
+  try {
+    s.listen(0, '::1');
+    await once(s, 'listening');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    s.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Which listeners the engine accepts for
+
+test('the engine accepts for tcp-forward to an IP literal; not with MPTCP_PROXY_ENGINE_ACCEPT=off, nor with the JS engine', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const to = `${HOST}:${echo.port}`;
+
+  const native = await startHarness(t, [forward(to)]);
+  assert.equal(native.proxy.listeners[0]!.acceptsInEngine, true, 'native engine, IP target: accepted in the engine');
+  assert.ok(native.lines.some((l) => l.msg === 'listening' && l.acceptedBy === 'native engine'), 'the listening line says who accepts');
+
+  const saved = process.env.MPTCP_PROXY_ENGINE_ACCEPT;
+  process.env.MPTCP_PROXY_ENGINE_ACCEPT = 'off';
+  let off: Harness;
+  try {
+    off = await startHarness(t, [forward(to)]);
+  } finally {
+    if (saved === undefined) delete process.env.MPTCP_PROXY_ENGINE_ACCEPT;
+    else process.env.MPTCP_PROXY_ENGINE_ACCEPT = saved;
+  }
+  assert.equal(off.proxy.listeners[0]!.acceptsInEngine, false, 'MPTCP_PROXY_ENGINE_ACCEPT=off: Node accepts');
+
+  const js = await startHarness(t, [forward(to)], { relay: { engine: 'js' } });
+  assert.equal(js.proxy.listeners[0]!.acceptsInEngine, false, "relay.engine 'js': Node accepts");
+
+  // All three forward, whoever accepts.
+  for (const h of [native, off, js]) {
+    const c = await connect(h.port());
+    await roundTrip(c, `through ${h.name()}`);
+    c.end();
+  }
+  // A later startProxy reads the environment again: accepted in the engine once more.
+  const again = await startHarness(t, [forward(to)]);
+  assert.equal(again.proxy.listeners[0]!.acceptsInEngine, true);
+});
+
+// ---------------------------------------------------------------------------------------------
+// 2. Bytes both ways, the context's facts, half-close
+
+test('2 MiB both ways through the engine: same sha256 back; conn:close carries bytes, target, upstream and downstream facts', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+
+  const size = 2 * 1024 * 1024;
+  const payload = randomBytes(size);
+  const c = await connect(h.port(), { allowHalfOpen: true });
+  const clientPort = c.localPort;
+  const hash = createHash('sha256');
+  let received = 0;
+  c.on('data', (d: Buffer) => {
+    hash.update(d);
+    received += d.length;
+  });
+  const ended = once(c, 'end');
+  c.end(payload);
+  await ended;
+  c.end();
+  assert.equal(received, size);
+  assert.equal(hash.digest('hex'), createHash('sha256').update(payload).digest('hex'));
+
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const { ctx, endedBy, error } = h.closes[0]!;
+  assert.equal(h.opens.length, 1);
+  assert.equal(h.opens[0]!.ctx, ctx, 'conn:open and conn:close carry the same context');
+  assert.equal(ctx.listener, h.name());
+  assert.equal(ctx.frontend, 'tcp-forward');
+  assert.equal(ctx.bytes.fromDownstream, size);
+  assert.equal(ctx.bytes.fromUpstream, size);
+  assert.deepEqual(ctx.target, { host: HOST, port: echo.port });
+  assert.deepEqual(ctx.upstream?.remote, { address: HOST, port: echo.port });
+  assert.equal(ctx.upstream?.local.address, HOST);
+  assert.notEqual(ctx.upstream?.local.port, 0);
+  assert.equal(ctx.upstream?.local.port, echo.peers[0], 'the source port the upstream server saw');
+  assert.equal(ctx.upstream?.mptcp, false, 'a plain TCP server');
+  assert.deepEqual(ctx.downstream.remote, { address: HOST, port: clientPort });
+  assert.deepEqual(ctx.downstream.local, { address: HOST, port: h.port() });
+  assert.equal(endedBy, 'downstream', 'the client sent the first FIN');
+  assert.equal(error, undefined);
+  assert.equal(h.connected.length, 1, 'upstream:connected once');
+  assert.equal(h.connected[0]!.ctx, ctx);
+  assert.ok(h.connected[0]!.connectMs >= 0 && h.connected[0]!.connectMs < 5000, `connectMs ${h.connected[0]!.connectMs}`);
+  assert.equal(h.dialErrors.length, 0);
+
+  // The access log line, from the same channels.
+  await waitFor(() => linesWith(h, 'access').length === 1, 'the access line');
+  const line = linesWith(h, 'access')[0]!;
+  assert.equal(line.bytesUp, size);
+  assert.equal(line.bytesDown, size);
+  assert.equal(line.upstream, `${HOST}:${echo.port}`);
+  assert.equal(line.endedBy, 'downstream');
+});
+
+test('half-close through the engine: the client writes and ends; the server replies after its EOF; the client gets the reply', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  // Replies only once the client's FIN has arrived: the relay must pass the FIN on and keep
+  // the other direction open.
+  const server = await serve(t, (s) => {
+    let n = 0;
+    s.on('data', (d: Buffer) => (n += d.length));
+    s.on('end', () => s.end(`got ${n} bytes, then EOF`));
+  });
+  const h = await startHarness(t, [forward(`${HOST}:${server.port}`)]);
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+
+  const c = await connect(h.port(), { allowHalfOpen: true });
+  let reply = '';
+  c.on('data', (d: Buffer) => (reply += d.toString()));
+  const ended = once(c, 'end');
+  c.end('x'.repeat(1000));
+  await ended;
+  assert.equal(reply, 'got 1000 bytes, then EOF');
+  await once(c, 'close');
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const m = h.closes[0]!;
+  assert.equal(m.ctx.bytes.fromDownstream, 1000);
+  assert.equal(m.ctx.bytes.fromUpstream, reply.length);
+  assert.equal(m.endedBy, 'downstream');
+  assert.equal(m.error, undefined);
+});
+
+test('an MPTCP client through the engine: ctx.downstream.mptcp and its subflow sample are filled', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  const listener = h.proxy.listeners[0]!;
+  assert.equal(listener.acceptsInEngine, true);
+  if (!listener.mptcp) return t.skip('the listener fell back to plain TCP (no MPTCP here)');
+  const c = connectMptcp({ host: HOST, port: h.port(), mptcp: true });
+  clients.add(c);
+  await once(c, 'connect');
+  await roundTrip(c, 'over MPTCP');
+  c.end();
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const { ctx } = h.closes[0]!;
+  assert.equal(ctx.downstream.mptcp, true);
+  assert.equal(ctx.downstreamSubflows, 1, 'one subflow on loopback');
+  assert.equal(ctx.downstreamPaths?.length, 1);
+  assert.equal(ctx.upstream?.mptcp, false, 'the upstream server is plain TCP');
+});
+
+// ---------------------------------------------------------------------------------------------
+// 3. Many short connections; the shared per-client table empties
+
+test('200 short connections through the engine: all echo; conn:open and conn:close match; the client table is back to 0', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const api = acceptor!;
+  const client = '127.0.0.3';
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+  assert.equal(api.clientCount(client), 0);
+
+  // A live connection counts once in the table while it is open.
+  const held = await connect(h.port(), { localAddress: client });
+  await roundTrip(held, 'held');
+  assert.equal(api.clientCount(client), 1);
+  assert.equal(h.proxy.listeners[0]!.connections, 1);
+  held.end();
+  await waitFor(() => h.closes.length === 1, 'the held connection to close');
+  assert.equal(api.clientCount(client), 0);
+
+  const total = 200;
+  const batch = 10;
+  const deadline = performance.now() + 4000;
+  for (let i = 0; i < total; i += batch) {
+    assert.ok(performance.now() < deadline, `only ${i} of ${total} connections done in 4 s`);
+    await Promise.all(
+      Array.from({ length: batch }, async (_, j) => {
+        const c = await connect(h.port(), { localAddress: client, allowHalfOpen: true });
+        const text = `connection ${i + j}`;
+        let got = '';
+        c.on('data', (d: Buffer) => (got += d.toString()));
+        const ended = once(c, 'end');
+        c.end(text);
+        await ended;
+        c.end();
+        assert.equal(got, text);
+      }),
+    );
+  }
+  await waitFor(() => h.closes.length === total + 1, `${total + 1} conn:close messages`);
+  assert.equal(h.opens.length, total + 1);
+  assert.equal(new Set(h.closes.map((m) => m.ctx.id)).size, total + 1, 'one conn:close per connection');
+  assert.deepEqual(new Set(h.opens.map((m) => m.ctx.id)), new Set(h.closes.map((m) => m.ctx.id)));
+  assert.ok(h.closes.every((m) => m.error === undefined && m.ctx.downstream.remote.address === client));
+  assert.equal(echo.peers.length, total + 1);
+  assert.equal(api.clientCount(client), 0, 'every slot released');
+  assert.equal(h.proxy.listeners[0]!.connections, 0);
+});
+
+// ---------------------------------------------------------------------------------------------
+// 4. access.allowClients in the engine
+
+test('allowClients in the engine: a client outside the rules is closed (FIN) and logged, never dialed; one inside is relayed', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)], { access: { allowClients: ['127.0.0.2/32'] } });
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+
+  const denied = await connectOutcome(h.port(), { localAddress: '127.0.0.1' });
+  assert.deepEqual({ code: denied.code, bytes: denied.bytes, ended: denied.ended }, { code: '', bytes: 0, ended: true }, 'closed with a FIN');
+  await waitFor(() => linesWith(h, 'client denied').length === 1, "the 'client denied' line");
+  const line = linesWith(h, 'client denied')[0]!;
+  assert.equal(line.level, 'warn');
+  assert.equal(line.client, '127.0.0.1');
+  assert.equal(line.listener, h.name());
+  assert.equal(line.rule, 'client-network');
+
+  const allowed = await connect(h.port(), { localAddress: '127.0.0.2' });
+  await roundTrip(allowed, 'allowed');
+  allowed.end();
+  await waitFor(() => h.closes.length === 1, 'conn:close of the allowed client');
+  assert.equal(echo.peers.length, 1, 'only the allowed client reached the server');
+  assert.equal(h.opens.length, 1, 'no conn:open for the denied client');
+  assert.equal(h.opens[0]!.ctx.downstream.remote.address, '127.0.0.2');
+  assert.equal(linesWith(h, 'client denied').length, 1);
+  assert.equal(h.dialErrors.length, 0);
+});
+
+test('allowClients in the engine on a dual-stack [::] listener: IPv6 rules match ::1 only, IPv4 rules match mapped IPv4 clients, as the JS policy', async (t) => {
+  if (noEngine) return t.skip(noEngine);
+  if (!(await ipv6Loopback())) return t.skip('no ::1 on this host');
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const cases: Array<{ rules: string[]; admits: { '::1': boolean; '127.0.0.1': boolean } }> = [
+    { rules: ['::1/128'], admits: { '::1': true, '127.0.0.1': false } },
+    { rules: ['127.0.0.0/8'], admits: { '::1': false, '127.0.0.1': true } },
+    // A mapped block is its IPv4 network (src/access/cidr.ts parseCidr).
+    { rules: ['::ffff:127.0.0.0/104'], admits: { '::1': false, '127.0.0.1': true } },
+    { rules: ['::/0'], admits: { '::1': true, '127.0.0.1': false } },
+  ];
+  for (const { rules, admits } of cases) {
+    const h = await startHarness(t, [forward(`${HOST}:${echo.port}`, '[::]:0')], { access: { allowClients: rules } });
+    assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+    const policy = await createAccessPolicy(h.proxy.config.access);
+    for (const client of ['::1', '127.0.0.1'] as const) {
+      const what = `${client} with allowClients ${JSON.stringify(rules)}`;
+      // The JS policy's answer for what the kernel reports on a dual-stack socket.
+      const seen = client === '::1' ? '::1' : '::ffff:127.0.0.1';
+      assert.equal(policy.admitClient(seen).allowed, admits[client], `JS policy: ${what}`);
+      const peersBefore = echo.peers.length;
+      const deniedBefore = linesWith(h, 'client denied').length;
+      const closesBefore = h.closes.length;
+      if (admits[client]) {
+        const c = await connect(h.port(), { host: client });
+        const clientPort = c.localPort;
+        await roundTrip(c, `from ${client}`);
+        c.end();
+        await waitFor(() => h.closes.length === closesBefore + 1, `conn:close: ${what}`);
+        const ctx = h.closes.at(-1)!.ctx;
+        assert.equal(ctx.downstream.remote.address, client, 'reported unmapped');
+        assert.equal(ctx.downstream.remote.port, clientPort);
+        assert.equal(echo.peers.length, peersBefore + 1);
+      } else {
+        const o = await connectOutcome(h.port(), { host: client });
+        assert.equal(o.code, '', `closed, not reset: ${what}`);
+        assert.equal(o.bytes, 0);
+        await waitFor(() => linesWith(h, 'client denied').length === deniedBefore + 1, `'client denied': ${what}`);
+        assert.equal(linesWith(h, 'client denied').at(-1)!.client, client, 'the line names the client, unmapped');
+        assert.equal(echo.peers.length, peersBefore, `never dialed: ${what}`);
+        assert.equal(h.closes.length, closesBefore);
+      }
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// 5. The per-client limit, shared by the engine's and JS's listeners
+
+test('maxConnectionsPerClient is one count across the engine-accepted forward and a JS-accepted HTTP listener', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const api = acceptor!;
+  const client = '127.0.0.5';
+  const echo = await echoServer(t);
+  const target = `${HOST}:${echo.port}`;
+  const h = await startHarness(t, [forward(target), { type: 'http', listen: `${HOST}:0` }], { access: { maxConnectionsPerClient: 2 } });
+  const [fwd, http] = h.proxy.listeners;
+  assert.equal(fwd!.acceptsInEngine, true);
+  assert.equal(http!.acceptsInEngine, false);
+
+  // 1: through the forward (the engine counts it)
+  const c1 = await connect(h.port(0), { localAddress: client });
+  const c1Port = c1.localPort;
+  await roundTrip(c1, 'forward one');
+  assert.equal(api.clientCount(client), 1);
+  // 2: a CONNECT tunnel through the HTTP listener (JS counts it, in the same table)
+  const c2 = await connect(h.port(1), { localAddress: client });
+  c2.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
+  let head = '';
+  while (!head.includes('\r\n\r\n')) {
+    const [d] = (await once(c2, 'data')) as [Buffer];
+    head += d.toString('latin1');
+  }
+  assert.match(head, /^HTTP\/1\.1 200 /);
+  assert.ok(head.endsWith('\r\n\r\n'), 'nothing after the reply head');
+  await roundTrip(c2, 'through the tunnel');
+  assert.equal(api.clientCount(client), 2);
+  assert.equal(echo.peers.length, 2);
+
+  // 3: over the limit at the forward: closed at once by the engine, never dialed
+  const started = performance.now();
+  const over = await connectOutcome(h.port(0), { localAddress: client });
+  assert.ok(performance.now() - started < 2000, 'closed at once');
+  assert.deepEqual({ code: over.code, bytes: over.bytes, ended: over.ended }, { code: '', bytes: 0, ended: true }, 'closed with a FIN');
+  await waitFor(() => linesWith(h, 'client over its connection limit').length === 1, 'the limit line from the forward');
+  const line = linesWith(h, 'client over its connection limit')[0]!;
+  assert.equal(line.level, 'warn');
+  assert.equal(line.client, client);
+  assert.equal(line.listener, h.name(0));
+  // ... and at the HTTP listener: JS sees the engine's count too
+  const overHttp = await connectOutcome(h.port(1), { localAddress: client });
+  assert.deepEqual({ code: overHttp.code, bytes: overHttp.bytes }, { code: '', bytes: 0 });
+  await waitFor(() => linesWith(h, 'client over its connection limit').length === 2, 'the limit line from the HTTP listener');
+  assert.equal(linesWith(h, 'client over its connection limit')[1]!.listener, h.name(1));
+  assert.equal(echo.peers.length, 2, 'nothing dialed for the refused ones');
+  assert.equal(api.clientCount(client), 2, 'the refused ones were never counted');
+  assert.equal(h.opens.length, 2);
+  // Another client is not limited by this one's connections.
+  const other = await connect(h.port(0), { localAddress: '127.0.0.6' });
+  await roundTrip(other, 'someone else');
+  other.end();
+
+  // Ending the forward's connection frees its slot: a new one through the forward works.
+  c1.end();
+  await waitFor(() => h.closes.some((m) => m.ctx.downstream.remote.port === c1Port), "conn:close of the forward's first connection");
+  assert.equal(api.clientCount(client), 1);
+  const c3 = await connect(h.port(0), { localAddress: client });
+  await roundTrip(c3, 'forward again');
+  assert.equal(api.clientCount(client), 2);
+  // Ending the tunnel frees the JS-counted slot for the engine as well.
+  c2.end();
+  await waitFor(() => api.clientCount(client) === 1, 'the tunnel to release its slot');
+  const c4 = await connect(h.port(0), { localAddress: client });
+  await roundTrip(c4, 'and once more');
+  c3.end();
+  c4.end();
+  await waitFor(() => api.clientCount(client) === 0, 'every slot released');
+});
+
+// ---------------------------------------------------------------------------------------------
+// 6.–8. Failures: refused, connect timeout, idle
+
+test('an upstream that refuses: the client is reset, dial:error published, conn:close is MPX_ERR_UPSTREAM_REFUSED ended by the proxy', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const port = await closedPort();
+  const h = await startHarness(t, [forward(`${HOST}:${port}`)]);
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+
+  const o = await connectOutcome(h.port(), { write: 'hello?' });
+  assert.equal(o.code, 'ECONNRESET');
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const m = h.closes[0]!;
+  assert.equal(m.endedBy, 'proxy');
+  assert.equal(errorCode(m), ErrorCode.UPSTREAM_REFUSED);
+  assert.equal(m.ctx.downstream.remote.address, HOST);
+  // Under load the reset can beat libuv's connect completion (SO_ERROR then reads ECONNRESET
+  // and no 'connect' is emitted): the client's port is known only when 'connect' came.
+  if (o.localPort !== 0) assert.equal(m.ctx.downstream.remote.port, o.localPort);
+  else assert.ok(m.ctx.downstream.remote.port > 0);
+  assert.equal(m.ctx.upstream, undefined);
+  assert.equal(h.dialErrors.length, 1);
+  const err = h.dialErrors[0]!.error;
+  assert.ok(err instanceof UpstreamError);
+  assert.equal(err.code, ErrorCode.UPSTREAM_REFUSED);
+  assert.equal(h.dialErrors[0]!.ctx, m.ctx);
+  assert.equal(h.connected.length, 0);
+  const failed = linesWith(h, 'upstream dial failed');
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]!.level, 'warn');
+  await waitFor(() => linesWith(h, 'access').length === 1, 'the access line');
+  assert.equal(linesWith(h, 'access')[0]!.error, ErrorCode.UPSTREAM_REFUSED);
+  assert.equal(acceptor!.clientCount(HOST), 0, 'slot released');
+});
+
+test('no answer within upstream.connectTimeoutMs: the client is reset; the error is MPX_ERR_CONNECT_TIMEOUT', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const hole = await fullListener(HOST);
+  t.after(() => hole.close());
+  const h = await startHarness(t, [forward(`${HOST}:${hole.port}`)], { upstream: { connectTimeoutMs: 300 } });
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+
+  const started = performance.now();
+  const o = await connectOutcome(h.port(), { write: 'anyone?' });
+  const took = performance.now() - started;
+  assert.equal(o.code, 'ECONNRESET');
+  // The upper bound only tells the 300 ms deadline from the 10 s default.
+  assert.ok(took >= 280 && took < 5000, `reset after ${took.toFixed(0)} ms`);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const m = h.closes[0]!;
+  assert.equal(m.endedBy, 'proxy');
+  assert.equal(errorCode(m), ErrorCode.CONNECT_TIMEOUT);
+  assert.match((m.error as Error).message, /connect took longer than 300 ms/);
+  assert.equal(h.dialErrors.length, 1);
+  assert.equal(h.dialErrors[0]!.error.code, ErrorCode.CONNECT_TIMEOUT);
+  assert.equal(h.connected.length, 0);
+  assert.equal(linesWith(h, 'upstream dial failed').length, 1);
+});
+
+test('relay.idleTimeoutMs: an idle engine-accepted connection is ended by the proxy with MPX_ERR_IDLE_TIMEOUT', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)], { relay: { idleTimeoutMs: 300 } });
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+
+  const c = await connect(h.port());
+  await roundTrip(c, 'then silence');
+  const quietSince = performance.now();
+  const o = await outcome(c, 4500);
+  const quiet = performance.now() - quietSince;
+  assert.ok(quiet >= 250 && quiet < 4500, `cut after ${quiet.toFixed(0)} ms of silence`);
+  assert.equal(o.bytes, 0);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const m = h.closes[0]!;
+  assert.equal(m.endedBy, 'proxy');
+  assert.equal(errorCode(m), ErrorCode.IDLE_TIMEOUT);
+  assert.equal(m.ctx.bytes.fromDownstream, 'then silence'.length);
+  assert.equal(m.ctx.bytes.fromUpstream, 'then silence'.length);
+  await waitFor(() => echo.peers.length === 1 && h.proxy.listeners[0]!.connections === 0, 'the relay gone');
+});
+
+// ---------------------------------------------------------------------------------------------
+// 9.–10. Lifecycle
+
+test('close(): new connects are refused while a live engine-accepted connection still relays; close resolves after it ends', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  const listener = h.proxy.listeners[0]!;
+  assert.equal(listener.acceptsInEngine, true);
+  const port = h.port();
+  const live = await connect(port);
+  await roundTrip(live, 'before close');
+  await waitFor(() => h.opens.length === 1, 'conn:open');
+
+  let closed = false;
+  const closing = h.proxy.close().then(() => {
+    closed = true;
+  });
+  // acceptorStop shuts the listening socket down synchronously, from the JS thread, as Node's
+  // server.close() closes its fd: the very next connect is refused, not queued and reset.
+  const first = await connectOutcome(port);
+  assert.equal(first.code, 'ECONNREFUSED', 'the first connect after close() is refused');
+  const again = await connectOutcome(port);
+  assert.equal(again.code, 'ECONNREFUSED', 'and stays refused');
+
+  await roundTrip(live, 'still relayed while closing');
+  assert.equal(closed, false, 'close() waits for the live connection');
+  assert.equal(listener.connections, 1);
+  live.end();
+  await once(live, 'close');
+  await closing;
+  assert.equal(closed, true);
+  assert.equal(listener.connections, 0);
+  assert.equal(h.closes.length, 1);
+  assert.equal(h.closes[0]!.endedBy, 'downstream');
+  assert.equal(echo.peers.length, 1, 'no other connection reached the server');
+});
+
+test('destroy(): live engine-accepted connections are cut, their clients see close, and destroy resolves', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  const listener = h.proxy.listeners[0]!;
+  assert.equal(listener.acceptsInEngine, true);
+  const live: net.Socket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const c = await connect(h.port());
+    await roundTrip(c, `live ${i}`);
+    live.push(c);
+  }
+  await waitFor(() => h.opens.length === 3, 'conn:open x3');
+  const outcomes = live.map((c) => outcome(c));
+  const destroyed = h.proxy.destroy().then(() => 'resolved');
+  assert.equal(await Promise.race([destroyed, sleep(3000, 'timed out')]), 'resolved');
+  for (const o of await Promise.all(outcomes)) assert.ok(o.code === '' || o.code === 'ECONNRESET', `client ended with ${o.code}`);
+  assert.equal(listener.connections, 0);
+  assert.equal(h.closes.length, 3);
+  for (const m of h.closes) {
+    assert.equal(m.endedBy, 'proxy');
+    assert.equal(errorCode(m), ErrorCode.RELAY_ABORTED);
+  }
+  assert.equal((await connectOutcome(h.port())).code, 'ECONNREFUSED');
+});
+
+test(
+  "destroy() also cuts a connection the engine accepted whose 'accepted' event JS has not seen yet",
+  { skip: noEngine },
+  async (t) => {
+    t.after(closeClients);
+    const echo = await echoServer(t);
+    const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+    assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+    // A client connected without turning the event loop: a raw non-blocking socket (the loopback
+    // handshake completes within connect(2)), then a synchronous wait long enough for the engine
+    // thread to accept and dial. Its 'accepted' event is queued for JS but not yet delivered.
+    const native = loadNative();
+    const fd = native.socket(4, false);
+    let fdOpen = true;
+    t.after(() => {
+      if (fdOpen) native.close(fd);
+    });
+    native.connect(fd, HOST, h.port());
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    assert.equal(h.opens.length, 0, "JS has not seen the connection yet");
+    const destroyed = h.proxy.destroy().then(() => 'resolved');
+    const result = await Promise.race([destroyed, sleep(2000, 'still waiting')]);
+    // The engine did accept it (and dialed: nothing else connects to this server), so the
+    // test is not vacuous: a client still in the backlog would just be reset at the stop.
+    await waitFor(() => echo.peers.length === 1, 'the upstream connection the engine made');
+    native.close(fd);
+    fdOpen = false;
+    await destroyed;
+    assert.equal(result, 'resolved', 'destroy() resolved without the client closing its connection');
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// 11. A denied destination: JS accepts and denies each connection
+
+test('a target in access.denyDestinations: Node accepts (not the engine) and each connection is denied by the JS path', { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)], { access: { denyDestinations: ['127.0.0.0/8'] } });
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, false);
+  assert.ok(!h.lines.some((l) => l.msg === 'listening' && l.acceptedBy !== undefined));
+
+  for (let i = 0; i < 2; i++) {
+    const o = await connectOutcome(h.port(), { write: 'let me through' });
+    assert.equal(o.code, 'ECONNRESET', `connection ${i} reset`);
+    assert.equal(o.bytes, 0);
+  }
+  await waitFor(() => h.closes.length === 2, 'conn:close x2');
+  assert.equal(h.opens.length, 2);
+  assert.equal(h.dialErrors.length, 2);
+  for (const d of h.dialErrors) {
+    assert.ok(d.error instanceof AccessDeniedError);
+    assert.equal(d.error.code, ErrorCode.ACCESS_DENIED);
+  }
+  for (const m of h.closes) {
+    assert.equal(m.endedBy, 'proxy');
+    assert.equal(errorCode(m), ErrorCode.ACCESS_DENIED);
+  }
+  assert.equal(linesWith(h, 'upstream dial failed').length, 2);
+  assert.equal(echo.peers.length, 0, 'nothing reached the server');
+});
