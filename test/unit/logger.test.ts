@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createBatchedSink, createLogger } from '../../src/core/logger.js';
 
-test('the batched sink writes the lines of one event-loop turn in one write, in order', async () => {
+test('the batched sink with flushMs 0 writes the lines of one event-loop turn in one write, in order', async () => {
   const writes: string[] = [];
-  const sink = createBatchedSink({ write: (chunk: string) => writes.push(chunk) });
+  const sink = createBatchedSink({ write: (chunk: string) => writes.push(chunk) }, { flushMs: 0 });
   const log = createLogger({ format: 'json', sink });
   log.info('one', { n: 1 });
   log.info('two', { n: 2 });
@@ -17,6 +17,25 @@ test('the batched sink writes the lines of one event-loop turn in one write, in 
   await new Promise((r) => setImmediate(r));
   assert.equal(writes.length, 2);
   assert.match(writes[1]!, /"msg":"three"/);
+});
+
+test('the batched sink gathers the lines of several turns for flushMs, and writes at once past maxPending', async () => {
+  const writes: string[] = [];
+  const sink = createBatchedSink({ write: (chunk: string) => writes.push(chunk) }, { flushMs: 40, maxPending: 100 });
+  sink.write('a\n');
+  await new Promise((r) => setImmediate(r));
+  sink.write('b\n');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(writes.length, 0, 'still gathering after two turns');
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(writes, ['a\nb\n'], 'one write after flushMs');
+  sink.write('x'.repeat(60));
+  assert.equal(writes.length, 1);
+  sink.write('y'.repeat(60));
+  assert.equal(writes.length, 2, 'written synchronously once 100 characters wait');
+  assert.equal(writes[1], 'x'.repeat(60) + 'y'.repeat(60));
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(writes.length, 2, 'nothing left pending, no empty write');
 });
 
 test('log lines carry bound fields, serialize errors with code and cause, and respect the level', () => {
