@@ -248,6 +248,11 @@ struct acceptor {
 	uint32_t max_per_client;
 	int64_t paused_until; /* 0 unless resting after EMFILE & co. */
 	_Atomic bool stopping; /* acceptorStop has shut the socket down: accept nothing more */
+	/* The next connection's upstream socket, made before its accept4 (acceptor_prepare), or -1;
+	 * with prep_err/prep_syscall when making it failed for a reason each client must hear. */
+	int spare;
+	int prep_err;
+	const char *prep_syscall;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */
 	struct acceptor *gnext; /* g.acceptors (JS thread) */
@@ -870,7 +875,7 @@ static void acceptor_watch(struct engine_thread *t, struct acceptor *a, uint32_t
 /* accept(2) ran out of fds or memory: the pending connection stays queued and the listening
  * socket stays readable, so a level-triggered registration would spin. Rest a little instead
  * (and tell JS once per rest); the queued clients wait in the backlog meanwhile. */
-static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err)
+static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err, const char *syscall)
 {
 	acceptor_watch(t, a, 0);
 	a->paused_until = t->now_ms + ACCEPT_PAUSE_MS;
@@ -879,7 +884,7 @@ static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err)
 	struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
 	if (m != NULL) {
 		m->err = err;
-		m->syscall = "accept4";
+		m->syscall = syscall;
 		post(t, m);
 	}
 }
@@ -900,21 +905,48 @@ static void acceptors_resume(struct engine_thread *t)
 	t->accept_resume_ms = next;
 }
 
-/* socket → options → bind → connect(2), non-blocking; 0 or the errno, with the failing call. */
-static int acceptor_dial(struct acceptor *a, int *fd_out, const char **syscall)
+static bool out_of_resources(int err)
 {
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* The next upstream socket — socket, options, bind — made before its client is accepted: a
+ * process out of fds then leaves the client waiting in the backlog (the acceptor rests)
+ * instead of accepting it only to reset it for want of a second fd. false: rest now. */
+static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
+{
+	if (a->spare >= 0 || a->prep_err != 0)
+		return true;
 	int fd = socket(a->up.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->up_mptcp ? IPPROTO_MPTCP : IPPROTO_TCP);
-	*fd_out = fd;
 	if (fd < 0) {
-		*syscall = "socket";
-		return errno;
+		if (out_of_resources(errno)) {
+			acceptor_pause(t, a, errno, "socket");
+			return false;
+		}
+		a->prep_err = errno, a->prep_syscall = "socket";
+		return true;
 	}
 	int one = 1;
 	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS dialer: best effort */
 	if (a->bind_len > 0 && bind(fd, (struct sockaddr *)&a->bind_to, a->bind_len) != 0) {
-		*syscall = "bind";
-		return errno;
+		a->prep_err = errno, a->prep_syscall = "bind";
+		close(fd);
+		return true;
 	}
+	a->spare = fd;
+	return true;
+}
+
+/* Takes the prepared socket and issues connect(2); 0 or the errno, with the failing call. */
+static int acceptor_dial(struct acceptor *a, int *fd_out, const char **syscall)
+{
+	int fd = a->spare, err = a->prep_err;
+	*syscall = a->prep_syscall;
+	a->spare = -1;
+	a->prep_err = 0;
+	*fd_out = fd;
+	if (err != 0)
+		return err;
 	if (connect(fd, (struct sockaddr *)&a->up, a->up_len) != 0 && errno != EINPROGRESS) {
 		*syscall = "connect";
 		return errno;
@@ -1025,6 +1057,8 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 static void acceptor_run(struct engine_thread *t, struct acceptor *a)
 {
 	for (int i = 0; i < ACCEPT_BURST && a->fd >= 0 && !atomic_load(&a->stopping); i++) {
+		if (!acceptor_prepare(t, a))
+			return; /* resting: the clients wait in the backlog */
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
 		int fd = accept4(a->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1034,7 +1068,7 @@ static void acceptor_run(struct engine_thread *t, struct acceptor *a)
 			/* A client that reset while queued, a firewall's veto: the next one is fine. */
 			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
 				continue;
-			acceptor_pause(t, a, errno);
+			acceptor_pause(t, a, errno, "accept4");
 			return;
 		}
 		accept_one(t, a, fd, &peer);
@@ -1068,6 +1102,9 @@ static void acceptor_close(struct engine_thread *t, struct acceptor *a)
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, a->fd, NULL);
 	close(a->fd);
 	a->fd = -1;
+	if (a->spare >= 0)
+		close(a->spare);
+	a->spare = -1;
 	for (struct acceptor **p = &t->acceptors; *p != NULL; p = &(*p)->next) {
 		if (*p == a) {
 			*p = a->next;
@@ -1994,6 +2031,7 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 	}
 	atomic_init(&js->refs, 1);
 	a->fd = fd;
+	a->spare = -1;
 	a->js = js;
 	a->id = g.next_acceptor_id++;
 	a->thread = &g.threads[g.next_thread++ % (unsigned)g.nthreads];

@@ -39,7 +39,7 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info);
  *   { kind: 'done', ...the relay summary }         (as relayStart's onDone)
  * and for the acceptor: { kind: 'denied', remote, reason: 'client-network' | 'client-limit' }
  * (the client was closed), { kind: 'error', errno, code, syscall } (accept4 ran out of fds or
- * memory: it rests 100 ms), { kind: 'stopped' } (after acceptorStop or engine stop; no
+ * memory, or socket() for an upstream ran out of fds: it rests 100 ms), { kind: 'stopped' } (after acceptorStop or engine stop; no
  * 'accepted' follows). relayStats and relayAbort take the connections' ids. */
 napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info);
 /* acceptorStop(id) → boolean: closes the listening socket; its relays carry on. */

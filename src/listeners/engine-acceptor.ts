@@ -192,7 +192,7 @@ export class EngineAcceptor {
         return;
       }
       case 'error':
-        this.#s.log.error('accept failed; the listener rests 100 ms', { listener: this.#s.listener, code: e.code, syscall: e.syscall });
+        this.#s.log.error('out of file descriptors or memory; the listener rests 100 ms', { listener: this.#s.listener, code: e.code, syscall: e.syscall });
         return;
       case 'stopped':
         this.#onStopped?.();
