@@ -8,7 +8,8 @@
         "src/socket-ops.c",
         "src/mptcp-info.c",
         "src/relay.c",
-        "src/admission.c"
+        "src/admission.c",
+        "src/destination.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-lpthread"],

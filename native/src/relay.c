@@ -71,6 +71,7 @@
 #include "relay.h"
 #include "admission.h"
 #include "common.h"
+#include "destination.h"
 #include "mptcp-info.h"
 #include "mptcp-uapi.h"
 #include "socket-ops.h"
@@ -136,6 +137,7 @@ struct relay {
 	int err; /* errno of the error that ended it, 0 if none */
 	const char *syscall;
 	const char *reason; /* "idle", "aborted", "engine-stopped" or NULL */
+	const char *denied_by; /* reason "denied": the destination rule (destination.c) */
 	napi_ref on_done;
 	bool registered, finished, on_ready;
 	/* An acceptor's relay is handed to another thread with CMD_ADD, and JS may abort it (it
@@ -212,7 +214,7 @@ struct msg {
 	struct mpx_subflow_summary *subflows; /* owned by the message */
 	uint64_t id, from_down, from_up;
 	int ended_by, err;
-	const char *syscall, *reason;
+	const char *syscall, *reason, *denied_by;
 	double duration_ms;
 	bool pump;
 	const char *pump_ended_by; /* pump: 'done', 'eof', 'error' or the proxy's reason */
@@ -242,6 +244,10 @@ struct acceptor {
 	struct sockaddr_storage up, bind_to;
 	socklen_t up_len, bind_len; /* bind_len 0: no source address */
 	bool up_mptcp, sample_down, allow_all;
+	/* Transparent (TPROXY): each connection goes where the client was going, the accepted
+	 * socket's local address, if dest allows it; up only gives the spare socket's family. */
+	bool transparent;
+	struct mpx_dest_policy dest;
 	int64_t connect_timeout_ms, idle_ms;
 	struct mpx_cidr *allow;
 	size_t nallow;
@@ -251,6 +257,7 @@ struct acceptor {
 	/* The next connection's upstream socket, made before its accept4 (acceptor_prepare), or -1;
 	 * with prep_err/prep_syscall when making it failed for a reason each client must hear. */
 	int spare;
+	int spare_family;
 	int prep_err;
 	const char *prep_syscall;
 	struct acc_js *js;
@@ -471,6 +478,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 	m->err = r->err;
 	m->syscall = r->syscall;
 	m->reason = r->reason;
+	m->denied_by = r->denied_by;
 	m->duration_ms = now_ms_precise() - (double)r->started_ms;
 	if (r->pump) {
 		m->pump = true;
@@ -913,33 +921,52 @@ static bool out_of_resources(int err)
 /* The next upstream socket — socket, options, bind — made before its client is accepted: a
  * process out of fds then leaves the client waiting in the backlog (the acceptor rests)
  * instead of accepting it only to reset it for want of a second fd. false: rest now. */
-static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
+/* socket, options, bind for `family` into a->spare, or the failure into a->prep_err. */
+static void make_spare(struct acceptor *a, int family)
 {
-	if (a->spare >= 0 || a->prep_err != 0)
-		return true;
-	int fd = socket(a->up.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->up_mptcp ? IPPROTO_MPTCP : IPPROTO_TCP);
+	a->spare_family = family;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->up_mptcp ? IPPROTO_MPTCP : IPPROTO_TCP);
 	if (fd < 0) {
-		if (out_of_resources(errno)) {
-			acceptor_pause(t, a, errno, "socket");
-			return false;
-		}
 		a->prep_err = errno, a->prep_syscall = "socket";
-		return true;
+		return;
 	}
 	int one = 1;
 	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS dialer: best effort */
 	if (a->bind_len > 0 && bind(fd, (struct sockaddr *)&a->bind_to, a->bind_len) != 0) {
 		a->prep_err = errno, a->prep_syscall = "bind";
 		close(fd);
-		return true;
+		return;
 	}
 	a->spare = fd;
+	a->spare_family = family;
+}
+
+static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
+{
+	if (a->spare >= 0 || a->prep_err != 0)
+		return true;
+	make_spare(a, a->up.ss_family);
+	if (a->spare < 0 && out_of_resources(a->prep_err)) {
+		int err = a->prep_err;
+		a->prep_err = 0;
+		acceptor_pause(t, a, err, a->prep_syscall);
+		return false;
+	}
 	return true;
 }
 
-/* Takes the prepared socket and issues connect(2); 0 or the errno, with the failing call. */
-static int acceptor_dial(struct acceptor *a, int *fd_out, const char **syscall)
+/* Takes the prepared socket (a new one if the target's family differs: a transparent
+ * listener's IPv6 client) and issues connect(2); 0 or the errno, with the failing call. */
+static int acceptor_dial(struct acceptor *a, const struct sockaddr_storage *to, socklen_t to_len, int *fd_out, const char **syscall)
 {
+	if (a->spare >= 0 && a->spare_family != to->ss_family) {
+		close(a->spare);
+		a->spare = -1;
+	}
+	if (a->spare < 0 && (a->prep_err == 0 || a->spare_family != to->ss_family)) {
+		a->prep_err = 0;
+		make_spare(a, to->ss_family);
+	}
 	int fd = a->spare, err = a->prep_err;
 	*syscall = a->prep_syscall;
 	a->spare = -1;
@@ -947,11 +974,35 @@ static int acceptor_dial(struct acceptor *a, int *fd_out, const char **syscall)
 	*fd_out = fd;
 	if (err != 0)
 		return err;
-	if (connect(fd, (struct sockaddr *)&a->up, a->up_len) != 0 && errno != EINPROGRESS) {
+	if (connect(fd, (const struct sockaddr *)to, to_len) != 0 && errno != EINPROGRESS) {
 		*syscall = "connect";
 		return errno;
 	}
 	return 0;
+}
+
+/* A transparent connection's target: the accepted socket's local address (TPROXY keeps the
+ * original destination there), IPv4-mapped folded to IPv4 as the JS front-end's unmapAddress
+ * does. NULL if the destination check allows it, else the rule that denied it. */
+static const char *transparent_target(const struct acceptor *a, const struct sockaddr_storage *local, struct sockaddr_storage *to, socklen_t *to_len)
+{
+	struct mpx_client_key ip;
+	if (!mpx_client_key_from_sockaddr((const struct sockaddr *)local, &ip))
+		return "destination-network";
+	uint16_t port = local->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)local)->sin_port)
+						   : ntohs(((const struct sockaddr_in6 *)local)->sin6_port);
+	memset(to, 0, sizeof(*to));
+	if (ip.family == 4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)to;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, ip.bytes, 4);
+		*to_len = sizeof(*sin);
+	} else {
+		*(struct sockaddr_in6 *)to = *(const struct sockaddr_in6 *)local; /* scope id too */
+		*to_len = sizeof(struct sockaddr_in6);
+	}
+	return mpx_dest_check(&a->dest, &ip, port);
 }
 
 /* One accepted client: admission, the upstream's connect(2), then the facts for JS and the
@@ -980,9 +1031,16 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 		close(fd);
 		return;
 	}
+	/* Where to: the fixed target, or (transparent) where the client was going, if allowed. */
+	struct sockaddr_storage local, to = a->up;
+	socklen_t local_len = sizeof(local), to_len = a->up_len;
+	getsockname(fd, (struct sockaddr *)&local, &local_len);
+	const char *denied = a->transparent ? transparent_target(a, &local, &to, &to_len) : NULL;
 	int up = -1;
 	const char *syscall = NULL;
-	int err = acceptor_dial(a, &up, &syscall);
+	int err = denied != NULL ? EACCES : acceptor_dial(a, &to, to_len, &up, &syscall);
+	if (denied != NULL)
+		syscall = "connect";
 	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
 	r->fd[SIDE_DOWN] = fd;
 	r->fd[SIDE_UP] = up;
@@ -1013,8 +1071,8 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	}
 	m->id = r->id;
 	m->peer = *peer;
-	socklen_t len = sizeof(m->local);
-	getsockname(fd, (struct sockaddr *)&m->local, &len);
+	m->local = local;
+	socklen_t len;
 	if (up >= 0) {
 		len = sizeof(m->up_local);
 		getsockname(up, (struct sockaddr *)&m->up_local, &len);
@@ -1041,6 +1099,9 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	if (err != 0) {
 		r->added = true;
 		r->connect_failed = true;
+		/* A denied destination: JS asks its own policy for the rule and the message. */
+		if (denied != NULL)
+			r->reason = "denied", r->denied_by = denied;
 		fail(t, r, SIDE_UP, err, syscall);
 		return;
 	}
@@ -1125,6 +1186,7 @@ static void bury_acceptors(struct engine_thread *t)
 		struct acceptor *a = t->acc_graveyard;
 		t->acc_graveyard = a->next;
 		free(a->allow);
+		mpx_dest_policy_free(&a->dest);
 		free(a);
 	}
 }
@@ -1279,6 +1341,8 @@ static napi_value summary_object(napi_env env, const struct msg *m)
 	if (m->err != 0 && !set_errno_fields(env, o, m))
 		return NULL;
 	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
+		return NULL;
+	if (m->denied_by != NULL && !mpx_set_string(env, o, "deniedBy", m->denied_by))
 		return NULL;
 	if (m->connect_failed) {
 		napi_value yes;
@@ -1946,9 +2010,19 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 	napi_value v;
 	napi_valuetype t;
 	double port, timeout, idle, max;
-	if (!opt_number(env, opts, "upstreamPort", 1, 65535, &port) || !opt_value(env, opts, "upstreamAddress", &v, &t) ||
-	    !mpx_parse_address(env, v, (int32_t)port, &a->up, &a->up_len))
+	if (!opt_value(env, opts, "destinations", &v, &t))
 		return false;
+	a->transparent = t == napi_object;
+	if (a->transparent) {
+		/* Per-connection targets: the spare sockets are IPv4 (most clients); an IPv6 one gets
+		 * its own at connect time. */
+		if (!mpx_dest_policy_from_js(env, v, &a->dest))
+			return false;
+		a->up.ss_family = AF_INET;
+	} else if (!opt_number(env, opts, "upstreamPort", 1, 65535, &port) || !opt_value(env, opts, "upstreamAddress", &v, &t) ||
+		   !mpx_parse_address(env, v, (int32_t)port, &a->up, &a->up_len)) {
+		return false;
+	}
 	if (!opt_value(env, opts, "bindAddress", &v, &t))
 		return false;
 	if (t != napi_undefined && t != napi_null && !mpx_parse_address(env, v, 0, &a->bind_to, &a->bind_len))
@@ -2019,12 +2093,14 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 		if (st != napi_ok)
 			mpx_throw_napi_failure(env, st, "napi_create_reference");
 		delete_ref(env, js->on_event);
+		mpx_dest_policy_free(&a->dest);
 		free(a->allow), free(a), free(js), free(c);
 		return NULL;
 	}
 	if (g.js->live++ == 0 && (st = napi_ref_threadsafe_function(env, g.js->tsfn)) != napi_ok) {
 		g.js->live--;
 		delete_ref(env, js->on_event);
+		mpx_dest_policy_free(&a->dest);
 		free(a->allow), free(a), free(js), free(c);
 		mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
 		return NULL;

@@ -33,7 +33,11 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info);
  * options.maxPerClient, 0 = no limit), opens a socket to options.upstreamAddress:upstreamPort
  * (IPPROTO_MPTCP if upstreamMptcp, bound to bindAddress if given), issues connect(2) and
  * relays as relayStart with connectTimeoutMs and idleTimeoutMs (sampleDownstream: the
- * listening socket is MPTCP). onEvent gets, on the JS thread, in order per connection:
+ * listening socket is MPTCP). With options.destinations (a transparent TPROXY listener) instead
+ * of upstreamAddress/upstreamPort, each connection goes to the accepted socket's local address
+ * (where the client was going; IPv4-mapped folded) if native/src/destination.c allows it; a
+ * denied one is reset and its summary says reason 'denied', deniedBy: the rule.
+ * onEvent gets, on the JS thread, in order per connection:
  *   { kind: 'accepted', id, remote, local, upstreamLocal, mptcp }  (addresses: {family, address, port})
  *   { kind: 'connected', id, connectMs, mptcp }   (the upstream's handshake is done)
  *   { kind: 'done', ...the relay summary }         (as relayStart's onDone)

@@ -86,6 +86,14 @@ export async function createAccessPolicy(cfg: AccessConfig, opts: AccessPolicyOp
   return {
     authRequired: credentials !== undefined,
     clientRules: allowClients.rules,
+    destinationRules: {
+      deny: denyDestinations.rules,
+      allow: allowDestinations.rules,
+      denyPorts: denyPorts.ranges,
+      allowPorts: allowPorts.ranges,
+      selfPorts: () => opts.selfPorts?.() ?? [],
+      selfHosts: () => opts.selfAddresses?.() ?? [],
+    },
     userCount: credentials?.size ?? 0,
 
     admitClient(clientAddress) {

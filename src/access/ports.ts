@@ -12,6 +12,7 @@ export interface PortRange {
 
 export interface PortList {
   readonly size: number;
+  readonly ranges: readonly PortRange[];
   /** The first range containing `port`, or undefined. */
   match(port: number): PortRange | undefined;
 }
@@ -41,6 +42,7 @@ export function compilePortList(list: readonly (string | number)[], key: string)
   const ranges = list.map((entry, i) => parsePortRange(entry, `${key}[${i}]`));
   return {
     size: ranges.length,
+    ranges,
     match(port) {
       return ranges.find((r) => port >= r.from && port <= r.to);
     },

@@ -47,7 +47,11 @@ export interface Frontend {
 
 /** Frontend.engineAccept's answer. */
 export interface EngineAcceptPlan {
-  target: TargetAddress;
+  /** The fixed target (tcp-forward); undefined: each connection's own (transparent, TPROXY:
+   *  the accepted socket's local address), checked by the engine against destinationRules. */
+  target?: TargetAddress;
+  /** Called with each connection's context once it is known (ctx.target set). */
+  onAccepted?(ctx: ConnectionContext): void;
   /** The dialer's plan for that target (Dial.planInEngine). */
   dial: EngineDialPlan;
   /** relay.idleTimeoutMs. */

@@ -18,7 +18,9 @@ import { publishConnClose, publishConnOpen } from '../core/channels.js';
 import { formatTarget } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { Cidr } from '../access/cidr.js';
-import { ipToBytes } from '../access/cidr.js';
+import { ipToBytes, parseCanonicalIp } from '../access/cidr.js';
+import type { PortRange } from '../access/ports.js';
+import type { DestinationRules } from '../access/types.js';
 import type { EngineAcceptPlan } from '../frontends/types.js';
 import { accountSummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
 import type { FrontendKind } from '../core/context.js';
@@ -38,9 +40,21 @@ export type AcceptorEvent =
   | { kind: 'error'; errno: number; code: string; syscall: string }
   | { kind: 'stopped' };
 
+/** Packed DestinationRules (packDestinationRules), for per-connection targets. */
+export interface PackedDestinations {
+  deny: Buffer;
+  allow: Buffer;
+  denyPorts: Buffer;
+  allowPorts: Buffer;
+  selfPorts: Buffer;
+  selfHosts: Buffer;
+}
+
 export interface AcceptorOptions {
-  upstreamAddress: string;
-  upstreamPort: number;
+  /** A fixed target; or `destinations` for each connection's own (transparent). */
+  upstreamAddress?: string;
+  upstreamPort?: number;
+  destinations?: PackedDestinations;
   upstreamMptcp: boolean;
   bindAddress?: string;
   connectTimeoutMs: number;
@@ -71,6 +85,33 @@ export function loadNativeAcceptor(): NativeAcceptorApi | undefined {
   return typeof engine?.acceptorStart === 'function' && typeof engine.clientAcquire === 'function' ? (engine as unknown as NativeAcceptorApi) : undefined;
 }
 
+/** checkDestination's rules for the engine (native/src/destination.c): CIDRs as
+ *  packClientRules, port ranges 4 bytes each (from, to: u16 LE), self ports 2 bytes each, self
+ *  hosts 17 bytes each (family, 0 = any address of this host — a name, "" or unspecified —
+ *  then 16 address bytes). */
+export function packDestinationRules(rules: DestinationRules): PackedDestinations {
+  const ranges = (list: readonly PortRange[]): Buffer => {
+    const out = Buffer.alloc(list.length * 4);
+    list.forEach((r, i) => {
+      out.writeUInt16LE(r.from, i * 4);
+      out.writeUInt16LE(r.to, i * 4 + 2);
+    });
+    return out;
+  };
+  const ports = rules.selfPorts();
+  const selfPorts = Buffer.alloc(ports.length * 2);
+  ports.forEach((p, i) => selfPorts.writeUInt16LE(p, i * 2));
+  const hosts = rules.selfHosts();
+  const selfHosts = Buffer.alloc(hosts.length * 17);
+  hosts.forEach((h, i) => {
+    const ip = h === '' ? undefined : parseCanonicalIp(h);
+    if (ip === undefined) return; // family 0: any local address, as isSelf treats names
+    selfHosts[i * 17] = ip.family;
+    ipToBytes(ip).copy(selfHosts, i * 17 + 1);
+  });
+  return { deny: packClientRules(rules.deny), allow: packClientRules(rules.allow), denyPorts: ranges(rules.denyPorts), allowPorts: ranges(rules.allowPorts), selfPorts, selfHosts };
+}
+
 /** access.allowClients for the engine: 18 bytes a rule (family, prefix, 16 address bytes). */
 export function packClientRules(rules: readonly Cidr[]): Buffer {
   const out = Buffer.alloc(rules.length * 18);
@@ -90,6 +131,8 @@ export interface EngineAcceptorSettings {
   /** The listening socket is MPTCP: sample clients' subflows. */
   mptcp: boolean;
   clientRules: readonly Cidr[] | undefined;
+  /** Needed when plan.target is undefined (per-connection targets). */
+  destinationRules?: DestinationRules;
   maxPerClient: number;
   log: Logger;
 }
@@ -128,13 +171,19 @@ export class EngineAcceptor {
 
   /** Starts accepting on `listenFd` (the engine takes it over on success; throws otherwise). */
   start(listenFd: number): void {
-    const { plan, mptcp, clientRules, maxPerClient } = this.#s;
+    const { plan, mptcp, clientRules, destinationRules, maxPerClient } = this.#s;
+    const where =
+      plan.dial.address !== undefined && plan.dial.port !== undefined
+        ? { upstreamAddress: plan.dial.address, upstreamPort: plan.dial.port }
+        : destinationRules !== undefined
+          ? { destinations: packDestinationRules(destinationRules) }
+          : undefined;
+    if (where === undefined) throw new Error('an engine acceptor needs a fixed target or the destination rules');
     this.#stopped = new Promise((resolve) => (this.#onStopped = resolve));
     this.#id = this.#api.acceptorStart(
       listenFd,
       {
-        upstreamAddress: plan.dial.address,
-        upstreamPort: plan.dial.port,
+        ...where,
         upstreamMptcp: plan.dial.mptcp,
         ...(plan.dial.bindAddress ? { bindAddress: plan.dial.bindAddress } : {}),
         connectTimeoutMs: plan.dial.connectTimeoutMs,
@@ -208,9 +257,10 @@ export class EngineAcceptor {
       log: this.#s.log,
       signal: this.#cut.signal,
     });
-    ctx.target = this.#s.plan.target;
+    ctx.target = this.#s.plan.target ?? { host: ctx.downstream.local.address, port: ctx.downstream.local.port };
     this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal) });
     publishConnOpen({ ctx });
+    this.#s.plan.onAccepted?.(ctx);
     // Accepted by the engine before abortAll, announced after it: cut it as abortAll would.
     if (this.#cut.signal.aborted) this.#api.relayAbort(e.id);
   }
@@ -223,9 +273,14 @@ export class EngineAcceptor {
     const summary = accountSummary(s, ctx, { idleTimeoutMs: this.#s.plan.idleTimeoutMs });
     if (s.connectFailed) {
       // As tunnelTo's failed dial: the proxy ended it, and says so once.
-      const error = this.#s.plan.dial.failed(ctx, summary.error, s.reason === 'connect-timeout');
+      const dial = this.#s.plan.dial;
+      const error = s.reason === 'denied' ? dial.denied(ctx, s.deniedBy ?? 'destination') : dial.failed(ctx, summary.error, s.reason === 'connect-timeout');
+      if (s.reason === 'denied' && 'rule' in error && error.rule !== s.deniedBy) {
+        // Both sides apply the same rules in the same order; a difference is a bug to report.
+        ctx.log.warn('the engine and the access policy disagree on a destination', { target: formatTarget(ctx.target!), engineRule: s.deniedBy, policyRule: error.rule });
+      }
       ctx.end = { by: 'proxy', error };
-      ctx.log.warn('upstream dial failed', { target: formatTarget(this.#s.plan.target), err: error });
+      ctx.log.warn('upstream dial failed', { target: formatTarget(ctx.target!), err: error });
     }
     publishConnClose({
       ctx,

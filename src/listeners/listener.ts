@@ -125,6 +125,7 @@ export class ProxyListener {
       plan,
       mptcp: this.#mptcp,
       clientRules: access.clientRules,
+      ...(access.destinationRules ? { destinationRules: access.destinationRules } : {}),
       maxPerClient: limiter.maxPerClient ?? 0,
       log,
     });

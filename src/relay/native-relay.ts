@@ -50,7 +50,9 @@ export interface NativeRelaySummary {
   syscall?: string;
   /** Why the proxy ended it: 'idle', 'aborted' (relayAbort) or 'engine-stopped'; or
    *  'connect-timeout' (with connectFailed, endedBy 'upstream', code ETIMEDOUT). */
-  reason?: 'idle' | 'aborted' | 'engine-stopped' | 'connect-timeout';
+  reason?: 'idle' | 'aborted' | 'engine-stopped' | 'connect-timeout' | 'denied';
+  /** reason 'denied' (an acceptor's destination check): the rule, as AccessDecision.rule. */
+  deniedBy?: string;
   /** A connecting upstream (connectTimeoutMs) failed its connect: syscall 'connect', the
    *  errno (ECONNREFUSED...) or ETIMEDOUT; the client was reset. */
   connectFailed?: true;

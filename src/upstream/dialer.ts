@@ -70,7 +70,10 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
   };
   // Names need DNS and happy eyeballs; SO_BINDTODEVICE stays with connectMptcp (one place).
   if (!cfg.bindInterface) dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
-  if (!cfg.bindInterface) dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
+  if (!cfg.bindInterface) {
+    dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
+    dial.planInEngineAnyTarget = () => enginePlan(undefined, cfg, access, useMptcp);
+  }
   return dial;
 }
 
@@ -134,18 +137,38 @@ function planInEngine(target: TargetAddress, cfg: UpstreamConfig, access: Access
   const family = isIP(target.host);
   if (family !== 4 && family !== 6) return undefined;
   filterAllowed(target, [{ address: target.host, family }], access);
+  return enginePlan(target, cfg, access, useMptcp);
+}
+
+/** The plan's bookkeeping works on ctx.target: the fixed target, or each connection's own. */
+function enginePlan(fixed: TargetAddress | undefined, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): EngineDialPlan {
+  const targetOf = (ctx: ConnectionContext): TargetAddress => ctx.target ?? fixed ?? { host: '', port: 0 };
   return {
-    address: target.host,
-    port: target.port,
+    ...(fixed ? { address: fixed.host, port: fixed.port } : {}),
     mptcp: useMptcp,
     ...(cfg.bindAddress ? { bindAddress: cfg.bindAddress } : {}),
     connectTimeoutMs: cfg.connectTimeoutMs,
     connected(ctx, connectMs, mptcp, local) {
-      ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp: useMptcp && mptcp };
+      const t = targetOf(ctx);
+      ctx.upstream = { remote: { address: t.host, port: t.port }, local, mptcp: useMptcp && mptcp };
       publishUpstreamConnected({ ctx, connectMs });
     },
     failed(ctx, err, timedOut) {
-      const error = connectError(err, target, timedOut, cfg);
+      const error = connectError(err, targetOf(ctx), timedOut, cfg);
+      publishDialError({ ctx, error });
+      return error;
+    },
+    denied(ctx, engineRule) {
+      const t = targetOf(ctx);
+      let error: AccessDeniedError;
+      try {
+        filterAllowed(t, [{ address: t.host, family: isIP(t.host) === 6 ? 6 : 4 }], access);
+        // The policy allows it now (an address that stopped being local since?): the connection
+        // was refused either way; say by which rule.
+        error = new AccessDeniedError(ErrorCode.ACCESS_DENIED, engineRule, `destination ${t.host}:${t.port} denied by rule ${engineRule} (the engine's check)`);
+      } catch (err) {
+        error = err as AccessDeniedError;
+      }
       publishDialError({ ctx, error });
       return error;
     },

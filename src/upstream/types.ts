@@ -5,7 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import type { ConnectionContext, Endpoint } from '../core/context.js';
-import type { TargetAddress, UpstreamError } from '../core/errors.js';
+import type { AccessDeniedError, TargetAddress, UpstreamError } from '../core/errors.js';
 
 /** `off`: plain TCP. `auto`: MPTCP socket (the kernel falls back to TCP in the same
  *  handshake when the server lacks MPTCP); TCP if this host cannot create one.
@@ -39,23 +39,32 @@ export interface Dial {
    * connectNow); throws AccessDeniedError for a denied destination.
    */
   planInEngine?(target: TargetAddress): EngineDialPlan | undefined;
+  /**
+   * The same for a listener whose targets differ per connection and are IP literals (a
+   * transparent listener: where each client was going), checked by the engine itself against
+   * the access policy's destinationRules. Undefined when the engine cannot dial (bindInterface).
+   */
+  planInEngineAnyTarget?(): EngineDialPlan | undefined;
 }
 
 /** How to dial one fixed target natively, and the dialer's bookkeeping around it (Dial.planInEngine). */
 export interface EngineDialPlan {
-  /** IP literal and port. */
-  readonly address: string;
-  readonly port: number;
+  /** IP literal and port; undefined for per-connection targets (planInEngineAnyTarget). */
+  readonly address?: string;
+  readonly port?: number;
   /** Open IPPROTO_MPTCP sockets (upstream.mptcp and the kernel). */
   readonly mptcp: boolean;
   /** upstream.bindAddress, if set. */
   readonly bindAddress?: string;
   /** upstream.connectTimeoutMs. */
   readonly connectTimeoutMs: number;
-  /** One connection's handshake completed: records ctx.upstream and publishes upstream:connected. */
+  /** ctx.target's handshake completed: records ctx.upstream and publishes upstream:connected. */
   connected(ctx: ConnectionContext, connectMs: number, mptcp: boolean, local: Endpoint): void;
-  /** One connection's dial failed or timed out: publishes dial:error, returns the dial's error. */
+  /** ctx.target's dial failed or timed out: publishes dial:error, returns the dial's error. */
   failed(ctx: ConnectionContext, err: unknown, timedOut: boolean): UpstreamError;
+  /** The engine's destination check refused ctx.target by `engineRule`: the policy's own
+   *  decision, as the dial's error (AccessDeniedError naming the rule), published as dial:error. */
+  denied(ctx: ConnectionContext, engineRule: string): AccessDeniedError;
 }
 
 /** An upstream connect in progress on a raw fd (Dial.connectNow). */

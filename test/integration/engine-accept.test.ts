@@ -802,3 +802,44 @@ test('a target in access.denyDestinations: Node accepts (not the engine) and eac
   assert.equal(linesWith(h, 'upstream dial failed').length, 2);
   assert.equal(echo.peers.length, 0, 'nothing reached the server');
 });
+
+// ---------------------------------------------------------------------------------------------
+// Transparent (TPROXY) listeners: per-connection targets, checked by the engine
+
+test("transparent tproxy: the engine's destination check decides as the access policy does (networks, ports, self)", { skip: noEngine }, async (t) => {
+  t.after(closeClients);
+  // Without TPROXY rules a client reaches the IP_TRANSPARENT listener directly, so the "original
+  // destination" is the address it dialed: 127.0.0.5 on the listener's own port — the self-loop
+  // case unless an earlier rule decides.
+  const cases: Array<{ name: string; access: Record<string, unknown> }> = [
+    { name: 'self', access: {} },
+    { name: 'denied network', access: { denyDestinations: ['127.0.0.5/32'] } },
+    { name: 'not an allowed network', access: { allowDestinations: ['10.0.0.0/8'] } },
+    { name: 'denied port range', access: { denyPorts: ['1-65535'] } },
+    { name: 'not an allowed port', access: { allowPorts: ['1-10'] } },
+  ];
+  for (const c of cases) {
+    const h = await startHarness(t, [{ type: 'transparent', mode: 'tproxy', listen: '0.0.0.0:0' }], { access: c.access });
+    assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true, `${c.name}: accepted in the engine`);
+    const port = h.port();
+    const target = { host: '127.0.0.5', port };
+    const policy = await createAccessPolicy(h.proxy.config.access, { selfAddresses: () => ['0.0.0.0'], selfPorts: () => [port] });
+    const expected = policy.checkDestination(target, target.host);
+    assert.equal(expected.allowed, false, `${c.name}: the JS policy denies it`);
+
+    const o = await connectOutcome(port, { host: target.host, write: 'x' });
+    assert.equal(o.code, 'ECONNRESET', `${c.name}: the client is reset`);
+    await waitFor(() => h.closes.length === 1, `${c.name}: conn:close`);
+    const close = h.closes[0]!;
+    assert.deepEqual(close.ctx.target, target, `${c.name}: the target is the address the client dialed`);
+    assert.equal(errorCode(close), ErrorCode.ACCESS_DENIED, c.name);
+    assert.ok(close.error instanceof AccessDeniedError, c.name);
+    assert.equal((close.error as AccessDeniedError).rule, expected.rule, `${c.name}: the same rule`);
+    const line = linesWith(h, 'upstream dial failed')[0];
+    assert.ok(line, `${c.name}: logged`);
+    assert.match(JSON.stringify(line.err), new RegExp(`denied by rule ${expected.rule}`), c.name);
+    assert.equal(h.dialErrors.length, 1, `${c.name}: one dial:error`);
+    assert.deepEqual(linesWith(h, 'the engine and the access policy disagree on a destination'), [], `${c.name}: the engine denied by the same rule`);
+    await h.proxy.destroy();
+  }
+});

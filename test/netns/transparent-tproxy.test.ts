@@ -117,6 +117,13 @@ describe('transparent front-end: TPROXY serves two-subflow MPTCP clients, REDIRE
     proxy?.cleanup();
   });
 
+  test('with the native engine, the engine accepts for the TPROXY listeners (Node for REDIRECT, which needs SO_ORIGINAL_DST)', () => {
+    const listening = proxy.proc.lines.filter((l) => l.includes('"msg":"listening"')).map((l) => JSON.parse(l) as { listener: string; acceptedBy?: string });
+    const by = Object.fromEntries(listening.map((l) => [l.listener, l.acceptedBy ?? 'node']));
+    const engine = process.env.MPTCP_PROXY_RELAY === 'js' ? 'node' : 'native engine';
+    assert.deepEqual(by, { tproxy: engine, 'tproxy-other-port': engine, redirect: 'node' });
+  });
+
   test('TPROXY: an MPTCP client addressing the server gets both subflows intercepted, 8 MiB each way intact', async () => {
     const res = await runBlobClient(tb, 'cli', { host: tb.hosts.srv.lan, port: tproxied.port, uploadBytes: 8 * MB, downloadBytes: 8 * MB, mptcp: true });
     assert.equal(res.event, 'done', JSON.stringify(res));
@@ -208,6 +215,11 @@ describe('transparent front-end: TPROXY serves two-subflow MPTCP clients, REDIRE
       assert.equal(line.target, `${tb.hosts.prx.wired}:${port}`, `${listener}: the "original destination" is the proxy itself`);
       assert.equal(line.error, 'MPX_ERR_ACCESS_DENIED', `${listener}: ${JSON.stringify(line)}`);
     }
+    // Whichever path checked it (the engine's destination check for tproxy, the dialer for
+    // redirect), the log names the self-loop rule.
+    const denials = proxy.proc.lines.filter((l) => l.includes('"msg":"upstream dial failed"') && l.includes(`"target":"${tb.hosts.prx.wired}:`));
+    assert.equal(denials.length, 2, denials.join('\n'));
+    for (const d of denials) assert.match(d, /denied by rule self/);
     // No connection from the proxy to itself: nothing else was accepted.
     await delay(300);
     const clients = proxy.accessLines().map((l) => l.client.split(':')[0]);

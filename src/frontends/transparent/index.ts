@@ -21,7 +21,7 @@
 import type { Socket } from 'node:net';
 import type { TransparentListenerConfig } from '../../config/types.js';
 import type { TargetAddress } from '../../core/errors.js';
-import { unmapAddress } from '../../core/context.js';
+import { unmapAddress, type ConnectionContext } from '../../core/context.js';
 import { originalDestination } from '../../mptcp/index.js';
 import type { Frontend, FrontendDeps } from '../types.js';
 import { tunnelTo, type TunnelFrontendOptions } from '../tunnel.js';
@@ -34,6 +34,17 @@ function recoverDestination(socket: Socket, mode: TransparentListenerConfig['mod
 
 export function createTransparentFrontend(cfg: TransparentListenerConfig, deps: FrontendDeps, opts: TunnelFrontendOptions): Frontend {
   let warnedPortMismatch = false;
+  // The accepted socket's local port is the intercepted one, so compare with the configured
+  // listen port (0 = chosen at bind: unknown here, no warning).
+  const warnPortMismatch = (ctx: ConnectionContext, target: TargetAddress): void => {
+    if (cfg.mode !== 'tproxy' || !ctx.downstream.mptcp || warnedPortMismatch || cfg.listen.port === 0 || target.port === cfg.listen.port) return;
+    warnedPortMismatch = true;
+    ctx.log.warn('transparent: MPTCP client intercepted to a listener on another port', {
+      listenerPort: cfg.listen.port,
+      destinationPort: target.port,
+      hint: `the kernel refuses the client's extra subflows (MP_JOIN) on a listener whose port differs from the connection's; add a transparent listener on port ${target.port} and a rule "tproxy to :${target.port}"`,
+    });
+  };
   return {
     kind: 'transparent',
     async handle(socket, ctx) {
@@ -47,18 +58,16 @@ export function createTransparentFrontend(cfg: TransparentListenerConfig, deps: 
         socket.resetAndDestroy();
         return;
       }
-      // The accepted socket's local port is the intercepted one, so compare with the configured
-      // listen port (0 = chosen at bind: unknown here, no warning).
-      if (cfg.mode === 'tproxy' && ctx.downstream.mptcp && !warnedPortMismatch && cfg.listen.port !== 0 && target.port !== cfg.listen.port) {
-        warnedPortMismatch = true;
-        ctx.log.warn('transparent: MPTCP client intercepted to a listener on another port', {
-          listenerPort: cfg.listen.port,
-          destinationPort: target.port,
-          hint: `the kernel refuses the client's extra subflows (MP_JOIN) on a listener whose port differs from the connection's; add a transparent listener on port ${target.port} and a rule "tproxy to :${target.port}"`,
-        });
-      }
+      warnPortMismatch(ctx, target);
       // 2. dial (the access policy's "self" rule stops a connection aimed at us from looping) and relay
       await tunnelTo(socket, ctx, target, deps, opts.idleTimeoutMs);
+    },
+    engineAccept() {
+      // TPROXY only: the original destination is the accepted socket's local address, which the
+      // engine reads itself (REDIRECT needs SO_ORIGINAL_DST, which MPTCP sockets do not answer).
+      if (cfg.mode !== 'tproxy' || deps.relayConnecting === undefined || deps.dial.planInEngineAnyTarget === undefined) return undefined;
+      const dial = deps.dial.planInEngineAnyTarget();
+      return dial === undefined ? undefined : { dial, idleTimeoutMs: opts.idleTimeoutMs, onAccepted: (ctx) => warnPortMismatch(ctx, ctx.target!) };
     },
   };
 }
