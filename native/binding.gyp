@@ -8,6 +8,7 @@
         "src/socket-ops.c",
         "src/mptcp-info.c",
         "src/relay.c",
+        "src/acceptor.c",
         "src/admission.c",
         "src/destination.c"
       ],

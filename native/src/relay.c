@@ -69,6 +69,7 @@
  *   other end while connecting (abort, engine stop, the client's own reset) resets it too.
  */
 #include "relay.h"
+#include "engine.h"
 #include "admission.h"
 #include "common.h"
 #include "destination.h"
@@ -93,216 +94,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RELAY_BUF_SIZE (1u << 20)
-/* Free buffers each thread keeps for reuse; more are returned to the allocator. */
-#define POOL_KEEP 16
-/* Buffers one direction may move per wake-up before yielding to other relays. */
-#define BURST 4
-#define MAX_THREADS 64
-#define HASH_BUCKETS 4096
-#define EPOLL_BATCH 128
-#define SOL_TCP_LEVEL IPPROTO_TCP
-/* Connections an acceptor takes per wake-up before letting its thread's relays run. */
-#define ACCEPT_BURST 16
-/* How long an acceptor rests after accept(2) ran out of fds or memory (EMFILE...). */
-#define ACCEPT_PAUSE_MS 100
-
-enum side { SIDE_DOWN = 0, SIDE_UP = 1, SIDE_PROXY = 2, SIDE_NONE = -1 };
-
-struct direction {
-	char *buf; /* NULL when nothing is pending */
-	size_t off, len;
-	bool pooled; /* false for a head copy, which is free()d rather than pooled */
-	bool eof; /* read returned 0 */
-	bool shut; /* shutdown(dst, SHUT_WR) done */
-	/* The last read was short and no EOF or error was signalled on the source: its receive
-	 * queue was empty then, and any byte or FIN arriving since raises a new edge. So once
-	 * the buffer is written, the direction waits for that edge instead of reading again
-	 * only to see EAGAIN (one syscall less per exchange). Cleared by every EPOLLIN edge. */
-	bool drained;
-	_Atomic uint64_t bytes; /* read from the source (and, eventually, written) */
-};
-
-struct engine_thread;
-struct acc_js;
-
-struct relay {
-	uint64_t id;
-	int fd[2]; /* SIDE_DOWN, SIDE_UP */
-	/* dir[SIDE_DOWN] reads the downstream and writes the upstream; dir[SIDE_UP] the reverse. */
-	struct direction dir[2];
-	struct engine_thread *thread;
-	int64_t idle_ms, last_activity_ms, started_ms;
-	int ended_by; /* enum side, SIDE_NONE until known */
-	int err; /* errno of the error that ended it, 0 if none */
-	const char *syscall;
-	const char *reason; /* "idle", "aborted", "engine-stopped" or NULL */
-	const char *denied_by; /* reason "denied": the destination rule (destination.c) */
-	napi_ref on_done;
-	bool registered, finished, on_ready;
-	/* An acceptor's relay is handed to another thread with CMD_ADD, and JS may abort it (it
-	 * knows the id from 'accepted') before that command runs: the abort then waits here. */
-	bool added, abort_pending;
-	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
-	bool hup[2]; /* an EPOLLRDHUP, EPOLLHUP or EPOLLERR was seen on fd[side]: read to the end */
-	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
-	bool connecting; /* fd[SIDE_UP]'s connect(2) is still in progress: move nothing yet */
-	bool connect_failed; /* ended by a failed or timed-out connect */
-	int64_t connect_deadline_ms; /* connecting: when the connect times out */
-	double started_precise_ms; /* for connectMs */
-	napi_ref on_connected; /* JS's onConnected until the 'connected' message takes it */
-	bool until_eof; /* pump: no limit, EOF ends it */
-	uint64_t remaining; /* pump with a limit: bytes still to read from fd[SIDE_DOWN] */
-	int pump_end; /* enum pump_end: how a pump ended by itself */
-	struct mpx_subflow_summary *subflows; /* the sample, NULL if none (not MPTCP by then) */
-	struct acc_js *acc; /* started by an acceptor: its events go to the acceptor's callback */
-	struct mpx_client_key client; /* counted: the client's slot in admission.c's table */
-	bool counted;
-	struct relay *ready_next;
-	struct relay *next, *prev; /* the thread's list */
-	struct relay *hnext; /* hash chain (g_lock) */
-};
-
-enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
-
-enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP };
-
-struct acceptor;
-
-struct cmd {
-	enum cmd_kind kind;
-	struct relay *relay; /* CMD_ADD */
-	struct acceptor *acceptor; /* CMD_ACC_ADD, CMD_ACC_STOP */
-	uint64_t id; /* CMD_ABORT */
-	struct cmd *next;
-};
-
-/* Shared by the tsfn's call_js and the JS-thread entry points; owned by one tsfn. */
-struct js_side {
-	napi_threadsafe_function tsfn;
-	uint64_t live; /* relays started and not yet reported (JS thread only) */
-	bool released;
-};
-
-struct engine_thread {
-	pthread_t tid;
-	int epfd, evfd;
-	pthread_mutex_t cmd_lock;
-	struct cmd *cmd_head, *cmd_tail;
-	struct relay *relays; /* owned by the thread */
-	struct relay *ready; /* relays with more to do after this batch */
-	struct relay *graveyard; /* finished during this batch; freed after it */
-	char *pool[POOL_KEEP];
-	int pool_len;
-	int64_t now_ms;
-	int64_t min_idle, next_sweep; /* shortest idle timeout (0: none); when to sweep next */
-	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
-	struct acceptor *acceptors; /* listening sockets this thread accepts on */
-	struct acceptor *acc_graveyard; /* closed during this batch; freed after it */
-	struct msg *out_head, *out_tail; /* messages for JS, sent as one batch per loop turn */
-	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
-	bool stop, report;
-	struct js_side *js;
-};
-
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED };
-
-struct msg {
-	enum msg_kind kind;
-	napi_ref on_done;
-	napi_ref on_connected; /* MSG_CONNECTED: the callback; MSG_DONE: one never called, to delete */
-	struct mpx_subflow_summary *subflows; /* owned by the message */
-	uint64_t id, from_down, from_up;
-	int ended_by, err;
-	const char *syscall, *reason, *denied_by;
-	double duration_ms;
-	bool pump;
-	const char *pump_ended_by; /* pump: 'done', 'eof', 'error' or the proxy's reason */
-	bool connect_failed;
-	double connect_ms; /* MSG_CONNECTED: relayStart → handshake done, engine clock */
-	bool up_mptcp; /* MSG_CONNECTED: fdUp runs MPTCP (not plain TCP, not fallen back) */
-	struct acc_js *acc; /* an acceptor's event (or one of its relays'): goes to its callback */
-	struct sockaddr_storage peer, local, up_local; /* MSG_ACCEPTED (peer also MSG_DENIED) */
-	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */
-	const char *deny_reason; /* MSG_DENIED: 'client-network' or 'client-limit' */
-	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
-};
-
-/* An acceptor's JS callback, shared by the messages of the acceptor and of every relay it
- * started: freed (on the JS thread) when the last of them has been delivered. */
-struct acc_js {
-	napi_ref on_event;
-	_Atomic int refs; /* the acceptor until 'stopped', plus each relay until its 'done' */
-};
-
-/* A listening socket the engine accepts on itself (acceptorStart): admission, the upstream's
- * connect(2) and the relay all happen on the engine thread, with no JS in between. */
-struct acceptor {
-	uint64_t id;
-	int fd;
-	struct engine_thread *thread;
-	struct sockaddr_storage up, bind_to;
-	socklen_t up_len, bind_len; /* bind_len 0: no source address */
-	bool up_mptcp, sample_down, allow_all;
-	/* Transparent (TPROXY): each connection goes where the client was going, the accepted
-	 * socket's local address, if dest allows it; up only gives the spare socket's family. */
-	bool transparent;
-	struct mpx_dest_policy dest;
-	int64_t connect_timeout_ms, idle_ms;
-	struct mpx_cidr *allow;
-	size_t nallow;
-	uint32_t max_per_client;
-	int64_t paused_until; /* 0 unless resting after EMFILE & co. */
-	_Atomic bool stopping; /* acceptorStop has shut the socket down: accept nothing more */
-	/* The next connection's upstream socket, made before its accept4 (acceptor_prepare), or -1;
-	 * with prep_err/prep_syscall when making it failed for a reason each client must hear. */
-	int spare;
-	int spare_family;
-	int prep_err;
-	const char *prep_syscall;
-	struct acc_js *js;
-	struct acceptor *next; /* the thread's list */
-	struct acceptor *gnext; /* g.acceptors (JS thread) */
-};
-
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct relay *g_hash[HASH_BUCKETS];
 
-/* Engine state; touched only on the JS thread. */
-static struct {
-	bool running;
-	napi_env env;
-	bool cleanup_hook;
-	int want_threads, nthreads;
-	unsigned next_thread;
-	struct engine_thread threads[MAX_THREADS];
-	struct js_side *js;
-	struct acceptor *acceptors; /* running ones, for acceptorStop; freed by their threads */
-	uint64_t next_acceptor_id;
-} g = { .want_threads = 1, .next_acceptor_id = 1 };
-
-/* Relay ids: taken by the JS thread (relayStart, pumpStart) and by acceptors' threads. */
-static _Atomic uint64_t g_next_id = 1;
-/* Round robin of acceptors' relays over the threads. */
-static _Atomic unsigned g_next_accept_thread;
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double now_ms_precise(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
-}
+/* Engine state (engine.h). */
+struct engine_state g_engine = { .want_threads = 1, .next_acceptor_id = 1 };
+_Atomic uint64_t g_next_id = 1;
+_Atomic unsigned g_next_accept_thread;
 
 /* ---- id → relay table (for relayStats / relayAbort from the JS thread) ---- */
 
-static void hash_insert(struct relay *r)
+void eng_hash_insert(struct relay *r)
 {
 	pthread_mutex_lock(&g_lock);
 	struct relay **b = &g_hash[r->id % HASH_BUCKETS];
@@ -355,7 +157,7 @@ static void direction_release(struct engine_thread *t, struct direction *d)
 
 /* ---- messages to JS ---- */
 
-static void msg_free(struct msg *m)
+void eng_msg_free(struct msg *m)
 {
 	free(m->subflows);
 	free(m);
@@ -365,18 +167,18 @@ static void msg_free_chain(struct msg *m)
 {
 	while (m != NULL) {
 		struct msg *next = m->next;
-		msg_free(m);
+		eng_msg_free(m);
 		m = next;
 	}
 }
 
-/* Queues a message for JS; flush() sends the queue. One batch per turn of the thread's loop:
+/* Queues a message for JS; eng_flush() sends the queue. One batch per turn of the thread's loop:
  * each napi_call_threadsafe_function costs an eventfd write here and a wake-up there, and a
  * short connection has three messages (accepted, connected, done). */
-static void post(struct engine_thread *t, struct msg *m)
+void eng_post(struct engine_thread *t, struct msg *m)
 {
 	if (!t->report) {
-		msg_free(m); /* engine torn down with the env: nobody is left to tell */
+		eng_msg_free(m); /* engine torn down with the env: nobody is left to tell */
 		return;
 	}
 	m->next = NULL;
@@ -387,7 +189,7 @@ static void post(struct engine_thread *t, struct msg *m)
 	t->out_tail = m;
 }
 
-static void flush(struct engine_thread *t)
+void eng_flush(struct engine_thread *t)
 {
 	struct msg *m = t->out_head;
 	if (m == NULL)
@@ -489,7 +291,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 				   : r->pump_end == PUMP_EOF ? "eof"
 							 : "done";
 	}
-	post(t, m);
+	eng_post(t, m);
 }
 
 static void first_end(struct relay *r, int side)
@@ -498,7 +300,7 @@ static void first_end(struct relay *r, int side)
 		r->ended_by = side;
 }
 
-static void fail(struct engine_thread *t, struct relay *r, int side, int err, const char *syscall)
+void eng_fail(struct engine_thread *t, struct relay *r, int side, int err, const char *syscall)
 {
 	first_end(r, side);
 	if (r->err == 0) {
@@ -537,7 +339,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 					continue;
 				if (errno == EAGAIN || errno == EWOULDBLOCK)
 					return; /* backpressure: dst's EPOLLOUT edge resumes us */
-				fail(t, r, 1 - d, errno, "write");
+				eng_fail(t, r, 1 - d, errno, "write");
 				return;
 			}
 			x->off += (size_t)n;
@@ -573,7 +375,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 					sample_downstream(r);
 				/* ENOTCONN: the peer is already gone; the other direction will say how. */
 				if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
-					fail(t, r, 1 - d, errno, "shutdown");
+					eng_fail(t, r, 1 - d, errno, "shutdown");
 					return;
 				}
 				if (r->dir[1 - d].shut)
@@ -584,7 +386,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		x->buf = pool_get(t);
 		x->pooled = true;
 		if (x->buf == NULL) {
-			fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
+			eng_fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
 			return;
 		}
 		size_t want = RELAY_BUF_SIZE;
@@ -616,7 +418,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			continue;
 		if (err == EAGAIN || err == EWOULDBLOCK)
 			return;
-		fail(t, r, d, err, "read");
+		eng_fail(t, r, d, err, "read");
 		return;
 	}
 	if (!r->finished)
@@ -650,7 +452,7 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 	}
 	if (err != 0) {
 		r->connect_failed = true;
-		fail(t, r, SIDE_UP, err, "connect");
+		eng_fail(t, r, SIDE_UP, err, "connect");
 		return;
 	}
 	r->connecting = false;
@@ -677,7 +479,7 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 				const char *sc = NULL;
 				m->up_mptcp = mpx_subflow_summary(fd, false, &sum, &e, &sc) == MPX_SUMMARY_OK;
 			}
-			post(t, m);
+			eng_post(t, m);
 		}
 	}
 	/* The client's bytes (and the head) waited for this; its EPOLLIN edges are spent. */
@@ -701,7 +503,7 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 			int err = 0;
 			socklen_t len = sizeof(err);
 			if (getsockopt(r->fd[SIDE_DOWN], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
-				fail(t, r, SIDE_DOWN, err, "read");
+				eng_fail(t, r, SIDE_DOWN, err, "read");
 		}
 		return;
 	}
@@ -712,7 +514,7 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 		socklen_t len = sizeof(err);
 		if (getsockopt(r->fd[side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
 			/* A pump only ever writes its destination: name the call that would have failed. */
-			fail(t, r, side, err, r->pump && side == SIDE_UP ? "write" : "read");
+			eng_fail(t, r, side, err, r->pump && side == SIDE_UP ? "write" : "read");
 			return;
 		}
 	}
@@ -728,7 +530,7 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 
 static void end_by_proxy(struct engine_thread *t, struct relay *r, const char *reason);
 
-static void add_relay(struct engine_thread *t, struct relay *r)
+void eng_add_relay(struct engine_thread *t, struct relay *r)
 {
 	r->next = t->relays;
 	if (t->relays)
@@ -749,7 +551,7 @@ static void add_relay(struct engine_thread *t, struct relay *r)
 			int err = errno;
 			if (s == 1)
 				epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[0], NULL);
-			fail(t, r, SIDE_PROXY, err, "epoll_ctl");
+			eng_fail(t, r, SIDE_PROXY, err, "epoll_ctl");
 			return;
 		}
 	}
@@ -770,9 +572,6 @@ static void end_by_proxy(struct engine_thread *t, struct relay *r, const char *r
 	finish(t, r);
 }
 
-static void acceptor_add(struct engine_thread *t, struct acceptor *a);
-static void acceptor_close(struct engine_thread *t, struct acceptor *a);
-static bool push_cmd(struct engine_thread *t, struct cmd *c);
 
 static void run_commands(struct engine_thread *t)
 {
@@ -786,7 +585,7 @@ static void run_commands(struct engine_thread *t)
 	while (c != NULL) {
 		struct cmd *next = c->next;
 		if (c->kind == CMD_ADD) {
-			add_relay(t, c->relay);
+			eng_add_relay(t, c->relay);
 		} else if (c->kind == CMD_ABORT) {
 			pthread_mutex_lock(&g_lock);
 			struct relay *r = hash_find(c->id);
@@ -821,7 +620,7 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 			if (t->now_ms >= r->connect_deadline_ms) {
 				r->connect_failed = true;
 				r->reason = "connect-timeout";
-				fail(t, r, SIDE_UP, ETIMEDOUT, "connect");
+				eng_fail(t, r, SIDE_UP, ETIMEDOUT, "connect");
 			} else if (due == 0 || r->connect_deadline_ms < due) {
 				due = r->connect_deadline_ms;
 			}
@@ -844,350 +643,6 @@ static void bury(struct engine_thread *t)
 		struct relay *r = t->graveyard;
 		t->graveyard = r->next;
 		free(r);
-	}
-}
-
-/* ---- acceptors: accept, admit and dial on the engine thread ---- */
-
-/* Epoll tags: a relay's fd is tagged with the relay's address | side (0 or 1), the eventfd
- * with 0, and an acceptor's listening fd with its address | ACC_TAG (allocations are at
- * least 8-byte aligned, so the low bits are free). */
-#define ACC_TAG ((uintptr_t)2)
-
-static struct msg *acc_msg(struct acceptor *a, enum msg_kind kind)
-{
-	struct msg *m = calloc(1, sizeof(*m));
-	if (m != NULL) {
-		m->kind = kind;
-		m->acc = a->js;
-	}
-	return m;
-}
-
-static void post_denied(struct engine_thread *t, struct acceptor *a, const struct sockaddr_storage *peer, const char *reason)
-{
-	struct msg *m = acc_msg(a, MSG_DENIED);
-	if (m == NULL)
-		return;
-	m->peer = *peer;
-	m->deny_reason = reason;
-	post(t, m);
-}
-
-static void acceptor_watch(struct engine_thread *t, struct acceptor *a, uint32_t events)
-{
-	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
-	epoll_ctl(t->epfd, EPOLL_CTL_MOD, a->fd, &ev);
-}
-
-/* accept(2) ran out of fds or memory: the pending connection stays queued and the listening
- * socket stays readable, so a level-triggered registration would spin. Rest a little instead
- * (and tell JS once per rest); the queued clients wait in the backlog meanwhile. */
-static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err, const char *syscall)
-{
-	acceptor_watch(t, a, 0);
-	a->paused_until = t->now_ms + ACCEPT_PAUSE_MS;
-	if (t->accept_resume_ms == 0 || a->paused_until < t->accept_resume_ms)
-		t->accept_resume_ms = a->paused_until;
-	struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
-	if (m != NULL) {
-		m->err = err;
-		m->syscall = syscall;
-		post(t, m);
-	}
-}
-
-static void acceptors_resume(struct engine_thread *t)
-{
-	int64_t next = 0;
-	for (struct acceptor *a = t->acceptors; a != NULL; a = a->next) {
-		if (a->paused_until == 0)
-			continue;
-		if (t->now_ms >= a->paused_until) {
-			a->paused_until = 0;
-			acceptor_watch(t, a, EPOLLIN);
-		} else if (next == 0 || a->paused_until < next) {
-			next = a->paused_until;
-		}
-	}
-	t->accept_resume_ms = next;
-}
-
-static bool out_of_resources(int err)
-{
-	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
-}
-
-/* The next upstream socket — socket, options, bind — made before its client is accepted: a
- * process out of fds then leaves the client waiting in the backlog (the acceptor rests)
- * instead of accepting it only to reset it for want of a second fd. false: rest now. */
-/* socket, options, bind for `family` into a->spare, or the failure into a->prep_err. */
-static void make_spare(struct acceptor *a, int family)
-{
-	a->spare_family = family;
-	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->up_mptcp ? IPPROTO_MPTCP : IPPROTO_TCP);
-	if (fd < 0) {
-		a->prep_err = errno, a->prep_syscall = "socket";
-		return;
-	}
-	int one = 1;
-	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS dialer: best effort */
-	if (a->bind_len > 0 && bind(fd, (struct sockaddr *)&a->bind_to, a->bind_len) != 0) {
-		a->prep_err = errno, a->prep_syscall = "bind";
-		close(fd);
-		return;
-	}
-	a->spare = fd;
-	a->spare_family = family;
-}
-
-static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
-{
-	if (a->spare >= 0 || a->prep_err != 0)
-		return true;
-	make_spare(a, a->up.ss_family);
-	if (a->spare < 0 && out_of_resources(a->prep_err)) {
-		int err = a->prep_err;
-		a->prep_err = 0;
-		acceptor_pause(t, a, err, a->prep_syscall);
-		return false;
-	}
-	return true;
-}
-
-/* Takes the prepared socket (a new one if the target's family differs: a transparent
- * listener's IPv6 client) and issues connect(2); 0 or the errno, with the failing call. */
-static int acceptor_dial(struct acceptor *a, const struct sockaddr_storage *to, socklen_t to_len, int *fd_out, const char **syscall)
-{
-	if (a->spare >= 0 && a->spare_family != to->ss_family) {
-		close(a->spare);
-		a->spare = -1;
-	}
-	if (a->spare < 0 && (a->prep_err == 0 || a->spare_family != to->ss_family)) {
-		a->prep_err = 0;
-		make_spare(a, to->ss_family);
-	}
-	int fd = a->spare, err = a->prep_err;
-	*syscall = a->prep_syscall;
-	a->spare = -1;
-	a->prep_err = 0;
-	*fd_out = fd;
-	if (err != 0)
-		return err;
-	if (connect(fd, (const struct sockaddr *)to, to_len) != 0 && errno != EINPROGRESS) {
-		*syscall = "connect";
-		return errno;
-	}
-	return 0;
-}
-
-/* A transparent connection's target: the accepted socket's local address (TPROXY keeps the
- * original destination there), IPv4-mapped folded to IPv4 as the JS front-end's unmapAddress
- * does. NULL if the destination check allows it, else the rule that denied it. */
-static const char *transparent_target(const struct acceptor *a, const struct sockaddr_storage *local, struct sockaddr_storage *to, socklen_t *to_len)
-{
-	struct mpx_client_key ip;
-	if (!mpx_client_key_from_sockaddr((const struct sockaddr *)local, &ip))
-		return "destination-network";
-	uint16_t port = local->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)local)->sin_port)
-						   : ntohs(((const struct sockaddr_in6 *)local)->sin6_port);
-	memset(to, 0, sizeof(*to));
-	if (ip.family == 4) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)to;
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		memcpy(&sin->sin_addr, ip.bytes, 4);
-		*to_len = sizeof(*sin);
-	} else {
-		*(struct sockaddr_in6 *)to = *(const struct sockaddr_in6 *)local; /* scope id too */
-		*to_len = sizeof(struct sockaddr_in6);
-	}
-	return mpx_dest_check(&a->dest, &ip, port);
-}
-
-/* One accepted client: admission, the upstream's connect(2), then the facts for JS and the
- * relay (in its connecting state: see "Connecting upstreams"). The facts are read after
- * connect(2), so the upstream SYN leaves first. */
-static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer)
-{
-	struct mpx_client_key key;
-	if (!mpx_client_key_from_sockaddr((const struct sockaddr *)peer, &key)) {
-		close(fd);
-		return;
-	}
-	if (!a->allow_all && mpx_cidr_match(a->allow, a->nallow, &key) < 0) {
-		close(fd);
-		post_denied(t, a, peer, "client-network");
-		return;
-	}
-	if (!mpx_client_acquire(&key, a->max_per_client)) {
-		close(fd);
-		post_denied(t, a, peer, "client-limit");
-		return;
-	}
-	struct relay *r = calloc(1, sizeof(*r));
-	if (r == NULL) {
-		mpx_client_release(&key);
-		close(fd);
-		return;
-	}
-	/* Where to: the fixed target, or (transparent) where the client was going, if allowed. */
-	struct sockaddr_storage local, to = a->up;
-	socklen_t local_len = sizeof(local), to_len = a->up_len;
-	getsockname(fd, (struct sockaddr *)&local, &local_len);
-	const char *denied = a->transparent ? transparent_target(a, &local, &to, &to_len) : NULL;
-	int up = -1;
-	const char *syscall = NULL;
-	int err = denied != NULL ? EACCES : acceptor_dial(a, &to, to_len, &up, &syscall);
-	if (denied != NULL)
-		syscall = "connect";
-	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
-	r->fd[SIDE_DOWN] = fd;
-	r->fd[SIDE_UP] = up;
-	r->ended_by = SIDE_NONE;
-	r->idle_ms = a->idle_ms;
-	r->started_ms = t->now_ms;
-	r->started_precise_ms = now_ms_precise();
-	r->connecting = true;
-	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
-	r->acc = a->js;
-	r->client = key;
-	r->counted = true;
-	r->id = atomic_fetch_add(&g_next_id, 1);
-	for (int s = 0; s < 2; s++)
-		atomic_init(&r->dir[s].bytes, 0);
-
-	struct msg *m = acc_msg(a, MSG_ACCEPTED);
-	if (m == NULL) {
-		/* Out of memory: nobody could be told, so the client is reset and nothing is kept. */
-		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-		close(fd);
-		if (up >= 0)
-			close(up);
-		mpx_client_release(&key);
-		free(r);
-		return;
-	}
-	m->id = r->id;
-	m->peer = *peer;
-	m->local = local;
-	socklen_t len;
-	if (up >= 0) {
-		len = sizeof(m->up_local);
-		getsockname(up, (struct sockaddr *)&m->up_local, &len);
-	}
-	if (a->sample_down) {
-		int val = 0;
-		socklen_t vl = sizeof(val);
-		m->down_mptcp = getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
-	}
-	r->sample_down = m->down_mptcp;
-	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
-	post(t, m);
-	/* Spread the relays over the threads as relayStart does; the owner is set before the
-	 * relay is visible to relayAbort (hash_insert). */
-	struct engine_thread *rt = t;
-	struct cmd *c = NULL;
-	if (err == 0 && g.nthreads > 1) {
-		rt = &g.threads[atomic_fetch_add_explicit(&g_next_accept_thread, 1, memory_order_relaxed) % (unsigned)g.nthreads];
-		if (rt != t && (c = calloc(1, sizeof(*c))) == NULL)
-			rt = t;
-	}
-	r->thread = rt;
-	hash_insert(r);
-	if (err != 0) {
-		r->added = true;
-		r->connect_failed = true;
-		/* A denied destination: JS asks its own policy for the rule and the message. */
-		if (denied != NULL)
-			r->reason = "denied", r->denied_by = denied;
-		fail(t, r, SIDE_UP, err, syscall);
-		return;
-	}
-	if (c == NULL) {
-		add_relay(t, r);
-		return;
-	}
-	c->kind = CMD_ADD;
-	c->relay = r;
-	flush(t); /* 'accepted' must reach JS before anything the other thread says about r */
-	push_cmd(rt, c);
-}
-
-static void acceptor_run(struct engine_thread *t, struct acceptor *a)
-{
-	for (int i = 0; i < ACCEPT_BURST && a->fd >= 0 && !atomic_load(&a->stopping); i++) {
-		if (!acceptor_prepare(t, a))
-			return; /* resting: the clients wait in the backlog */
-		struct sockaddr_storage peer;
-		socklen_t len = sizeof(peer);
-		int fd = accept4(a->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
-			/* A client that reset while queued, a firewall's veto: the next one is fine. */
-			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
-				continue;
-			acceptor_pause(t, a, errno, "accept4");
-			return;
-		}
-		accept_one(t, a, fd, &peer);
-	}
-	/* More may be queued: the registration is level-triggered, so the next wait says so. */
-}
-
-static void acceptor_add(struct engine_thread *t, struct acceptor *a)
-{
-	a->next = t->acceptors;
-	t->acceptors = a;
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
-	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, a->fd, &ev) != 0) {
-		struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
-		if (m != NULL) {
-			m->err = errno;
-			m->syscall = "epoll_ctl";
-			post(t, m);
-		}
-		acceptor_watch(t, a, 0); /* harmless if not registered */
-		a->paused_until = INT64_MAX; /* never resumes; acceptorStop still closes it */
-	}
-}
-
-/* Stops accepting: the socket is closed (clients still in its backlog are reset by the
- * kernel), JS hears 'stopped'. Relays it started carry on. */
-static void acceptor_close(struct engine_thread *t, struct acceptor *a)
-{
-	if (a->fd < 0)
-		return;
-	epoll_ctl(t->epfd, EPOLL_CTL_DEL, a->fd, NULL);
-	close(a->fd);
-	a->fd = -1;
-	if (a->spare >= 0)
-		close(a->spare);
-	a->spare = -1;
-	for (struct acceptor **p = &t->acceptors; *p != NULL; p = &(*p)->next) {
-		if (*p == a) {
-			*p = a->next;
-			break;
-		}
-	}
-	struct msg *m = acc_msg(a, MSG_STOPPED);
-	if (m != NULL)
-		post(t, m);
-	/* Freed after this batch: an event for it may still be further down the batch. */
-	a->next = t->acc_graveyard;
-	t->acc_graveyard = a;
-}
-
-static void bury_acceptors(struct engine_thread *t)
-{
-	while (t->acc_graveyard != NULL) {
-		struct acceptor *a = t->acc_graveyard;
-		t->acc_graveyard = a->next;
-		free(a->allow);
-		mpx_dest_policy_free(&a->dest);
-		free(a);
 	}
 }
 
@@ -1250,7 +705,7 @@ static void *thread_main(void *arg)
 		}
 		if (t->accept_resume_ms > 0 && t->now_ms >= t->accept_resume_ms)
 			acceptors_resume(t);
-		flush(t);
+		eng_flush(t);
 		bury(t);
 		bury_acceptors(t);
 	}
@@ -1260,13 +715,13 @@ static void *thread_main(void *arg)
 		acceptor_close(t, t->acceptors);
 	while (t->relays != NULL)
 		end_by_proxy(t, t->relays, "engine-stopped");
-	flush(t);
+	eng_flush(t);
 	bury(t);
 	bury_acceptors(t);
 	return NULL;
 }
 
-static bool push_cmd(struct engine_thread *t, struct cmd *c)
+bool eng_push_cmd(struct engine_thread *t, struct cmd *c)
 {
 	c->next = NULL;
 	pthread_mutex_lock(&t->cmd_lock);
@@ -1283,20 +738,20 @@ static bool push_cmd(struct engine_thread *t, struct cmd *c)
 
 /* ---- JS side ---- */
 
-static void delete_ref(napi_env env, napi_ref ref)
+void eng_delete_ref(napi_env env, napi_ref ref)
 {
 	if (ref != NULL)
 		napi_delete_reference(env, ref); /* nothing useful to do if this fails */
 }
 
-static bool set_double(napi_env env, napi_value obj, const char *key, double v)
+bool eng_set_double(napi_env env, napi_value obj, const char *key, double v)
 {
 	napi_value js;
 	NAPI_CALL_BOOL(env, napi_create_double(env, v, &js));
 	return mpx_set_value(env, obj, key, js);
 }
 
-static bool set_errno_fields(napi_env env, napi_value o, const struct msg *m)
+bool eng_set_errno_fields(napi_env env, napi_value o, const struct msg *m)
 {
 	char namebuf[32];
 	const char *code = strerrorname_np(m->err);
@@ -1315,11 +770,11 @@ static napi_value pump_summary_object(napi_env env, const struct msg *m)
 {
 	napi_value o;
 	NAPI_CALL(env, napi_create_object(env, &o));
-	if (!set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "moved", m->from_down) ||
-	    !mpx_set_string(env, o, "endedBy", m->pump_ended_by) || !set_double(env, o, "durationMs", m->duration_ms))
+	if (!eng_set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "moved", m->from_down) ||
+	    !mpx_set_string(env, o, "endedBy", m->pump_ended_by) || !eng_set_double(env, o, "durationMs", m->duration_ms))
 		return NULL;
 	if (m->err != 0) {
-		if (!set_errno_fields(env, o, m))
+		if (!eng_set_errno_fields(env, o, m))
 			return NULL;
 		if (m->ended_by != SIDE_PROXY && !mpx_set_string(env, o, "side", m->ended_by == SIDE_DOWN ? "from" : "to"))
 			return NULL;
@@ -1327,18 +782,18 @@ static napi_value pump_summary_object(napi_env env, const struct msg *m)
 	return o;
 }
 
-static napi_value summary_object(napi_env env, const struct msg *m)
+napi_value eng_summary_object(napi_env env, const struct msg *m)
 {
 	static const char *const sides[] = { "downstream", "upstream", "proxy" };
 	if (m->pump)
 		return pump_summary_object(env, m);
 	napi_value o;
 	NAPI_CALL(env, napi_create_object(env, &o));
-	if (!set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "fromDownstream", m->from_down) ||
+	if (!eng_set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "fromDownstream", m->from_down) ||
 	    !mpx_set_u64(env, o, "fromUpstream", m->from_up) || !mpx_set_string(env, o, "endedBy", sides[m->ended_by]) ||
-	    !set_double(env, o, "durationMs", m->duration_ms))
+	    !eng_set_double(env, o, "durationMs", m->duration_ms))
 		return NULL;
-	if (m->err != 0 && !set_errno_fields(env, o, m))
+	if (m->err != 0 && !eng_set_errno_fields(env, o, m))
 		return NULL;
 	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
 		return NULL;
@@ -1358,7 +813,7 @@ static napi_value summary_object(napi_env env, const struct msg *m)
 	return o;
 }
 
-static void call_ref(napi_env env, napi_ref ref, napi_value arg)
+void eng_call_ref(napi_env env, napi_ref ref, napi_value arg)
 {
 	napi_value fn, undefined, ignored;
 	if (napi_get_reference_value(env, ref, &fn) != napi_ok || fn == NULL)
@@ -1369,7 +824,6 @@ static void call_ref(napi_env env, napi_ref ref, napi_value arg)
 	napi_call_function(env, undefined, fn, arg == NULL ? 0 : 1, &arg, &ignored);
 }
 
-static void acceptor_event(napi_env env, struct js_side *js, struct msg *m);
 
 static void deliver(napi_env env, struct js_side *js, struct msg *m);
 
@@ -1405,22 +859,22 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 	if (m->kind == MSG_CONNECTED) {
 		/* { id, connectMs, mptcp }; the relay stays live (its summary comes later). */
 		napi_value o;
-		if (napi_create_object(env, &o) == napi_ok && set_double(env, o, "id", (double)m->id) &&
-		    set_double(env, o, "connectMs", m->connect_ms)) {
+		if (napi_create_object(env, &o) == napi_ok && eng_set_double(env, o, "id", (double)m->id) &&
+		    eng_set_double(env, o, "connectMs", m->connect_ms)) {
 			napi_value b;
 			if (napi_get_boolean(env, m->up_mptcp, &b) == napi_ok && mpx_set_value(env, o, "mptcp", b))
-				call_ref(env, m->on_connected, o);
+				eng_call_ref(env, m->on_connected, o);
 		}
-		delete_ref(env, m->on_connected);
-		msg_free(m);
+		eng_delete_ref(env, m->on_connected);
+		eng_msg_free(m);
 		return;
 	}
-	napi_value summary = summary_object(env, m);
+	napi_value summary = eng_summary_object(env, m);
 	if (summary != NULL)
-		call_ref(env, m->on_done, summary);
-	delete_ref(env, m->on_done);
-	delete_ref(env, m->on_connected);
-	msg_free(m);
+		eng_call_ref(env, m->on_done, summary);
+	eng_delete_ref(env, m->on_done);
+	eng_delete_ref(env, m->on_connected);
+	eng_msg_free(m);
 	if (js->live > 0 && --js->live == 0 && !js->released)
 		napi_unref_threadsafe_function(env, js->tsfn);
 }
@@ -1434,19 +888,19 @@ static void tsfn_finalize(napi_env env, void *data, void *hint)
 
 static void stop_threads(bool report)
 {
-	for (int i = 0; i < g.nthreads; i++) {
-		struct engine_thread *t = &g.threads[i];
+	for (int i = 0; i < g_engine.nthreads; i++) {
+		struct engine_thread *t = &g_engine.threads[i];
 		t->report = report;
 		struct cmd *c = calloc(1, sizeof(*c));
 		if (c != NULL) {
 			c->kind = CMD_STOP;
-			push_cmd(t, c);
+			eng_push_cmd(t, c);
 		} else {
 			t->stop = true; /* racy but only reached when out of memory; epoll_wait wakes within 1 s */
 		}
 	}
-	for (int i = 0; i < g.nthreads; i++) {
-		struct engine_thread *t = &g.threads[i];
+	for (int i = 0; i < g_engine.nthreads; i++) {
+		struct engine_thread *t = &g_engine.threads[i];
 		pthread_join(t->tid, NULL);
 		close(t->epfd);
 		close(t->evfd);
@@ -1454,20 +908,20 @@ static void stop_threads(bool report)
 			free(t->pool[--t->pool_len]);
 		pthread_mutex_destroy(&t->cmd_lock);
 	}
-	g.nthreads = 0;
-	g.running = false;
-	g.acceptors = NULL; /* the threads closed and freed them */
+	g_engine.nthreads = 0;
+	g_engine.running = false;
+	g_engine.acceptors = NULL; /* the threads closed and freed them */
 }
 
 static void env_cleanup(void *arg)
 {
 	(void)arg;
-	if (g.running)
+	if (g_engine.running)
 		stop_threads(false);
-	g.env = NULL;
-	g.cleanup_hook = false;
+	g_engine.env = NULL;
+	g_engine.cleanup_hook = false;
 	/* The tsfn and its js_side are finalized by the env itself. */
-	g.js = NULL;
+	g_engine.js = NULL;
 }
 
 static void throw_errno_msg(napi_env env, int err, const char *syscall)
@@ -1475,9 +929,9 @@ static void throw_errno_msg(napi_env env, int err, const char *syscall)
 	mpx_throw_errno(env, err, syscall);
 }
 
-static bool start_engine(napi_env env)
+bool eng_start_engine(napi_env env)
 {
-	if (g.running)
+	if (g_engine.running)
 		return true;
 	struct js_side *js = calloc(1, sizeof(*js));
 	if (js == NULL) {
@@ -1494,22 +948,22 @@ static bool start_engine(napi_env env)
 	}
 	/* Idle until the first relay: never hold the event loop open by ourselves. */
 	NAPI_CALL_BOOL(env, napi_unref_threadsafe_function(env, js->tsfn));
-	if (!g.cleanup_hook) {
+	if (!g_engine.cleanup_hook) {
 		NAPI_CALL_BOOL(env, napi_add_env_cleanup_hook(env, env_cleanup, NULL));
-		g.cleanup_hook = true;
+		g_engine.cleanup_hook = true;
 	}
-	g.env = env;
-	g.js = js;
+	g_engine.env = env;
+	g_engine.js = js;
 
 	/* Engine threads take no signals: they belong to Node's main thread. */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int want = g.want_threads;
+	int want = g_engine.want_threads;
 	int err = 0;
 	const char *what = NULL;
-	for (g.nthreads = 0; g.nthreads < want; g.nthreads++) {
-		struct engine_thread *t = &g.threads[g.nthreads];
+	for (g_engine.nthreads = 0; g_engine.nthreads < want; g_engine.nthreads++) {
+		struct engine_thread *t = &g_engine.threads[g_engine.nthreads];
 		memset(t, 0, sizeof(*t));
 		t->js = js;
 		t->report = true;
@@ -1542,12 +996,12 @@ static bool start_engine(napi_env env)
 		}
 	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	g.running = true;
+	g_engine.running = true;
 	if (err != 0) {
 		stop_threads(true);
 		js->released = true;
 		napi_release_threadsafe_function(js->tsfn, napi_tsfn_release);
-		g.js = NULL;
+		g_engine.js = NULL;
 		throw_errno_msg(env, err, what);
 		return false;
 	}
@@ -1585,7 +1039,7 @@ static bool arg_head(napi_env env, napi_value v, const char *name, char **out, s
 	return true;
 }
 
-static bool arg_function(napi_env env, napi_value v, const char *name, bool optional, napi_value *out)
+bool eng_arg_function(napi_env env, napi_value v, const char *name, bool optional, napi_value *out)
 {
 	napi_valuetype t;
 	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
@@ -1603,7 +1057,7 @@ static bool arg_function(napi_env env, napi_value v, const char *name, bool opti
 	return true;
 }
 
-static bool set_nonblocking(napi_env env, int fd)
+bool eng_set_nonblocking(napi_env env, int fd)
 {
 	int flags = fcntl(fd, F_GETFL);
 	/* dups of libuv's fds and the dialer's sockets are non-blocking already: one syscall then */
@@ -1618,14 +1072,14 @@ static void free_relay_args(napi_env env, struct relay *r)
 {
 	for (int s = 0; s < 2; s++)
 		free(r->dir[s].buf);
-	delete_ref(env, r->on_done);
-	delete_ref(env, r->on_connected);
+	eng_delete_ref(env, r->on_done);
+	eng_delete_ref(env, r->on_connected);
 	free(r);
 }
 
 static napi_value submit(napi_env env, struct relay *r, napi_value on_done);
 
-static bool arg_number(napi_env env, napi_value v, const char *name, double *out)
+bool eng_arg_number(napi_env env, napi_value v, const char *name, double *out)
 {
 	napi_valuetype t;
 	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
@@ -1644,7 +1098,7 @@ static bool arg_number(napi_env env, napi_value v, const char *name, double *out
  * exception pending on failure; the fds stay the caller's. */
 static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, const char *b, double idle)
 {
-	if (g.env != NULL && g.env != env) {
+	if (g_engine.env != NULL && g_engine.env != env) {
 		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
 		return NULL;
 	}
@@ -1657,7 +1111,7 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
 		return NULL;
 	}
-	if (!set_nonblocking(env, fd_a) || !set_nonblocking(env, fd_b))
+	if (!eng_set_nonblocking(env, fd_a) || !eng_set_nonblocking(env, fd_b))
 		return NULL;
 	struct relay *r = calloc(1, sizeof(*r));
 	if (r == NULL) {
@@ -1689,20 +1143,20 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	napi_value on_done, on_connected = NULL;
 	bool sample_down = false;
 	napi_valuetype t;
-	if (!arg_number(env, argv[4], "idleTimeoutMs", &idle) || !arg_function(env, argv[5], "onDone", false, &on_done))
+	if (!eng_arg_number(env, argv[4], "idleTimeoutMs", &idle) || !eng_arg_function(env, argv[5], "onDone", false, &on_done))
 		return NULL;
 	/* napi_get_cb_info fills missing arguments with undefined, so argv[6..8] are always set. */
 	NAPI_CALL(env, napi_typeof(env, argv[6], &t));
 	if (t != napi_undefined && t != napi_null && !mpx_arg_bool(env, argv[6], "sampleDownstream", &sample_down))
 		return NULL;
 	NAPI_CALL(env, napi_typeof(env, argv[7], &t));
-	if (t != napi_undefined && t != napi_null && !arg_number(env, argv[7], "connectTimeoutMs", &connect_timeout))
+	if (t != napi_undefined && t != napi_null && !eng_arg_number(env, argv[7], "connectTimeoutMs", &connect_timeout))
 		return NULL;
 	if (!(connect_timeout >= 0 && connect_timeout <= 2147483647.0)) { /* also NaN */
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "connectTimeoutMs must be from 0 to 2^31-1 (0: fdUp is connected)");
 		return NULL;
 	}
-	if (!arg_function(env, argv[8], "onConnected", true, &on_connected))
+	if (!eng_arg_function(env, argv[8], "onConnected", true, &on_connected))
 		return NULL;
 	struct relay *r = new_relay(env, argv, "fdDown", "fdUp", idle);
 	if (r == NULL)
@@ -1745,7 +1199,7 @@ static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
 	napi_value id;
 	struct cmd *c = calloc(1, sizeof(*c));
 	uint64_t rid = atomic_fetch_add(&g_next_id, 1); /* acceptors' threads take ids too */
-	if (c == NULL || napi_create_double(env, (double)rid, &id) != napi_ok || !start_engine(env)) {
+	if (c == NULL || napi_create_double(env, (double)rid, &id) != napi_ok || !eng_start_engine(env)) {
 		free(c);
 		free_relay_args(env, r);
 		bool pending = false;
@@ -1753,10 +1207,10 @@ static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
 			mpx_throw_errno(env, ENOMEM, "malloc");
 		return NULL;
 	}
-	if (g.js->live++ == 0) {
-		st = napi_ref_threadsafe_function(env, g.js->tsfn);
+	if (g_engine.js->live++ == 0) {
+		st = napi_ref_threadsafe_function(env, g_engine.js->tsfn);
 		if (st != napi_ok) {
-			g.js->live--;
+			g_engine.js->live--;
 			free(c);
 			free_relay_args(env, r);
 			mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
@@ -1764,12 +1218,12 @@ static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
 		}
 	}
 	r->id = rid;
-	r->thread = &g.threads[g.next_thread++ % (unsigned)g.nthreads];
-	hash_insert(r);
+	r->thread = &g_engine.threads[g_engine.next_thread++ % (unsigned)g_engine.nthreads];
+	eng_hash_insert(r);
 	c->kind = CMD_ADD;
 	c->relay = r;
 	/* From here the thread owns r; a failed wake-up only delays it to the next event. */
-	push_cmd(r->thread, c);
+	eng_push_cmd(r->thread, c);
 	return id;
 }
 
@@ -1791,13 +1245,13 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info)
 	}
 	double length, idle;
 	napi_value on_done;
-	if (!arg_number(env, argv[3], "length", &length))
+	if (!eng_arg_number(env, argv[3], "length", &length))
 		return NULL;
 	if (!(length == -1 || (length >= 0 && length <= MAX_PUMP_LENGTH && length == (double)(uint64_t)length))) {
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "length must be -1 (until EOF) or an integer from 0 to 2^53");
 		return NULL;
 	}
-	if (!arg_number(env, argv[4], "idleTimeoutMs", &idle) || !arg_function(env, argv[5], "onDone", false, &on_done))
+	if (!eng_arg_number(env, argv[4], "idleTimeoutMs", &idle) || !eng_arg_function(env, argv[5], "onDone", false, &on_done))
 		return NULL;
 	struct relay *r = new_relay(env, argv, "fdFrom", "fdTo", idle);
 	if (r == NULL)
@@ -1815,7 +1269,7 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info)
 	return submit(env, r, on_done);
 }
 
-static bool arg_id(napi_env env, napi_value v, uint64_t *out)
+bool eng_arg_id(napi_env env, napi_value v, uint64_t *out)
 {
 	napi_valuetype t;
 	double d;
@@ -1833,7 +1287,7 @@ napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1];
 	uint64_t id;
-	if (!mpx_get_args(env, info, 1, argv) || !arg_id(env, argv[0], &id))
+	if (!mpx_get_args(env, info, 1, argv) || !eng_arg_id(env, argv[0], &id))
 		return NULL;
 	uint64_t down = 0, up = 0;
 	pthread_mutex_lock(&g_lock);
@@ -1858,7 +1312,7 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1];
 	uint64_t id;
-	if (!mpx_get_args(env, info, 1, argv) || !arg_id(env, argv[0], &id))
+	if (!mpx_get_args(env, info, 1, argv) || !eng_arg_id(env, argv[0], &id))
 		return NULL;
 	pthread_mutex_lock(&g_lock);
 	struct relay *r = hash_find(id);
@@ -1871,7 +1325,7 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
 			return mpx_throw_errno(env, ENOMEM, "malloc");
 		c->kind = CMD_ABORT;
 		c->id = id;
-		queued = push_cmd(t, c);
+		queued = eng_push_cmd(t, c);
 	}
 	napi_value out;
 	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
@@ -1890,264 +1344,20 @@ napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info)
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
 		return NULL;
 	}
-	g.want_threads = n;
+	g_engine.want_threads = n;
 	return NULL;
 }
 
 napi_value mpx_js_relay_engine_stop(napi_env env, napi_callback_info info)
 {
 	(void)info;
-	if (g.running && g.env == env) {
+	if (g_engine.running && g_engine.env == env) {
 		stop_threads(true);
 		/* Summaries the threads queued while stopping are still delivered: a released tsfn
 		 * drains its queue before it is finalized. */
-		g.js->released = true;
-		NAPI_CALL(env, napi_release_threadsafe_function(g.js->tsfn, napi_tsfn_release));
-		g.js = NULL;
+		g_engine.js->released = true;
+		NAPI_CALL(env, napi_release_threadsafe_function(g_engine.js->tsfn, napi_tsfn_release));
+		g_engine.js = NULL;
 	}
 	return NULL;
-}
-
-/* ---- acceptors: the JS side ---- */
-
-/* The last message about an acceptor (its 'stopped', or a relay's 'done') frees its callback
- * and lets the event loop go, like a closed net.Server whose connections have all ended. */
-static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
-{
-	if (atomic_fetch_sub(&acc->refs, 1) != 1)
-		return;
-	delete_ref(env, acc->on_event);
-	free(acc);
-	if (js->live > 0 && --js->live == 0 && !js->released)
-		napi_unref_threadsafe_function(env, js->tsfn);
-}
-
-static bool set_address(napi_env env, napi_value o, const char *key, const struct sockaddr_storage *ss)
-{
-	napi_value v;
-	return mpx_sockaddr_to_object(env, (const struct sockaddr *)ss, &v) && mpx_set_value(env, o, key, v);
-}
-
-static bool set_bool(napi_env env, napi_value o, const char *key, bool b)
-{
-	napi_value v;
-	NAPI_CALL_BOOL(env, napi_get_boolean(env, b, &v));
-	return mpx_set_value(env, o, key, v);
-}
-
-/* An acceptor's event → onEvent({ kind, ... }); see relay.h for the shapes. */
-static void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
-{
-	static const char *const kinds[] = {
-		[MSG_DONE] = "done", [MSG_CONNECTED] = "connected", [MSG_ACCEPTED] = "accepted",
-		[MSG_DENIED] = "denied", [MSG_ACCEPT_ERROR] = "error", [MSG_STOPPED] = "stopped",
-	};
-	napi_value o = NULL;
-	if (m->kind == MSG_DONE)
-		o = summary_object(env, m);
-	else if (napi_create_object(env, &o) != napi_ok)
-		o = NULL;
-	bool ok = o != NULL && mpx_set_string(env, o, "kind", kinds[m->kind]);
-	switch (m->kind) {
-	case MSG_CONNECTED:
-		ok = ok && set_double(env, o, "id", (double)m->id) && set_double(env, o, "connectMs", m->connect_ms) &&
-		     set_bool(env, o, "mptcp", m->up_mptcp);
-		break;
-	case MSG_ACCEPTED:
-		ok = ok && set_double(env, o, "id", (double)m->id) && set_address(env, o, "remote", &m->peer) &&
-		     set_address(env, o, "local", &m->local) && set_address(env, o, "upstreamLocal", &m->up_local) &&
-		     set_bool(env, o, "mptcp", m->down_mptcp);
-		break;
-	case MSG_DENIED:
-		ok = ok && set_address(env, o, "remote", &m->peer) && mpx_set_string(env, o, "reason", m->deny_reason);
-		break;
-	case MSG_ACCEPT_ERROR:
-		ok = ok && set_errno_fields(env, o, m);
-		break;
-	default:
-		break;
-	}
-	if (ok)
-		call_ref(env, m->acc->on_event, o);
-	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
-		acc_unref(env, js, m->acc);
-	msg_free(m);
-}
-
-static bool opt_value(napi_env env, napi_value opts, const char *key, napi_value *out, napi_valuetype *type)
-{
-	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, key, out));
-	NAPI_CALL_BOOL(env, napi_typeof(env, *out, type));
-	return true;
-}
-
-/* A number option from min to max (whole milliseconds, counts). */
-static bool opt_number(napi_env env, napi_value opts, const char *key, double min, double max, double *out)
-{
-	napi_value v;
-	napi_valuetype t;
-	if (!opt_value(env, opts, key, &v, &t) || !arg_number(env, v, key, out))
-		return false;
-	if (!(*out >= min && *out <= max)) {
-		char msg[120];
-		snprintf(msg, sizeof(msg), "options.%s must be from %.0f to %.0f", key, min, max);
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
-		return false;
-	}
-	return true;
-}
-
-static bool opt_bool(napi_env env, napi_value opts, const char *key, bool *out)
-{
-	napi_value v;
-	napi_valuetype t;
-	return opt_value(env, opts, key, &v, &t) && mpx_arg_bool(env, v, key, out);
-}
-
-/* The acceptor's settings from acceptorStart's options object (relay.h). */
-static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
-{
-	napi_value v;
-	napi_valuetype t;
-	double port, timeout, idle, max;
-	if (!opt_value(env, opts, "destinations", &v, &t))
-		return false;
-	a->transparent = t == napi_object;
-	if (a->transparent) {
-		/* Per-connection targets: the spare sockets are IPv4 (most clients); an IPv6 one gets
-		 * its own at connect time. */
-		if (!mpx_dest_policy_from_js(env, v, &a->dest))
-			return false;
-		a->up.ss_family = AF_INET;
-	} else if (!opt_number(env, opts, "upstreamPort", 1, 65535, &port) || !opt_value(env, opts, "upstreamAddress", &v, &t) ||
-		   !mpx_parse_address(env, v, (int32_t)port, &a->up, &a->up_len)) {
-		return false;
-	}
-	if (!opt_value(env, opts, "bindAddress", &v, &t))
-		return false;
-	if (t != napi_undefined && t != napi_null && !mpx_parse_address(env, v, 0, &a->bind_to, &a->bind_len))
-		return false;
-	if (!opt_bool(env, opts, "upstreamMptcp", &a->up_mptcp) || !opt_bool(env, opts, "sampleDownstream", &a->sample_down) ||
-	    !opt_number(env, opts, "connectTimeoutMs", 1, 2147483647.0, &timeout) ||
-	    !opt_number(env, opts, "idleTimeoutMs", 0, 2147483647.0, &idle) ||
-	    !opt_number(env, opts, "maxPerClient", 0, 4294967295.0, &max))
-		return false;
-	a->connect_timeout_ms = (int64_t)timeout;
-	a->idle_ms = (int64_t)idle;
-	a->max_per_client = (uint32_t)max;
-	if (!opt_value(env, opts, "allowClients", &v, &t))
-		return false;
-	a->allow_all = t == napi_null || t == napi_undefined;
-	if (!a->allow_all) {
-		bool is_buffer = false;
-		void *data = NULL;
-		size_t len = 0;
-		NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
-		if (is_buffer)
-			NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &data, &len));
-		if (!is_buffer || !mpx_cidr_unpack(data, len, &a->allow, &a->nallow)) {
-			napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "options.allowClients must be null or a Buffer of 18-byte rules (family, prefix, 16 address bytes)");
-			return false;
-		}
-	}
-	return true;
-}
-
-/* acceptorStart(listenFd, options, onEvent) → id. See relay.h. On success the engine owns
- * listenFd (closes it at acceptorStop or engine stop); on a throw the caller still does. */
-napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
-{
-	napi_value argv[3], on_event, id;
-	int32_t fd;
-	if (g.env != NULL && g.env != env) {
-		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
-		return NULL;
-	}
-	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "listenFd", &fd) ||
-	    !arg_function(env, argv[2], "onEvent", false, &on_event))
-		return NULL;
-	napi_valuetype t;
-	NAPI_CALL(env, napi_typeof(env, argv[1], &t));
-	if (t != napi_object) {
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"options\" argument must be of type object");
-		return NULL;
-	}
-	if (fd < 0) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "listenFd must be an open file descriptor");
-		return NULL;
-	}
-	struct acceptor *a = calloc(1, sizeof(*a));
-	struct acc_js *js = calloc(1, sizeof(*js));
-	struct cmd *c = calloc(1, sizeof(*c));
-	if (a == NULL || js == NULL || c == NULL) {
-		free(a), free(js), free(c);
-		return mpx_throw_errno(env, ENOMEM, "malloc");
-	}
-	napi_status st = napi_ok;
-	/* Accepted sockets inherit TCP_NODELAY (as Node's noDelay listener sets per socket):
-	 * one setsockopt here instead of one per connection. Best effort, like the dialer's. */
-	int one = 1;
-	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one));
-	if (!acceptor_options(env, argv[1], a) || !set_nonblocking(env, fd) ||
-	    (st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok || !start_engine(env)) {
-		if (st != napi_ok)
-			mpx_throw_napi_failure(env, st, "napi_create_reference");
-		delete_ref(env, js->on_event);
-		mpx_dest_policy_free(&a->dest);
-		free(a->allow), free(a), free(js), free(c);
-		return NULL;
-	}
-	if (g.js->live++ == 0 && (st = napi_ref_threadsafe_function(env, g.js->tsfn)) != napi_ok) {
-		g.js->live--;
-		delete_ref(env, js->on_event);
-		mpx_dest_policy_free(&a->dest);
-		free(a->allow), free(a), free(js), free(c);
-		mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
-		return NULL;
-	}
-	atomic_init(&js->refs, 1);
-	a->fd = fd;
-	a->spare = -1;
-	a->js = js;
-	a->id = g.next_acceptor_id++;
-	a->thread = &g.threads[g.next_thread++ % (unsigned)g.nthreads];
-	a->gnext = g.acceptors;
-	g.acceptors = a;
-	NAPI_CALL(env, napi_create_double(env, (double)a->id, &id));
-	c->kind = CMD_ACC_ADD;
-	c->acceptor = a;
-	push_cmd(a->thread, c);
-	return id;
-}
-
-/* acceptorStop(id) → boolean: stops accepting ('stopped' follows); false if unknown. */
-napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info)
-{
-	napi_value argv[1], out;
-	uint64_t id;
-	if (!mpx_get_args(env, info, 1, argv) || !arg_id(env, argv[0], &id))
-		return NULL;
-	struct acceptor **p = &g.acceptors;
-	while (*p != NULL && (*p)->id != id)
-		p = &(*p)->gnext;
-	struct acceptor *a = *p;
-	bool queued = false;
-	if (a != NULL) {
-		struct cmd *c = calloc(1, sizeof(*c));
-		if (c == NULL)
-			return mpx_throw_errno(env, ENOMEM, "malloc");
-		/* Stop listening now, from this thread, as Node's server.close() does (its close(2) of
-		 * the last fd): clients still in the backlog are reset and new ones refused at once,
-		 * not only when the engine thread gets to CMD_ACC_STOP. shutdown(2) of a listening
-		 * socket does that (tcp_disconnect → inet_csk_listen_stop) and leaves the fd, and its
-		 * epoll registration, to the thread. */
-		atomic_store(&a->stopping, true);
-		shutdown(a->fd, SHUT_RDWR);
-		*p = a->gnext; /* from here the thread may free it */
-		c->kind = CMD_ACC_STOP;
-		c->acceptor = a;
-		queued = push_cmd(a->thread, c);
-	}
-	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
-	return out;
 }

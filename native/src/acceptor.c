@@ -1,0 +1,608 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * The engine's acceptors (acceptorStart, relay.h): a listening socket the engine thread accepts
+ * on itself, for listeners whose every connection is dialed and relayed without JS — tcp-forward
+ * to an IP and transparent TPROXY. Per client, on the engine thread: accept4, the client check
+ * and count (admission.c), the destination check for per-connection targets (destination.c),
+ * connect(2) on a socket prepared before the accept, then a relay in its connecting state
+ * (relay.c, "Connecting upstreams"); JS hears accepted / connected / done / denied / error /
+ * stopped. docs/design.md, "Accepting in the engine", has the why and the measurements.
+ */
+#include "relay.h"
+#include "engine.h"
+#include "common.h"
+#include "mptcp-uapi.h"
+#include "socket-ops.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+/* ---- acceptors: accept, admit and dial on the engine thread ---- */
+
+
+static struct msg *acc_msg(struct acceptor *a, enum msg_kind kind)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+	if (m != NULL) {
+		m->kind = kind;
+		m->acc = a->js;
+	}
+	return m;
+}
+
+static void post_denied(struct engine_thread *t, struct acceptor *a, const struct sockaddr_storage *peer, const char *reason)
+{
+	struct msg *m = acc_msg(a, MSG_DENIED);
+	if (m == NULL)
+		return;
+	m->peer = *peer;
+	m->deny_reason = reason;
+	eng_post(t, m);
+}
+
+static void acceptor_watch(struct engine_thread *t, struct acceptor *a, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
+	epoll_ctl(t->epfd, EPOLL_CTL_MOD, a->fd, &ev);
+}
+
+/* accept(2) ran out of fds or memory: the pending connection stays queued and the listening
+ * socket stays readable, so a level-triggered registration would spin. Rest a little instead
+ * (and tell JS once per rest); the queued clients wait in the backlog meanwhile. */
+static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err, const char *syscall)
+{
+	acceptor_watch(t, a, 0);
+	a->paused_until = t->now_ms + ACCEPT_PAUSE_MS;
+	if (t->accept_resume_ms == 0 || a->paused_until < t->accept_resume_ms)
+		t->accept_resume_ms = a->paused_until;
+	struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
+	if (m != NULL) {
+		m->err = err;
+		m->syscall = syscall;
+		eng_post(t, m);
+	}
+}
+
+void acceptors_resume(struct engine_thread *t)
+{
+	int64_t next = 0;
+	for (struct acceptor *a = t->acceptors; a != NULL; a = a->next) {
+		if (a->paused_until == 0)
+			continue;
+		if (t->now_ms >= a->paused_until) {
+			a->paused_until = 0;
+			acceptor_watch(t, a, EPOLLIN);
+		} else if (next == 0 || a->paused_until < next) {
+			next = a->paused_until;
+		}
+	}
+	t->accept_resume_ms = next;
+}
+
+static bool out_of_resources(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/* The next upstream socket — socket, options, bind — made before its client is accepted: a
+ * process out of fds then leaves the client waiting in the backlog (the acceptor rests)
+ * instead of accepting it only to reset it for want of a second fd. false: rest now. */
+/* socket, options, bind for `family` into a->spare, or the failure into a->prep_err. */
+static void make_spare(struct acceptor *a, int family)
+{
+	a->spare_family = family;
+	int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->up_mptcp ? IPPROTO_MPTCP : IPPROTO_TCP);
+	if (fd < 0) {
+		a->prep_err = errno, a->prep_syscall = "socket";
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one)); /* as the JS dialer: best effort */
+	if (a->bind_len > 0 && bind(fd, (struct sockaddr *)&a->bind_to, a->bind_len) != 0) {
+		a->prep_err = errno, a->prep_syscall = "bind";
+		close(fd);
+		return;
+	}
+	a->spare = fd;
+	a->spare_family = family;
+}
+
+static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
+{
+	if (a->spare >= 0 || a->prep_err != 0)
+		return true;
+	make_spare(a, a->up.ss_family);
+	if (a->spare < 0 && out_of_resources(a->prep_err)) {
+		int err = a->prep_err;
+		a->prep_err = 0;
+		acceptor_pause(t, a, err, a->prep_syscall);
+		return false;
+	}
+	return true;
+}
+
+/* Takes the prepared socket (a new one if the target's family differs: a transparent
+ * listener's IPv6 client) and issues connect(2); 0 or the errno, with the failing call. */
+static int acceptor_dial(struct acceptor *a, const struct sockaddr_storage *to, socklen_t to_len, int *fd_out, const char **syscall)
+{
+	if (a->spare >= 0 && a->spare_family != to->ss_family) {
+		close(a->spare);
+		a->spare = -1;
+	}
+	if (a->spare < 0 && (a->prep_err == 0 || a->spare_family != to->ss_family)) {
+		a->prep_err = 0;
+		make_spare(a, to->ss_family);
+	}
+	int fd = a->spare, err = a->prep_err;
+	*syscall = a->prep_syscall;
+	a->spare = -1;
+	a->prep_err = 0;
+	*fd_out = fd;
+	if (err != 0)
+		return err;
+	if (connect(fd, (const struct sockaddr *)to, to_len) != 0 && errno != EINPROGRESS) {
+		*syscall = "connect";
+		return errno;
+	}
+	return 0;
+}
+
+/* A transparent connection's target: the accepted socket's local address (TPROXY keeps the
+ * original destination there), IPv4-mapped folded to IPv4 as the JS front-end's unmapAddress
+ * does. NULL if the destination check allows it, else the rule that denied it. */
+static const char *transparent_target(const struct acceptor *a, const struct sockaddr_storage *local, struct sockaddr_storage *to, socklen_t *to_len)
+{
+	struct mpx_client_key ip;
+	if (!mpx_client_key_from_sockaddr((const struct sockaddr *)local, &ip))
+		return "destination-network";
+	uint16_t port = local->ss_family == AF_INET ? ntohs(((const struct sockaddr_in *)local)->sin_port)
+						   : ntohs(((const struct sockaddr_in6 *)local)->sin6_port);
+	memset(to, 0, sizeof(*to));
+	if (ip.family == 4) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)to;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		memcpy(&sin->sin_addr, ip.bytes, 4);
+		*to_len = sizeof(*sin);
+	} else {
+		*(struct sockaddr_in6 *)to = *(const struct sockaddr_in6 *)local; /* scope id too */
+		*to_len = sizeof(struct sockaddr_in6);
+	}
+	return mpx_dest_check(&a->dest, &ip, port);
+}
+
+/* One accepted client: admission, the upstream's connect(2), then the facts for JS and the
+ * relay (in its connecting state: see "Connecting upstreams"). The facts are read after
+ * connect(2), so the upstream SYN leaves first. */
+static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer)
+{
+	struct mpx_client_key key;
+	if (!mpx_client_key_from_sockaddr((const struct sockaddr *)peer, &key)) {
+		close(fd);
+		return;
+	}
+	if (!a->allow_all && mpx_cidr_match(a->allow, a->nallow, &key) < 0) {
+		close(fd);
+		post_denied(t, a, peer, "client-network");
+		return;
+	}
+	if (!mpx_client_acquire(&key, a->max_per_client)) {
+		close(fd);
+		post_denied(t, a, peer, "client-limit");
+		return;
+	}
+	struct relay *r = calloc(1, sizeof(*r));
+	if (r == NULL) {
+		mpx_client_release(&key);
+		close(fd);
+		return;
+	}
+	/* Where to: the fixed target, or (transparent) where the client was going, if allowed. */
+	struct sockaddr_storage local, to = a->up;
+	socklen_t local_len = sizeof(local), to_len = a->up_len;
+	getsockname(fd, (struct sockaddr *)&local, &local_len);
+	const char *denied = a->transparent ? transparent_target(a, &local, &to, &to_len) : NULL;
+	int up = -1;
+	const char *syscall = NULL;
+	int err = denied != NULL ? EACCES : acceptor_dial(a, &to, to_len, &up, &syscall);
+	if (denied != NULL)
+		syscall = "connect";
+	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
+	r->fd[SIDE_DOWN] = fd;
+	r->fd[SIDE_UP] = up;
+	r->ended_by = SIDE_NONE;
+	r->idle_ms = a->idle_ms;
+	r->started_ms = t->now_ms;
+	r->started_precise_ms = now_ms_precise();
+	r->connecting = true;
+	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
+	r->acc = a->js;
+	r->client = key;
+	r->counted = true;
+	r->id = atomic_fetch_add(&g_next_id, 1);
+	for (int s = 0; s < 2; s++)
+		atomic_init(&r->dir[s].bytes, 0);
+
+	struct msg *m = acc_msg(a, MSG_ACCEPTED);
+	if (m == NULL) {
+		/* Out of memory: nobody could be told, so the client is reset and nothing is kept. */
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(fd);
+		if (up >= 0)
+			close(up);
+		mpx_client_release(&key);
+		free(r);
+		return;
+	}
+	m->id = r->id;
+	m->peer = *peer;
+	m->local = local;
+	socklen_t len;
+	if (up >= 0) {
+		len = sizeof(m->up_local);
+		getsockname(up, (struct sockaddr *)&m->up_local, &len);
+	}
+	if (a->sample_down) {
+		int val = 0;
+		socklen_t vl = sizeof(val);
+		m->down_mptcp = getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
+	}
+	r->sample_down = m->down_mptcp;
+	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
+	eng_post(t, m);
+	/* Spread the relays over the threads as relayStart does; the owner is set before the
+	 * relay is visible to relayAbort (hash_insert). */
+	struct engine_thread *rt = t;
+	struct cmd *c = NULL;
+	if (err == 0 && g_engine.nthreads > 1) {
+		rt = &g_engine.threads[atomic_fetch_add_explicit(&g_next_accept_thread, 1, memory_order_relaxed) % (unsigned)g_engine.nthreads];
+		if (rt != t && (c = calloc(1, sizeof(*c))) == NULL)
+			rt = t;
+	}
+	r->thread = rt;
+	eng_hash_insert(r);
+	if (err != 0) {
+		r->added = true;
+		r->connect_failed = true;
+		/* A denied destination: JS asks its own policy for the rule and the message. */
+		if (denied != NULL)
+			r->reason = "denied", r->denied_by = denied;
+		eng_fail(t, r, SIDE_UP, err, syscall);
+		return;
+	}
+	if (c == NULL) {
+		eng_add_relay(t, r);
+		return;
+	}
+	c->kind = CMD_ADD;
+	c->relay = r;
+	eng_flush(t); /* 'accepted' must reach JS before anything the other thread says about r */
+	eng_push_cmd(rt, c);
+}
+
+void acceptor_run(struct engine_thread *t, struct acceptor *a)
+{
+	for (int i = 0; i < ACCEPT_BURST && a->fd >= 0 && !atomic_load(&a->stopping); i++) {
+		if (!acceptor_prepare(t, a))
+			return; /* resting: the clients wait in the backlog */
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(a->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* A client that reset while queued, a firewall's veto: the next one is fine. */
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO || errno == EPERM)
+				continue;
+			acceptor_pause(t, a, errno, "accept4");
+			return;
+		}
+		accept_one(t, a, fd, &peer);
+	}
+	/* More may be queued: the registration is level-triggered, so the next wait says so. */
+}
+
+void acceptor_add(struct engine_thread *t, struct acceptor *a)
+{
+	a->next = t->acceptors;
+	t->acceptors = a;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, a->fd, &ev) != 0) {
+		struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
+		if (m != NULL) {
+			m->err = errno;
+			m->syscall = "epoll_ctl";
+			eng_post(t, m);
+		}
+		acceptor_watch(t, a, 0); /* harmless if not registered */
+		a->paused_until = INT64_MAX; /* never resumes; acceptorStop still closes it */
+	}
+}
+
+/* Stops accepting: the socket is closed (clients still in its backlog are reset by the
+ * kernel), JS hears 'stopped'. Relays it started carry on. */
+void acceptor_close(struct engine_thread *t, struct acceptor *a)
+{
+	if (a->fd < 0)
+		return;
+	epoll_ctl(t->epfd, EPOLL_CTL_DEL, a->fd, NULL);
+	close(a->fd);
+	a->fd = -1;
+	if (a->spare >= 0)
+		close(a->spare);
+	a->spare = -1;
+	for (struct acceptor **p = &t->acceptors; *p != NULL; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			break;
+		}
+	}
+	struct msg *m = acc_msg(a, MSG_STOPPED);
+	if (m != NULL)
+		eng_post(t, m);
+	/* Freed after this batch: an event for it may still be further down the batch. */
+	a->next = t->acc_graveyard;
+	t->acc_graveyard = a;
+}
+
+void bury_acceptors(struct engine_thread *t)
+{
+	while (t->acc_graveyard != NULL) {
+		struct acceptor *a = t->acc_graveyard;
+		t->acc_graveyard = a->next;
+		free(a->allow);
+		mpx_dest_policy_free(&a->dest);
+		free(a);
+	}
+}
+
+
+/* ---- acceptors: the JS side ---- */
+
+/* The last message about an acceptor (its 'stopped', or a relay's 'done') frees its callback
+ * and lets the event loop go, like a closed net.Server whose connections have all ended. */
+static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
+{
+	if (atomic_fetch_sub(&acc->refs, 1) != 1)
+		return;
+	eng_delete_ref(env, acc->on_event);
+	free(acc);
+	if (js->live > 0 && --js->live == 0 && !js->released)
+		napi_unref_threadsafe_function(env, js->tsfn);
+}
+
+static bool set_address(napi_env env, napi_value o, const char *key, const struct sockaddr_storage *ss)
+{
+	napi_value v;
+	return mpx_sockaddr_to_object(env, (const struct sockaddr *)ss, &v) && mpx_set_value(env, o, key, v);
+}
+
+static bool set_bool(napi_env env, napi_value o, const char *key, bool b)
+{
+	napi_value v;
+	NAPI_CALL_BOOL(env, napi_get_boolean(env, b, &v));
+	return mpx_set_value(env, o, key, v);
+}
+
+/* An acceptor's event → onEvent({ kind, ... }); see relay.h for the shapes. */
+void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
+{
+	static const char *const kinds[] = {
+		[MSG_DONE] = "done", [MSG_CONNECTED] = "connected", [MSG_ACCEPTED] = "accepted",
+		[MSG_DENIED] = "denied", [MSG_ACCEPT_ERROR] = "error", [MSG_STOPPED] = "stopped",
+	};
+	napi_value o = NULL;
+	if (m->kind == MSG_DONE)
+		o = eng_summary_object(env, m);
+	else if (napi_create_object(env, &o) != napi_ok)
+		o = NULL;
+	bool ok = o != NULL && mpx_set_string(env, o, "kind", kinds[m->kind]);
+	switch (m->kind) {
+	case MSG_CONNECTED:
+		ok = ok && eng_set_double(env, o, "id", (double)m->id) && eng_set_double(env, o, "connectMs", m->connect_ms) &&
+		     set_bool(env, o, "mptcp", m->up_mptcp);
+		break;
+	case MSG_ACCEPTED:
+		ok = ok && eng_set_double(env, o, "id", (double)m->id) && set_address(env, o, "remote", &m->peer) &&
+		     set_address(env, o, "local", &m->local) && set_address(env, o, "upstreamLocal", &m->up_local) &&
+		     set_bool(env, o, "mptcp", m->down_mptcp);
+		break;
+	case MSG_DENIED:
+		ok = ok && set_address(env, o, "remote", &m->peer) && mpx_set_string(env, o, "reason", m->deny_reason);
+		break;
+	case MSG_ACCEPT_ERROR:
+		ok = ok && eng_set_errno_fields(env, o, m);
+		break;
+	default:
+		break;
+	}
+	if (ok)
+		eng_call_ref(env, m->acc->on_event, o);
+	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
+		acc_unref(env, js, m->acc);
+	eng_msg_free(m);
+}
+
+static bool opt_value(napi_env env, napi_value opts, const char *key, napi_value *out, napi_valuetype *type)
+{
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, key, out));
+	NAPI_CALL_BOOL(env, napi_typeof(env, *out, type));
+	return true;
+}
+
+/* A number option from min to max (whole milliseconds, counts). */
+static bool opt_number(napi_env env, napi_value opts, const char *key, double min, double max, double *out)
+{
+	napi_value v;
+	napi_valuetype t;
+	if (!opt_value(env, opts, key, &v, &t) || !eng_arg_number(env, v, key, out))
+		return false;
+	if (!(*out >= min && *out <= max)) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "options.%s must be from %.0f to %.0f", key, min, max);
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+		return false;
+	}
+	return true;
+}
+
+static bool opt_bool(napi_env env, napi_value opts, const char *key, bool *out)
+{
+	napi_value v;
+	napi_valuetype t;
+	return opt_value(env, opts, key, &v, &t) && mpx_arg_bool(env, v, key, out);
+}
+
+/* The acceptor's settings from acceptorStart's options object (relay.h). */
+static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
+{
+	napi_value v;
+	napi_valuetype t;
+	double port, timeout, idle, max;
+	if (!opt_value(env, opts, "destinations", &v, &t))
+		return false;
+	a->transparent = t == napi_object;
+	if (a->transparent) {
+		/* Per-connection targets: the spare sockets are IPv4 (most clients); an IPv6 one gets
+		 * its own at connect time. */
+		if (!mpx_dest_policy_from_js(env, v, &a->dest))
+			return false;
+		a->up.ss_family = AF_INET;
+	} else if (!opt_number(env, opts, "upstreamPort", 1, 65535, &port) || !opt_value(env, opts, "upstreamAddress", &v, &t) ||
+		   !mpx_parse_address(env, v, (int32_t)port, &a->up, &a->up_len)) {
+		return false;
+	}
+	if (!opt_value(env, opts, "bindAddress", &v, &t))
+		return false;
+	if (t != napi_undefined && t != napi_null && !mpx_parse_address(env, v, 0, &a->bind_to, &a->bind_len))
+		return false;
+	if (!opt_bool(env, opts, "upstreamMptcp", &a->up_mptcp) || !opt_bool(env, opts, "sampleDownstream", &a->sample_down) ||
+	    !opt_number(env, opts, "connectTimeoutMs", 1, 2147483647.0, &timeout) ||
+	    !opt_number(env, opts, "idleTimeoutMs", 0, 2147483647.0, &idle) ||
+	    !opt_number(env, opts, "maxPerClient", 0, 4294967295.0, &max))
+		return false;
+	a->connect_timeout_ms = (int64_t)timeout;
+	a->idle_ms = (int64_t)idle;
+	a->max_per_client = (uint32_t)max;
+	if (!opt_value(env, opts, "allowClients", &v, &t))
+		return false;
+	a->allow_all = t == napi_null || t == napi_undefined;
+	if (!a->allow_all) {
+		bool is_buffer = false;
+		void *data = NULL;
+		size_t len = 0;
+		NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
+		if (is_buffer)
+			NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &data, &len));
+		if (!is_buffer || !mpx_cidr_unpack(data, len, &a->allow, &a->nallow)) {
+			napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "options.allowClients must be null or a Buffer of 18-byte rules (family, prefix, 16 address bytes)");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* acceptorStart(listenFd, options, onEvent) → id. See relay.h. On success the engine owns
+ * listenFd (closes it at acceptorStop or engine stop); on a throw the caller still does. */
+napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], on_event, id;
+	int32_t fd;
+	if (g_engine.env != NULL && g_engine.env != env) {
+		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
+		return NULL;
+	}
+	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "listenFd", &fd) ||
+	    !eng_arg_function(env, argv[2], "onEvent", false, &on_event))
+		return NULL;
+	napi_valuetype t;
+	NAPI_CALL(env, napi_typeof(env, argv[1], &t));
+	if (t != napi_object) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"options\" argument must be of type object");
+		return NULL;
+	}
+	if (fd < 0) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "listenFd must be an open file descriptor");
+		return NULL;
+	}
+	struct acceptor *a = calloc(1, sizeof(*a));
+	struct acc_js *js = calloc(1, sizeof(*js));
+	struct cmd *c = calloc(1, sizeof(*c));
+	if (a == NULL || js == NULL || c == NULL) {
+		free(a), free(js), free(c);
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	}
+	napi_status st = napi_ok;
+	/* Accepted sockets inherit TCP_NODELAY (as Node's noDelay listener sets per socket):
+	 * one setsockopt here instead of one per connection. Best effort, like the dialer's. */
+	int one = 1;
+	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one));
+	if (!acceptor_options(env, argv[1], a) || !eng_set_nonblocking(env, fd) ||
+	    (st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok || !eng_start_engine(env)) {
+		if (st != napi_ok)
+			mpx_throw_napi_failure(env, st, "napi_create_reference");
+		eng_delete_ref(env, js->on_event);
+		mpx_dest_policy_free(&a->dest);
+		free(a->allow), free(a), free(js), free(c);
+		return NULL;
+	}
+	if (g_engine.js->live++ == 0 && (st = napi_ref_threadsafe_function(env, g_engine.js->tsfn)) != napi_ok) {
+		g_engine.js->live--;
+		eng_delete_ref(env, js->on_event);
+		mpx_dest_policy_free(&a->dest);
+		free(a->allow), free(a), free(js), free(c);
+		mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
+		return NULL;
+	}
+	atomic_init(&js->refs, 1);
+	a->fd = fd;
+	a->spare = -1;
+	a->js = js;
+	a->id = g_engine.next_acceptor_id++;
+	a->thread = &g_engine.threads[g_engine.next_thread++ % (unsigned)g_engine.nthreads];
+	a->gnext = g_engine.acceptors;
+	g_engine.acceptors = a;
+	NAPI_CALL(env, napi_create_double(env, (double)a->id, &id));
+	c->kind = CMD_ACC_ADD;
+	c->acceptor = a;
+	eng_push_cmd(a->thread, c);
+	return id;
+}
+
+/* acceptorStop(id) → boolean: stops accepting ('stopped' follows); false if unknown. */
+napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1], out;
+	uint64_t id;
+	if (!mpx_get_args(env, info, 1, argv) || !eng_arg_id(env, argv[0], &id))
+		return NULL;
+	struct acceptor **p = &g_engine.acceptors;
+	while (*p != NULL && (*p)->id != id)
+		p = &(*p)->gnext;
+	struct acceptor *a = *p;
+	bool queued = false;
+	if (a != NULL) {
+		struct cmd *c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return mpx_throw_errno(env, ENOMEM, "malloc");
+		/* Stop listening now, from this thread, as Node's server.close() does (its close(2) of
+		 * the last fd): clients still in the backlog are reset and new ones refused at once,
+		 * not only when the engine thread gets to CMD_ACC_STOP. shutdown(2) of a listening
+		 * socket does that (tcp_disconnect → inet_csk_listen_stop) and leaves the fd, and its
+		 * epoll registration, to the thread. */
+		atomic_store(&a->stopping, true);
+		shutdown(a->fd, SHUT_RDWR);
+		*p = a->gnext; /* from here the thread may free it */
+		c->kind = CMD_ACC_STOP;
+		c->acceptor = a;
+		queued = eng_push_cmd(a->thread, c);
+	}
+	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
+	return out;
+}

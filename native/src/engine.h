@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * The relay engine's insides, shared by its two halves: relay.c (threads, relays and pumps,
+ * messages to JS, the N-API entry points relayStart & co.) and acceptor.c (listening sockets
+ * the engine accepts on itself: acceptorStart/acceptorStop). Not an API: relay.h is the
+ * addon's surface, and these names are hidden from the shared object.
+ */
+#ifndef MPX_ENGINE_H
+#define MPX_ENGINE_H
+
+#include "admission.h"
+#include "destination.h"
+
+#include <node_api.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* Internal linkage across the addon's files, never exported (no interposition by a host
+ * binary's symbol of the same name). */
+#define MPX_HIDDEN __attribute__((visibility("hidden")))
+
+#define RELAY_BUF_SIZE (1u << 20)
+/* Free buffers each thread keeps for reuse; more are returned to the allocator. */
+#define POOL_KEEP 16
+/* Buffers one direction may move per wake-up before yielding to other relays. */
+#define BURST 4
+#define MAX_THREADS 64
+#define HASH_BUCKETS 4096
+#define EPOLL_BATCH 128
+#define SOL_TCP_LEVEL IPPROTO_TCP
+/* Connections an acceptor takes per wake-up before letting its thread's relays run. */
+#define ACCEPT_BURST 16
+/* How long an acceptor rests after accept(2) ran out of fds or memory (EMFILE...). */
+#define ACCEPT_PAUSE_MS 100
+
+enum side { SIDE_DOWN = 0, SIDE_UP = 1, SIDE_PROXY = 2, SIDE_NONE = -1 };
+
+struct direction {
+	char *buf; /* NULL when nothing is pending */
+	size_t off, len;
+	bool pooled; /* false for a head copy, which is free()d rather than pooled */
+	bool eof; /* read returned 0 */
+	bool shut; /* shutdown(dst, SHUT_WR) done */
+	/* The last read was short and no EOF or error was signalled on the source: its receive
+	 * queue was empty then, and any byte or FIN arriving since raises a new edge. So once
+	 * the buffer is written, the direction waits for that edge instead of reading again
+	 * only to see EAGAIN (one syscall less per exchange). Cleared by every EPOLLIN edge. */
+	bool drained;
+	_Atomic uint64_t bytes; /* read from the source (and, eventually, written) */
+};
+
+struct engine_thread;
+struct acc_js;
+
+struct relay {
+	uint64_t id;
+	int fd[2]; /* SIDE_DOWN, SIDE_UP */
+	/* dir[SIDE_DOWN] reads the downstream and writes the upstream; dir[SIDE_UP] the reverse. */
+	struct direction dir[2];
+	struct engine_thread *thread;
+	int64_t idle_ms, last_activity_ms, started_ms;
+	int ended_by; /* enum side, SIDE_NONE until known */
+	int err; /* errno of the error that ended it, 0 if none */
+	const char *syscall;
+	const char *reason; /* "idle", "aborted", "engine-stopped" or NULL */
+	const char *denied_by; /* reason "denied": the destination rule (destination.c) */
+	napi_ref on_done;
+	bool registered, finished, on_ready;
+	/* An acceptor's relay is handed to another thread with CMD_ADD, and JS may abort it (it
+	 * knows the id from 'accepted') before that command runs: the abort then waits here. */
+	bool added, abort_pending;
+	bool sample_down, sampled; /* sampleDownstream asked for; taken (once) */
+	bool hup[2]; /* an EPOLLRDHUP, EPOLLHUP or EPOLLERR was seen on fd[side]: read to the end */
+	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
+	bool connecting; /* fd[SIDE_UP]'s connect(2) is still in progress: move nothing yet */
+	bool connect_failed; /* ended by a failed or timed-out connect */
+	int64_t connect_deadline_ms; /* connecting: when the connect times out */
+	double started_precise_ms; /* for connectMs */
+	napi_ref on_connected; /* JS's onConnected until the 'connected' message takes it */
+	bool until_eof; /* pump: no limit, EOF ends it */
+	uint64_t remaining; /* pump with a limit: bytes still to read from fd[SIDE_DOWN] */
+	int pump_end; /* enum pump_end: how a pump ended by itself */
+	struct mpx_subflow_summary *subflows; /* the sample, NULL if none (not MPTCP by then) */
+	struct acc_js *acc; /* started by an acceptor: its events go to the acceptor's callback */
+	struct mpx_client_key client; /* counted: the client's slot in admission.c's table */
+	bool counted;
+	struct relay *ready_next;
+	struct relay *next, *prev; /* the thread's list */
+	struct relay *hnext; /* hash chain (g_lock) */
+};
+
+enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
+
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP };
+
+struct acceptor;
+
+struct cmd {
+	enum cmd_kind kind;
+	struct relay *relay; /* CMD_ADD */
+	struct acceptor *acceptor; /* CMD_ACC_ADD, CMD_ACC_STOP */
+	uint64_t id; /* CMD_ABORT */
+	struct cmd *next;
+};
+
+/* Shared by the tsfn's call_js and the JS-thread entry points; owned by one tsfn. */
+struct js_side {
+	napi_threadsafe_function tsfn;
+	uint64_t live; /* relays started and not yet reported (JS thread only) */
+	bool released;
+};
+
+struct engine_thread {
+	pthread_t tid;
+	int epfd, evfd;
+	pthread_mutex_t cmd_lock;
+	struct cmd *cmd_head, *cmd_tail;
+	struct relay *relays; /* owned by the thread */
+	struct relay *ready; /* relays with more to do after this batch */
+	struct relay *graveyard; /* finished during this batch; freed after it */
+	char *pool[POOL_KEEP];
+	int pool_len;
+	int64_t now_ms;
+	int64_t min_idle, next_sweep; /* shortest idle timeout (0: none); when to sweep next */
+	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
+	struct acceptor *acceptors; /* listening sockets this thread accepts on */
+	struct acceptor *acc_graveyard; /* closed during this batch; freed after it */
+	struct msg *out_head, *out_tail; /* messages for JS, sent as one batch per loop turn */
+	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
+	bool stop, report;
+	struct js_side *js;
+};
+
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED };
+
+struct msg {
+	enum msg_kind kind;
+	napi_ref on_done;
+	napi_ref on_connected; /* MSG_CONNECTED: the callback; MSG_DONE: one never called, to delete */
+	struct mpx_subflow_summary *subflows; /* owned by the message */
+	uint64_t id, from_down, from_up;
+	int ended_by, err;
+	const char *syscall, *reason, *denied_by;
+	double duration_ms;
+	bool pump;
+	const char *pump_ended_by; /* pump: 'done', 'eof', 'error' or the proxy's reason */
+	bool connect_failed;
+	double connect_ms; /* MSG_CONNECTED: relayStart → handshake done, engine clock */
+	bool up_mptcp; /* MSG_CONNECTED: fdUp runs MPTCP (not plain TCP, not fallen back) */
+	struct acc_js *acc; /* an acceptor's event (or one of its relays'): goes to its callback */
+	struct sockaddr_storage peer, local, up_local; /* MSG_ACCEPTED (peer also MSG_DENIED) */
+	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */
+	const char *deny_reason; /* MSG_DENIED: 'client-network' or 'client-limit' */
+	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
+};
+
+/* An acceptor's JS callback, shared by the messages of the acceptor and of every relay it
+ * started: freed (on the JS thread) when the last of them has been delivered. */
+struct acc_js {
+	napi_ref on_event;
+	_Atomic int refs; /* the acceptor until 'stopped', plus each relay until its 'done' */
+};
+
+/* A listening socket the engine accepts on itself (acceptorStart): admission, the upstream's
+ * connect(2) and the relay all happen on the engine thread, with no JS in between. */
+struct acceptor {
+	uint64_t id;
+	int fd;
+	struct engine_thread *thread;
+	struct sockaddr_storage up, bind_to;
+	socklen_t up_len, bind_len; /* bind_len 0: no source address */
+	bool up_mptcp, sample_down, allow_all;
+	/* Transparent (TPROXY): each connection goes where the client was going, the accepted
+	 * socket's local address, if dest allows it; up only gives the spare socket's family. */
+	bool transparent;
+	struct mpx_dest_policy dest;
+	int64_t connect_timeout_ms, idle_ms;
+	struct mpx_cidr *allow;
+	size_t nallow;
+	uint32_t max_per_client;
+	int64_t paused_until; /* 0 unless resting after EMFILE & co. */
+	_Atomic bool stopping; /* acceptorStop has shut the socket down: accept nothing more */
+	/* The next connection's upstream socket, made before its accept4 (acceptor_prepare), or -1;
+	 * with prep_err/prep_syscall when making it failed for a reason each client must hear. */
+	int spare;
+	int spare_family;
+	int prep_err;
+	const char *prep_syscall;
+	struct acc_js *js;
+	struct acceptor *next; /* the thread's list */
+	struct acceptor *gnext; /* g_engine.acceptors (JS thread) */
+};
+
+/* Epoll tags: a relay's fd is tagged with the relay's address | side (0 or 1), the eventfd
+ * with 0, and an acceptor's listening fd with its address | ACC_TAG (allocations are at
+ * least 8-byte aligned, so the low bits are free). */
+#define ACC_TAG ((uintptr_t)2)
+
+/* Engine state; touched only on the JS thread. */
+struct engine_state {
+	bool running;
+	napi_env env;
+	bool cleanup_hook;
+	int want_threads, nthreads;
+	unsigned next_thread;
+	struct engine_thread threads[MAX_THREADS];
+	struct js_side *js;
+	struct acceptor *acceptors; /* running ones, for acceptorStop; freed by their threads */
+	uint64_t next_acceptor_id;
+};
+extern MPX_HIDDEN struct engine_state g_engine;
+/* Relay ids: taken by the JS thread (relayStart, pumpStart) and by acceptors' threads. */
+extern MPX_HIDDEN _Atomic uint64_t g_next_id;
+/* Round robin of acceptors' relays over the threads. */
+extern MPX_HIDDEN _Atomic unsigned g_next_accept_thread;
+
+static inline int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline double now_ms_precise(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* relay.c: engine side */
+MPX_HIDDEN void eng_hash_insert(struct relay *r);
+MPX_HIDDEN void eng_msg_free(struct msg *m);
+MPX_HIDDEN void eng_post(struct engine_thread *t, struct msg *m);
+MPX_HIDDEN void eng_flush(struct engine_thread *t);
+MPX_HIDDEN void eng_fail(struct engine_thread *t, struct relay *r, int side, int err, const char *syscall);
+MPX_HIDDEN void eng_add_relay(struct engine_thread *t, struct relay *r);
+MPX_HIDDEN bool eng_push_cmd(struct engine_thread *t, struct cmd *c);
+
+/* relay.c: JS side */
+MPX_HIDDEN void eng_delete_ref(napi_env env, napi_ref ref);
+MPX_HIDDEN bool eng_set_double(napi_env env, napi_value obj, const char *key, double v);
+MPX_HIDDEN bool eng_set_errno_fields(napi_env env, napi_value o, const struct msg *m);
+MPX_HIDDEN napi_value eng_summary_object(napi_env env, const struct msg *m);
+MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);
+MPX_HIDDEN bool eng_start_engine(napi_env env);
+MPX_HIDDEN bool eng_arg_function(napi_env env, napi_value v, const char *name, bool optional, napi_value *out);
+MPX_HIDDEN bool eng_set_nonblocking(napi_env env, int fd);
+MPX_HIDDEN bool eng_arg_number(napi_env env, napi_value v, const char *name, double *out);
+MPX_HIDDEN bool eng_arg_id(napi_env env, napi_value v, uint64_t *out);
+
+/* acceptor.c */
+MPX_HIDDEN void acceptors_resume(struct engine_thread *t);
+MPX_HIDDEN void acceptor_run(struct engine_thread *t, struct acceptor *a);
+MPX_HIDDEN void acceptor_add(struct engine_thread *t, struct acceptor *a);
+MPX_HIDDEN void acceptor_close(struct engine_thread *t, struct acceptor *a);
+MPX_HIDDEN void bury_acceptors(struct engine_thread *t);
+MPX_HIDDEN void acceptor_event(napi_env env, struct js_side *js, struct msg *m);
+
+#endif
