@@ -494,14 +494,13 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 		return false;
 	a->allow_all = t == napi_null || t == napi_undefined;
 	if (!a->allow_all) {
-		bool is_buffer = false;
-		void *data = NULL;
+		const uint8_t *data = NULL;
 		size_t len = 0;
-		NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
-		if (is_buffer)
-			NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &data, &len));
-		if (!is_buffer || !mpx_cidr_unpack(data, len, &a->allow, &a->nallow)) {
-			napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", "options.allowClients must be null or a Buffer of 18-byte rules (family, prefix, 16 address bytes)");
+		static const char what[] = "options.allowClients must be null or a Buffer of 18-byte rules (family, prefix, 16 address bytes)";
+		if (!mpx_arg_buffer(env, v, what, &data, &len))
+			return false;
+		if (!mpx_cidr_unpack(data, len, &a->allow, &a->nallow)) {
+			napi_throw_type_error(env, "ERR_INVALID_ARG_VALUE", what);
 			return false;
 		}
 	}

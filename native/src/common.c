@@ -92,6 +92,20 @@ bool mpx_arg_bool(napi_env env, napi_value v, const char *name, bool *out)
 	return true;
 }
 
+bool mpx_arg_buffer(napi_env env, napi_value v, const char *message, const uint8_t **data, size_t *len)
+{
+	bool is_buffer = false;
+	NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
+	if (!is_buffer) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", message);
+		return false;
+	}
+	void *d = NULL;
+	NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &d, len));
+	*data = d;
+	return true;
+}
+
 bool mpx_arg_string(napi_env env, napi_value v, const char *name, char *buf, size_t bufsize)
 {
 	napi_valuetype t;

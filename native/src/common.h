@@ -44,6 +44,8 @@ napi_value mpx_throw_errno(napi_env env, int err, const char *syscall);
 bool mpx_get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
 bool mpx_arg_int32(napi_env env, napi_value v, const char *name, int32_t *out);
 bool mpx_arg_bool(napi_env env, napi_value v, const char *name, bool *out);
+/* A Buffer's bytes, not copied (valid while `v` is); a TypeError with `message` otherwise. */
+bool mpx_arg_buffer(napi_env env, napi_value v, const char *message, const uint8_t **data, size_t *len);
 /* Copies a string argument into buf (NUL-terminated); TypeError if it does not fit. */
 bool mpx_arg_string(napi_env env, napi_value v, const char *name, char *buf, size_t bufsize);
 

@@ -100,19 +100,10 @@ const char *mpx_dest_check(const struct mpx_dest_policy *p, const struct mpx_cli
 static bool buffer_prop(napi_env env, napi_value obj, const char *key, const uint8_t **data, size_t *len)
 {
 	napi_value v;
-	bool is_buffer = false;
+	char msg[96];
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, obj, key, &v));
-	NAPI_CALL_BOOL(env, napi_is_buffer(env, v, &is_buffer));
-	if (!is_buffer) {
-		char msg[96];
-		snprintf(msg, sizeof(msg), "options.destinations.%s must be a Buffer", key);
-		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-		return false;
-	}
-	void *d = NULL;
-	NAPI_CALL_BOOL(env, napi_get_buffer_info(env, v, &d, len));
-	*data = d;
-	return true;
+	snprintf(msg, sizeof(msg), "options.destinations.%s must be a Buffer", key);
+	return mpx_arg_buffer(env, v, msg, data, len);
 }
 
 static bool bad_layout(napi_env env, const char *key)

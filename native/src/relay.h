@@ -49,7 +49,8 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info);
 /* acceptorStop(id) → boolean: closes the listening socket; its relays carry on. */
 napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info);
 /* relayStats(id) → { fromDownstream, fromUpstream } | null. For a pump: bytes read from fdFrom,
- * and bytes written to fdTo (head included). */
+ * and bytes written to fdTo (head included; each write counted as it is issued, so JS can
+ * never see fewer than the peer may already have). */
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
 /* relayAbort(id) → boolean (false when the id is unknown or already finished) */
 napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
