@@ -20,7 +20,14 @@ import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const HOST = '127.0.0.1';
 const hasPrlimit = spawnSync('prlimit', ['--version'], { stdio: 'ignore' }).status === 0;
-const skip = loadNativeAcceptor() === undefined ? 'the addon has no engine acceptor' : !hasPrlimit ? 'prlimit (util-linux) is not installed' : false;
+const skip =
+  process.env.MPTCP_PROXY_RELAY === 'js'
+    ? 'MPTCP_PROXY_RELAY=js: the engine does not accept'
+    : loadNativeAcceptor() === undefined
+      ? 'the addon has no engine acceptor'
+      : !hasPrlimit
+        ? 'prlimit (util-linux) is not installed'
+        : false;
 
 /** CPU ticks (user + system) the process has used so far. */
 function cpuTicks(pid: number): number {
