@@ -1,0 +1,96 @@
+/**
+ * The engine's acceptor with several engine threads (relay.threads): an acceptor's thread hands
+ * most of its relays to the others (CMD_ADD), and JS may abort a relay before that command has
+ * run (the relay then waits for it: native/src/relay.c, abort_pending). Its own file, so the
+ * engine starts here with the thread count under test (it is process-wide).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as diagnosticsChannel from 'node:diagnostics_channel';
+import { once } from 'node:events';
+import net from 'node:net';
+import { startProxy } from '../../src/main.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { ChannelName, type ConnCloseMessage, type ConnOpenMessage } from '../../src/core/channels.js';
+import { silentLogger } from '../../src/core/logger.js';
+import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
+
+const HOST = '127.0.0.1';
+const CLIENT = '127.0.0.9';
+const acceptor = loadNativeAcceptor();
+const skip = acceptor === undefined ? 'the addon has no engine acceptor' : false;
+
+/** Connects from CLIENT, sends `text`, resolves true when it came back (false on a close first). */
+function echoOnce(port: number, text: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect({ port, host: HOST, localAddress: CLIENT });
+    let got = '';
+    c.on('data', (d) => {
+      got += d.toString();
+      if (got.length >= text.length) c.end();
+    });
+    c.on('error', () => {});
+    c.on('close', () => resolve(got === text));
+    c.write(text);
+  });
+}
+
+test('with 3 engine threads, the acceptor spreads relays, accounts every connection, and destroy() cuts fresh ones', { skip, timeout: 30_000 }, async (t) => {
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  echo.listen(0, HOST);
+  await once(echo, 'listening');
+  t.after(() => echo.close());
+  const config = validateConfig({
+    listeners: [{ name: 'threads', type: 'tcp-forward', listen: `${HOST}:0`, to: `${HOST}:${(echo.address() as net.AddressInfo).port}` }],
+    relay: { threads: 3 },
+  });
+  const opens: ConnOpenMessage[] = [];
+  const closes: ConnCloseMessage[] = [];
+  const onOpen = (m: unknown): void => void opens.push(m as ConnOpenMessage);
+  const onClose = (m: unknown): void => void closes.push(m as ConnCloseMessage);
+  diagnosticsChannel.subscribe(ChannelName.connOpen, onOpen);
+  diagnosticsChannel.subscribe(ChannelName.connClose, onClose);
+  t.after(() => {
+    diagnosticsChannel.unsubscribe(ChannelName.connOpen, onOpen);
+    diagnosticsChannel.unsubscribe(ChannelName.connClose, onClose);
+  });
+  const proxy = await startProxy(config, silentLogger);
+  let destroyed = false;
+  t.after(() => (destroyed ? undefined : proxy.destroy()));
+  assert.equal(proxy.listeners[0]!.acceptsInEngine, true);
+  const port = proxy.listeners[0]!.address()!.port;
+
+  // 1. 300 short connections, 20 at a time: every one echoes and is accounted once
+  const deadline = performance.now() + 15_000;
+  let ok = 0;
+  for (let batch = 0; batch < 15 && performance.now() < deadline; batch++) {
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => echoOnce(port, `b${batch}c${i}`)));
+    ok += results.filter(Boolean).length;
+  }
+  assert.equal(ok, 300, 'every short connection echoed');
+  for (let i = 0; i < 200 && closes.length < 300; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(opens.length, 300);
+  assert.equal(closes.length, 300);
+  assert.deepEqual(new Set(closes.map((m) => m.ctx.id)), new Set(opens.map((m) => m.ctx.id)), 'each opened connection closed once');
+  assert.ok(closes.every((m) => m.endedBy === 'downstream' && m.ctx.bytes.fromDownstream === m.ctx.bytes.fromUpstream));
+  assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted');
+
+  // 2. 40 connections opened at once and the proxy destroyed while the engine is still handing
+  //    them to their threads: all end, none is left counted, destroy() returns promptly
+  const live = Array.from({ length: 40 }, () => {
+    const c = net.connect({ port, host: HOST, localAddress: CLIENT });
+    c.on('error', () => {});
+    return c;
+  });
+  await Promise.all(live.map((c) => once(c, 'connect')));
+  const started = performance.now();
+  destroyed = true;
+  await proxy.destroy();
+  assert.ok(performance.now() - started < 5000, `destroy() took ${Math.round(performance.now() - started)} ms`);
+  await Promise.all(live.map((c) => (c.destroyed ? undefined : once(c, 'close'))));
+  assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted after destroy');
+  assert.equal(opens.length, closes.length, 'every connection JS heard of was accounted');
+});
