@@ -1,9 +1,11 @@
 /**
- * Accepting in the native engine (native/src/relay.c, acceptorStart): for a listener whose
- * front-end needs no handshake and whose target is fixed (tcp-forward to an IP literal), the
- * engine thread itself accepts the client, admits it (access.allowClients and the per-client
- * limit, in C), issues the upstream's connect(2) and relays — no JS between the client's
- * handshake and the upstream SYN, nor between the upstream's SYN-ACK and the first byte.
+ * Accepting in the native engine (native/src/acceptor.c, acceptorStart): for a listener whose
+ * front-end needs no handshake — tcp-forward to an IP literal, or transparent TPROXY, whose
+ * target is where each client was going — the engine thread itself accepts the client, admits
+ * it (access.allowClients and the per-client limit, in C), checks a per-connection target
+ * against the destination rules (in C), issues the upstream's connect(2) and relays: no JS
+ * between the client's handshake and the upstream SYN, nor between the upstream's SYN-ACK and
+ * the first byte.
  *
  * Measured before (docs/design.md, "Accepting in the engine"): with Node accepting, ACK in →
  * upstream SYN out was ≈0.155 ms in a quiet testbed whatever the dial path, almost all of it
@@ -13,17 +15,15 @@
  * connection context, conn:open / conn:close, upstream:connected / dial:error, the access log
  * and the accounting, exactly as a JS-accepted connection gets them.
  */
-import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint } from '../core/context.js';
+import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
 import { publishConnClose, publishConnOpen } from '../core/channels.js';
 import { formatTarget } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import type { Cidr } from '../access/cidr.js';
-import { ipToBytes, parseCanonicalIp } from '../access/cidr.js';
+import { ipToBytes, parseCanonicalIp, type Cidr } from '../access/cidr.js';
 import type { PortRange } from '../access/ports.js';
 import type { DestinationRules } from '../access/types.js';
 import type { EngineAcceptPlan } from '../frontends/types.js';
 import { accountSummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
-import type { FrontendKind } from '../core/context.js';
 
 interface NativeAddress {
   family: 4 | 6;
@@ -123,7 +123,7 @@ export function packClientRules(rules: readonly Cidr[]): Buffer {
   return out;
 }
 
-
+/** What a listener tells its EngineAcceptor. */
 export interface EngineAcceptorSettings {
   listener: string;
   frontend: FrontendKind;

@@ -1,5 +1,5 @@
 /**
- * Accepting in the native engine (native/src/relay.c acceptorStart, src/listeners/engine-acceptor.ts),
+ * Accepting in the native engine (native/src/acceptor.c acceptorStart, src/listeners/engine-acceptor.ts),
  * through the real startProxy: a tcp-forward listener to an IP literal with the native relay engine
  * is accepted, admitted (access.allowClients, access.maxConnectionsPerClient in the addon's shared
  * table), dialed and relayed by the engine thread; JS only hears events and publishes the same
