@@ -24,7 +24,6 @@
 
 /* ---- acceptors: accept, admit and dial on the engine thread ---- */
 
-
 static struct msg *acc_msg(struct acceptor *a, enum msg_kind kind)
 {
 	struct msg *m = calloc(1, sizeof(*m));
@@ -45,6 +44,17 @@ static void post_denied(struct engine_thread *t, struct acceptor *a, const struc
 	eng_post(t, m);
 }
 
+/* An 'error' event: a system call failed for the acceptor itself, not for one client. */
+static void post_error(struct engine_thread *t, struct acceptor *a, int err, const char *syscall)
+{
+	struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
+	if (m == NULL)
+		return;
+	m->err = err;
+	m->syscall = syscall;
+	eng_post(t, m);
+}
+
 static void acceptor_watch(struct engine_thread *t, struct acceptor *a, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
@@ -60,12 +70,7 @@ static void acceptor_pause(struct engine_thread *t, struct acceptor *a, int err,
 	a->paused_until = t->now_ms + ACCEPT_PAUSE_MS;
 	if (t->accept_resume_ms == 0 || a->paused_until < t->accept_resume_ms)
 		t->accept_resume_ms = a->paused_until;
-	struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
-	if (m != NULL) {
-		m->err = err;
-		m->syscall = syscall;
-		eng_post(t, m);
-	}
+	post_error(t, a, err, syscall);
 }
 
 void acceptors_resume(struct engine_thread *t)
@@ -89,9 +94,6 @@ static bool out_of_resources(int err)
 	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
 }
 
-/* The next upstream socket — socket, options, bind — made before its client is accepted: a
- * process out of fds then leaves the client waiting in the backlog (the acceptor rests)
- * instead of accepting it only to reset it for want of a second fd. false: rest now. */
 /* socket, options, bind for `family` into a->spare, or the failure into a->prep_err. */
 static void make_spare(struct acceptor *a, int family)
 {
@@ -109,9 +111,11 @@ static void make_spare(struct acceptor *a, int family)
 		return;
 	}
 	a->spare = fd;
-	a->spare_family = family;
 }
 
+/* The next upstream socket — socket, options, bind — made before its client is accepted: a
+ * process out of fds then leaves the client waiting in the backlog (the acceptor rests)
+ * instead of accepting it only to reset it for want of a second fd. false: rest now. */
 static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
 {
 	if (a->spare >= 0 || a->prep_err != 0)
@@ -314,12 +318,7 @@ void acceptor_add(struct engine_thread *t, struct acceptor *a)
 	t->acceptors = a;
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)((uintptr_t)a | ACC_TAG) };
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, a->fd, &ev) != 0) {
-		struct msg *m = acc_msg(a, MSG_ACCEPT_ERROR);
-		if (m != NULL) {
-			m->err = errno;
-			m->syscall = "epoll_ctl";
-			eng_post(t, m);
-		}
+		post_error(t, a, errno, "epoll_ctl");
 		acceptor_watch(t, a, 0); /* harmless if not registered */
 		a->paused_until = INT64_MAX; /* never resumes; acceptorStop still closes it */
 	}
@@ -542,22 +541,18 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 	 * one setsockopt here instead of one per connection. Best effort, like the dialer's. */
 	int one = 1;
 	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one));
-	if (!acceptor_options(env, argv[1], a) || !eng_set_nonblocking(env, fd) ||
-	    (st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok || !eng_start_engine(env)) {
-		if (st != napi_ok)
-			mpx_throw_napi_failure(env, st, "napi_create_reference");
-		eng_delete_ref(env, js->on_event);
-		mpx_dest_policy_free(&a->dest);
-		free(a->allow), free(a), free(js), free(c);
-		return NULL;
+	if (!acceptor_options(env, argv[1], a) || !eng_set_nonblocking(env, fd))
+		goto fail;
+	if ((st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok) {
+		mpx_throw_napi_failure(env, st, "napi_create_reference");
+		goto fail;
 	}
+	if (!eng_start_engine(env))
+		goto fail;
 	if (g_engine.js->live++ == 0 && (st = napi_ref_threadsafe_function(env, g_engine.js->tsfn)) != napi_ok) {
 		g_engine.js->live--;
-		eng_delete_ref(env, js->on_event);
-		mpx_dest_policy_free(&a->dest);
-		free(a->allow), free(a), free(js), free(c);
 		mpx_throw_napi_failure(env, st, "napi_ref_threadsafe_function");
-		return NULL;
+		goto fail;
 	}
 	atomic_init(&js->refs, 1);
 	a->fd = fd;
@@ -572,6 +567,11 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 	c->acceptor = a;
 	eng_push_cmd(a->thread, c);
 	return id;
+fail: /* a JS exception is pending; the fd is still the caller's */
+	eng_delete_ref(env, js->on_event);
+	mpx_dest_policy_free(&a->dest);
+	free(a->allow), free(a), free(js), free(c);
+	return NULL;
 }
 
 /* acceptorStop(id) → boolean: stops accepting ('stopped' follows); false if unknown. */

@@ -114,24 +114,43 @@ static bool bad_layout(napi_env env, const char *key)
 	return false;
 }
 
+/* obj[key]: a Buffer of `size`-byte records; its bytes and how many records. */
+static bool records_prop(napi_env env, napi_value obj, const char *key, size_t size, const uint8_t **d, size_t *n)
+{
+	size_t len;
+	if (!buffer_prop(env, obj, key, d, &len))
+		return false;
+	if (len % size != 0)
+		return bad_layout(env, key);
+	*n = len / size;
+	return true;
+}
+
+/* n zeroed items of `size` bytes (NULL for none); false with the error thrown. */
+static bool alloc_records(napi_env env, size_t n, size_t size, void **out)
+{
+	*out = n > 0 ? calloc(n, size) : NULL;
+	if (n > 0 && *out == NULL) {
+		mpx_throw_errno(env, ENOMEM, "malloc");
+		return false;
+	}
+	return true;
+}
+
+static uint16_t u16le(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
 /* Port ranges: 4 bytes each, from and to as little-endian u16. */
 static bool ranges_prop(napi_env env, napi_value obj, const char *key, struct mpx_port_range **out, size_t *n)
 {
 	const uint8_t *d;
-	size_t len;
-	if (!buffer_prop(env, obj, key, &d, &len))
+	if (!records_prop(env, obj, key, 4, &d, n) || !alloc_records(env, *n, sizeof(**out), (void **)out))
 		return false;
-	if (len % 4 != 0)
-		return bad_layout(env, key);
-	*n = len / 4;
-	*out = *n > 0 ? calloc(*n, sizeof(**out)) : NULL;
-	if (*n > 0 && *out == NULL) {
-		mpx_throw_errno(env, ENOMEM, "malloc");
-		return false;
-	}
 	for (size_t i = 0; i < *n; i++) {
-		(*out)[i].from = (uint16_t)(d[i * 4] | d[i * 4 + 1] << 8);
-		(*out)[i].to = (uint16_t)(d[i * 4 + 2] | d[i * 4 + 3] << 8);
+		(*out)[i].from = u16le(d + i * 4);
+		(*out)[i].to = u16le(d + i * 4 + 2);
 	}
 	return true;
 }
@@ -149,33 +168,20 @@ bool mpx_dest_policy_from_js(napi_env env, napi_value obj, struct mpx_dest_polic
 {
 	memset(p, 0, sizeof(*p));
 	const uint8_t *d;
-	size_t len;
 	if (!cidrs_prop(env, obj, "deny", &p->deny, &p->ndeny) || !cidrs_prop(env, obj, "allow", &p->allow, &p->nallow) ||
 	    !ranges_prop(env, obj, "denyPorts", &p->deny_ports, &p->ndeny_ports) ||
 	    !ranges_prop(env, obj, "allowPorts", &p->allow_ports, &p->nallow_ports))
 		goto fail;
 	/* selfPorts: little-endian u16 each */
-	if (!buffer_prop(env, obj, "selfPorts", &d, &len))
+	if (!records_prop(env, obj, "selfPorts", 2, &d, &p->nself_ports) ||
+	    !alloc_records(env, p->nself_ports, sizeof(uint16_t), (void **)&p->self_ports))
 		goto fail;
-	if (len % 2 != 0) {
-		bad_layout(env, "selfPorts");
-		goto fail;
-	}
-	p->nself_ports = len / 2;
-	if (p->nself_ports > 0 && (p->self_ports = calloc(p->nself_ports, sizeof(uint16_t))) == NULL)
-		goto oom;
 	for (size_t i = 0; i < p->nself_ports; i++)
-		p->self_ports[i] = (uint16_t)(d[i * 2] | d[i * 2 + 1] << 8);
+		p->self_ports[i] = u16le(d + i * 2);
 	/* selfHosts: 17 bytes each: family (0 = any local address), 16 address bytes */
-	if (!buffer_prop(env, obj, "selfHosts", &d, &len))
+	if (!records_prop(env, obj, "selfHosts", 17, &d, &p->nself_hosts) ||
+	    !alloc_records(env, p->nself_hosts, sizeof(*p->self_hosts), (void **)&p->self_hosts))
 		goto fail;
-	if (len % 17 != 0) {
-		bad_layout(env, "selfHosts");
-		goto fail;
-	}
-	p->nself_hosts = len / 17;
-	if (p->nself_hosts > 0 && (p->self_hosts = calloc(p->nself_hosts, sizeof(*p->self_hosts))) == NULL)
-		goto oom;
 	for (size_t i = 0; i < p->nself_hosts; i++) {
 		const uint8_t *e = d + i * 17;
 		if (e[0] != 0 && e[0] != 4 && e[0] != 6) {
@@ -187,8 +193,6 @@ bool mpx_dest_policy_from_js(napi_env env, napi_value obj, struct mpx_dest_polic
 		memcpy(p->self_hosts[i].ip.bytes, e + 1, 16);
 	}
 	return true;
-oom:
-	mpx_throw_errno(env, ENOMEM, "malloc");
 fail:
 	mpx_dest_policy_free(p);
 	return false;

@@ -70,17 +70,13 @@
  */
 #include "relay.h"
 #include "engine.h"
-#include "admission.h"
 #include "common.h"
-#include "destination.h"
 #include "mptcp-info.h"
 #include "mptcp-uapi.h"
-#include "socket-ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -406,7 +402,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			x->len = (size_t)n;
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
-			 * through the forward, 7.8 → 9–10 Gbit/s) beats waiting for their edge. */
+			 * through the forward, 7.8 → 10.8 Gbit/s in one A/B) beats waiting for their edge. */
 			x->drained = (size_t)n < want && (size_t)n < DRAINED_MAX && !r->hup[d];
 			if (r->pump && !r->until_eof)
 				r->remaining -= (uint64_t)n;
