@@ -26,10 +26,14 @@ function limiterKey(address: string): string {
   return ip === undefined ? address : formatIp(ip);
 }
 
-export function createConnectionLimiter(maxPerClient: number): ConnectionLimiter {
+function checkMaxPerClient(maxPerClient: number): void {
   if (!Number.isInteger(maxPerClient) || maxPerClient < 0) {
     throw new RangeError(`maxPerClient must be a non-negative integer, got ${maxPerClient}`);
   }
+}
+
+export function createConnectionLimiter(maxPerClient: number): ConnectionLimiter {
+  checkMaxPerClient(maxPerClient);
   const counts = new Map<string, number>();
   return {
     maxPerClient,
@@ -71,9 +75,7 @@ export interface ClientCountTable {
  * come from a TCP listener) are never limited, as they could not be counted.
  */
 export function createSharedConnectionLimiter(maxPerClient: number, table: ClientCountTable): ConnectionLimiter {
-  if (!Number.isInteger(maxPerClient) || maxPerClient < 0) {
-    throw new RangeError(`maxPerClient must be a non-negative integer, got ${maxPerClient}`);
-  }
+  checkMaxPerClient(maxPerClient);
   // The table rejects (TypeError) what is not an IP literal: cheaper than parsing it here first.
   const orElse = <T>(f: () => T, fallback: T): T => {
     try {

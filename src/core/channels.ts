@@ -68,6 +68,16 @@ export function publishConnOpen(msg: ConnOpenMessage): void {
 export function publishConnClose(msg: ConnCloseMessage): void {
   if (channels.connClose.hasSubscribers) channels.connClose.publish(msg);
 }
+/** conn:close for a connection whose account is complete: its duration and ctx.end. */
+export function publishConnEnded(ctx: ConnectionContext): void {
+  if (!channels.connClose.hasSubscribers) return;
+  channels.connClose.publish({
+    ctx,
+    durationMs: performance.now() - ctx.startedAt,
+    endedBy: ctx.end?.by ?? 'downstream',
+    ...(ctx.end?.error ? { error: ctx.end.error } : {}),
+  } satisfies ConnCloseMessage);
+}
 export function publishDialError(msg: DialErrorMessage): void {
   if (channels.dialError.hasSubscribers) channels.dialError.publish(msg);
 }

@@ -54,8 +54,9 @@ export async function tunnelTo(socket: Socket, ctx: ConnectionContext, target: T
   return deps.relay(socket, upstream, ctx, { idleTimeoutMs }).then(() => undefined);
 }
 
-/** The dial's failure as the connection's end, said once in the log. */
-function dialFailed(ctx: ConnectionContext, target: TargetAddress, err: unknown): void {
+/** The dial's failure as the connection's end, said once in the log. (Shared with the engine's
+ *  acceptor, which dials for tcp-forward and transparent listeners itself.) */
+export function dialFailed(ctx: ConnectionContext, target: TargetAddress, err: unknown): void {
   ctx.end = { by: 'proxy', error: err as Error };
   ctx.log.warn('upstream dial failed', { target: formatTarget(target), err });
 }

@@ -38,9 +38,10 @@ export interface Frontend {
   /** Releases what the front-end holds across connections (the HTTP upstream pool). */
   close?(): void;
   /**
-   * For a front-end with no handshake whose every connection goes to one fixed target: the
-   * plan for the native engine to accept, admit, dial and relay its connections itself
-   * (src/listeners/engine-acceptor.ts). Undefined = the listener accepts in JS and calls handle.
+   * For a front-end with no handshake whose connections go to one fixed target (tcp-forward)
+   * or to where each client was going (transparent TPROXY): the plan for the native engine to
+   * accept, admit, dial and relay its connections itself (src/listeners/engine-acceptor.ts).
+   * Undefined = the listener accepts in JS and calls handle.
    */
   engineAccept?(): EngineAcceptPlan | undefined;
 }

@@ -16,7 +16,8 @@
  * and the accounting, exactly as a JS-accepted connection gets them.
  */
 import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
-import { publishConnClose, publishConnOpen } from '../core/channels.js';
+import { publishConnEnded, publishConnOpen } from '../core/channels.js';
+import { dialFailed } from '../frontends/tunnel.js';
 import { formatTarget } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { ipToBytes, parseCanonicalIp, type Cidr } from '../access/cidr.js';
@@ -279,15 +280,9 @@ export class EngineAcceptor {
         // Both sides apply the same rules in the same order; a difference is a bug to report.
         ctx.log.warn('the engine and the access policy disagree on a destination', { target: formatTarget(ctx.target!), engineRule: s.deniedBy, policyRule: error.rule });
       }
-      ctx.end = { by: 'proxy', error };
-      ctx.log.warn('upstream dial failed', { target: formatTarget(ctx.target!), err: error });
+      dialFailed(ctx, ctx.target!, error);
     }
-    publishConnClose({
-      ctx,
-      durationMs: performance.now() - ctx.startedAt,
-      endedBy: ctx.end?.by ?? 'downstream',
-      ...(ctx.end?.error ? { error: ctx.end.error } : {}),
-    });
+    publishConnEnded(ctx);
     if (this.#live.size === 0) {
       const drained = this.#onDrained;
       this.#onDrained = undefined;

@@ -10,7 +10,7 @@
 import { Server, type Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import { createConnectionContext, recordSubflowSample, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
-import { publishConnClose, publishConnOpen } from '../core/channels.js';
+import { publishConnEnded, publishConnOpen } from '../core/channels.js';
 import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { Frontend } from '../frontends/types.js';
@@ -222,12 +222,7 @@ export class ProxyListener {
       })
       .finally(() => {
         this.#deps.limiter.release(client);
-        publishConnClose({
-          ctx,
-          durationMs: performance.now() - ctx.startedAt,
-          endedBy: ctx.end?.by ?? 'downstream',
-          ...(ctx.end?.error ? { error: ctx.end.error } : {}),
-        });
+        publishConnEnded(ctx);
         this.#running.delete(running);
         this.#cuts.delete(cut);
       });

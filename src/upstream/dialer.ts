@@ -69,8 +69,8 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
     }
   };
   // Names need DNS and happy eyeballs; SO_BINDTODEVICE stays with connectMptcp (one place).
-  if (!cfg.bindInterface) dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
   if (!cfg.bindInterface) {
+    dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
     dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
     dial.planInEngineAnyTarget = () => enginePlan(undefined, cfg, access, useMptcp);
   }
@@ -118,14 +118,9 @@ function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: Upstream
     timeoutMs: cfg.connectTimeoutMs,
     connected(connectMs, mptcp) {
       // 4. the rest of the facts: MPTCP or not is only known after the handshake (fallback)
-      ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp: useMptcp && mptcp };
-      publishUpstreamConnected({ ctx, connectMs: issued - started + connectMs });
+      engineConnected(ctx, target, local, useMptcp && mptcp, issued - started + connectMs);
     },
-    failed(err, timedOut) {
-      const error = connectError(err, target, timedOut, cfg);
-      publishDialError({ ctx, error });
-      return error;
-    },
+    failed: (err, timedOut) => engineConnectFailed(ctx, target, err, timedOut, cfg),
     close() {
       native.close(ownFd);
     },
@@ -148,16 +143,8 @@ function enginePlan(fixed: TargetAddress | undefined, cfg: UpstreamConfig, acces
     mptcp: useMptcp,
     ...(cfg.bindAddress ? { bindAddress: cfg.bindAddress } : {}),
     connectTimeoutMs: cfg.connectTimeoutMs,
-    connected(ctx, connectMs, mptcp, local) {
-      const t = targetOf(ctx);
-      ctx.upstream = { remote: { address: t.host, port: t.port }, local, mptcp: useMptcp && mptcp };
-      publishUpstreamConnected({ ctx, connectMs });
-    },
-    failed(ctx, err, timedOut) {
-      const error = connectError(err, targetOf(ctx), timedOut, cfg);
-      publishDialError({ ctx, error });
-      return error;
-    },
+    connected: (ctx, connectMs, mptcp, local) => engineConnected(ctx, targetOf(ctx), local, useMptcp && mptcp, connectMs),
+    failed: (ctx, err, timedOut) => engineConnectFailed(ctx, targetOf(ctx), err, timedOut, cfg),
     denied(ctx, engineRule) {
       const t = targetOf(ctx);
       let error: AccessDeniedError;
@@ -175,10 +162,20 @@ function enginePlan(fixed: TargetAddress | undefined, cfg: UpstreamConfig, acces
   };
 }
 
-function connectError(err: unknown, target: TargetAddress, timedOut: boolean, cfg: UpstreamConfig): UpstreamError {
-  return timedOut
+/** A connect the engine completed: the upstream's facts into ctx, then upstream:connected. */
+function engineConnected(ctx: ConnectionContext, target: TargetAddress, local: Endpoint, mptcp: boolean, connectMs: number): void {
+  ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp };
+  publishUpstreamConnected({ ctx, connectMs });
+}
+
+/** A connect the engine could not complete: the error the async dial would have rejected
+ *  with, published as dial:error. */
+function engineConnectFailed(ctx: ConnectionContext, target: TargetAddress, err: unknown, timedOut: boolean, cfg: UpstreamConfig): UpstreamError {
+  const error = timedOut
     ? new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`, { cause: err })
     : toUpstreamError(err, target);
+  publishDialError({ ctx, error });
+  return error;
 }
 
 /** Whether upstream sockets are MPTCP, decided once at start-up from the mode and the kernel. */

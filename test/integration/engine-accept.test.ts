@@ -94,6 +94,14 @@ function forward(to: string, listen = `${HOST}:0`): Record<string, unknown> {
   return { type: 'tcp-forward', listen, to };
 }
 
+/** An echo server and a proxy forwarding to it, whose listener the engine accepts for (asserted). */
+async function echoThroughEngine(t: TestContext): Promise<{ echo: Server; h: Harness }> {
+  const echo = await echoServer(t);
+  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+  return { echo, h };
+}
+
 async function waitFor(cond: () => boolean, what: string, ms = 3000): Promise<void> {
   const deadline = performance.now() + ms;
   while (!cond()) {
@@ -296,9 +304,7 @@ test('the engine accepts for tcp-forward to an IP literal; not with MPTCP_PROXY_
 
 test('2 MiB both ways through the engine: same sha256 back; conn:close carries bytes, target, upstream and downstream facts', { skip: noEngine }, async (t) => {
   t.after(closeClients);
-  const echo = await echoServer(t);
-  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
-  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+  const { echo, h } = await echoThroughEngine(t);
 
   const size = 2 * 1024 * 1024;
   const payload = randomBytes(size);
@@ -379,10 +385,8 @@ test('half-close through the engine: the client writes and ends; the server repl
 
 test('an MPTCP client through the engine: ctx.downstream.mptcp and its subflow sample are filled', { skip: noEngine }, async (t) => {
   t.after(closeClients);
-  const echo = await echoServer(t);
-  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  const { h } = await echoThroughEngine(t);
   const listener = h.proxy.listeners[0]!;
-  assert.equal(listener.acceptsInEngine, true);
   if (!listener.mptcp) return t.skip('the listener fell back to plain TCP (no MPTCP here)');
   const c = connectMptcp({ host: HOST, port: h.port(), mptcp: true });
   clients.add(c);
@@ -404,9 +408,7 @@ test('200 short connections through the engine: all echo; conn:open and conn:clo
   t.after(closeClients);
   const api = acceptor!;
   const client = '127.0.0.3';
-  const echo = await echoServer(t);
-  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
-  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+  const { echo, h } = await echoThroughEngine(t);
   assert.equal(api.clientCount(client), 0);
 
   // A live connection counts once in the table while it is open.
@@ -682,10 +684,8 @@ test('relay.idleTimeoutMs: an idle engine-accepted connection is ended by the pr
 
 test('close(): new connects are refused while a live engine-accepted connection still relays; close resolves after it ends', { skip: noEngine }, async (t) => {
   t.after(closeClients);
-  const echo = await echoServer(t);
-  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  const { echo, h } = await echoThroughEngine(t);
   const listener = h.proxy.listeners[0]!;
-  assert.equal(listener.acceptsInEngine, true);
   const port = h.port();
   const live = await connect(port);
   await roundTrip(live, 'before close');
@@ -717,10 +717,8 @@ test('close(): new connects are refused while a live engine-accepted connection 
 
 test('destroy(): live engine-accepted connections are cut, their clients see close, and destroy resolves', { skip: noEngine }, async (t) => {
   t.after(closeClients);
-  const echo = await echoServer(t);
-  const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
+  const { h } = await echoThroughEngine(t);
   const listener = h.proxy.listeners[0]!;
-  assert.equal(listener.acceptsInEngine, true);
   const live: net.Socket[] = [];
   for (let i = 0; i < 3; i++) {
     const c = await connect(h.port());
@@ -746,9 +744,7 @@ test(
   { skip: noEngine },
   async (t) => {
     t.after(closeClients);
-    const echo = await echoServer(t);
-    const h = await startHarness(t, [forward(`${HOST}:${echo.port}`)]);
-    assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+    const { echo, h } = await echoThroughEngine(t);
     // A client connected without turning the event loop: a raw non-blocking socket (the loopback
     // handshake completes within connect(2)), then a synchronous wait long enough for the engine
     // thread to accept and dial. Its 'accepted' event is queued for JS but not yet delivered.
