@@ -10,7 +10,8 @@
         "src/relay.c",
         "src/acceptor.c",
         "src/admission.c",
-        "src/destination.c"
+        "src/destination.c",
+        "src/queue-cap.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-lpthread"],

@@ -55,7 +55,11 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const stopAccessLog = config.log.access ? startAccessLog(log) : () => {};
   const deps: FrontendDeps = {
     dial: createDialer(config.upstream, access, log),
-    relay: selectRelay(config.relay.engine, { log, threads: config.relay.threads }),
+    relay: selectRelay(config.relay.engine, {
+      log,
+      threads: config.relay.threads,
+      capBuffers: { enabled: config.relay.capBuffers, minBytes: config.relay.capBuffersMinBytes, rateMbit: config.relay.capBuffersRateMbit },
+    }),
     pump: selectBodyPump(config.relay.engine),
     relayConnecting: selectConnectingRelay(config.relay.engine),
     access,

@@ -53,6 +53,9 @@ struct direction {
 	 * the buffer is written, the direction waits for that edge instead of reading again
 	 * only to see EAGAIN (one syscall less per exchange). Cleared by every EPOLLIN edge. */
 	bool drained;
+	/* The source's receive buffer and the destination's send buffer were capped (queue-cap.c):
+	 * done once, at the first read that filled a whole buffer (a bulk flow). */
+	bool queues_capped;
 	_Atomic uint64_t bytes; /* read from the source (and, eventually, written) */
 };
 

@@ -73,6 +73,7 @@
 #include "common.h"
 #include "mptcp-info.h"
 #include "mptcp-uapi.h"
+#include "queue-cap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -406,6 +407,12 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			x->drained = (size_t)n < want && (size_t)n < DRAINED_MAX && !r->hup[d];
 			if (r->pump && !r->until_eof)
 				r->remaining -= (uint64_t)n;
+			/* A whole buffer's worth was queued: a bulk flow, whose queues are our delay. */
+			if ((size_t)n == RELAY_BUF_SIZE && !x->queues_capped) {
+				x->queues_capped = true;
+				mpx_queue_cap(src, SO_RCVBUF);
+				mpx_queue_cap(dst, SO_SNDBUF);
+			}
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
 			r->last_activity_ms = t->now_ms;
 			i++;
@@ -1346,6 +1353,23 @@ napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	g_engine.want_threads = n;
+	return NULL;
+}
+
+/* relaySetQueueCap(floorBytes, rateMbit): queue-cap.c's parameters; floorBytes 0 = off. */
+napi_value mpx_js_relay_set_queue_cap(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2];
+	int32_t floor_bytes, rate;
+	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_int32(env, argv[0], "floorBytes", &floor_bytes) ||
+	    !mpx_arg_int32(env, argv[1], "rateMbit", &rate))
+		return NULL;
+	if (floor_bytes < 0 || rate < 0) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "floorBytes and rateMbit must be >= 0");
+		return NULL;
+	}
+	g_queue_cap.floor_bytes = (uint32_t)floor_bytes;
+	g_queue_cap.rate_mbit = (uint32_t)rate;
 	return NULL;
 }
 

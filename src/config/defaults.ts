@@ -56,6 +56,9 @@ export const relayDefaults = {
   idleTimeoutMs: 600_000,
   engine: 'native',
   threads: 1,
+  capBuffers: true,
+  capBuffersMinBytes: 1_048_576,
+  capBuffersRateMbit: 10_000,
 } as const;
 
 export const accessDefaults = {

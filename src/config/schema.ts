@@ -274,6 +274,10 @@ function readRelay(sec: Section): RelayConfig {
     idleTimeoutMs: sec.int('idleTimeoutMs', relayDefaults.idleTimeoutMs, 0, 86_400_000),
     engine: sec.oneOf('engine', relayDefaults.engine, ['native', 'js'] as const),
     threads: sec.int('threads', relayDefaults.threads, 1, 64),
+    capBuffers: sec.bool('capBuffers', relayDefaults.capBuffers),
+    // Below 64 KiB a capped buffer would throttle even a LAN path; 1 GiB is beyond any rmem_max.
+    capBuffersMinBytes: sec.int('capBuffersMinBytes', relayDefaults.capBuffersMinBytes, 65_536, 1_073_741_824),
+    capBuffersRateMbit: sec.int('capBuffersRateMbit', relayDefaults.capBuffersRateMbit, 1, 1_000_000),
   };
   sec.finish();
   return out;

@@ -82,6 +82,16 @@ export interface RelayConfig {
   engine: 'native' | 'js';
   /** Native engine threads per process (each an epoll loop); workers scale across cores. */
   threads: number;
+  /**
+   * Native engine: once a connection moves bulk data, cap the source socket's receive buffer and
+   * the destination's send buffer at max(capBuffersMinBytes, capBuffersRateMbit × the path's RTT)
+   * instead of letting the kernel autotune them to megabytes — the queue inside the proxy is its
+   * bulk delay (native/src/queue-cap.c). Paths too long for net.core.rmem_max/wmem_max keep
+   * autotuning.
+   */
+  capBuffers: boolean;
+  capBuffersMinBytes: number;
+  capBuffersRateMbit: number;
 }
 
 export interface AccessConfig {

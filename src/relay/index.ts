@@ -15,6 +15,8 @@ export interface SelectRelayOptions {
   log?: Logger;
   /** Native engine threads (relay.threads); applied when the engine starts. */
   threads?: number;
+  /** relay.capBuffers*: the native engine's socket-buffer cap for bulk flows; omitted = the addon's default. */
+  capBuffers?: { enabled: boolean; minBytes: number; rateMbit: number };
 }
 
 /** The relay for `engine`; 'native' falls back to the JS relay, with a warning, when the addon lacks the engine. */
@@ -28,6 +30,11 @@ export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}):
     return relayBothWays;
   }
   if (opts.threads !== undefined) native.relaySetThreads(opts.threads);
+  // MPTCP_PROXY_CAP_BUFFERS=off: an internal switch for A/B runs of the bench, whose forward
+  // variant has no config file (like MPTCP_PROXY_ENGINE_CONNECT); not a config key.
+  const cap = opts.capBuffers;
+  if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap(0, 1);
+  else if (cap !== undefined) native.relaySetQueueCap(cap.enabled ? cap.minBytes : 0, cap.rateMbit);
   return nativeRelay;
 }
 

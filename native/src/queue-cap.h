@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef MPX_QUEUE_CAP_H
+#define MPX_QUEUE_CAP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* The engine's cap on the socket buffers a bulk flow fills (queue-cap.c). floor_bytes 0 turns
+ * it off. Set before the first relay (relaySetQueueCap). */
+struct mpx_queue_cap {
+	uint32_t floor_bytes; /* never cap below this */
+	uint32_t rate_mbit; /* a capped buffer still carries this rate at the path's RTT */
+};
+
+extern struct mpx_queue_cap g_queue_cap;
+
+/* Caps fd's receive (SO_RCVBUF) or send (SO_SNDBUF) buffer at max(floor, rate × the path's
+ * RTT), which also ends the kernel's autotuning of that buffer. Returns the size asked for, or
+ * 0 when the socket is left alone: the cap is off, its RTT is unknown, or the path needs more
+ * than SO_RCVBUF/SO_SNDBUF may grant (net.core.rmem_max / wmem_max). */
+uint32_t mpx_queue_cap(int fd, int optname);
+
+#endif
