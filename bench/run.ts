@@ -22,6 +22,9 @@ import { runIdleMemory } from './scenarios/idle-memory.js';
 import { runConversionDelay } from './scenarios/conversion-delay.js';
 import { evaluateTargets, writeResults, type BenchResults } from './report.js';
 
+/** A mistake on the command line: reported as one line, exit 2. */
+class BenchUsageError extends Error {}
+
 export const SCENARIOS = ['throughput', 'aggregation', 'conn-rate', 'idle-memory', 'conversion-delay'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
@@ -46,11 +49,11 @@ function parseOptions(argv: string[]): BenchOptions & { out: string; writeLatest
   }
   const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const s of only ?? []) {
-    if (!(SCENARIOS as readonly string[]).includes(s)) throw new RangeError(`unknown scenario "${s}" (one of ${SCENARIOS.join(', ')})`);
+    if (!(SCENARIOS as readonly string[]).includes(s)) throw new BenchUsageError(`unknown scenario "${s}" (one of ${SCENARIOS.join(', ')})`);
   }
   const quick = values.quick ?? false;
   const reps = values.reps === undefined ? (quick ? 1 : 3) : Number(values.reps);
-  if (!Number.isInteger(reps) || reps < 1 || reps > 20) throw new RangeError('--reps must be 1–20');
+  if (!Number.isInteger(reps) || reps < 1 || reps > 20) throw new BenchUsageError('--reps must be 1–20');
   return {
     quick,
     reps,
@@ -137,7 +140,9 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    process.exit(1);
+    // A usage mistake is one line and exit 2; anything else keeps its stack (a bench bug to report).
+    const usage = err instanceof BenchUsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    process.stderr.write(`bench: ${usage ? (err as Error).message : err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(usage ? 2 : 1);
   },
 );

@@ -192,7 +192,7 @@ function reportFatal(err: unknown): number {
   }
   const e = err as Error & { code?: string; syscall?: string; address?: string; port?: number };
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-    process.stderr.write(`mptcp-proxy: cannot listen on ${e.address ?? ''}:${e.port ?? ''} (${e.code}): ${e.code === 'EADDRINUSE' ? 'another program uses this port; pick another with a config file (listeners[].listen)' : 'check the address and your permissions'}\n`);
+    process.stderr.write(`mptcp-proxy: cannot listen on ${e.address?.includes(':') ? `[${e.address}]` : e.address ?? '?'}:${e.port ?? '?'} (${e.code}): ${e.code === 'EADDRINUSE' ? 'another program uses this port; pick another with a config file (listeners[].listen)' : 'check the address and your permissions'}\n`);
     return 1;
   }
   process.stderr.write(`mptcp-proxy: unexpected error: ${e.message ?? String(err)}${e.code ? ` (${e.code})` : ''}\nRe-run with --log-level debug and report it.\n`);

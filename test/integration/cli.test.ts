@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { createCredentialStore, parseCredentials } from '../../src/access/credentials.js';
 
@@ -101,4 +102,18 @@ test('doctor reports each check on its own line and exits 0 on this MPTCP host',
   assert.match(r.stdout, /^\[(ok  |warn|FAIL)\] MPTCP limits: /m);
   if (/\[FAIL\]/.test(r.stdout)) assert.equal(r.code, 1);
   else assert.equal(r.code, 0);
+});
+
+test('forward on a port another program holds exits 1 naming the address, the port and the fix', async () => {
+  const holder = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => holder.once('listening', r));
+  const port = (holder.address() as net.AddressInfo).port;
+  try {
+    const r = cli(['forward', '--listen', `127.0.0.1:${port}`, '--to', '127.0.0.1:9']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port} \\(EADDRINUSE\\): another program uses this port`));
+    assertNoStackTrace(r.stderr);
+  } finally {
+    holder.close();
+  }
 });
