@@ -12,6 +12,10 @@
  * src/relay/native-relay.ts connectingRelay). It skips what costs the async dial its ≈45 µs
  * before connect(2): the AbortController and promise hops, the deadline timer, `new net.Socket`
  * and Node deferring connect(2) to process.nextTick.
+ *
+ * sendFirst: the same synchronous connect(2) for a caller that writes at once (the HTTP
+ * forward's request head): the fd is wrapped for Node still connecting, with the bytes queued
+ * on it, so they leave when the handshake ends without waiting for JS to hear 'connect'.
  */
 import { Socket, isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
@@ -71,50 +75,59 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
   // Names need DNS and happy eyeballs; SO_BINDTODEVICE stays with connectMptcp (one place).
   if (!cfg.bindInterface) {
     dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
+    dial.sendFirst = (target, ctx, first, opts = {}) => sendFirst(target, ctx, first, opts, cfg, access, useMptcp);
     dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
     dial.planInEngineAnyTarget = () => enginePlan(undefined, cfg, access, useMptcp);
   }
   return dial;
 }
 
-/** Dial.connectNow (see the header): undefined for a name or without the addon. */
-function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): PendingConnect | undefined {
-  const family = isIP(target.host);
-  if (family !== 4 && family !== 6) return undefined;
-  let native: MptcpNative;
+/** The addon, or undefined without it (then the async dial still works: plain TCP through Node). */
+function nativeOrUndefined(): MptcpNative | undefined {
   try {
-    native = loadNative();
+    return loadNative();
   } catch (err) {
-    // Without the addon the async dial still works (plain TCP through Node).
     if (err instanceof NativeAddonUnavailableError) return undefined;
     throw err;
   }
-  const started = performance.now();
+}
+
+/**
+ * Steps 2–3 of the dial for one IP literal, synchronously: the access check, socket, options,
+ * bind, non-blocking connect(2) — and half of step 4: connect(2) itself picks the source address
+ * and port (tcp_v4_connect / inet_hash_connect; an MPTCP socket copies its first subflow's), so
+ * getsockname is exact now, and must be read now: once handed over, the fd may be closed (and its
+ * number reused) before its connect is reported. On a throw the fd is closed and the error is
+ * the dial's, published as dial:error.
+ */
+function connectSync(native: MptcpNative, target: TargetAddress, family: 4 | 6, ctx: ConnectionContext, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): { fd: number; local: Endpoint } {
   let fd: number | undefined;
-  let local: Endpoint = { address: '', port: 0 };
   try {
-    // 1.–2. the async dial's access check, on the one address
     filterAllowed(target, [{ address: target.host, family }], access);
-    // 3. socket, options, bind, connect(2)
     fd = native.socket(family, useMptcp);
     setNoDelay(native, fd, useMptcp);
     if (cfg.bindAddress) native.bind(fd, cfg.bindAddress, 0);
     native.connect(fd, target.host, target.port);
-    // 4. (half of the) facts. connect(2) itself picks the source address and port
-    //    (tcp_v4_connect / inet_hash_connect; an MPTCP socket copies its first subflow's), so
-    //    getsockname is exact now — and must be now: once handed over, the fd is the engine's
-    //    and may be closed (and its number reused) before the 'connected' report reaches us.
-    local = localOf(native, fd);
+    return { fd, local: localOf(native, fd) };
   } catch (err) {
     if (fd !== undefined) native.close(fd);
     const error = err instanceof AccessDeniedError ? err : toUpstreamError(err, target);
     publishDialError({ ctx, error });
     throw error;
   }
+}
+
+/** Dial.connectNow (see the header): undefined for a name or without the addon. */
+function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): PendingConnect | undefined {
+  const family = isIP(target.host);
+  if (family !== 4 && family !== 6) return undefined;
+  const native = nativeOrUndefined();
+  if (native === undefined) return undefined;
+  const started = performance.now();
+  const { fd, local } = connectSync(native, target, family, ctx, cfg, access, useMptcp);
   const issued = performance.now();
-  const ownFd = fd;
   return {
-    fd: ownFd,
+    fd,
     timeoutMs: cfg.connectTimeoutMs,
     connected(connectMs, mptcp) {
       // 4. the rest of the facts: MPTCP or not is only known after the handshake (fallback)
@@ -122,9 +135,65 @@ function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: Upstream
     },
     failed: (err, timedOut) => engineConnectFailed(ctx, target, err, timedOut, cfg),
     close() {
-      native.close(ownFd);
+      native.close(fd);
     },
   };
+}
+
+/**
+ * Dial.sendFirst (see types.ts): undefined for a name or without the addon. The fd is wrapped
+ * for Node while its handshake is still on: a write on a socket in SYN-SENT gets EAGAIN, so
+ * libuv queues `first` and writes it from its own poll callback when the socket turns writable
+ * (the handshake done), with no JS in between; a refused or reset handshake fails that write
+ * (ECONNREFUSED...), which is mapped as the connect's failure it is.
+ */
+function sendFirst(target: TargetAddress, ctx: ConnectionContext, first: Buffer, opts: DialOptions, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): Promise<Socket> | undefined {
+  const family = isIP(target.host);
+  if (family !== 4 && family !== 6) return undefined;
+  const native = nativeOrUndefined();
+  if (native === undefined) return undefined;
+  const started = performance.now();
+  let socket: Socket;
+  let local: Endpoint;
+  try {
+    const c = connectSync(native, target, family, ctx, cfg, access, useMptcp);
+    local = c.local;
+    try {
+      socket = new Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: true });
+    } catch (err) {
+      native.close(c.fd);
+      throw engineConnectFailed(ctx, target, err, false, cfg);
+    }
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const signals = opts.signal ? [opts.signal, ctx.signal] : [ctx.signal];
+  return new Promise<Socket>((resolvePromise, reject) => {
+    let settled = false;
+    const finish = (err: unknown, timedOut = false): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      for (const signal of signals) signal.removeEventListener('abort', onAbort);
+      if (err === undefined || err === null) {
+        socket.off('error', finish);
+        // 4. the rest of the facts: MPTCP or not is only known after the handshake (fallback)
+        engineConnected(ctx, target, local, useMptcp && isMptcpSocket(socket), performance.now() - started);
+        resolvePromise(socket);
+        return;
+      }
+      // The write's failure is also emitted as 'error' (after this callback): keep a listener.
+      socket.on('error', () => {});
+      socket.destroy();
+      reject(err instanceof UpstreamError ? (publishDialError({ ctx, error: err }), err) : engineConnectFailed(ctx, target, err, timedOut, cfg));
+    };
+    const onAbort = (): void => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, 'dial aborted: the client went away'));
+    const deadline = setTimeout(() => finish(new Error('connect timed out'), true), cfg.connectTimeoutMs);
+    socket.on('error', finish);
+    if (signals.some((signal) => signal.aborted)) return onAbort();
+    for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });
+    socket.write(first, (err) => finish(err));
+  });
 }
 
 /** Dial.planInEngine (see types.ts): undefined for a name; the access check once, now. */

@@ -33,6 +33,15 @@ export interface Dial {
    */
   connectNow?(target: TargetAddress, ctx: ConnectionContext): PendingConnect | undefined;
   /**
+   * The same dial for a caller whose first act is to write `first` (an HTTP request head): for an
+   * IP literal, connect(2) is issued synchronously and `first` is queued on the still-connecting
+   * socket, so it leaves when the handshake ends with no JS in between. Resolves, like the dial,
+   * with the connected socket and its facts in ctx.upstream — once `first` is written; rejects
+   * as the dial would (a refused handshake fails that write: a connect error). Undefined where
+   * connectNow is (a name, bindInterface, no addon): then dial, and write.
+   */
+  sendFirst?(target: TargetAddress, ctx: ConnectionContext, first: Buffer, opts?: DialOptions): Promise<Socket> | undefined;
+  /**
    * The same dial, for every connection of a listener whose target is fixed, done by someone
    * else entirely (the native engine's acceptor): the access check runs once, here, and the
    * plan says what to connect to and how. Undefined when `target` cannot go that way (as for

@@ -7,11 +7,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
+import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { createDialer, type LookupAll } from '../../src/upstream/dialer.js';
 import { createAccessPolicy } from '../../src/access/policy.js';
 import { createConnectionContext, type ConnectionContext } from '../../src/core/context.js';
 import { AccessDeniedError, ErrorCode, UpstreamError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/logger.js';
+import { ChannelName, type DialErrorMessage, type UpstreamConnectedMessage } from '../../src/core/channels.js';
 import type { UpstreamConfig } from '../../src/config/types.js';
 import { fullListener } from '../helpers/full-listener.js';
 import { listenMptcp, mptcpSupport } from '../../src/mptcp/index.js';
@@ -193,4 +195,90 @@ test('bindInterface binds the upstream socket to a device: lo works, a missing d
     ErrorCode.UPSTREAM_UNREACHABLE,
   );
   assert.equal(err.errno, 'ENODEV');
+});
+
+// ---- Dial.sendFirst: connect(2) now, the first bytes queued on the connecting socket ----------
+
+
+/** Messages published on `name` for `c` while `fn` runs. */
+async function published<T>(name: string, c: ConnectionContext, fn: () => Promise<unknown>): Promise<T[]> {
+  const seen: T[] = [];
+  const on = (m: unknown) => {
+    if ((m as { ctx: ConnectionContext }).ctx === c) seen.push(m as T);
+  };
+  diagnosticsChannel.subscribe(name, on);
+  try {
+    await fn();
+  } finally {
+    diagnosticsChannel.unsubscribe(name, on);
+  }
+  return seen;
+}
+
+for (const mode of ['off', 'auto'] as const) {
+  test(`sendFirst (upstream.mptcp ${mode}): resolves once the bytes are written, with the facts and upstream:connected; the server reads them`, { skip: mode === 'auto' && noMptcp }, async (t) => {
+    const got: Buffer[] = [];
+    const server = net.createServer((s) => s.on('data', (d) => got.push(d)).on('error', () => {}));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const port = (server.address() as net.AddressInfo).port;
+    const dial = createDialer({ ...baseCfg, mptcp: mode }, await openAccess(), silentLogger);
+    const c = ctx();
+    let socket: net.Socket | undefined;
+    const connected = await published<UpstreamConnectedMessage>(ChannelName.upstreamConnected, c, async () => {
+      const sending = dial.sendFirst?.({ host: '127.0.0.1', port }, c, Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+      assert.ok(sending !== undefined, 'an IP literal goes this way');
+      socket = await sending;
+    });
+    t.after(() => socket?.destroy());
+    assert.equal(connected.length, 1);
+    assert.deepEqual(c.upstream?.remote, { address: '127.0.0.1', port });
+    assert.equal(c.upstream?.local.port, socket!.localPort);
+    assert.equal(c.upstream?.mptcp, false, 'a plain TCP server: the wire carries TCP');
+    const deadline = performance.now() + 2000;
+    while (Buffer.concat(got).toString() !== 'GET / HTTP/1.1\r\n\r\n' && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(Buffer.concat(got).toString(), 'GET / HTTP/1.1\r\n\r\n');
+  });
+}
+
+test('sendFirst: a refused handshake is the dial\'s UPSTREAM_REFUSED, published as dial:error', async () => {
+  const { server, port } = await plainServer();
+  server.close();
+  const dial = createDialer(baseCfg, await openAccess(), silentLogger);
+  const c = ctx();
+  const errors = await published<DialErrorMessage>(ChannelName.dialError, c, async () => {
+    const err = await expectUpstreamError(dial.sendFirst!({ host: '127.0.0.1', port }, c, Buffer.from('x'))!, ErrorCode.UPSTREAM_REFUSED);
+    assert.equal(err.errno, 'ECONNREFUSED');
+  });
+  assert.equal(errors.length, 1);
+  assert.equal((errors[0]!.error as UpstreamError).code, ErrorCode.UPSTREAM_REFUSED);
+});
+
+test('sendFirst: no answer is CONNECT_TIMEOUT at connectTimeoutMs; an abort ends it at once', async (t) => {
+  const hole = await fullListener();
+  t.after(hole.close);
+  const dial = createDialer({ ...baseCfg, connectTimeoutMs: 400 }, await openAccess(), silentLogger);
+  let started = performance.now();
+  await expectUpstreamError(dial.sendFirst!({ host: '127.0.0.1', port: hole.port }, ctx(), Buffer.from('x'))!, ErrorCode.CONNECT_TIMEOUT);
+  const took = performance.now() - started;
+  assert.ok(took >= 380 && took < 2000, `timed out after ${took.toFixed(0)} ms`);
+
+  const slow = createDialer({ ...baseCfg, connectTimeoutMs: 10_000 }, await openAccess(), silentLogger);
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 100);
+  started = performance.now();
+  const err = await expectUpstreamError(slow.sendFirst!({ host: '127.0.0.1', port: hole.port }, ctx(), Buffer.from('x'), { signal: ac.signal })!, ErrorCode.CONNECT_TIMEOUT);
+  assert.match(err.message, /client went away/);
+  assert.ok(performance.now() - started < 1000);
+});
+
+test('sendFirst: a denied destination rejects with AccessDeniedError and dials nothing; a name is not its job', async () => {
+  const { server, port, peers } = await plainServer();
+  const dial = createDialer(baseCfg, await openAccess(['127.0.0.0/8']), silentLogger);
+  await assert.rejects(dial.sendFirst!({ host: '127.0.0.1', port }, ctx(), Buffer.from('x'))!, (e: unknown) => e instanceof AccessDeniedError);
+  assert.equal(dial.sendFirst!({ host: 'localhost', port }, ctx(), Buffer.from('x')), undefined);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(peers, []);
+  server.close();
 });

@@ -300,11 +300,11 @@ class HttpProxySession {
   /** The kept-alive upstream connection if it goes to the same host:port and is idle and
    *  healthy; else (when `mayPool`) the listener's most recently parked one to host:port;
    *  otherwise a fresh dial. An old connection to another host:port goes to the pool. */
-  async #upstreamFor(target: TargetAddress, mayPool: boolean): Promise<UpstreamConnection> {
+  async #upstreamFor(target: TargetAddress, mayPool: boolean, head?: Buffer): Promise<{ up: UpstreamConnection; headSent: boolean }> {
     const key = formatTarget(target);
     const current = this.#up;
     if (current !== null) {
-      if (current.key === key && current.reader.idleUsable) return current;
+      if (current.key === key && current.reader.idleUsable) return { up: current, headSent: false };
       this.#releaseUpstream(current.reader.idleUsable);
     }
     const pooled = mayPool ? this.#pool.take(key) : undefined;
@@ -312,21 +312,25 @@ class HttpProxySession {
       pooled.reader.rebind(this.#countUpstream);
       if (pooled.facts) this.#ctx.upstream = pooled.facts;
       this.#up = pooled;
-      return pooled;
+      return { up: pooled, headSent: false };
     }
-    const socket = await this.#dial(target);
-    const reader = new SocketReader(socket, this.#countUpstream);
-    this.#up = { key, target, socket, reader, served: 0, idle: true, facts: this.#ctx.upstream };
-    return this.#up;
+    const dialed = await this.#dial(target, head);
+    const reader = new SocketReader(dialed.socket, this.#countUpstream);
+    this.#up = { key, target, socket: dialed.socket, reader, served: 0, idle: true, facts: this.#ctx.upstream };
+    return { up: this.#up, headSent: dialed.headSent };
   }
 
-  /** deps.dial, aborted if the client goes away while we wait (its reply would be moot). */
-  async #dial(target: TargetAddress): Promise<Socket> {
+  /** deps.dial — or, with a request `head` to send, deps.dial.sendFirst where it applies, which
+   *  writes the head as part of the dial — aborted if the client goes away while we wait (its
+   *  reply would be moot). */
+  async #dial(target: TargetAddress, head?: Buffer): Promise<{ socket: Socket; headSent: boolean }> {
     const abort = new AbortController();
     const onClientClose = (): void => abort.abort();
     this.#client.once('close', onClientClose);
     try {
-      return await this.#deps.dial(target, this.#ctx, { signal: abort.signal });
+      const sending = head === undefined ? undefined : this.#deps.dial.sendFirst?.(target, this.#ctx, head, { signal: abort.signal });
+      if (sending !== undefined) return { socket: await sending, headSent: true };
+      return { socket: await this.#deps.dial(target, this.#ctx, { signal: abort.signal }), headSent: false };
     } catch (err) {
       if (abort.signal.aborted) throw new DownstreamGoneError(ErrorCode.BAD_REQUEST, 'client went away during the dial', { cause: err });
       throw err;
@@ -350,7 +354,7 @@ class HttpProxySession {
   /** CONNECT: dial, reply 200, hand both sockets to the relay and wait for its summary. */
   async #tunnel(req: ProxyRequest): Promise<void> {
     this.#releaseUpstream(true);
-    const upstream = await this.#dial(req.target.target);
+    const { socket: upstream } = await this.#dial(req.target.target);
     let earlyError: Error | undefined;
     const onEarlyError = (err: Error): void => {
       earlyError = err;
@@ -408,10 +412,10 @@ class HttpProxySession {
     const mayPool = req.framing.kind === 'none' && POOL_METHODS.has(req.head.method);
     for (let attempt = 0; ; attempt += 1) {
       // The retry dials fresh: it must not land on another stale pooled connection.
-      const up = await this.#upstreamFor(req.target.target, mayPool && attempt === 0);
+      const { up, headSent } = await this.#upstreamFor(req.target.target, mayPool && attempt === 0, requestHead);
       const state: ExchangeState = { responseStarted: false, bodyStarted: false };
       try {
-        return await this.#exchange(req, up, requestHead, state);
+        return await this.#exchange(req, up, headSent ? undefined : requestHead, state);
       } catch (err) {
         this.#releaseUpstream();
         const retry = attempt === 0 && up.served > 0 && !state.responseStarted && !state.bodyStarted && err instanceof UpstreamError;
@@ -432,12 +436,15 @@ class HttpProxySession {
     }
   }
 
-  async #exchange(req: ProxyRequest, up: UpstreamConnection, requestHead: Buffer, state: ExchangeState): Promise<boolean> {
+  /** `requestHead` undefined: the dial already wrote it (sendFirst). */
+  async #exchange(req: ProxyRequest, up: UpstreamConnection, requestHead: Buffer | undefined, state: ExchangeState): Promise<boolean> {
     up.idle = false;
-    try {
-      await writeAll(up.socket, requestHead);
-    } catch (err) {
-      throw this.#upstreamFailure(up, err, 'writing the request head');
+    if (requestHead !== undefined) {
+      try {
+        await writeAll(up.socket, requestHead);
+      } catch (err) {
+        throw this.#upstreamFailure(up, err, 'writing the request head');
+      }
     }
     // The body goes up while the response comes down: a server may answer before reading the
     // whole body, and `Expect: 100-continue` clients wait for the interim response.
