@@ -5,7 +5,10 @@
  * request count, whichever comes first. Every exchange is verified:
  *   --mode http: sends `GET <target> HTTP/1.1` with `Connection: close`, reads to EOF, needs a
  *                200 status and exactly --expect-body bytes of body;
- *   --mode echo: sends --echo-bytes bytes, reads the same bytes back, closes.
+ *   --mode echo: sends --echo-bytes bytes, reads the same bytes back, closes;
+ *   --mode http-keepalive: like http, but each worker keeps one connection and sends its requests
+ *                on it one after another (no `Connection: close`), each response read by its
+ *                Content-Length: exchanges on a live connection, where only processing counts.
  * Prints one JSON line: {"event":"done","ok","errors","firstError","elapsedMs","rate","p50Ms","p90Ms"}.
  */
 import * as net from 'node:net';
@@ -35,7 +38,7 @@ if (!values.host || !values.port) {
 }
 const host = values.host;
 const port = Number(values.port);
-const mode = values.mode === 'echo' ? 'echo' : 'http';
+const mode = values.mode === 'echo' ? 'echo' : values.mode === 'http-keepalive' ? 'http-keepalive' : 'http';
 const expectBody = Number(values['expect-body']);
 const echoPayload = Buffer.alloc(Number(values['echo-bytes']), 0x61);
 const request = Buffer.from(`GET ${values.target} HTTP/1.1\r\nHost: ${values['host-header']}\r\nUser-Agent: mptcp-bench\r\nConnection: close\r\n\r\n`);
@@ -43,6 +46,8 @@ const concurrency = Number(values.concurrency);
 const durationMs = Number(values['duration-ms']);
 const maxRequests = Number(values['max-requests']);
 const timeoutMs = Number(values['timeout-ms']);
+
+const keepAliveRequest = Buffer.from(`GET ${values.target} HTTP/1.1\r\nHost: ${values['host-header']}\r\nUser-Agent: mptcp-bench\r\n\r\n`);
 
 function open(): net.Socket {
   return values.mptcp ? connectMptcp({ host, port, mptcp: true }) : net.connect({ host, port });
@@ -96,6 +101,58 @@ function exchange(): Promise<string | undefined> {
   });
 }
 
+/**
+ * One worker's keep-alive connection: `next()` sends a request and resolves with an error message
+ * or undefined once the whole response (head + Content-Length body) is in.
+ */
+function keepAliveConnection(): { next: () => Promise<string | undefined>; close: () => void } {
+  const s = open();
+  let buf: Buffer = Buffer.alloc(0);
+  let pending: ((err: string | undefined) => void) | undefined;
+  let failure: string | undefined;
+  const settle = (err: string | undefined): void => {
+    const p = pending;
+    pending = undefined;
+    p?.(err);
+  };
+  const connected = new Promise<void>((resolve) => s.once('connect', () => resolve()));
+  s.on('error', (e: NodeJS.ErrnoException) => {
+    failure = `${e.code ?? 'error'}: ${e.message}`;
+    settle(failure);
+  });
+  s.on('end', () => {
+    failure ??= 'connection closed by the proxy';
+    settle(failure);
+  });
+  s.on('data', (c: Buffer) => {
+    buf = buf.length === 0 ? c : Buffer.concat([buf, c]);
+    const headerEnd = buf.indexOf('\r\n\r\n');
+    if (headerEnd < 0 || pending === undefined) return;
+    const head = buf.subarray(0, headerEnd).toString('latin1');
+    const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? NaN);
+    if (!Number.isFinite(length)) return settle('response without Content-Length');
+    if (buf.length < headerEnd + 4 + length) return;
+    buf = buf.subarray(headerEnd + 4 + length);
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1];
+    settle(status !== '200' ? `status ${status ?? 'unparsable'}` : length !== expectBody ? `body ${length} bytes, expected ${expectBody}` : undefined);
+  });
+  return {
+    next: async () => {
+      if (failure !== undefined) return failure;
+      await connected;
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => settle(`timeout after ${timeoutMs} ms`), timeoutMs);
+        pending = (err) => {
+          clearTimeout(timer);
+          resolve(err);
+        };
+        s.write(keepAliveRequest);
+      });
+    },
+    close: () => s.destroy(),
+  };
+}
+
 const started = performance.now();
 const deadline = started + durationMs;
 let launched = 0;
@@ -105,10 +162,11 @@ let firstError: string | undefined;
 const latencies: number[] = [];
 
 async function worker(): Promise<void> {
+  const conn = mode === 'http-keepalive' ? keepAliveConnection() : undefined;
   while (launched < maxRequests && performance.now() < deadline) {
     launched++;
     const t0 = performance.now();
-    const err = await exchange();
+    const err = conn !== undefined ? await conn.next() : await exchange();
     if (err === undefined) {
       ok++;
       latencies.push(performance.now() - t0);
@@ -117,6 +175,7 @@ async function worker(): Promise<void> {
       firstError ??= err;
     }
   }
+  conn?.close();
 }
 
 await Promise.all(Array.from({ length: concurrency }, () => worker()));

@@ -7,6 +7,10 @@
  *   bulk-down      each data packet out to the client → arrival of the server packet carrying its
  *                  first byte (offsets: TCP seq upstream, DSS data sequence downstream; L4 only,
  *                  where both streams carry the same bytes)
+ *   small-up/down (keep-alive)  the same on one client connection carrying sequential requests
+ *                  (windows from one request to the next): no connection setup in the way, so
+ *                  this is the processing the small-exchange target is about; for an HTTP proxy
+ *                  the per-connection small-up above also holds the upstream's handshake
  * Small exchanges: sequential GETs of a 1 KiB file from nginx (one at a time, so each connection's
  * packets fall between its SYN and the next). Bulk: one curl download.
  */
@@ -77,6 +81,40 @@ function analyzeSmall(pkts: TcpPacket[], proxyPort: number, upPort: number, http
     push(http ? 'request-to-syn' : 'syn', ms(http ? reqIn : from, upSyn));
     push('small-up', ms(reqIn, reqOut));
     push('small-down', ms(respIn, respOut));
+  }
+  return out;
+}
+
+/** Keep-alive: one client connection, sequential requests; each window runs from one request's
+ *  first packet in to the next's. */
+function analyzeKeepAlive(pkts: TcpPacket[], proxyPort: number, upPort: number): Record<string, number[]> {
+  const reqs = pkts.filter((p) => p.dport === proxyPort && p.payload > 0).map((p) => p.t).sort((a, b) => a - b);
+  const up = 'small-up (keep-alive)';
+  const down = 'small-down (keep-alive)';
+  const out: Record<string, number[]> = { [up]: [], [down]: [] };
+  let i = 0;
+  for (let k = 0; k < reqs.length; k++) {
+    const from = reqs[k] as number;
+    const to = reqs[k + 1] ?? Infinity;
+    if (k > 0 && from === reqs[k - 1]) continue;
+    while (i < pkts.length && (pkts[i] as TcpPacket).t < from) i++;
+    let reqOut: number | undefined;
+    let respIn: number | undefined;
+    let respOut: number | undefined;
+    for (let j = i; j < pkts.length && (pkts[j] as TcpPacket).t < to; j++) {
+      const p = pkts[j] as TcpPacket;
+      if (p.payload <= 0) continue;
+      if (reqOut === undefined && p.dport === upPort) reqOut = p.t;
+      else if (reqOut !== undefined && respIn === undefined && p.sport === upPort) respIn = p.t;
+      else if (respIn !== undefined && p.sport === proxyPort) {
+        respOut = p.t;
+        break;
+      }
+    }
+    const u = ms(from, reqOut);
+    const d = ms(respIn, respOut);
+    if (u !== undefined) out[up]!.push(u);
+    if (d !== undefined) out[down]!.push(d);
   }
   return out;
 }
@@ -185,8 +223,8 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
         const filter = `tcp port ${c.port} or tcp port 8080`;
         const smallFile = join(ctx.dir, `${c.variant}-small.pcap`);
         const target = c.http ? `http://${srv}:8080/${blobFileName(SMALL)}` : `/${blobFileName(SMALL)}`;
-        const exchange = async (count: number): Promise<void> => {
-          const load = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, '--mode', 'http', '--host', prx, '--port', String(c.port), '--target', target, '--host-header', `${srv}:8080`, '--expect-body', String(SMALL), '--concurrency', '1', '--max-requests', String(count), '--duration-ms', '20000', '--mptcp']);
+        const exchange = async (count: number, mode = 'http'): Promise<void> => {
+          const load = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, '--mode', mode, '--host', prx, '--port', String(c.port), '--target', target, '--host-header', `${srv}:8080`, '--expect-body', String(SMALL), '--concurrency', '1', '--max-requests', String(count), '--duration-ms', '20000', '--mptcp']);
           const r = await load.waitForJson<{ event: string; ok: number; errors: number; firstError?: string }>((v) => v.event === 'done', { timeoutMs: 40_000 });
           if (r.ok === 0) throw new Error(`no exchange succeeded: ${r.firstError}`);
         };
@@ -197,6 +235,10 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
         await capture(ctx, smallFile, filter, () => exchange(exchanges));
         const small = analyzeSmall(readPcap(smallFile), c.port, 8080, c.http);
         for (const [kind, v] of Object.entries(small)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90) });
+        const keepFile = join(ctx.dir, `${c.variant}-keepalive.pcap`);
+        await capture(ctx, keepFile, filter, () => exchange(exchanges, 'http-keepalive'));
+        const kept = analyzeKeepAlive(readPcap(keepFile), c.port, 8080);
+        for (const [kind, v] of Object.entries(kept)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90) });
         {
           const bulkFile = join(ctx.dir, `${c.variant}-bulk.pcap`);
           await capture(ctx, bulkFile, filter, async () => {
@@ -221,7 +263,7 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
     await Promise.all(procs.map((p) => p.proc.stop(1_000)));
   }
   const md = ['## 5. Conversion delay (packet captures on prx)', ''];
-  md.push(`tcpdump -i any on prx; after ${warmup} uncaptured warm-up GETs, ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small; our HTTP proxy with its upstream pool off, so that every request dials as Squid's do), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out; bulk-down = server packet in → the packet out to the client carrying its first byte.`, '');
+  md.push(`tcpdump -i any on prx; after ${warmup} uncaptured warm-up GETs, ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small; our HTTP proxy with its upstream pool off, so that every request dials as Squid's do), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out, on a new connection per GET (for an HTTP proxy, small-up then includes the upstream's handshake); small-up/down (keep-alive) = the same for ${exchanges} sequential GETs on one client connection (processing only: the small-exchange target is checked on these rows); bulk-down = server packet in → the packet out to the client carrying its first byte.`, '');
   md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy |', '|---|---|---|---|---|---|');
   for (const r of rows) {
     const ha = rows.find((x) => x.variant === 'haproxy' && x.kind === r.kind)?.p50Ms;
