@@ -17,7 +17,8 @@ extern struct mpx_queue_cap g_queue_cap;
 /* Caps fd's receive (SO_RCVBUF) or send (SO_SNDBUF) buffer at max(floor, rate × the path's
  * RTT), which also ends the kernel's autotuning of that buffer. Returns the size asked for, or
  * 0 when the socket is left alone: the cap is off, its RTT is unknown, or the path needs more
- * than SO_RCVBUF/SO_SNDBUF may grant (net.core.rmem_max / wmem_max). */
+ * than SO_RCVBUF/SO_SNDBUF may grant (net.core.rmem_max / wmem_max) or than autotuning would
+ * give it anyway (net.ipv4.tcp_rmem / tcp_wmem maximum). */
 uint32_t mpx_queue_cap(int fd, int optname);
 
 #endif

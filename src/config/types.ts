@@ -86,8 +86,9 @@ export interface RelayConfig {
    * Native engine: once a connection moves bulk data, cap the source socket's receive buffer and
    * the destination's send buffer at max(capBuffersMinBytes, capBuffersRateMbit × the path's RTT)
    * instead of letting the kernel autotune them to megabytes — the queue inside the proxy is its
-   * bulk delay (native/src/queue-cap.c). Paths too long for net.core.rmem_max/wmem_max keep
-   * autotuning.
+   * bulk delay (native/src/queue-cap.c). Plain TCP (and fallen-back) sockets only: an MPTCP
+   * connection keeps autotuning, since its buffers must cover its slowest subflow. Paths too long
+   * for net.core.rmem_max/wmem_max, or for more than autotuning's own maximum, keep autotuning.
    */
   capBuffers: boolean;
   capBuffersMinBytes: number;
