@@ -13,7 +13,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,17 +30,8 @@ const TOTAL = 64 * MiB;
 const SLACK = 64 * 1024;
 const CHUNK = randomBytes(MiB);
 
-function ssAvailable(): boolean {
-  try {
-    execFileSync('ss', ['-V'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const skip =
-  loadNativeRelayEngine() === undefined ? 'the addon has no native relay engine' : !ssAvailable() ? 'ss (iproute2) is not installed' : false;
+  loadNativeRelayEngine() === undefined ? 'the addon has no native relay engine' : spawnSync('ss', ['-V'], { stdio: 'ignore' }).status !== 0 ? 'ss (iproute2) is not installed' : false;
 
 interface SocketView {
   recvQ: number;
