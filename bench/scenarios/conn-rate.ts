@@ -123,38 +123,48 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
     const warmMs = Math.min(2_000, durationMs);
     const warmBounds = ['--concurrency', String(concurrency), '--duration-ms', String(warmMs), '--max-requests', String(Math.min(2_000, maxRequests)), '--mptcp'];
     for (const load of ['http', 'echo'] as const) {
-      for (const t of targets.filter((x) => x.load === load)) {
-        const row: ConnRateRow = { load, variant: t.variant, ok: 0, errors: 0 };
-        const runs: LoadResult[] = [];
+      const entries = targets.filter((x) => x.load === load).map((t) => ({ t, row: { load, variant: t.variant, ok: 0, errors: 0 } as ConnRateRow, runs: [] as LoadResult[] }));
+      // One unmeasured warm-up run per variant, the same for all: the figures are of a proxy in
+      // steady state (a Node proxy compiles its hot path during the first few thousand
+      // exchanges; a C proxy's first connections warm its caches and pools).
+      for (const e of entries) {
         try {
-          // One unmeasured warm-up run per variant, the same for all: the figures are of a
-          // proxy in steady state (a Node proxy compiles its hot path during the first few
-          // thousand exchanges; a C proxy's first connections warm its caches and pools).
-          const warm = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...t.args, ...warmBounds]);
+          const warm = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...e.t.args, ...warmBounds]);
           commandLog.pop();
           await warm.waitForJson<{ event: string }>((v) => v.event === 'done', { timeoutMs: warmMs + 30_000 });
           await warm.waitForExit(5_000);
-          for (let rep = 0; rep < ctx.opts.reps; rep++) {
-            const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...t.args, ...bounds]);
+        } catch (err) {
+          e.row.error = (err as Error).message;
+        }
+      }
+      // Repetitions go round the variants (rep 1 of each, then rep 2...): the machine is shared
+      // and drifts over minutes, and a ratio is fairest between runs taken side by side.
+      for (let rep = 0; rep < ctx.opts.reps; rep++) {
+        for (const e of entries) {
+          if (e.row.error !== undefined) continue;
+          try {
+            const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...e.t.args, ...bounds]);
             if (rep > 0) commandLog.pop();
             const r = await proc.waitForJson<LoadResult & { event: string }>((v) => v.event === 'done', { timeoutMs: durationMs + 30_000 });
             await proc.waitForExit(5_000);
-            runs.push(r);
-            row.ok += r.ok;
-            row.errors += r.errors;
-            row.firstError ??= r.firstError;
-            ctx.log(`  conn-rate ${load} ${t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+            e.runs.push(r);
+            e.row.ok += r.ok;
+            e.row.errors += r.errors;
+            e.row.firstError ??= r.firstError;
+            ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+          } catch (err) {
+            e.row.error = (err as Error).message;
           }
-        } catch (err) {
-          row.error = (err as Error).message;
         }
-        row.rate = summarize(runs.map((r) => r.rate));
-        row.p50Ms = summarize(runs.map((r) => r.p50Ms ?? NaN));
-        rows.push(row);
+      }
+      for (const e of entries) {
+        e.row.rate = summarize(e.runs.map((r) => r.rate));
+        e.row.p50Ms = summarize(e.runs.map((r) => r.p50Ms ?? NaN));
+        rows.push(e.row);
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
-    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges). http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
     md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | ok | errors |', '|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;

@@ -230,30 +230,43 @@ async function runOnce(ctx: BenchContext, origins: Origins, t: TransferTarget, b
 async function measure(ctx: BenchContext, origins: Origins, targets: TransferTarget[], scenario: TransferRow['scenario'], bytes: number, parallels: number[], pathSumMbit?: number): Promise<TransferRow[]> {
   const rows: TransferRow[] = [];
   for (const parallel of parallels) {
-    for (const t of targets) {
-      const row: TransferRow = { scenario, variant: t.variant, parallel, bytesPerRun: bytes, runs: [] };
-      // Bounded: at least 60 s, or the time at 100 Mbit/s (shaped) / 200 Mbit/s (unshaped).
-      const timeoutMs = Math.max(60_000, Math.ceil(((bytes * 8) / ((pathSumMbit ?? 200) * 0.5e6)) * 1000));
-      // Unshaped, the client's `| openssl dgst` pipeline caps a transfer at ≈4 Gbit/s here (curl
-      // alone to /dev/null: ≈12 Gbit/s), so timed throughput runs check the length only and one
-      // untimed transfer per row of the same per-stream size checks the SHA-256.
-      const hashTimed = scenario !== 'throughput' || t.kind === 'blob';
+    // Bounded: at least 60 s, or the time at 100 Mbit/s (shaped) / 200 Mbit/s (unshaped).
+    const timeoutMs = Math.max(60_000, Math.ceil(((bytes * 8) / ((pathSumMbit ?? 200) * 0.5e6)) * 1000));
+    // Unshaped, the client's `| openssl dgst` pipeline caps a transfer at ≈4 Gbit/s here (curl
+    // alone to /dev/null: ≈12 Gbit/s), so timed throughput runs check the length only and one
+    // untimed transfer per row of the same per-stream size checks the SHA-256.
+    const hashTimed = (t: TransferTarget): boolean => scenario !== 'throughput' || t.kind === 'blob';
+    const entries = targets.map((t) => ({ t, row: { scenario, variant: t.variant, parallel, bytesPerRun: bytes, runs: [] } as TransferRow }));
+    const failed = (e: (typeof entries)[number], err: unknown): void => {
+      e.row.error = (err as Error).message;
+      ctx.log(`  ${scenario} ${e.t.variant} ×${parallel}: ERROR ${e.row.error}`);
+    };
+    for (const e of entries) {
+      if (hashTimed(e.t)) continue;
       try {
-        if (!hashTimed) {
-          const each = Math.floor(bytes / parallel);
-          const hc = await runOnce(ctx, origins, t, each, 1, timeoutMs, true);
-          row.hashCheck = { bytes: each, ok: hc.bytesChecked };
-          ctx.log(`  ${scenario} ${t.variant}: sha256 check of one ${each}-byte transfer ok`);
-        }
-        for (let rep = 0; rep < ctx.opts.reps; rep++) {
-          const run = await runOnce(ctx, origins, t, bytes, parallel, timeoutMs, hashTimed);
-          row.runs.push(run);
-          ctx.log(`  ${scenario} ${t.variant} ×${parallel} rep ${rep + 1}: ${run.mbit.toFixed(0)} Mbit/s${run.proxyCpuSeconds !== undefined ? `, proxy CPU ${run.proxyCpuSeconds.toFixed(2)} s` : ''}, ${run.sha256Checked ? 'sha256' : 'length'} checked`);
-        }
+        const each = Math.floor(bytes / parallel);
+        const hc = await runOnce(ctx, origins, e.t, each, 1, timeoutMs, true);
+        e.row.hashCheck = { bytes: each, ok: hc.bytesChecked };
+        ctx.log(`  ${scenario} ${e.t.variant}: sha256 check of one ${each}-byte transfer ok`);
       } catch (err) {
-        row.error = (err as Error).message;
-        ctx.log(`  ${scenario} ${t.variant} ×${parallel}: ERROR ${row.error}`);
+        failed(e, err);
       }
+    }
+    // Repetitions go round the variants (rep 1 of each, then rep 2...): the machine is shared
+    // and drifts over minutes, and a ratio is fairest between runs taken side by side.
+    for (let rep = 0; rep < ctx.opts.reps; rep++) {
+      for (const e of entries) {
+        if (e.row.error !== undefined) continue;
+        try {
+          const run = await runOnce(ctx, origins, e.t, bytes, parallel, timeoutMs, hashTimed(e.t));
+          e.row.runs.push(run);
+          ctx.log(`  ${scenario} ${e.t.variant} ×${parallel} rep ${rep + 1}: ${run.mbit.toFixed(0)} Mbit/s${run.proxyCpuSeconds !== undefined ? `, proxy CPU ${run.proxyCpuSeconds.toFixed(2)} s` : ''}, ${run.sha256Checked ? 'sha256' : 'length'} checked`);
+        } catch (err) {
+          failed(e, err);
+        }
+      }
+    }
+    for (const { t, row } of entries) {
       row.mbit = summarize(row.runs.map((r) => r.mbit));
       row.machineBusy = summarize(row.runs.map((r) => r.machineBusy ?? NaN));
       if (t.proxy) row.cpuSecondsPerGB = summarize(row.runs.map((r) => (r.proxyCpuSeconds ?? NaN) / (r.bytes / 1e9)));
