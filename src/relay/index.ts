@@ -33,8 +33,8 @@ export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}):
   // MPTCP_PROXY_CAP_BUFFERS=off: an internal switch for A/B runs of the bench, whose forward
   // variant has no config file (like MPTCP_PROXY_ENGINE_CONNECT); not a config key.
   const cap = opts.capBuffers;
-  if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap(0, 1);
-  else if (cap !== undefined) native.relaySetQueueCap(cap.enabled ? cap.minBytes : 0, cap.rateMbit);
+  if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap?.(0, 1);
+  else if (cap !== undefined) native.relaySetQueueCap?.(cap.enabled ? cap.minBytes : 0, cap.rateMbit);
   return nativeRelay;
 }
 

@@ -97,8 +97,9 @@ export interface NativeRelayEngine {
   relayAbort(id: number): boolean;
   /** Engine threads (default 1), applied the next time the engine starts. */
   relaySetThreads(threads: number): void;
-  /** The socket-buffer cap for bulk flows (native/src/queue-cap.c); floorBytes 0 = off. */
-  relaySetQueueCap(floorBytes: number, rateMbit: number): void;
+  /** The socket-buffer cap for bulk flows (native/src/queue-cap.c); floorBytes 0 = off. Absent
+   *  from an addon built before it (then the engine has no cap). */
+  relaySetQueueCap?(floorBytes: number, rateMbit: number): void;
   /** Ends every live relay (reason 'engine-stopped') and joins the engine threads. */
   relayEngineStop(): void;
 }

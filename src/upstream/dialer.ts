@@ -185,7 +185,12 @@ function sendFirst(target: TargetAddress, ctx: ConnectionContext, first: Buffer,
       // The write's failure is also emitted as 'error' (after this callback): keep a listener.
       socket.on('error', () => {});
       socket.destroy();
-      reject(err instanceof UpstreamError ? (publishDialError({ ctx, error: err }), err) : engineConnectFailed(ctx, target, err, timedOut, cfg));
+      if (err instanceof UpstreamError) {
+        publishDialError({ ctx, error: err }); // the abort: already the dial's error
+        reject(err);
+      } else {
+        reject(engineConnectFailed(ctx, target, err, timedOut, cfg));
+      }
     };
     const onAbort = (): void => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, 'dial aborted: the client went away'));
     const deadline = setTimeout(() => finish(new Error('connect timed out'), true), cfg.connectTimeoutMs);
