@@ -98,7 +98,9 @@ static bool is_multipath(int fd)
 
 uint32_t mpx_queue_cap(int fd, int optname)
 {
-	if (g_queue_cap.floor_bytes == 0 || is_multipath(fd))
+	uint64_t floor_bytes = atomic_load_explicit(&g_queue_cap.floor_bytes, memory_order_relaxed);
+	uint64_t rate_mbit = atomic_load_explicit(&g_queue_cap.rate_mbit, memory_order_relaxed);
+	if (floor_bytes == 0 || is_multipath(fd))
 		return 0;
 	struct tcp_info ti;
 	socklen_t len = sizeof(ti);
@@ -109,9 +111,9 @@ uint32_t mpx_queue_cap(int fd, int optname)
 	uint64_t rtt_us = ti.tcpi_min_rtt > ti.tcpi_rtt ? ti.tcpi_min_rtt : ti.tcpi_rtt;
 	if (rtt_us == 0)
 		return 0;
-	uint64_t cap = rtt_us * g_queue_cap.rate_mbit / 8; /* µs × Mbit/s / 8 = bytes */
-	if (cap < g_queue_cap.floor_bytes)
-		cap = g_queue_cap.floor_bytes;
+	uint64_t cap = rtt_us * rate_mbit / 8; /* µs × Mbit/s / 8 = bytes */
+	if (cap < floor_bytes)
+		cap = floor_bytes;
 	/* Left alone when the cap could not be granted (SO_*BUF would silently clip it to the
 	 * sysctl's maximum: a lower cap than the path needs), or when the kernel doubles it
 	 * (socket(7)) to no less than autotuning's own ceiling: then it would cap nothing, and

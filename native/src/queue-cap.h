@@ -2,14 +2,16 @@
 #ifndef MPX_QUEUE_CAP_H
 #define MPX_QUEUE_CAP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 /* The engine's cap on the socket buffers a bulk flow fills (queue-cap.c). floor_bytes 0 turns
  * it off. Set before the first relay (relaySetQueueCap). */
 struct mpx_queue_cap {
-	uint32_t floor_bytes; /* never cap below this */
-	uint32_t rate_mbit; /* a capped buffer still carries this rate at the path's RTT */
+	/* Atomic: set from the JS thread (relaySetQueueCap), read by the engine threads. */
+	_Atomic uint32_t floor_bytes; /* never cap below this */
+	_Atomic uint32_t rate_mbit; /* a capped buffer still carries this rate at the path's RTT */
 };
 
 extern struct mpx_queue_cap g_queue_cap;

@@ -1368,8 +1368,8 @@ napi_value mpx_js_relay_set_queue_cap(napi_env env, napi_callback_info info)
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "floorBytes and rateMbit must be >= 0");
 		return NULL;
 	}
-	g_queue_cap.floor_bytes = (uint32_t)floor_bytes;
-	g_queue_cap.rate_mbit = (uint32_t)rate;
+	atomic_store_explicit(&g_queue_cap.floor_bytes, (uint32_t)floor_bytes, memory_order_relaxed);
+	atomic_store_explicit(&g_queue_cap.rate_mbit, (uint32_t)rate, memory_order_relaxed);
 	return NULL;
 }
 
