@@ -215,12 +215,16 @@ async function published<T>(name: string, c: ConnectionContext, fn: () => Promis
   return seen;
 }
 
-for (const mode of ['off', 'auto'] as const) {
-  test(`sendFirst (upstream.mptcp ${mode}): resolves once the bytes are written, with the facts and upstream:connected; the server reads them`, { skip: mode === 'auto' && noMptcp }, async (t) => {
+for (const [mode, serverMptcp] of [['off', false], ['auto', false], ['auto', true]] as const) {
+  const what = `upstream.mptcp ${mode}, ${serverMptcp ? 'MPTCP' : 'TCP'} server`;
+  test(`sendFirst (${what}): resolves once the bytes are written, with the facts and upstream:connected; the server reads them`, { skip: mode === 'auto' && noMptcp }, async (t) => {
     const got: Buffer[] = [];
     const server = net.createServer((s) => s.on('data', (d) => got.push(d)).on('error', () => {}));
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
+    if (serverMptcp) await listenMptcp(server, { host: '127.0.0.1', port: 0, mode: 'on' });
+    else {
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+    }
     t.after(() => server.close());
     const port = (server.address() as net.AddressInfo).port;
     const dial = createDialer({ ...baseCfg, mptcp: mode }, await openAccess(), silentLogger);
@@ -235,12 +239,42 @@ for (const mode of ['off', 'auto'] as const) {
     assert.equal(connected.length, 1);
     assert.deepEqual(c.upstream?.remote, { address: '127.0.0.1', port });
     assert.equal(c.upstream?.local.port, socket!.localPort);
-    assert.equal(c.upstream?.mptcp, false, 'a plain TCP server: the wire carries TCP');
+    assert.equal(c.upstream?.mptcp, serverMptcp, 'the facts say what the wire carries');
     const deadline = performance.now() + 2000;
     while (Buffer.concat(got).toString() !== 'GET / HTTP/1.1\r\n\r\n' && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     assert.equal(Buffer.concat(got).toString(), 'GET / HTTP/1.1\r\n\r\n');
   });
 }
+
+test('sendFirst: a head queued while the handshake waits leaves when it completes, and the dial resolves then', async (t) => {
+  const hole = await fullListener();
+  t.after(hole.close);
+  const dial = createDialer({ ...baseCfg, connectTimeoutMs: 10_000 }, await openAccess(), silentLogger);
+  const c = ctx();
+  let resolvedAt: number | undefined;
+  const sending = dial.sendFirst!({ host: '127.0.0.1', port: hole.port }, c, Buffer.from('HEAD'))!;
+  void sending.then(() => (resolvedAt = performance.now()), () => {});
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(resolvedAt, undefined, 'still in the handshake: the dial has not resolved');
+  const facts = () => c.upstream; // read through a function: TS would narrow the field to undefined for good
+  assert.equal(facts(), undefined, 'no facts before the handshake');
+  // Drain the queue: Node accepts the fillers, and the SYN's retransmission gets in.
+  const server = net.createServer();
+  t.after(() => server.close());
+  const received = new Promise<string>((resolve) => {
+    server.on('connection', (s) => {
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => d.toString() === 'HEAD' && resolve(d.toString()));
+    });
+  });
+  const adoptedAt = performance.now();
+  hole.adopt(server);
+  const socket = await sending;
+  t.after(() => socket.destroy());
+  assert.ok(resolvedAt! >= adoptedAt, 'resolved only once the handshake completed');
+  assert.equal(await received, 'HEAD');
+  assert.equal(facts()?.local.port, socket.localPort);
+});
 
 test('sendFirst: a refused handshake is the dial\'s UPSTREAM_REFUSED, published as dial:error', async () => {
   const { server, port } = await plainServer();
