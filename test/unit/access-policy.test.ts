@@ -152,3 +152,25 @@ test('with a credentials file authentication is required and passwords are check
 test('a bad credentials file stops policy creation', async () => {
   await assert.rejects(createAccessPolicy(config({ credentialsFile: fixture('credentials-bad.txt') })), ConfigError);
 });
+
+test('decisions are remembered per address: the same frozen answer again, and still right past the memo size', async () => {
+  const policy = await createAccessPolicy(config({ denyDestinations: ['10.9.0.0/16'], allowClients: ['10.0.0.0/8'] }));
+  const first = policy.checkDestination(to('10.9.1.1', 80), '10.9.1.1');
+  assert.equal(first.allowed, false);
+  assert.equal(policy.checkDestination(to('10.9.1.1', 443), '10.9.1.1'), first, 'remembered');
+  assert.ok(Object.isFrozen(first), 'shared, so frozen');
+  assert.throws(() => {
+    (first as { allowed: boolean }).allowed = true;
+  }, TypeError);
+  // The port rules and the self check still run per call: the memo covers the address only.
+  const ports = await createAccessPolicy(config({ denyPorts: ['25'] }));
+  assert.equal(ports.checkDestination(to('10.1.1.1', 80), '10.1.1.1').allowed, true);
+  assert.equal(ports.checkDestination(to('10.1.1.1', 25), '10.1.1.1').rule, 'destination-port');
+  // More distinct addresses than the memo holds (4096): every answer stays right.
+  for (let i = 0; i < 5000; i++) {
+    const addr = `10.${(i >> 8) % 2 === 0 ? 9 : 8}.${(i >> 8) & 255}.${i & 255}`;
+    assert.equal(policy.checkDestination(to(addr, 80), addr).allowed, !addr.startsWith('10.9.'), addr);
+    assert.equal(policy.admitClient(addr).allowed, true, addr);
+  }
+  assert.equal(policy.admitClient('192.0.2.1').allowed, false);
+});
