@@ -8,6 +8,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { collectUntilClose, curl, rawExchange, readUntil, startHttpProxy, startOrigin, startTcpOrigin } from '../helpers/http-proxy-harness.js';
+import { fullListener } from '../helpers/full-listener.js';
+import { ErrorCode } from '../../src/core/errors.js';
 
 test('the origin handler sees exactly the forwarded head: origin-form, Host, Via, no hop-by-hop fields', async (t) => {
   t.plan(6);
@@ -222,4 +224,21 @@ test('each HTTP exchange is published on the request channel with its own status
   assert.deepEqual(mine.map((m) => [m.url?.slice(-2), m.status]), [['/a', 200], ['/b', 200]]);
   assert.ok(mine[0]!.fromUpstream > 4 && mine[1]!.fromUpstream > 2, 'each exchange counts its own response bytes');
   assert.ok(mine[0]!.fromUpstream - mine[1]!.fromUpstream === 2, 'the bodies differ by two bytes, and so do the counts');
+});
+
+test('an origin whose handshake never completes: 504 at connectTimeoutMs, logged as CONNECT_TIMEOUT (the head was queued on the connecting socket)', async (t) => {
+  const hole = await fullListener();
+  const proxy = await startHttpProxy();
+  t.after(async () => {
+    hole.close();
+    await proxy.close();
+  });
+  const started = performance.now();
+  const reply = await rawExchange(proxy.port, `GET http://127.0.0.1:${hole.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`, 10_000);
+  const took = performance.now() - started;
+  assert.match(reply, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+  // The harness dials with connectTimeoutMs 2000.
+  assert.ok(took >= 1900 && took < 6000, `answered after ${took.toFixed(0)} ms`);
+  const line = proxy.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.status === 504);
+  assert.equal(line?.code, ErrorCode.CONNECT_TIMEOUT);
 });
