@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
+import { formatEndpoint } from '../core/context.js';
 import { ConfigError, ProxyError } from '../core/errors.js';
 import { createBatchedSink, createLogger } from '../core/logger.js';
 import { defaultConfigDocumentCopy, parseConfigText, readConfigDocument } from '../config/load.js';
@@ -192,7 +193,7 @@ function reportFatal(err: unknown): number {
   }
   const e = err as Error & { code?: string; syscall?: string; address?: string; port?: number };
   if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL') {
-    process.stderr.write(`mptcp-proxy: cannot listen on ${e.address?.includes(':') ? `[${e.address}]` : e.address ?? '?'}:${e.port ?? '?'} (${e.code}): ${e.code === 'EADDRINUSE' ? 'another program uses this port; pick another with a config file (listeners[].listen)' : 'check the address and your permissions'}\n`);
+    process.stderr.write(`mptcp-proxy: cannot listen on ${e.address === undefined ? '?' : formatEndpoint({ address: e.address, port: e.port ?? 0 })} (${e.code}): ${e.code === 'EADDRINUSE' ? 'another program uses this port; pick another with a config file (listeners[].listen)' : 'check the address and your permissions'}\n`);
     return 1;
   }
   process.stderr.write(`mptcp-proxy: unexpected error: ${e.message ?? String(err)}${e.code ? ` (${e.code})` : ''}\nRe-run with --log-level debug and report it.\n`);

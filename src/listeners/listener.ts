@@ -90,12 +90,7 @@ export class ProxyListener {
     this.#state = 'starting';
     const { listen, mptcp, backlog, reusePort, name, type } = this.config;
     const transparent = this.config.type === 'transparent' && this.config.mode === 'tproxy';
-    const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, transparent, mode: mptcp }).catch((err: unknown) => {
-      // The addon's bind(2) errors carry no address (Node's own do): say which listen failed.
-      const e = err as { address?: string; port?: number };
-      if (err !== null && typeof err === 'object' && e.address === undefined) Object.assign(err, { address: listen.host, port: listen.port });
-      throw err;
-    });
+    const r = await listenMptcp(this.#server, { host: listen.host, port: listen.port, backlog, reusePort, transparent, mode: mptcp });
     this.#mptcp = r.mptcp;
     // Node's per-connection setNoDelay (the noDelay option) is a setsockopt each; the
     // listening socket's TCP_NODELAY already reaches every accepted socket.

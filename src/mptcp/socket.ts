@@ -133,8 +133,13 @@ function setUpListenFd(native: MptcpNative, fd: number, opts: ListenMptcpOptions
     }
     // Inherited by every accepted socket: saves Node's setNoDelay (a setsockopt) per connection.
     native.setIntOption(fd, c.IPPROTO_TCP, c.TCP_NODELAY, 1);
-    native.bind(fd, opts.host, opts.port);
-    native.listen(fd, opts.backlog ?? 511);
+    try {
+      native.bind(fd, opts.host, opts.port);
+      native.listen(fd, opts.backlog ?? 511);
+    } catch (err) {
+      // Node's own listen errors name the address; the addon's syscall errors do not.
+      throw Object.assign(err as Error, { address: opts.host, port: opts.port });
+    }
   });
 }
 
@@ -143,7 +148,8 @@ function setUpListenFd(native: MptcpNative, fd: number, opts: ListenMptcpOptions
  *
  * 'auto' listens on plain TCP when this host cannot create MPTCP sockets and reports
  * mptcp:false; 'on' rejects with MptcpUnavailableError naming what to enable. Bind and
- * listen failures reject with Node-shaped errors (code 'EADDRINUSE', errno, syscall 'bind').
+ * listen failures reject with Node-shaped errors (code 'EADDRINUSE', errno, syscall 'bind',
+ * address, port).
  * Port 0 works: the result carries the port the kernel chose.
  *
  * Known limit: a `node:cluster` worker cannot listen on an fd (the primary would

@@ -218,6 +218,8 @@ test('listenMptcp on a port in use rejects with EADDRINUSE and leaks no file des
     assert.equal(err.code, 'EADDRINUSE');
     assert.equal(err.syscall, 'bind');
     assert.equal(typeof err.errno, 'number');
+    assert.equal((err as NodeJS.ErrnoException & { address?: string }).address, '127.0.0.1');
+    assert.equal((err as NodeJS.ErrnoException & { port?: number }).port, port);
     return true;
   });
   assert.equal(second.listening, false);
