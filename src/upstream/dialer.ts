@@ -192,7 +192,7 @@ function sendFirst(target: TargetAddress, ctx: ConnectionContext, first: Buffer,
         reject(engineConnectFailed(ctx, target, err, timedOut, cfg));
       }
     };
-    const onAbort = (): void => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, 'dial aborted: the client went away'));
+    const onAbort = (): void => finish(dialAborted(target));
     const deadline = setTimeout(() => finish(new Error('connect timed out'), true), cfg.connectTimeoutMs);
     socket.on('error', finish);
     if (signals.some((signal) => signal.aborted)) return onAbort();
@@ -234,6 +234,11 @@ function enginePlan(fixed: TargetAddress | undefined, cfg: UpstreamConfig, acces
       return error;
     },
   };
+}
+
+/** A dial given up because its signal fired (the client left, or the proxy cut the connection). */
+function dialAborted(target: TargetAddress): UpstreamError {
+  return new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, 'dial aborted: the client went away');
 }
 
 /** A connect the engine completed: the upstream's facts into ctx, then upstream:connected. */
@@ -356,7 +361,7 @@ function connectFirst(target: TargetAddress, addrs: ResolvedAddress[], cfg: Upst
       if (winner) resolvePromise(winner);
       else reject(err);
     };
-    const onAbort = () => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, 'dial aborted: the client went away'));
+    const onAbort = () => finish(dialAborted(target));
     const deadline = setTimeout(
       () => finish(new UpstreamError(ErrorCode.CONNECT_TIMEOUT, target, `connect took longer than ${cfg.connectTimeoutMs} ms`)),
       cfg.connectTimeoutMs,
