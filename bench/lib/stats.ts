@@ -32,3 +32,23 @@ export function fmtSummary(s: Summary | undefined, digits = 0): string {
   if (!s) return '–';
   return s.n > 1 ? `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : fmt(s.median, digits);
 }
+
+/**
+ * Runs `once(entry, rep)` `reps` times for every entry, round the entries (rep 1 of each, then
+ * rep 2...): the machine is shared and drifts over minutes, and a ratio is fairest between runs
+ * taken side by side. An entry whose run throws goes to `failed` and is skipped from then on.
+ */
+export async function repeatRoundRobin<E>(reps: number, entries: readonly E[], once: (entry: E, rep: number) => Promise<void>, failed: (entry: E, err: unknown) => void): Promise<void> {
+  const out = new Set<E>();
+  for (let rep = 0; rep < reps; rep++) {
+    for (const e of entries) {
+      if (out.has(e)) continue;
+      try {
+        await once(e, rep);
+      } catch (err) {
+        out.add(e);
+        failed(e, err);
+      }
+    }
+  }
+}

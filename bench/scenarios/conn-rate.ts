@@ -6,7 +6,7 @@
  * bench/load/conn-load.ts in cli, MPTCP through our addon; each run is bounded in time and count.
  */
 import { fileURLToPath } from 'node:url';
-import { summarize, fmtSummary, type Summary } from '../lib/stats.js';
+import { fmtSummary, repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
 import { ensureBlobFile, blobFileName, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import {
@@ -137,26 +137,20 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
           e.row.error = (err as Error).message;
         }
       }
-      // Repetitions go round the variants (rep 1 of each, then rep 2...): the machine is shared
-      // and drifts over minutes, and a ratio is fairest between runs taken side by side.
-      for (let rep = 0; rep < ctx.opts.reps; rep++) {
-        for (const e of entries) {
-          if (e.row.error !== undefined) continue;
-          try {
-            const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...e.t.args, ...bounds]);
-            if (rep > 0) commandLog.pop();
-            const r = await proc.waitForJson<LoadResult & { event: string }>((v) => v.event === 'done', { timeoutMs: durationMs + 30_000 });
-            await proc.waitForExit(5_000);
-            e.runs.push(r);
-            e.row.ok += r.ok;
-            e.row.errors += r.errors;
-            e.row.firstError ??= r.firstError;
-            ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
-          } catch (err) {
-            e.row.error = (err as Error).message;
-          }
-        }
-      }
+      const warmed = entries.filter((e) => e.row.error === undefined);
+      await repeatRoundRobin(ctx.opts.reps, warmed, async (e, rep) => {
+        const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...e.t.args, ...bounds]);
+        if (rep > 0) commandLog.pop();
+        const r = await proc.waitForJson<LoadResult & { event: string }>((v) => v.event === 'done', { timeoutMs: durationMs + 30_000 });
+        await proc.waitForExit(5_000);
+        e.runs.push(r);
+        e.row.ok += r.ok;
+        e.row.errors += r.errors;
+        e.row.firstError ??= r.firstError;
+        ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+      }, (e, err) => {
+        e.row.error = (err as Error).message;
+      });
       for (const e of entries) {
         e.row.rate = summarize(e.runs.map((r) => r.rate));
         e.row.p50Ms = summarize(e.runs.map((r) => r.p50Ms ?? NaN));

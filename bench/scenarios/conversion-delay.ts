@@ -61,23 +61,36 @@ function ms(a: number | undefined, b: number | undefined): number | undefined {
   return a === undefined || b === undefined || b < a ? undefined : (b - a) * 1000;
 }
 
+/** One exchange's packets (a window of the capture): when its request's first data packet came
+ *  in and left upstream, and when the server's first data packet came in and left to the client. */
+function exchangeTimes(w: TcpPacket[], proxyPort: number, upPort: number): { reqIn?: number; reqOut?: number; respIn?: number; respOut?: number } {
+  const first = (pred: (p: TcpPacket) => boolean, after = 0): number | undefined => w.find((p) => p.t >= after && pred(p))?.t;
+  const respIn = first((p) => p.sport === upPort && p.payload > 0);
+  return {
+    reqIn: first((p) => p.dport === proxyPort && p.payload > 0),
+    reqOut: first((p) => p.dport === upPort && p.payload > 0),
+    respIn,
+    respOut: respIn === undefined ? undefined : first((p) => p.sport === proxyPort && p.payload > 0, respIn),
+  };
+}
+
+/** The packets from `from` (inclusive) to `to` (exclusive). */
+function windowOf(pkts: TcpPacket[], from: number, to: number): TcpPacket[] {
+  return pkts.filter((p) => p.t >= from && p.t < to);
+}
+
 function analyzeSmall(pkts: TcpPacket[], proxyPort: number, upPort: number, http: boolean): Record<string, number[]> {
   const isClientSyn = (p: TcpPacket): boolean => p.dport === proxyPort && (p.flags & SYN) !== 0 && (p.flags & ACK) === 0 && !(p.mptcp ?? []).includes(1);
   const syns = pkts.filter(isClientSyn).map((p) => p.t).sort((a, b) => a - b);
   const out: Record<string, number[]> = { [http ? 'request-to-syn' : 'syn']: [], 'small-up': [], 'small-down': [] };
+  const push = (kind: string, v: number | undefined): void => {
+    if (v !== undefined) out[kind]!.push(v);
+  };
   for (let k = 0; k < syns.length; k++) {
     const from = syns[k] as number;
-    const to = syns[k + 1] ?? Infinity;
-    const w = pkts.filter((p) => p.t >= from && p.t < to);
-    const first = (pred: (p: TcpPacket) => boolean, after = 0): number | undefined => w.find((p) => p.t >= after && pred(p))?.t;
-    const upSyn = first((p) => p.dport === upPort && (p.flags & SYN) !== 0 && (p.flags & ACK) === 0);
-    const reqIn = first((p) => p.dport === proxyPort && p.payload > 0);
-    const reqOut = first((p) => p.dport === upPort && p.payload > 0);
-    const respIn = first((p) => p.sport === upPort && p.payload > 0);
-    const respOut = respIn === undefined ? undefined : first((p) => p.sport === proxyPort && p.payload > 0, respIn);
-    const push = (k2: string, v: number | undefined): void => {
-      if (v !== undefined) out[k2]!.push(v);
-    };
+    const w = windowOf(pkts, from, syns[k + 1] ?? Infinity);
+    const upSyn = w.find((p) => p.dport === upPort && (p.flags & SYN) !== 0 && (p.flags & ACK) === 0)?.t;
+    const { reqIn, reqOut, respIn, respOut } = exchangeTimes(w, proxyPort, upPort);
     push(http ? 'request-to-syn' : 'syn', ms(http ? reqIn : from, upSyn));
     push('small-up', ms(reqIn, reqOut));
     push('small-down', ms(respIn, respOut));
@@ -88,30 +101,13 @@ function analyzeSmall(pkts: TcpPacket[], proxyPort: number, upPort: number, http
 /** Keep-alive: one client connection, sequential requests; each window runs from one request's
  *  first packet in to the next's. */
 function analyzeKeepAlive(pkts: TcpPacket[], proxyPort: number, upPort: number): Record<string, number[]> {
-  const reqs = pkts.filter((p) => p.dport === proxyPort && p.payload > 0).map((p) => p.t).sort((a, b) => a - b);
+  const reqs = [...new Set(pkts.filter((p) => p.dport === proxyPort && p.payload > 0).map((p) => p.t))].sort((a, b) => a - b);
   const up = 'small-up (keep-alive)';
   const down = 'small-down (keep-alive)';
   const out: Record<string, number[]> = { [up]: [], [down]: [] };
-  let i = 0;
   for (let k = 0; k < reqs.length; k++) {
-    const from = reqs[k] as number;
-    const to = reqs[k + 1] ?? Infinity;
-    if (k > 0 && from === reqs[k - 1]) continue;
-    while (i < pkts.length && (pkts[i] as TcpPacket).t < from) i++;
-    let reqOut: number | undefined;
-    let respIn: number | undefined;
-    let respOut: number | undefined;
-    for (let j = i; j < pkts.length && (pkts[j] as TcpPacket).t < to; j++) {
-      const p = pkts[j] as TcpPacket;
-      if (p.payload <= 0) continue;
-      if (reqOut === undefined && p.dport === upPort) reqOut = p.t;
-      else if (reqOut !== undefined && respIn === undefined && p.sport === upPort) respIn = p.t;
-      else if (respIn !== undefined && p.sport === proxyPort) {
-        respOut = p.t;
-        break;
-      }
-    }
-    const u = ms(from, reqOut);
+    const { reqIn, reqOut, respIn, respOut } = exchangeTimes(windowOf(pkts, reqs[k] as number, reqs[k + 1] ?? Infinity), proxyPort, upPort);
+    const u = ms(reqIn, reqOut);
     const d = ms(respIn, respOut);
     if (u !== undefined) out[up]!.push(u);
     if (d !== undefined) out[down]!.push(d);

@@ -10,7 +10,7 @@
 import type { TestbedProcess } from '../../testbed/index.js';
 import { runBlobClient, startBlobServer, BLOB_CLIENT_PATH } from '../../test/helpers/peer-programs.js';
 import { cpuDelta, groupCpu, machineBusyShare, machineCpu } from '../lib/proc.js';
-import { summarize, type Summary } from '../lib/stats.js';
+import { repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
 import { blobFileName, ensureBlobFile, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import {
@@ -252,20 +252,12 @@ async function measure(ctx: BenchContext, origins: Origins, targets: TransferTar
         failed(e, err);
       }
     }
-    // Repetitions go round the variants (rep 1 of each, then rep 2...): the machine is shared
-    // and drifts over minutes, and a ratio is fairest between runs taken side by side.
-    for (let rep = 0; rep < ctx.opts.reps; rep++) {
-      for (const e of entries) {
-        if (e.row.error !== undefined) continue;
-        try {
-          const run = await runOnce(ctx, origins, e.t, bytes, parallel, timeoutMs, hashTimed(e.t));
-          e.row.runs.push(run);
-          ctx.log(`  ${scenario} ${e.t.variant} ×${parallel} rep ${rep + 1}: ${run.mbit.toFixed(0)} Mbit/s${run.proxyCpuSeconds !== undefined ? `, proxy CPU ${run.proxyCpuSeconds.toFixed(2)} s` : ''}, ${run.sha256Checked ? 'sha256' : 'length'} checked`);
-        } catch (err) {
-          failed(e, err);
-        }
-      }
-    }
+    const checked = entries.filter((e) => e.row.error === undefined);
+    await repeatRoundRobin(ctx.opts.reps, checked, async (e, rep) => {
+      const run = await runOnce(ctx, origins, e.t, bytes, parallel, timeoutMs, hashTimed(e.t));
+      e.row.runs.push(run);
+      ctx.log(`  ${scenario} ${e.t.variant} ×${parallel} rep ${rep + 1}: ${run.mbit.toFixed(0)} Mbit/s${run.proxyCpuSeconds !== undefined ? `, proxy CPU ${run.proxyCpuSeconds.toFixed(2)} s` : ''}, ${run.sha256Checked ? 'sha256' : 'length'} checked`);
+    }, failed);
     for (const { t, row } of entries) {
       row.mbit = summarize(row.runs.map((r) => r.mbit));
       row.machineBusy = summarize(row.runs.map((r) => r.machineBusy ?? NaN));
