@@ -48,7 +48,9 @@ function ssView(filter: string, mptcp = false): SocketView | undefined {
   return { recvQ: Number(recvQ[1]), rcvbuf: Number(skmem[1]), sndbuf: Number(skmem[2]) };
 }
 
-/** An origin that sends TOTAL bytes (CHUNK repeated) to each connection, then ends it. */
+/** An origin that sends TOTAL bytes (CHUNK repeated) to each connection, then ends it. Not the
+ *  blob generator of peer-blob-content.ts: computing its content per chunk makes the origin
+ *  slower than the proxy, and the test needs bytes queuing up inside the proxy. */
 async function bulkOrigin(t: TestContext): Promise<number> {
   const server = net.createServer((s) => {
     s.on('error', () => {});
