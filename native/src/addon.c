@@ -25,6 +25,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "listen", NULL, mpx_js_listen, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "close", NULL, mpx_js_close, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "dup", NULL, mpx_js_dup, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "peek", NULL, mpx_js_peek, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "localAddress", NULL, mpx_js_local_address, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "remoteAddress", NULL, mpx_js_remote_address, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "originalDestination", NULL, mpx_js_original_destination, NULL, NULL, NULL, napi_enumerable, NULL },

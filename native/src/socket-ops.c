@@ -206,6 +206,34 @@ napi_value mpx_js_close(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* peek(fd, buffer): number — the bytes already received, copied into `buffer` and left in the
+ * socket (recv with MSG_PEEK | MSG_DONTWAIT): what Node will read next, seen early. 0 when
+ * nothing is there yet (EAGAIN) or at EOF; other failures throw with syscall 'recv'. The HTTP
+ * front-end looks at a new client's request line this way in the accept turn (docs/design.md,
+ * "The upstream connect starts at accept"). */
+napi_value mpx_js_peek(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2];
+	int32_t fd;
+	const uint8_t *data;
+	size_t len;
+	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_int32(env, argv[0], "fd", &fd) ||
+	    !mpx_arg_buffer(env, argv[1], "The \"buffer\" argument must be a Buffer", &data, &len))
+		return NULL;
+	ssize_t n;
+	do
+		n = recv(fd, (void *)data, len, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return mpx_throw_errno(env, errno, "recv");
+		n = 0;
+	}
+	napi_value out;
+	NAPI_CALL(env, napi_create_int32(env, (int32_t)n, &out));
+	return out;
+}
+
 /* dup(fd): number — close-on-exec like every fd we create. */
 napi_value mpx_js_dup(napi_env env, napi_callback_info info)
 {

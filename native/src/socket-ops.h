@@ -19,6 +19,8 @@ napi_value mpx_js_connect(napi_env env, napi_callback_info info);
 napi_value mpx_js_listen(napi_env env, napi_callback_info info);
 napi_value mpx_js_close(napi_env env, napi_callback_info info);
 napi_value mpx_js_dup(napi_env env, napi_callback_info info);
+/* peek(fd, buffer): bytes received and not yet read, copied without consuming them; 0 if none. */
+napi_value mpx_js_peek(napi_env env, napi_callback_info info);
 napi_value mpx_js_local_address(napi_env env, napi_callback_info info);
 napi_value mpx_js_remote_address(napi_env env, napi_callback_info info);
 napi_value mpx_js_original_destination(napi_env env, napi_callback_info info);

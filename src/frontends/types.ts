@@ -12,7 +12,7 @@
 import type { Socket } from 'node:net';
 import type { ConnectionContext, FrontendKind } from '../core/context.js';
 import type { Logger } from '../core/logger.js';
-import type { Dial, EngineDialPlan } from '../upstream/types.js';
+import type { Dial, EarlyConnect, EngineDialPlan } from '../upstream/types.js';
 import type { TargetAddress } from '../core/errors.js';
 import type { Relay } from '../relay/types.js';
 import type { BodyPump } from '../relay/native-pump.js';
@@ -34,7 +34,14 @@ export interface FrontendDeps {
 
 export interface Frontend {
   readonly kind: FrontendKind;
-  handle(socket: Socket, ctx: ConnectionContext): Promise<void>;
+  /** `early`: what preconnect returned for this socket, now the front-end's to use or cancel. */
+  handle(socket: Socket, ctx: ConnectionContext, early?: EarlyConnect): Promise<void>;
+  /**
+   * Called by the listener for an admitted client before anything else is done for it: a
+   * front-end that can tell the upstream from bytes already received (the HTTP proxy, from a
+   * peek at the request line) may start its connect here, in the accept's own turn.
+   */
+  preconnect?(socket: Socket): EarlyConnect | undefined;
   /** Releases what the front-end holds across connections (the HTTP upstream pool). */
   close?(): void;
   /**

@@ -181,6 +181,10 @@ export class ProxyListener {
       socket.destroy();
       return;
     }
+    // The upstream connect, if the front-end can start it from what the client already sent:
+    // first, so it is not held up by the bookkeeping below (docs/design.md, "The upstream
+    // connect starts at accept").
+    const early = frontend.preconnect?.(socket);
     // 2. context
     const facts: SocketFacts = {
       remote: { address: client, port: socket.remotePort ?? 0 },
@@ -204,7 +208,7 @@ export class ProxyListener {
     }
     publishConnOpen({ ctx });
     // 3. hand over; the front-end resolves when the connection is over
-    this.#track(frontend.handle(socket, ctx), new WeakRef(socket), client, ctx, cut);
+    this.#track(frontend.handle(socket, ctx, early), new WeakRef(socket), client, ctx, cut);
   }
 
   /**

@@ -6,6 +6,7 @@ export {
   listenMptcp,
   connectMptcp,
   socketFd,
+  peekReceived,
   originalDestination,
   type ListenMptcpOptions,
   type ListenMptcpResult,

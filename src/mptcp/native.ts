@@ -158,6 +158,11 @@ export interface MptcpNative {
   listen(fd: number, backlog: number): void;
   close(fd: number): void;
   dup(fd: number): number;
+  /**
+   * recv(MSG_PEEK | MSG_DONTWAIT) into `buffer`: the bytes already received, left in the socket
+   * for Node to read; 0 when none yet (or at EOF). Optional: an addon built before it lacks it.
+   */
+  peek?(fd: number, buffer: Buffer): number;
   localAddress(fd: number): NativeAddress | null;
   remoteAddress(fd: number): NativeAddress | null;
   /** SO_ORIGINAL_DST (family 4) / IP6T_SO_ORIGINAL_DST (family 6). */

@@ -53,6 +53,22 @@ export function socketFd(socket: net.Socket): number {
   return fd;
 }
 
+/**
+ * The bytes a socket has received and Node has not read yet, copied into `buffer` without
+ * consuming them (recv MSG_PEEK): Node still reads them as usual. Empty when none have arrived,
+ * and when the addon cannot peek (absent, or built before peek). Never throws: a socket error
+ * is Node's to report when it reads.
+ */
+export function peekReceived(socket: net.Socket, buffer: Buffer): Buffer {
+  try {
+    const native = loadNative();
+    if (native.peek === undefined) return buffer.subarray(0, 0);
+    return buffer.subarray(0, native.peek(socketFd(socket), buffer));
+  } catch {
+    return buffer.subarray(0, 0);
+  }
+}
+
 /** Run `setup` on a new fd; close the fd if it throws, so no path leaks it. */
 function withNewFd(native: MptcpNative, fd: number, setup: (fd: number) => void): number {
   try {

@@ -16,6 +16,9 @@
  * sendFirst: the same synchronous connect(2) for a caller that writes at once (the HTTP
  * forward's request head): the fd is wrapped for Node still connecting, with the bytes queued
  * on it, so they leave when the handshake ends without waiting for JS to hear 'connect'.
+ *
+ * connectEarly: the same connect(2), started before the request is parsed (the HTTP front-end,
+ * from a peek at a new client's request line), and sent on later as sendFirst does.
  */
 import { Socket, isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
@@ -28,7 +31,7 @@ import type { AccessPolicy } from '../access/types.js';
 import type { UpstreamConfig } from '../config/types.js';
 import { NativeAddonUnavailableError, connectMptcp, isMptcpSocket, loadNative, mptcpSupport, type MptcpNative } from '../mptcp/index.js';
 import { toUpstreamError } from './errno-map.js';
-import type { Dial, DialOptions, EngineDialPlan, PendingConnect } from './types.js';
+import type { Dial, DialOptions, EarlyConnect, EngineDialPlan, PendingConnect } from './types.js';
 
 interface ResolvedAddress {
   address: string;
@@ -76,6 +79,7 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
   if (!cfg.bindInterface) {
     dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
     dial.sendFirst = (target, ctx, first, opts = {}) => sendFirst(target, ctx, first, opts, cfg, access, useMptcp);
+    dial.connectEarly = (target) => connectEarly(target, cfg, access, useMptcp);
     dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
     dial.planInEngineAnyTarget = () => enginePlan(undefined, cfg, access, useMptcp);
   }
@@ -153,19 +157,69 @@ function sendFirst(target: TargetAddress, ctx: ConnectionContext, first: Buffer,
   const native = nativeOrUndefined();
   if (native === undefined) return undefined;
   const started = performance.now();
-  let socket: Socket;
-  let local: Endpoint;
+  let c: { fd: number; local: Endpoint };
   try {
-    const c = connectSync(native, target, family, ctx, cfg, access, useMptcp);
-    local = c.local;
-    try {
-      socket = new Socket({ fd: c.fd, readable: true, writable: true, allowHalfOpen: true });
-    } catch (err) {
-      native.close(c.fd);
-      throw engineConnectFailed(ctx, target, err, false, cfg);
-    }
+    c = connectSync(native, target, family, ctx, cfg, access, useMptcp);
   } catch (err) {
     return Promise.reject(err);
+  }
+  return sendOnConnecting(native, c.fd, c.local, started, target, ctx, first, opts, cfg, useMptcp);
+}
+
+/**
+ * Dial.connectEarly (see types.ts): connectSync's steps without a context to report to, so a
+ * denied destination or a connect(2) that fails at once is a quiet undefined (the request's own
+ * dial, if it comes, meets the same answer and reports it).
+ */
+function connectEarly(target: TargetAddress, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): EarlyConnect | undefined {
+  const family = isIP(target.host);
+  if (family !== 4 && family !== 6) return undefined;
+  const native = nativeOrUndefined();
+  if (native === undefined) return undefined;
+  const started = performance.now();
+  let fd: number | undefined;
+  let local: Endpoint;
+  try {
+    filterAllowed(target, [{ address: target.host, family }], access);
+    fd = native.socket(family, useMptcp);
+    setNoDelay(native, fd, useMptcp);
+    if (cfg.bindAddress) native.bind(fd, cfg.bindAddress, 0);
+    native.connect(fd, target.host, target.port);
+    local = localOf(native, fd);
+  } catch {
+    if (fd !== undefined) native.close(fd);
+    return undefined;
+  }
+  const early = fd;
+  let used = false;
+  return {
+    target,
+    send(ctx, first, opts = {}) {
+      if (used) return Promise.reject(new Error('an early connect is sent on once'));
+      used = true;
+      return sendOnConnecting(native, early, local, started, target, ctx, first, opts, cfg, useMptcp);
+    },
+    cancel() {
+      if (used) return;
+      used = true;
+      native.close(early);
+    },
+  };
+}
+
+/**
+ * The second half of sendFirst and EarlyConnect.send: wraps the fd whose connect(2) was issued at
+ * `started` and writes `first` on it (see sendFirst), under what is left of connectTimeoutMs.
+ * Resolves once `first` is written, with the facts recorded and upstream:connected published;
+ * rejects with the dial's error, published as dial:error.
+ */
+function sendOnConnecting(native: MptcpNative, fd: number, local: Endpoint, started: number, target: TargetAddress, ctx: ConnectionContext, first: Buffer, opts: DialOptions, cfg: UpstreamConfig, useMptcp: boolean): Promise<Socket> {
+  let socket: Socket;
+  try {
+    socket = new Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  } catch (err) {
+    native.close(fd);
+    return Promise.reject(engineConnectFailed(ctx, target, err, false, cfg));
   }
   const signals = opts.signal ? [opts.signal, ctx.signal] : [ctx.signal];
   return new Promise<Socket>((resolvePromise, reject) => {
@@ -193,7 +247,8 @@ function sendFirst(target: TargetAddress, ctx: ConnectionContext, first: Buffer,
       }
     };
     const onAbort = (): void => finish(dialAborted(target));
-    const deadline = setTimeout(() => finish(new Error('connect timed out'), true), cfg.connectTimeoutMs);
+    const left = Math.max(0, cfg.connectTimeoutMs - (performance.now() - started));
+    const deadline = setTimeout(() => finish(new Error('connect timed out'), true), left);
     socket.on('error', finish);
     if (signals.some((signal) => signal.aborted)) return onAbort();
     for (const signal of signals) signal.addEventListener('abort', onAbort, { once: true });

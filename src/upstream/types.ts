@@ -42,6 +42,15 @@ export interface Dial {
    */
   sendFirst?(target: TargetAddress, ctx: ConnectionContext, first: Buffer, opts?: DialOptions): Promise<Socket> | undefined;
   /**
+   * The connect of a sendFirst begun before the caller has its bytes (the HTTP front-end, from a
+   * peek at a new client's request line, before the request is parsed): for an IP literal the
+   * access check, socket, bind and connect(2) run now, and EarlyConnect.send later writes the
+   * bytes as sendFirst does, the connect timeout counting from now. Undefined, quietly (nothing
+   * is published), where sendFirst is, and for a denied destination or a connect(2) that fails
+   * at once: the request's own dial will meet that and report it.
+   */
+  connectEarly?(target: TargetAddress): EarlyConnect | undefined;
+  /**
    * The same dial, for every connection of a listener whose target is fixed, done by someone
    * else entirely (the native engine's acceptor): the access check runs once, here, and the
    * plan says what to connect to and how. Undefined when `target` cannot go that way (as for
@@ -74,6 +83,15 @@ export interface EngineDialPlan {
   /** The engine's destination check refused ctx.target by `engineRule`: the policy's own
    *  decision, as the dial's error (AccessDeniedError naming the rule), published as dial:error. */
   denied(ctx: ConnectionContext, engineRule: string): AccessDeniedError;
+}
+
+/** An upstream connect in progress, not yet claimed by a request (Dial.connectEarly). */
+export interface EarlyConnect {
+  readonly target: TargetAddress;
+  /** Dial.sendFirst on this connect: once. */
+  send(ctx: ConnectionContext, first: Buffer, opts?: DialOptions): Promise<Socket>;
+  /** Closes it unused; a no-op once sent or cancelled. */
+  cancel(): void;
 }
 
 /** An upstream connect in progress on a raw fd (Dial.connectNow). */

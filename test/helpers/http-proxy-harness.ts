@@ -26,7 +26,9 @@ import type { Frontend } from '../../src/frontends/types.js';
 import { relayDefaults } from '../../src/config/defaults.js';
 import { selectBodyPump, selectRelay, type RelayEngine } from '../../src/relay/index.js';
 import { createDialer } from '../../src/upstream/dialer.js';
-import type { Dial } from '../../src/upstream/types.js';
+import type { Dial, EarlyConnect } from '../../src/upstream/types.js';
+import { peekReceived } from '../../src/mptcp/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface HttpProxyHarness {
   port: number;
@@ -41,6 +43,8 @@ export interface HttpProxyHarness {
   frontend: Frontend;
   /** The relay engine the front-end was built for. */
   engine: RelayEngine;
+  /** What preconnect returned, per connection in accept order (undefined: no early connect). */
+  early: Array<EarlyConnect | undefined>;
   /** True when the front-end has the native body pump (engine native and the addon has it). */
   pumped: boolean;
   close(): Promise<void>;
@@ -56,6 +60,12 @@ export interface HttpProxyOptions {
   idleTimeoutMs?: number;
   /** Forces a relay engine; default testRelayEngine() (what the proxy itself would run). */
   engine?: RelayEngine;
+  /**
+   * Frontend.preconnect is called as the listener calls it, at accept, where the request line
+   * may or may not have arrived yet. 'after-request-line': each accept first waits (≤ 2 s) until
+   * the client's request line is in the socket, so that preconnect sees it every time.
+   */
+  preconnect?: 'at-accept' | 'after-request-line';
 }
 
 /**
@@ -127,7 +137,13 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
   const contexts: ConnectionContext[] = [];
   const sockets = new Set<net.Socket>();
   const handles: Promise<void>[] = [];
-  const server = net.createServer((socket) => {
+  const early: Array<EarlyConnect | undefined> = [];
+  // Waiting for the request line must not let Node read it first (the listener calls preconnect
+  // before its first turn ends, when Node has not read yet): so Node reads nothing until the
+  // front-end resumes the socket.
+  const server = net.createServer({ pauseOnConnect: opts.preconnect === 'after-request-line' }, async (socket) => {
+    if (opts.preconnect === 'after-request-line') await requestLineArrived(socket);
+    early.push(frontend.preconnect?.(socket));
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     const ctx = createConnectionContext({
@@ -141,7 +157,7 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
       log,
     });
     contexts.push(ctx);
-    handles.push(frontend.handle(socket, ctx));
+    handles.push(frontend.handle(socket, ctx, early[early.length - 1]));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -156,6 +172,7 @@ export async function startHttpProxy(opts: HttpProxyOptions = {}): Promise<HttpP
     },
     frontend,
     engine,
+    early,
     pumped: pump !== undefined,
     close: async () => {
       server.close();
@@ -298,6 +315,13 @@ export async function closedPort(): Promise<number> {
 /** Parsed log lines at or above a level that carry a given status. */
 export function logLinesWithStatus(logs: string[], status: number): Array<Record<string, unknown>> {
   return logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.status === status && l.code !== undefined);
+}
+
+/** Waits (≤ 2 s) until a CRLF-ended first line is among the bytes the socket has received. */
+async function requestLineArrived(socket: net.Socket): Promise<void> {
+  const buf = Buffer.alloc(2048);
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline && peekReceived(socket, buf).indexOf('\r\n') < 0) await sleep(2);
 }
 
 /** A raw TCP origin on 127.0.0.1 whose behaviour per connection is `onConnection` (for

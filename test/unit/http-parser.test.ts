@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCode } from '../../src/core/errors.js';
 import {
+  peekRequestTarget,
   HeadDecoder,
   HttpParseError,
   parseAuthority,
@@ -209,5 +210,27 @@ test('status lines parse, with or without a reason phrase; malformed ones throw'
   assert.equal(parseResponseHead(b('HTTP/1.1 500 Internal Server Error\r\n\r\n')).reason, 'Internal Server Error');
   for (const s of ['HTTP/1.1 2000 OK\r\n\r\n', 'HTTP/1.1  200 OK\r\n\r\n', 'HTTX/1.1 200 OK\r\n\r\n', 'HTTP/1.1 OK\r\n\r\n']) {
     assert.throws(() => parseResponseHead(b(s)), HttpParseError, JSON.stringify(s));
+  }
+});
+
+test('peekRequestTarget: the target of a complete absolute-form request line, as parseRequestTarget gives it', () => {
+  const peek = (s: string) => peekRequestTarget(Buffer.from(s, 'latin1'));
+  assert.deepEqual(peek('GET http://10.1.2.3:8080/x?y HTTP/1.1\r\nHost: a\r\n'), { host: '10.1.2.3', port: 8080 });
+  assert.deepEqual(peek('POST http://[::1]/ HTTP/1.1\r\n'), { host: '::1', port: 80 });
+  assert.deepEqual(peek('GET http://example.com/ HTTP/1.1\r\n'), { host: 'example.com', port: 80 });
+  // Not (yet) an answer: incomplete line, CONNECT, other forms, malformed lines.
+  for (const bad of [
+    '',
+    'GET http://10.1.2.3/ HTTP/1.1',
+    '\r\nGET http://10.1.2.3/ HTTP/1.1\r\n',
+    'CONNECT 10.1.2.3:443 HTTP/1.1\r\n',
+    'GET / HTTP/1.1\r\n',
+    'GET https://10.1.2.3/ HTTP/1.1\r\n',
+    'GET  http://10.1.2.3/ HTTP/1.1\r\n',
+    'G(T http://10.1.2.3/ HTTP/1.1\r\n',
+    'GET http://10.1.2.3:99999/ HTTP/1.1\r\n',
+    'GET http://u@10.1.2.3/ HTTP/1.1\r\n',
+  ]) {
+    assert.equal(peek(bad), undefined, JSON.stringify(bad));
   }
 });

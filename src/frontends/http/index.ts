@@ -20,7 +20,8 @@ import type { Socket } from 'node:net';
 import type { HttpListenerConfig } from '../../config/types.js';
 import type { ConnectionContext } from '../../core/context.js';
 import { publishRequestDone } from '../../core/channels.js';
-import { readSubflowCount } from '../../mptcp/index.js';
+import { peekReceived, readSubflowCount } from '../../mptcp/index.js';
+import type { EarlyConnect } from '../../upstream/types.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
 import type { Frontend, FrontendDeps } from '../types.js';
@@ -34,6 +35,7 @@ import {
   parseRequestHead,
   parseRequestTarget,
   parseResponseHead,
+  peekRequestTarget,
 } from './parser.js';
 import type { RequestHead, RequestTarget, ResponseHead } from './parser.js';
 import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
@@ -71,9 +73,29 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
   const pool = new UpstreamPool({ idleTimeoutMs: cfg.upstreamIdleTimeoutMs });
   return {
     kind: 'http',
-    handle: (socket, ctx) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool).run(),
+    handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run(),
+    preconnect: (socket) => preconnect(socket, deps, pool),
     close: () => pool.close(),
   };
+}
+
+/** One buffer for every peek: the request line is looked at and dropped in the same turn. */
+const PEEK_BUFFER = Buffer.alloc(2048);
+
+/**
+ * Frontend.preconnect: when the client's request line has already arrived (usually so by the
+ * time Node accepts: the client sends it right behind the handshake), the upstream connect for
+ * an absolute-form request to an IP literal starts now, before the accept's bookkeeping and the
+ * request's parsing — the destination check applied as for any dial. Not when credentials are
+ * required (nothing is done for a client before it has proved who it is), nor when the pool
+ * has an idle connection there. The session sends on it once the request has been read and
+ * checked in full, or closes it unused (docs/design.md, "The upstream connect starts at accept").
+ */
+function preconnect(socket: Socket, deps: FrontendDeps, pool: UpstreamPool): EarlyConnect | undefined {
+  if (deps.dial.connectEarly === undefined || deps.access.authRequired) return undefined;
+  const target = peekRequestTarget(peekReceived(socket, PEEK_BUFFER));
+  if (target === undefined || pool.has(formatTarget(target))) return undefined;
+  return deps.dial.connectEarly(target);
 }
 
 /** Methods a pooled connection may carry (RFC 9110 §9.2.2 idempotent), and only without a
@@ -136,6 +158,8 @@ class HttpProxySession {
   readonly #deps: FrontendDeps;
   readonly #pool: UpstreamPool;
   #up: UpstreamConnection | null = null;
+  /** The upstream connect begun at accept (Frontend.preconnect), until a request claims it. */
+  #early: EarlyConnect | undefined;
   readonly #idleTimeoutMs: number | undefined;
   /** deps.pump: the native engine's body pump, or undefined (bodies move through JS). */
   readonly #pump: BodyPump | undefined;
@@ -152,8 +176,9 @@ class HttpProxySession {
     this.#ctx.bytes.fromUpstream += n;
   };
 
-  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps, idleTimeoutMs: number, pool: UpstreamPool) {
+  constructor(socket: Socket, ctx: ConnectionContext, cfg: HttpListenerConfig, deps: FrontendDeps, idleTimeoutMs: number, pool: UpstreamPool, early?: EarlyConnect) {
     this.#client = socket;
+    this.#early = early;
     this.#pool = pool;
     this.#ctx = ctx;
     this.#cfg = cfg;
@@ -307,14 +332,15 @@ class HttpProxySession {
       if (current.key === key && current.reader.idleUsable) return { up: current, headSent: false };
       this.#releaseUpstream(current.reader.idleUsable);
     }
-    const pooled = mayPool ? this.#pool.take(key) : undefined;
+    const early = this.#takeEarly(key);
+    const pooled = mayPool && early === undefined ? this.#pool.take(key) : undefined;
     if (pooled !== undefined) {
       pooled.reader.rebind(this.#countUpstream);
       if (pooled.facts) this.#ctx.upstream = pooled.facts;
       this.#up = pooled;
       return { up: pooled, headSent: false };
     }
-    const dialed = await this.#dial(target, head);
+    const dialed = await this.#dial(target, head, early);
     const reader = new SocketReader(dialed.socket, this.#countUpstream);
     this.#up = { key, target, socket: dialed.socket, reader, served: 0, idle: true, facts: this.#ctx.upstream };
     return { up: this.#up, headSent: dialed.headSent };
@@ -323,12 +349,15 @@ class HttpProxySession {
   /** deps.dial — or, with a request `head` to send, deps.dial.sendFirst where it applies, which
    *  writes the head as part of the dial — aborted if the client goes away while we wait (its
    *  reply would be moot). */
-  async #dial(target: TargetAddress, head?: Buffer): Promise<{ socket: Socket; headSent: boolean }> {
+  async #dial(target: TargetAddress, head?: Buffer, early?: EarlyConnect): Promise<{ socket: Socket; headSent: boolean }> {
     const abort = new AbortController();
     const onClientClose = (): void => abort.abort();
     this.#client.once('close', onClientClose);
     try {
-      const sending = head === undefined ? undefined : this.#deps.dial.sendFirst?.(target, this.#ctx, head, { signal: abort.signal });
+      const sending =
+        head === undefined
+          ? undefined
+          : (early?.send(this.#ctx, head, { signal: abort.signal }) ?? this.#deps.dial.sendFirst?.(target, this.#ctx, head, { signal: abort.signal }));
       if (sending !== undefined) return { socket: await sending, headSent: true };
       return { socket: await this.#deps.dial(target, this.#ctx, { signal: abort.signal }), headSent: false };
     } catch (err) {
@@ -337,6 +366,17 @@ class HttpProxySession {
     } finally {
       this.#client.off('close', onClientClose);
     }
+  }
+
+  /** The early connect if it goes to `key` (then it is the caller's); otherwise it is closed
+   *  unused: whatever this request does, it will not be sent on. */
+  #takeEarly(key: string | undefined): EarlyConnect | undefined {
+    const early = this.#early;
+    if (early === undefined) return undefined;
+    this.#early = undefined;
+    if (key !== undefined && formatTarget(early.target) === key) return early;
+    early.cancel();
+    return undefined;
   }
 
   /** Gives up the upstream connection: to the listener's pool when `reusable` and its last
@@ -353,6 +393,7 @@ class HttpProxySession {
 
   /** CONNECT: dial, reply 200, hand both sockets to the relay and wait for its summary. */
   async #tunnel(req: ProxyRequest): Promise<void> {
+    this.#takeEarly(undefined);
     this.#releaseUpstream(true);
     const { socket: upstream } = await this.#dial(req.target.target);
     let earlyError: Error | undefined;
@@ -845,6 +886,7 @@ class HttpProxySession {
   /** Closes what we still own: the upstream at once, the client gracefully (FIN, keep reading
    *  and dropping for a moment so unread request bytes do not turn our reply into an RST). */
   async #closeAll(): Promise<void> {
+    this.#takeEarly(undefined);
     if (this.#handedOver) return;
     this.#releaseUpstream(true);
     const client = this.#client;

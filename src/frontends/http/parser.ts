@@ -369,3 +369,23 @@ export function parseRequestTarget(method: string, target: string): RequestTarge
   else if (path.startsWith('?')) path = '/' + path;
   return { form: 'absolute', target: parsed, authority, path, url: target };
 }
+
+/**
+ * The target of a request whose request line is already in `bytes` (a peek at what the client
+ * sent, not consumed): for an absolute-form `http://` request, the same TargetAddress
+ * parseRequestTarget gives; undefined for anything else (CONNECT, another form, a line not yet
+ * complete, a malformed one). Only a hint for starting the upstream connect early: the request
+ * is still read, parsed and checked in full before anything is sent.
+ */
+export function peekRequestTarget(bytes: Buffer): TargetAddress | undefined {
+  const eol = bytes.indexOf('\r\n');
+  if (eol <= 0) return undefined;
+  const parts = bytes.toString('latin1', 0, eol).split(' ');
+  if (parts.length !== 3 || parts[0] === 'CONNECT' || !TOKEN.test(parts[0]!) || !TARGET.test(parts[1]!)) return undefined;
+  try {
+    const t = parseRequestTarget(parts[0]!, parts[1]!);
+    return t.form === 'absolute' ? t.target : undefined;
+  } catch {
+    return undefined;
+  }
+}

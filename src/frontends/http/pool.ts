@@ -114,6 +114,11 @@ export class UpstreamPool {
     this.#total += 1;
   }
 
+  /** Whether a connection to `key` is parked (healthy or not: take() finds out). */
+  has(key: string): boolean {
+    return (this.#byKey.get(key)?.length ?? 0) > 0;
+  }
+
   /** The most recently parked healthy connection to `key`, now owned by the caller. */
   take(key: string): PoolableUpstream | undefined {
     const list = this.#byKey.get(key);
