@@ -102,9 +102,9 @@ function nativeOrUndefined(): MptcpNative | undefined {
  * and port (tcp_v4_connect / inet_hash_connect; an MPTCP socket copies its first subflow's), so
  * getsockname is exact now, and must be read now: once handed over, the fd may be closed (and its
  * number reused) before its connect is reported. On a throw the fd is closed and the error is
- * the dial's, published as dial:error.
+ * the dial's, published as dial:error on `ctx` (none: connectEarly, which reports nothing).
  */
-function connectSync(native: MptcpNative, target: TargetAddress, family: 4 | 6, ctx: ConnectionContext, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): { fd: number; local: Endpoint } {
+function connectSync(native: MptcpNative, target: TargetAddress, family: 4 | 6, ctx: ConnectionContext | undefined, cfg: UpstreamConfig, access: AccessPolicy, useMptcp: boolean): { fd: number; local: Endpoint } {
   let fd: number | undefined;
   try {
     filterAllowed(target, [{ address: target.host, family }], access);
@@ -116,7 +116,7 @@ function connectSync(native: MptcpNative, target: TargetAddress, family: 4 | 6, 
   } catch (err) {
     if (fd !== undefined) native.close(fd);
     const error = err instanceof AccessDeniedError ? err : toUpstreamError(err, target);
-    publishDialError({ ctx, error });
+    if (ctx !== undefined) publishDialError({ ctx, error });
     throw error;
   }
 }
@@ -177,20 +177,13 @@ function connectEarly(target: TargetAddress, cfg: UpstreamConfig, access: Access
   const native = nativeOrUndefined();
   if (native === undefined) return undefined;
   const started = performance.now();
-  let fd: number | undefined;
+  let early: number;
   let local: Endpoint;
   try {
-    filterAllowed(target, [{ address: target.host, family }], access);
-    fd = native.socket(family, useMptcp);
-    setNoDelay(native, fd, useMptcp);
-    if (cfg.bindAddress) native.bind(fd, cfg.bindAddress, 0);
-    native.connect(fd, target.host, target.port);
-    local = localOf(native, fd);
+    ({ fd: early, local } = connectSync(native, target, family, undefined, cfg, access, useMptcp));
   } catch {
-    if (fd !== undefined) native.close(fd);
     return undefined;
   }
-  const early = fd;
   let used = false;
   return {
     target,
