@@ -234,3 +234,18 @@ test('peekRequestTarget: the target of a complete absolute-form request line, as
     assert.equal(peek(bad), undefined, JSON.stringify(bad));
   }
 });
+
+test('field names met before are still matched exactly; values are still checked after clean heads', () => {
+  for (let i = 0; i < 3; i += 1) {
+    const h = parseRequestHead(b('GET http://x/ HTTP/1.1\r\nX-Seen: \t a b \t\r\nx-seen: c\r\n\r\n'));
+    assert.deepEqual(h.headers.map((x) => [x.name, x.lname, x.value]), [['X-Seen', 'x-seen', 'a b'], ['x-seen', 'x-seen', 'c']]);
+  }
+  // A name that differs from a known one by a byte the token rule forbids is still 400.
+  assert.equal(code(() => parseRequestHead(b('GET http://x/ HTTP/1.1\r\nX-Seen : a\r\n\r\n'))), ErrorCode.BAD_REQUEST);
+  // A CTL in a value of an otherwise known field, and one in the request line with a clean field.
+  assert.equal(code(() => parseRequestHead(b('GET http://x/ HTTP/1.1\r\nX-Seen: a\x01b\r\n\r\n'))), ErrorCode.BAD_REQUEST);
+  assert.equal(code(() => parseRequestHead(b('GET http://x/\x01 HTTP/1.1\r\nX-Seen: ab\r\n\r\n'))), ErrorCode.BAD_REQUEST);
+  // An empty value and a value of whitespace only are empty strings.
+  assert.deepEqual(parseRequestHead(b('GET http://x/ HTTP/1.1\r\nA:\r\nB: \t \r\n\r\n')).headers.map((x) => x.value), ['', '']);
+  assert.equal(parseResponseHead(b('HTTP/1.1 200 OK\r\nX-Seen: a\tb\r\n\r\n')).headers[0]!.value, 'a\tb');
+});

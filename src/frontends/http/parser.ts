@@ -192,31 +192,61 @@ export function isToken(s: string): boolean {
   return TOKEN.test(s);
 }
 
-/** Splits a head into lines, requiring CRLF endings: a bare CR or bare LF is 400. */
-function splitHeadLines(head: Buffer): string[] {
+/** A byte no head may hold outside its CRLFs: a CTL other than HTAB (RFC 9110 §5.5 for values;
+ *  names are tokens, the start line is checked on its own), or a CR or LF not in a CRLF pair. */
+const HEAD_FORBIDDEN = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
+
+/** Field names seen in valid heads, with their lower case: a name met before needs neither the
+ *  token check nor a toLowerCase() again. Bounded: names beyond it are checked every time. */
+const KNOWN_NAMES = new Map<string, string>();
+const KNOWN_NAMES_MAX = 512;
+
+/** Splits a head into lines, requiring CRLF endings: a bare CR or bare LF is 400. The second
+ *  result says whether the whole head is free of forbidden bytes (HEAD_FORBIDDEN), in which case
+ *  field values need no check of their own. */
+function splitHeadLines(head: Buffer): { lines: string[]; clean: boolean } {
   const text = head.toString('latin1');
   if (!text.endsWith('\r\n\r\n')) throw bad('head does not end with an empty CRLF line');
-  const lines = text.slice(0, -4).split('\r\n');
-  for (const line of lines) {
-    if (line.includes('\r') || line.includes('\n')) throw bad('bare CR or LF in message head');
+  const body = text.slice(0, -4);
+  const lines = body.split('\r\n');
+  const clean = !HEAD_FORBIDDEN.test(body);
+  if (!clean) {
+    for (const line of lines) {
+      if (line.includes('\r') || line.includes('\n')) throw bad('bare CR or LF in message head');
+    }
   }
-  return lines;
+  return { lines, clean };
 }
 
-function parseHeaderLines(lines: string[]): HttpHeader[] {
+/** Optional whitespace (SP, HTAB) off both ends, without a regular expression. */
+function trimOws(s: string, from: number): string {
+  let start = from;
+  let end = s.length;
+  while (start < end && (s.charCodeAt(start) === 0x20 || s.charCodeAt(start) === 0x09)) start += 1;
+  while (end > start && (s.charCodeAt(end - 1) === 0x20 || s.charCodeAt(end - 1) === 0x09)) end -= 1;
+  return s.slice(start, end);
+}
+
+function parseHeaderLines(lines: string[], clean: boolean): HttpHeader[] {
   const headers: HttpHeader[] = [];
   for (let i = 1; i < lines.length; i += 1) {
     const line = lines[i]!;
+    const first = line.charCodeAt(0);
     // RFC 9112 §5.2: obs-fold in a request is rejected with 400.
-    if (line.startsWith(' ') || line.startsWith('\t')) throw bad('obsolete line folding in header field');
+    if (first === 0x20 || first === 0x09) throw bad('obsolete line folding in header field');
     const colon = line.indexOf(':');
     if (colon <= 0) throw bad('header field line without a name and colon');
     const name = line.slice(0, colon);
-    // RFC 9112 §5.1: no whitespace between field name and colon; 400.
-    if (!TOKEN.test(name)) throw bad(`invalid header field name "${name}"`);
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
-    if (!FIELD_VALUE.test(value)) throw bad(`invalid character in header field "${name}"`);
-    headers.push({ name, lname: name.toLowerCase(), value });
+    let lname = KNOWN_NAMES.get(name);
+    if (lname === undefined) {
+      // RFC 9112 §5.1: no whitespace between field name and colon; 400.
+      if (!TOKEN.test(name)) throw bad(`invalid header field name "${name}"`);
+      lname = name.toLowerCase();
+      if (KNOWN_NAMES.size < KNOWN_NAMES_MAX) KNOWN_NAMES.set(name, lname);
+    }
+    const value = trimOws(line, colon + 1);
+    if (!clean && !FIELD_VALUE.test(value)) throw bad(`invalid character in header field "${name}"`);
+    headers.push({ name, lname, value });
   }
   return headers;
 }
@@ -231,7 +261,7 @@ function parseVersion(v: string): HttpVersion {
 
 /** Parses a complete request head (as found by HeadDecoder). Throws HttpParseError. */
 export function parseRequestHead(head: Buffer): RequestHead {
-  const lines = splitHeadLines(head);
+  const { lines, clean } = splitHeadLines(head);
   const parts = lines[0]!.split(' ');
   // RFC 9112 §3: method SP request-target SP HTTP-version, exactly one SP each.
   if (parts.length !== 3) throw bad('malformed request line');
@@ -239,18 +269,18 @@ export function parseRequestHead(head: Buffer): RequestHead {
   if (!TOKEN.test(method)) throw bad('malformed request method');
   if (!TARGET.test(target)) throw bad('malformed request target');
   const v = parseVersion(version);
-  return { method, target, version: v, headers: parseHeaderLines(lines) };
+  return { method, target, version: v, headers: parseHeaderLines(lines, clean) };
 }
 
 /** Parses a complete response head. Throws HttpParseError (the caller makes it a 502). */
 export function parseResponseHead(head: Buffer): ResponseHead {
-  const lines = splitHeadLines(head);
+  const { lines, clean } = splitHeadLines(head);
   const line = lines[0]!;
   // RFC 9112 §4: HTTP-version SP status-code SP [reason-phrase]; tolerate a missing last SP.
   const m = /^(HTTP\/\d\.\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/.exec(line);
   if (!m) throw bad('malformed status line');
   const version = parseVersion(m[1]!);
-  return { version, status: Number(m[2]), reason: m[3] ?? '', headers: parseHeaderLines(lines) };
+  return { version, status: Number(m[2]), reason: m[3] ?? '', headers: parseHeaderLines(lines, clean) };
 }
 
 export function headerValues(headers: readonly HttpHeader[], lname: string): string[] {
