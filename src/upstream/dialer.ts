@@ -187,6 +187,7 @@ function connectEarly(target: TargetAddress, cfg: UpstreamConfig, access: Access
   let used = false;
   return {
     target,
+    startedAt: started,
     send(ctx, first, opts = {}) {
       if (used) return Promise.reject(new Error('an early connect is sent on once'));
       used = true;

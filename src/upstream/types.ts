@@ -88,6 +88,8 @@ export interface EngineDialPlan {
 /** An upstream connect in progress, not yet claimed by a request (Dial.connectEarly). */
 export interface EarlyConnect {
   readonly target: TargetAddress;
+  /** performance.now() when connect(2) was issued. */
+  readonly startedAt: number;
   /** Dial.sendFirst on this connect: once. */
   send(ctx: ConnectionContext, first: Buffer, opts?: DialOptions): Promise<Socket>;
   /** Closes it unused; a no-op once sent or cancelled. */

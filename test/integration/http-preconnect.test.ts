@@ -8,8 +8,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type net from 'node:net';
+import { connect as netConnect } from 'node:net';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { basicAuthPolicy, closedPort, rawExchange, startHttpProxy, startTcpOrigin } from '../helpers/http-proxy-harness.js';
+import { basicAuthPolicy, closedPort, collectUntilClose, rawExchange, startHttpProxy, startTcpOrigin } from '../helpers/http-proxy-harness.js';
 import type { HttpProxyHarness } from '../helpers/http-proxy-harness.js';
 import { loadNative } from '../../src/mptcp/index.js';
 
@@ -104,4 +106,23 @@ test('an early connect that is refused gets the request its 502, logged as UPSTR
   assert.ok(p.early[0] !== undefined);
   await p.settled();
   assert.ok(p.logs.some((l) => l.includes('UPSTREAM_REFUSED')), 'the refusal is logged with its code');
+});
+
+test('a request whose head is completed more than a second after its line gets a fresh dial; the stale early connection is closed unused', { skip }, async (t) => {
+  const origin = await recordingOrigin();
+  t.after(origin.close);
+  const p = await proxy(t);
+  const client = netConnect(p.port, '127.0.0.1');
+  await once(client, 'connect');
+  client.write(`GET http://127.0.0.1:${origin.port}/slow HTTP/1.1\r\n`);
+  for (let i = 0; i < 200 && p.early.length === 0; i += 1) await sleep(5);
+  assert.ok(p.early[0] !== undefined, 'the early connect was made from the request line');
+  await sleep(1200);
+  client.write('Host: x\r\nConnection: close\r\n\r\n');
+  const reply = await collectUntilClose(client);
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  for (let i = 0; i < 100 && origin.closed < 2; i += 1) await sleep(10);
+  assert.equal(origin.received.length, 2, 'the early connection and a fresh one');
+  assert.equal(origin.received[0], '', 'nothing was sent on the stale one');
+  assert.match(origin.received[1]!, /^GET \/slow HTTP\/1\.1\r\n/);
 });

@@ -79,6 +79,11 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
   };
 }
 
+/** How old an early connect may be when its request is ready to go: a client that took longer
+ *  to send the rest of its head gets a fresh dial, rather than a connection its origin may have
+ *  closed as idle meanwhile (which would fail the request with a 502). */
+const EARLY_CONNECT_MAX_AGE_MS = 1000;
+
 /** One buffer for every peek: the request line is looked at and dropped in the same turn. */
 const PEEK_BUFFER = Buffer.alloc(2048);
 
@@ -377,13 +382,13 @@ class HttpProxySession {
     }
   }
 
-  /** The early connect if it goes to `key` (then it is the caller's); otherwise it is closed
-   *  unused: whatever this request does, it will not be sent on. */
+  /** The early connect if it goes to `key` and is recent (then it is the caller's); otherwise
+   *  it is closed unused: whatever this request does, it will not be sent on. */
   #takeEarly(key: string | undefined): EarlyConnect | undefined {
     const early = this.#early;
     if (early === undefined) return undefined;
     this.#early = undefined;
-    if (key !== undefined && formatTarget(early.target) === key) return early;
+    if (key !== undefined && formatTarget(early.target) === key && performance.now() - early.startedAt <= EARLY_CONNECT_MAX_AGE_MS) return early;
     early.cancel();
     return undefined;
   }
