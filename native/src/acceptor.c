@@ -7,6 +7,12 @@
  * connect(2) on a socket prepared before the accept, then a relay in its connecting state
  * (relay.c, "Connecting upstreams"); JS hears accepted / connected / done / denied / error /
  * stopped. docs/design.md, "Accepting in the engine", has the why and the measurements.
+ *
+ * Handoff acceptors (HTTP listeners): accept4 and admission as above, then the client waits on
+ * the thread's epoll for its first bytes (at most handoff_wait_ms); a peek at them may start the
+ * upstream connect its request line names (an IP literal the destination rules allow), and the
+ * client — with that connecting upstream, if any — is handed to JS ('handoff'), which serves
+ * it as a JS-accepted one. docs/design.md, "The upstream connect starts at accept".
  */
 #include "relay.h"
 #include "engine.h"
@@ -19,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -180,6 +187,229 @@ static const char *transparent_target(const struct acceptor *a, const struct soc
 	return mpx_dest_check(&a->dest, &ip, port);
 }
 
+/* ---- handoff acceptors (HTTP): the client goes to JS, its upstream connect may go first ---- */
+
+/* Where an absolute-form `http://` request line in `buf` goes, if it names an IP literal (the
+ * JS side's peekRequestTarget, for literals only: names need DNS, which is JS's). A hint only:
+ * JS reads and checks the request in full, and closes the connection unused if it disagrees. */
+static bool request_line_target(const char *buf, size_t n, struct sockaddr_storage *to, socklen_t *to_len, struct mpx_client_key *ip, uint16_t *port)
+{
+	const char *eol = memmem(buf, n, "\r\n", 2);
+	if (eol == NULL)
+		return false;
+	const char *sp1 = memchr(buf, ' ', (size_t)(eol - buf));
+	if (sp1 == NULL || sp1 == buf || (sp1 - buf == 7 && memcmp(buf, "CONNECT", 7) == 0))
+		return false;
+	const char *t = sp1 + 1;
+	const char *sp2 = memchr(t, ' ', (size_t)(eol - t));
+	if (sp2 == NULL || (size_t)(sp2 - t) < 8 || strncasecmp(t, "http://", 7) != 0)
+		return false;
+	const char *h = t + 7, *end = sp2;
+	for (const char *c = h; c < sp2; c++) {
+		if (*c == '/' || *c == '?' || *c == '#') {
+			end = c;
+			break;
+		}
+		if (*c == '@')
+			return false;
+	}
+	char host[64];
+	const char *host_end = end, *colon = NULL;
+	if (h < end && *h == '[') {
+		const char *close_b = memchr(h, ']', (size_t)(end - h));
+		if (close_b == NULL)
+			return false;
+		if (close_b + 1 < end) {
+			if (close_b[1] != ':')
+				return false;
+			colon = close_b + 1;
+		}
+		h += 1;
+		host_end = close_b;
+	} else {
+		colon = memrchr(h, ':', (size_t)(end - h));
+		if (colon != NULL)
+			host_end = colon;
+	}
+	size_t hl = (size_t)(host_end - h);
+	if (hl == 0 || hl >= sizeof(host))
+		return false;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	unsigned long p = 80;
+	if (colon != NULL && colon + 1 < end) {
+		p = 0;
+		for (const char *c = colon + 1; c < end; c++) {
+			if (*c < '0' || *c > '9' || c - colon > 5)
+				return false;
+			p = p * 10 + (unsigned long)(*c - '0');
+		}
+		if (p < 1 || p > 65535)
+			return false;
+	}
+	if (!mpx_sockaddr_from_literal(host, (uint16_t)p, to, to_len))
+		return false;
+	*port = (uint16_t)p;
+	return mpx_client_key_from_sockaddr((const struct sockaddr *)to, ip);
+}
+
+/* Hands a waiting client to JS ('handoff'), first issuing its upstream connect when `buf` (its
+ * first bytes, peeked) allows one. The client's fd and slot are JS's from the message on. */
+static void handoff_finish(struct engine_thread *t, struct pending_client *p, const char *buf, size_t n)
+{
+	struct acceptor *a = p->acc;
+	int up = -1;
+	struct sockaddr_storage to;
+	socklen_t to_len = 0;
+	struct mpx_client_key ip;
+	uint16_t port = 0;
+	if (a->early && n > 0 && request_line_target(buf, n, &to, &to_len, &ip, &port) &&
+	    (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
+		const char *syscall = NULL;
+		if (acceptor_dial(a, &to, to_len, &up, &syscall) != 0) {
+			if (up >= 0)
+				close(up);
+			up = -1; /* the request's own dial will meet the failure and report it */
+		}
+	}
+	struct msg *m = acc_msg(a, MSG_HANDOFF);
+	if (m == NULL) {
+		close(p->fd);
+		if (up >= 0)
+			close(up);
+		mpx_client_release(&p->key);
+		p->fd = -1;
+		return;
+	}
+	m->fd_down = p->fd;
+	m->fd_up = up;
+	m->peer = p->peer;
+	m->local = p->local;
+	m->down_mptcp = p->down_mptcp;
+	if (up >= 0) {
+		m->up_target = to;
+		socklen_t len = sizeof(m->up_local);
+		getsockname(up, (struct sockaddr *)&m->up_local, &len);
+	}
+	p->fd = -1;
+	eng_post(t, m);
+}
+
+/* Peeks at a waiting client: true when it has been handed over (its first line is in, the
+ * peek buffer is full without one, or the socket has nothing more to give), false to wait. */
+static bool handoff_try(struct engine_thread *t, struct pending_client *p)
+{
+	char buf[2048];
+	ssize_t n;
+	do
+		n = recv(p->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return false;
+	if (n > 0 && (size_t)n < sizeof(buf) && memmem(buf, (size_t)n, "\r\n", 2) == NULL)
+		return false;
+	if (p->registered) {
+		/* Before the fd changes hands: once JS has it, it may close it and reuse the number. */
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+		p->registered = false;
+	}
+	handoff_finish(t, p, buf, n > 0 ? (size_t)n : 0);
+	return true;
+}
+
+/* An admitted client of a handoff acceptor: handed over at once if its first line is already
+ * in, else it waits (on the thread's epoll, at most handoff_wait_ms). */
+static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer, const struct mpx_client_key *key)
+{
+	struct pending_client *p = calloc(1, sizeof(*p));
+	if (p == NULL) {
+		close(fd);
+		mpx_client_release(key);
+		return;
+	}
+	p->fd = fd;
+	p->acc = a;
+	p->peer = *peer;
+	p->key = *key;
+	socklen_t len = sizeof(p->local);
+	getsockname(fd, (struct sockaddr *)&p->local, &len);
+	if (a->sample_down) {
+		int val = 0;
+		socklen_t vl = sizeof(val);
+		p->down_mptcp = getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
+	}
+	if (handoff_try(t, p)) {
+		free(p);
+		return;
+	}
+	p->deadline_ms = t->now_ms + a->handoff_wait_ms;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)((uintptr_t)p | PEND_TAG) };
+	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		handoff_finish(t, p, NULL, 0); /* cannot wait: JS gets it as it is */
+		free(p);
+		return;
+	}
+	p->registered = true;
+	p->next = t->pending;
+	t->pending = p;
+}
+
+/* Hands a waiting client over now, as it is, and leaves its entry for pending_sweep to free
+ * (an event for it may still be further down this batch). */
+static void pending_release(struct engine_thread *t, struct pending_client *p)
+{
+	if (p->fd < 0)
+		return;
+	if (p->registered)
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+	p->registered = false;
+	handoff_finish(t, p, NULL, 0);
+}
+
+void pending_event(struct engine_thread *t, struct pending_client *p)
+{
+	if (p->fd >= 0)
+		handoff_try(t, p); /* handed over: pending_sweep frees the entry after this batch */
+}
+
+/* Frees every entry; called at thread exit, once the acceptors have handed theirs over. */
+void pending_free_all(struct engine_thread *t)
+{
+	while (t->pending != NULL) {
+		struct pending_client *p = t->pending;
+		t->pending = p->next;
+		pending_release(t, p);
+		free(p);
+	}
+}
+
+void pending_sweep(struct engine_thread *t)
+{
+	struct pending_client **pp = &t->pending;
+	while (*pp != NULL) {
+		struct pending_client *p = *pp;
+		if (p->fd >= 0 && t->now_ms >= p->deadline_ms)
+			pending_release(t, p);
+		if (p->fd < 0) {
+			*pp = p->next;
+			free(p);
+		} else {
+			pp = &p->next;
+		}
+	}
+}
+
+int64_t pending_due(const struct engine_thread *t)
+{
+	int64_t due = INT64_MAX;
+	for (const struct pending_client *p = t->pending; p != NULL; p = p->next)
+		if (p->fd < 0)
+			return t->now_ms; /* a handed-over entry to free */
+		else if (p->deadline_ms < due)
+			due = p->deadline_ms;
+	return due;
+}
+
 /* One accepted client: admission, the upstream's connect(2), then the facts for JS and the
  * relay (in its connecting state: see "Connecting upstreams"). The facts are read after
  * connect(2), so the upstream SYN leaves first. */
@@ -198,6 +428,10 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	if (!mpx_client_acquire(&key, a->max_per_client)) {
 		close(fd);
 		post_denied(t, a, peer, "client-limit");
+		return;
+	}
+	if (a->handoff) {
+		handoff_begin(t, a, fd, peer, &key);
 		return;
 	}
 	struct relay *r = calloc(1, sizeof(*r));
@@ -333,6 +567,11 @@ void acceptor_close(struct engine_thread *t, struct acceptor *a)
 	epoll_ctl(t->epfd, EPOLL_CTL_DEL, a->fd, NULL);
 	close(a->fd);
 	a->fd = -1;
+	/* Clients accepted but still waiting for their first bytes are JS's to serve, as a closed
+	 * net.Server's accepted connections carry on: handed over now, before 'stopped'. */
+	for (struct pending_client *p = t->pending; p != NULL; p = p->next)
+		if (p->acc == a)
+			pending_release(t, p);
 	if (a->spare >= 0)
 		close(a->spare);
 	a->spare = -1;
@@ -395,6 +634,7 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 	static const char *const kinds[] = {
 		[MSG_DONE] = "done", [MSG_CONNECTED] = "connected", [MSG_ACCEPTED] = "accepted",
 		[MSG_DENIED] = "denied", [MSG_ACCEPT_ERROR] = "error", [MSG_STOPPED] = "stopped",
+		[MSG_HANDOFF] = "handoff",
 	};
 	napi_value o = NULL;
 	if (m->kind == MSG_DONE)
@@ -418,9 +658,18 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 	case MSG_ACCEPT_ERROR:
 		ok = ok && eng_set_errno_fields(env, o, m);
 		break;
+	case MSG_HANDOFF:
+		ok = ok && eng_set_double(env, o, "fd", m->fd_down) && eng_set_double(env, o, "upstreamFd", m->fd_up) &&
+		     set_address(env, o, "remote", &m->peer) && set_address(env, o, "local", &m->local) &&
+		     set_bool(env, o, "mptcp", m->down_mptcp);
+		if (ok && m->fd_up >= 0)
+			ok = set_address(env, o, "upstreamLocal", &m->up_local) && set_address(env, o, "target", &m->up_target);
+		break;
 	default:
 		break;
 	}
+	if (ok && m->kind == MSG_HANDOFF)
+		m->fd_down = m->fd_up = -1; /* JS's now, whatever its callback does with them */
 	if (ok)
 		eng_call_ref(env, m->acc->on_event, o);
 	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
@@ -464,10 +713,23 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 	napi_value v;
 	napi_valuetype t;
 	double port, timeout, idle, max;
+	if (!opt_value(env, opts, "handoff", &v, &t))
+		return false;
+	if (t != napi_undefined && !mpx_arg_bool(env, v, "handoff", &a->handoff))
+		return false;
 	if (!opt_value(env, opts, "destinations", &v, &t))
 		return false;
-	a->transparent = t == napi_object;
-	if (a->transparent) {
+	if (a->handoff) {
+		/* HTTP: no fixed target; destinations, if given, check the early connects. */
+		double wait;
+		if (!opt_bool(env, opts, "early", &a->early) || !opt_number(env, opts, "handoffWaitMs", 0, 60000, &wait))
+			return false;
+		a->handoff_wait_ms = (int64_t)wait;
+		a->has_dest = t == napi_object;
+		if (a->has_dest && !mpx_dest_policy_from_js(env, v, &a->dest))
+			return false;
+		a->up.ss_family = AF_INET;
+	} else if ((a->transparent = t == napi_object)) {
 		/* Per-connection targets: the spare sockets are IPv4 (most clients); an IPv6 one gets
 		 * its own at connect time. */
 		if (!mpx_dest_policy_from_js(env, v, &a->dest))

@@ -61,6 +61,7 @@ struct direction {
 
 struct engine_thread;
 struct acc_js;
+struct pending_client;
 
 struct relay {
 	uint64_t id;
@@ -139,9 +140,10 @@ struct engine_thread {
 	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
 	bool stop, report;
 	struct js_side *js;
+	struct pending_client *pending; /* handoff acceptors' clients waiting for their first bytes */
 };
 
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED };
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF };
 
 struct msg {
 	enum msg_kind kind;
@@ -161,6 +163,10 @@ struct msg {
 	struct sockaddr_storage peer, local, up_local; /* MSG_ACCEPTED (peer also MSG_DENIED) */
 	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */
 	const char *deny_reason; /* MSG_DENIED: 'client-network' or 'client-limit' */
+	/* MSG_HANDOFF: the client's fd and the early upstream's (-1: none), JS's once delivered
+	 * (set to -1 then); an undelivered message closes them. up_target: where fd_up connects. */
+	int fd_down, fd_up;
+	struct sockaddr_storage up_target;
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -196,6 +202,11 @@ struct acceptor {
 	int spare_family;
 	int prep_err;
 	const char *prep_syscall;
+	/* Handoff (HTTP): each admitted client is handed to JS once its first bytes are in (or
+	 * after handoff_wait_ms), with an upstream connect already issued (early) when they hold an
+	 * absolute-form http:// request line to an IP literal that `dest` allows. */
+	bool handoff, early, has_dest;
+	int64_t handoff_wait_ms;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */
 	struct acceptor *gnext; /* g_engine.acceptors (JS thread) */
@@ -205,6 +216,19 @@ struct acceptor {
  * with 0, and an acceptor's listening fd with its address | ACC_TAG (allocations are at
  * least 8-byte aligned, so the low bits are free). */
 #define ACC_TAG ((uintptr_t)2)
+/* A handoff acceptor's client waiting for its first bytes: its address | PEND_TAG (both low bits
+ * set: test for it before ACC_TAG). */
+#define PEND_TAG ((uintptr_t)3)
+
+struct pending_client {
+	int fd;
+	struct acceptor *acc;
+	struct sockaddr_storage peer, local;
+	struct mpx_client_key key;
+	bool down_mptcp, registered;
+	int64_t deadline_ms;
+	struct pending_client *next;
+};
 
 /* Engine state; touched only on the JS thread. */
 struct engine_state {
@@ -266,5 +290,10 @@ MPX_HIDDEN void acceptor_add(struct engine_thread *t, struct acceptor *a);
 MPX_HIDDEN void acceptor_close(struct engine_thread *t, struct acceptor *a);
 MPX_HIDDEN void bury_acceptors(struct engine_thread *t);
 MPX_HIDDEN void acceptor_event(napi_env env, struct js_side *js, struct msg *m);
+/* Handoff acceptors' waiting clients: an epoll event for one, the deadlines, the next one due. */
+MPX_HIDDEN void pending_event(struct engine_thread *t, struct pending_client *p);
+MPX_HIDDEN void pending_sweep(struct engine_thread *t);
+MPX_HIDDEN int64_t pending_due(const struct engine_thread *t);
+MPX_HIDDEN void pending_free_all(struct engine_thread *t);
 
 #endif

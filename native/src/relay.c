@@ -156,6 +156,18 @@ static void direction_release(struct engine_thread *t, struct direction *d)
 
 void eng_msg_free(struct msg *m)
 {
+	if (m->kind == MSG_HANDOFF) {
+		/* Not delivered (the engine went down with the env, or JS could not be called): the
+		 * connection is nobody's, so it is closed; its client slot goes with it. */
+		if (m->fd_down >= 0) {
+			close(m->fd_down);
+			struct mpx_client_key key;
+			if (mpx_client_key_from_sockaddr((const struct sockaddr *)&m->peer, &key))
+				mpx_client_release(&key);
+		}
+		if (m->fd_up >= 0)
+			close(m->fd_up);
+	}
 	free(m->subflows);
 	free(m);
 }
@@ -685,6 +697,11 @@ static void *thread_main(void *arg)
 			if (timeout < 0 || left < timeout)
 				timeout = left < 0 ? 0 : (int)left;
 		}
+		if (t->pending != NULL && timeout != 0) {
+			int64_t left = pending_due(t) - now_ms();
+			if (timeout < 0 || left < timeout)
+				timeout = left < 0 ? 0 : (int)left;
+		}
 		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
 		t->now_ms = now_ms();
 		if (n < 0 && errno != EINTR)
@@ -695,7 +712,9 @@ static void *thread_main(void *arg)
 				continue;
 			}
 			uintptr_t tag = (uintptr_t)events[i].data.u64;
-			if (tag & ACC_TAG)
+			if ((tag & 3) == PEND_TAG)
+				pending_event(t, (struct pending_client *)(tag & ~(uintptr_t)3));
+			else if (tag & ACC_TAG)
 				acceptor_run(t, (struct acceptor *)(tag & ~(uintptr_t)3));
 			else
 				on_event(t, (struct relay *)(tag & ~(uintptr_t)3), (int)(tag & 1), events[i].events);
@@ -718,6 +737,8 @@ static void *thread_main(void *arg)
 		}
 		if (t->accept_resume_ms > 0 && t->now_ms >= t->accept_resume_ms)
 			acceptors_resume(t);
+		if (t->pending != NULL)
+			pending_sweep(t);
 		eng_flush(t);
 		bury(t);
 		bury_acceptors(t);
@@ -726,6 +747,7 @@ static void *thread_main(void *arg)
 	run_commands(t);
 	while (t->acceptors != NULL)
 		acceptor_close(t, t->acceptors);
+	pending_free_all(t);
 	while (t->relays != NULL)
 		end_by_proxy(t, t->relays, "engine-stopped");
 	eng_flush(t);

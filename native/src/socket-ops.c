@@ -105,6 +105,26 @@ napi_value mpx_js_set_string_option(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+bool mpx_sockaddr_from_literal(const char *text, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		*len = sizeof(*sin);
+		return true;
+	}
+	if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		*len = sizeof(*sin6);
+		return true;
+	}
+	return false;
+}
+
 /* Parse an IP literal into a sockaddr; EINVAL-style TypeError if it is not one. */
 bool mpx_parse_address(napi_env env, napi_value js_addr, int32_t port, struct sockaddr_storage *ss, socklen_t *len)
 {
@@ -115,21 +135,8 @@ bool mpx_parse_address(napi_env env, napi_value js_addr, int32_t port, struct so
 		napi_throw_range_error(env, "ERR_SOCKET_BAD_PORT", "port must be >= 0 and < 65536");
 		return false;
 	}
-	memset(ss, 0, sizeof(*ss));
-	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)port);
-		*len = sizeof(*sin);
+	if (mpx_sockaddr_from_literal(text, (uint16_t)port, ss, len))
 		return true;
-	}
-	if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)port);
-		*len = sizeof(*sin6);
-		return true;
-	}
 	napi_throw_type_error(env, "ERR_INVALID_IP_ADDRESS", "address must be an IPv4 or IPv6 literal");
 	return false;
 }

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* An IPv4 or IPv6 literal and port → sockaddr; false if `text` is not one. */
+bool mpx_sockaddr_from_literal(const char *text, uint16_t port, struct sockaddr_storage *ss, socklen_t *len);
 /* An IP literal and port → sockaddr (TypeError / RangeError naming the argument otherwise). */
 bool mpx_parse_address(napi_env env, napi_value js_addr, int32_t port, struct sockaddr_storage *ss, socklen_t *len);
 

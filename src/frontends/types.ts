@@ -10,7 +10,7 @@
  * and a log line; it resolves when the connection is fully closed.
  */
 import type { Socket } from 'node:net';
-import type { ConnectionContext, FrontendKind } from '../core/context.js';
+import type { ConnectionContext, Endpoint, FrontendKind } from '../core/context.js';
 import type { Logger } from '../core/logger.js';
 import type { Dial, EarlyConnect, EngineDialPlan } from '../upstream/types.js';
 import type { TargetAddress } from '../core/errors.js';
@@ -64,4 +64,21 @@ export interface EngineAcceptPlan {
   dial: EngineDialPlan;
   /** relay.idleTimeoutMs. */
   idleTimeoutMs: number;
+  /**
+   * A front-end that speaks to its client first (HTTP): the engine accepts and admits, waits
+   * for the client's first bytes, may issue the upstream connect they name, then hands the
+   * client to JS (the listener calls handle) instead of relaying it. `target` is then unused.
+   */
+  handoff?: HandoffPlan;
+}
+
+/** EngineAcceptPlan.handoff. */
+export interface HandoffPlan {
+  /** Let the engine connect early: from an absolute-form http:// request line to an IP literal
+   *  the destination rules allow. */
+  early: boolean;
+  /** How long the engine waits for a client's first bytes before handing it over as it is. */
+  waitMs: number;
+  /** The engine's early connect, as the front-end's (Dial.adoptEarly). */
+  adoptEarly(fd: number, target: TargetAddress, local: Endpoint): EarlyConnect | undefined;
 }

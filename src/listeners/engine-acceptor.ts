@@ -14,6 +14,10 @@
  * JS still does everything that is not on the packets' way, from the engine's events: the
  * connection context, conn:open / conn:close, upstream:connected / dial:error, the access log
  * and the accounting, exactly as a JS-accepted connection gets them.
+ *
+ * For an HTTP listener (plan.handoff) the engine accepts and admits, waits for the client's
+ * request line, may start the upstream connect it names, and hands the client over ('handoff'):
+ * the listener serves it as a JS-accepted one, with that connect as its EarlyConnect.
  */
 import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
 import { publishConnEnded, publishConnOpen } from '../core/channels.js';
@@ -24,6 +28,7 @@ import { ipToBytes, parseCanonicalIp, type Cidr } from '../access/cidr.js';
 import type { PortRange } from '../access/ports.js';
 import type { DestinationRules } from '../access/types.js';
 import type { EngineAcceptPlan } from '../frontends/types.js';
+import type { EarlyConnect } from '../upstream/types.js';
 import { accountSummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
 
 interface NativeAddress {
@@ -39,7 +44,8 @@ export type AcceptorEvent =
   | ({ kind: 'done' } & NativeRelaySummary)
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
   | { kind: 'error'; errno: number; code: string; syscall: string }
-  | { kind: 'stopped' };
+  | { kind: 'stopped' }
+  | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean };
 
 /** Packed DestinationRules (packDestinationRules), for per-connection targets. */
 export interface PackedDestinations {
@@ -52,6 +58,12 @@ export interface PackedDestinations {
 }
 
 export interface AcceptorOptions {
+  /** Hand each client to JS ('handoff') once its first bytes are in, instead of relaying. */
+  handoff?: boolean;
+  /** handoff: connect early from an http:// request line to an IP literal (destinations check it). */
+  early?: boolean;
+  /** handoff: how long to wait for a client's first bytes. */
+  handoffWaitMs?: number;
   /** A fixed target; or `destinations` for each connection's own (transparent). */
   upstreamAddress?: string;
   upstreamPort?: number;
@@ -136,6 +148,18 @@ export interface EngineAcceptorSettings {
   destinationRules?: DestinationRules;
   maxPerClient: number;
   log: Logger;
+  /** plan.handoff: takes each handed-over client (its fd and slot are the callee's). */
+  onHandoff?(client: HandedOver): void;
+}
+
+/** A client the engine accepted, admitted and handed over (plan.handoff). */
+export interface HandedOver {
+  fd: number;
+  remote: Endpoint;
+  local: Endpoint;
+  mptcp: boolean;
+  /** The upstream connect the engine began from the client's request line, if it did. */
+  early: EarlyConnect | undefined;
 }
 
 function endpointOf(a: NativeAddress | null): Endpoint {
@@ -173,13 +197,20 @@ export class EngineAcceptor {
   /** Starts accepting on `listenFd` (the engine takes it over on success; throws otherwise). */
   start(listenFd: number): void {
     const { plan, mptcp, clientRules, destinationRules, maxPerClient } = this.#s;
-    const where =
-      plan.dial.address !== undefined && plan.dial.port !== undefined
+    const where = plan.handoff
+      ? {
+          handoff: true,
+          early: plan.handoff.early,
+          handoffWaitMs: plan.handoff.waitMs,
+          ...(destinationRules !== undefined ? { destinations: packDestinationRules(destinationRules) } : {}),
+        }
+      : plan.dial.address !== undefined && plan.dial.port !== undefined
         ? { upstreamAddress: plan.dial.address, upstreamPort: plan.dial.port }
         : destinationRules !== undefined
           ? { destinations: packDestinationRules(destinationRules) }
           : undefined;
     if (where === undefined) throw new Error('an engine acceptor needs a fixed target or the destination rules');
+    if (plan.handoff && this.#s.onHandoff === undefined) throw new Error('a handoff acceptor needs onHandoff');
     this.#stopped = new Promise((resolve) => (this.#onStopped = resolve));
     this.#id = this.#api.acceptorStart(
       listenFd,
@@ -247,7 +278,21 @@ export class EngineAcceptor {
       case 'stopped':
         this.#onStopped?.();
         return;
+      case 'handoff':
+        return this.#handoff(e);
     }
+  }
+
+  #handoff(e: Extract<AcceptorEvent, { kind: 'handoff' }>): void {
+    const handoff = this.#s.plan.handoff;
+    let early: EarlyConnect | undefined;
+    if (e.upstreamFd >= 0) {
+      const target = endpointOf(e.target ?? null);
+      early = handoff?.adoptEarly(e.upstreamFd, { host: target.address, port: target.port }, endpointOf(e.upstreamLocal ?? null));
+      if (early === undefined) this.#api.close(e.upstreamFd);
+      else if (this.#s.log.isEnabled('debug')) this.#s.log.debug('upstream connect begun by the engine', { listener: this.#s.listener, target: formatTarget(early.target) });
+    }
+    this.#s.onHandoff!({ fd: e.fd, remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp, early });
   }
 
   #accepted(e: Extract<AcceptorEvent, { kind: 'accepted' }>): void {

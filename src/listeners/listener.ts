@@ -7,7 +7,7 @@
  * Lifecycle: start() binds; close() stops accepting and waits for live connections to end;
  * destroy() also destroys them. All idempotent.
  */
-import { Server, type Socket } from 'node:net';
+import { Server, Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import { createConnectionContext, recordSubflowSample, unmapAddress, type ConnectionContext, type SocketFacts } from '../core/context.js';
 import { publishConnEnded, publishConnOpen } from '../core/channels.js';
@@ -15,7 +15,8 @@ import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { Frontend } from '../frontends/types.js';
 import { isMptcpSocket, listenMptcp, sampleSubflowsOfFd, socketFd } from '../mptcp/index.js';
-import { EngineAcceptor, type NativeAcceptorApi } from './engine-acceptor.js';
+import { EngineAcceptor, type HandedOver, type NativeAcceptorApi } from './engine-acceptor.js';
+import type { EarlyConnect } from '../upstream/types.js';
 
 /** Per-client concurrent connection counting (implemented in access/). */
 export interface ClientLimiter {
@@ -48,6 +49,8 @@ export class ProxyListener {
   /** Set when the engine accepts for this listener (see #acceptInEngine). */
   #engine: EngineAcceptor | undefined;
   #mptcp = false;
+  /** destroy() was called: a client the engine hands over from now on is closed, not served. */
+  #destroyed = false;
   #state: 'new' | 'starting' | 'listening' | 'closing' | 'closed' = 'new';
   #closed: Promise<void> | undefined;
   #bound: Readonly<{ address: string; port: number }> | undefined;
@@ -128,6 +131,7 @@ export class ProxyListener {
       ...(access.destinationRules ? { destinationRules: access.destinationRules } : {}),
       maxPerClient: limiter.maxPerClient ?? 0,
       log,
+      onHandoff: (h) => this.#adopt(h),
     });
     let fd: number | undefined;
     try {
@@ -159,6 +163,7 @@ export class ProxyListener {
 
   /** Stops accepting and cuts every live connection, wherever its bytes are (socket or relay). */
   async destroy(err?: Error): Promise<void> {
+    this.#destroyed = true;
     const closing = this.close();
     for (const cut of this.#cuts) cut.abort(err);
     this.#engine?.abortAll(err);
@@ -185,12 +190,45 @@ export class ProxyListener {
     // first, so it is not held up by the bookkeeping below (docs/design.md, "The upstream
     // connect starts at accept").
     const early = frontend.preconnect?.(socket);
-    // 2. context
     const facts: SocketFacts = {
       remote: { address: client, port: socket.remotePort ?? 0 },
       local: { address: unmapAddress(socket.localAddress ?? ''), port: socket.localPort ?? 0 },
       mptcp: this.#mptcp && isMptcpSocket(socket),
     };
+    this.#serve(socket, client, facts, early);
+  }
+
+  /**
+   * A client the engine accepted, admitted and handed over (a handoff plan: the HTTP proxy),
+   * with the upstream connect it began, if any. Without one, the front-end may still start its
+   * own: the client's first bytes are in by now, or the engine waited long enough for them.
+   */
+  #adopt(h: HandedOver): void {
+    const { log, limiter, frontend } = this.#deps;
+    if (this.#destroyed) {
+      // Handed over as the acceptor stopped, after destroy() cut everything live.
+      this.#deps.acceptor?.close(h.fd);
+      h.early?.cancel();
+      limiter.release(h.remote.address);
+      return;
+    }
+    let socket: Socket;
+    try {
+      socket = new Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true });
+    } catch (err) {
+      log.error('cannot take over a connection the engine accepted', { listener: this.config.name, client: h.remote.address, err });
+      this.#deps.acceptor?.close(h.fd);
+      h.early?.cancel();
+      limiter.release(h.remote.address);
+      return;
+    }
+    const early = h.early ?? frontend.preconnect?.(socket);
+    this.#serve(socket, h.remote.address, { remote: h.remote, local: h.local, mptcp: h.mptcp }, early);
+  }
+
+  /** 2. the context, then 3. the front-end, for an admitted client (its slot taken). */
+  #serve(socket: Socket, client: string, facts: SocketFacts, early: EarlyConnect | undefined): void {
+    const { log, frontend } = this.#deps;
     const cut = new AbortController();
     this.#cuts.add(cut);
     const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: cut.signal });

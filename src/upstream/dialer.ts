@@ -80,6 +80,7 @@ export function createDialer(cfg: UpstreamConfig, access: AccessPolicy, log: Log
     dial.connectNow = (target, ctx) => connectNow(target, ctx, cfg, access, useMptcp);
     dial.sendFirst = (target, ctx, first, opts = {}) => sendFirst(target, ctx, first, opts, cfg, access, useMptcp);
     dial.connectEarly = (target) => connectEarly(target, cfg, access, useMptcp);
+    dial.adoptEarly = (fd, target, local) => adoptEarly(fd, target, local, cfg, useMptcp);
     dial.planInEngine = (target) => planInEngine(target, cfg, access, useMptcp);
     dial.planInEngineAnyTarget = () => enginePlan(undefined, cfg, access, useMptcp);
   }
@@ -177,13 +178,23 @@ function connectEarly(target: TargetAddress, cfg: UpstreamConfig, access: Access
   const native = nativeOrUndefined();
   if (native === undefined) return undefined;
   const started = performance.now();
-  let early: number;
-  let local: Endpoint;
   try {
-    ({ fd: early, local } = connectSync(native, target, family, undefined, cfg, access, useMptcp));
+    const { fd, local } = connectSync(native, target, family, undefined, cfg, access, useMptcp);
+    return earlyConnectOn(native, fd, local, started, target, cfg, useMptcp);
   } catch {
     return undefined;
   }
+}
+
+/** Dial.adoptEarly (see types.ts): the engine's early connect, as connectEarly's. */
+function adoptEarly(fd: number, target: TargetAddress, local: Endpoint, cfg: UpstreamConfig, useMptcp: boolean): EarlyConnect | undefined {
+  const native = nativeOrUndefined();
+  if (native === undefined) return undefined;
+  return earlyConnectOn(native, fd, local, performance.now(), target, cfg, useMptcp);
+}
+
+/** An EarlyConnect over `fd`, whose connect(2) to `target` was issued at `started`. */
+function earlyConnectOn(native: MptcpNative, fd: number, local: Endpoint, started: number, target: TargetAddress, cfg: UpstreamConfig, useMptcp: boolean): EarlyConnect {
   let used = false;
   return {
     target,
@@ -191,12 +202,12 @@ function connectEarly(target: TargetAddress, cfg: UpstreamConfig, access: Access
     send(ctx, first, opts = {}) {
       if (used) return Promise.reject(new Error('an early connect is sent on once'));
       used = true;
-      return sendOnConnecting(native, early, local, started, target, ctx, first, opts, cfg, useMptcp);
+      return sendOnConnecting(native, fd, local, started, target, ctx, first, opts, cfg, useMptcp);
     },
     cancel() {
       if (used) return;
       used = true;
-      native.close(early);
+      native.close(fd);
     },
   };
 }

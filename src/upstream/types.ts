@@ -51,6 +51,12 @@ export interface Dial {
    */
   connectEarly?(target: TargetAddress): EarlyConnect | undefined;
   /**
+   * An early connect the native engine issued (an HTTP listener it accepts on): `fd` is
+   * connecting to `target` from `local`, and is now the caller's, as connectEarly's would be.
+   * Undefined without the addon (then the caller closes fd).
+   */
+  adoptEarly?(fd: number, target: TargetAddress, local: Endpoint): EarlyConnect | undefined;
+  /**
    * The same dial, for every connection of a listener whose target is fixed, done by someone
    * else entirely (the native engine's acceptor): the access check runs once, here, and the
    * plan says what to connect to and how. Undefined when `target` cannot go that way (as for

@@ -58,9 +58,11 @@ let harnessSeq = 0;
 async function startHarness(t: TestContext, listeners: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Promise<Harness> {
   const seq = ++harnessSeq;
   const named = listeners.map((l, i) => ({ name: `ea${seq}-${i}`, ...l }));
-  const config = validateConfig({ log: { level: 'info', format: 'json', access: true }, listeners: named, ...extra });
+  const { log: logExtra, ...rest } = extra;
+  const level = ((logExtra as { level?: string } | undefined)?.level ?? 'info') as 'info' | 'debug';
+  const config = validateConfig({ log: { level, format: 'json', access: true }, listeners: named, ...rest });
   const lines: LogLine[] = [];
-  const log = createLogger({ level: 'info', format: 'json', sink: { write: (l) => lines.push(JSON.parse(l) as LogLine) } });
+  const log = createLogger({ level, format: 'json', sink: { write: (l) => lines.push(JSON.parse(l) as LogLine) } });
   const names = new Set(named.map((l) => l.name));
   const h: Omit<Harness, 'proxy' | 'port' | 'name'> = { lines, opens: [], closes: [], connected: [], dialErrors: [] };
   const ours = (m: unknown) => names.has((m as { ctx: { listener: string } }).ctx.listener);
@@ -528,7 +530,7 @@ test('allowClients in the engine on a dual-stack [::] listener: IPv6 rules match
 // ---------------------------------------------------------------------------------------------
 // 5. The per-client limit, shared by the engine's and JS's listeners
 
-test('maxConnectionsPerClient is one count across the engine-accepted forward and a JS-accepted HTTP listener', { skip: noEngine }, async (t) => {
+test('maxConnectionsPerClient is one count across the engine-accepted forward and the HTTP listener, whose clients the engine hands to JS', { skip: noEngine }, async (t) => {
   t.after(closeClients);
   const api = acceptor!;
   const client = '127.0.0.5';
@@ -537,14 +539,14 @@ test('maxConnectionsPerClient is one count across the engine-accepted forward an
   const h = await startHarness(t, [forward(target), { type: 'http', listen: `${HOST}:0` }], { access: { maxConnectionsPerClient: 2 } });
   const [fwd, http] = h.proxy.listeners;
   assert.equal(fwd!.acceptsInEngine, true);
-  assert.equal(http!.acceptsInEngine, false);
+  assert.equal(http!.acceptsInEngine, true, 'the engine accepts for HTTP too, and hands each client to JS');
 
   // 1: through the forward (the engine counts it)
   const c1 = await connect(h.port(0), { localAddress: client });
   const c1Port = c1.localPort;
   await roundTrip(c1, 'forward one');
   assert.equal(api.clientCount(client), 1);
-  // 2: a CONNECT tunnel through the HTTP listener (JS counts it, in the same table)
+  // 2: a CONNECT tunnel through the HTTP listener (counted by the engine at accept; JS releases it)
   const c2 = await connect(h.port(1), { localAddress: client });
   c2.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n\r\n`);
   let head = '';
@@ -568,7 +570,7 @@ test('maxConnectionsPerClient is one count across the engine-accepted forward an
   assert.equal(line.level, 'warn');
   assert.equal(line.client, client);
   assert.equal(line.listener, h.name(0));
-  // ... and at the HTTP listener: JS sees the engine's count too
+  // ... and at the HTTP listener, refused by the engine there too
   const overHttp = await connectOutcome(h.port(1), { localAddress: client });
   assert.deepEqual({ code: overHttp.code, bytes: overHttp.bytes }, { code: '', bytes: 0 });
   await waitFor(() => linesWith(h, 'client over its connection limit').length === 2, 'the limit line from the HTTP listener');
@@ -588,7 +590,7 @@ test('maxConnectionsPerClient is one count across the engine-accepted forward an
   const c3 = await connect(h.port(0), { localAddress: client });
   await roundTrip(c3, 'forward again');
   assert.equal(api.clientCount(client), 2);
-  // Ending the tunnel frees the JS-counted slot for the engine as well.
+  // Ending the tunnel (JS releases the slot the engine took at accept) frees it for the forward.
   c2.end();
   await waitFor(() => api.clientCount(client) === 1, 'the tunnel to release its slot');
   const c4 = await connect(h.port(0), { localAddress: client });
@@ -876,4 +878,117 @@ test('acceptorStart rejects malformed arguments with errors naming them, and kee
   } finally {
     native.close(fd);
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// HTTP listeners: the engine accepts, waits for the request line, may connect early, hands over
+
+/** A raw HTTP origin: answers each request head with `ok` and Connection: close; counts accepts. */
+async function httpOrigin(t: TestContext, host = HOST): Promise<{ port: number; accepted: number; heads: string[] }> {
+  const state = { accepted: 0, heads: [] as string[] };
+  const server = net.createServer((s) => {
+    state.accepted += 1;
+    let head = '';
+    s.on('data', (d) => {
+      head += d.toString('latin1');
+      if (head.includes('\r\n\r\n')) {
+        state.heads.push(head);
+        s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok');
+      }
+    });
+    s.on('error', () => {});
+  });
+  server.listen(0, host);
+  await once(server, 'listening');
+  t.after(() => server.close());
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get accepted() {
+      return state.accepted;
+    },
+    heads: state.heads,
+  };
+}
+
+/** Sends `data` on a new connection to `port` and returns everything received until the close. */
+async function exchangeRaw(port: number, data: string): Promise<string> {
+  const c = await connect(port);
+  c.write(data);
+  let out = '';
+  c.on('data', (d: Buffer) => (out += d.toString('latin1')));
+  await Promise.race([once(c, 'close'), sleep(5000)]);
+  c.destroy();
+  return out;
+}
+
+test('HTTP: the engine accepts, waits for the request line and connects early when every request dials; the request is served on that connection', { skip: noEngine }, async (t) => {
+  const origin = await httpOrigin(t);
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], { log: { level: 'debug' } });
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
+  const reply = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  assert.ok(reply.endsWith('ok'));
+  assert.equal(origin.accepted, 1, 'one upstream connection: the engine\'s');
+  assert.match(origin.heads[0]!, /^GET \/x HTTP\/1\.1\r\nHost: 127\.0\.0\.1:\d+\r\n/);
+  assert.equal(linesWith(h, 'upstream connect begun by the engine').length, 1);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(h.closes[0]!.ctx.upstream?.remote.port, origin.port);
+  const access = linesWith(h, 'access')[0]!;
+  assert.equal(access.status, 200);
+  assert.equal(access.target, `${HOST}:${origin.port}`);
+  assert.equal(acceptor!.clientCount(HOST), 0, 'the client slot the engine took is released');
+  // An IPv6 literal in brackets: parsed by the engine, connected early too.
+  const v6 = await httpOrigin(t, '::1');
+  const reply6 = await exchangeRaw(h.port(), `GET http://[::1]:${v6.port}/six HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.match(reply6, /^HTTP\/1\.1 200 /);
+  assert.equal(v6.accepted, 1);
+  assert.equal(linesWith(h, 'upstream connect begun by the engine').length, 2);
+});
+
+test('HTTP: with the upstream pool on, the engine leaves the early connect to JS (which knows the pool); no engine connect for credentials or a denied destination', { skip: noEngine }, async (t) => {
+  const origin = await httpOrigin(t);
+  const pooled = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200 /);
+  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 0);
+  const denied = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], {
+    log: { level: 'debug' },
+    access: { allowClients: ['127.0.0.0/8'], denyPorts: [String(origin.port)] },
+  });
+  const before = origin.accepted;
+  assert.match(await exchangeRaw(denied.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 403 /);
+  assert.equal(linesWith(denied, 'upstream connect begun by the engine').length, 0);
+  assert.equal(origin.accepted, before, 'nothing reached the origin');
+});
+
+test('HTTP: a client that sends nothing is handed over anyway and gets its 408 from the session', { skip: noEngine }, async (t) => {
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 400 }]);
+  const started = performance.now();
+  const out = await connectOutcome(h.port());
+  assert.ok(performance.now() - started < 3000);
+  assert.equal(out.ended, true);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(linesWith(h, 'access')[0]!.status, 408);
+});
+
+test('HTTP: close() hands a client still waiting for its request to JS, which serves it; destroy() cuts one', { skip: noEngine }, async (t) => {
+  const origin = await httpOrigin(t);
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 5000 }]);
+  const c = await connect(h.port());
+  await waitFor(() => acceptor!.clientCount(HOST) === 1, 'the engine accepted the client');
+  const closing = h.proxy.listeners[0]!.close();
+  await sleep(50);
+  let reply = '';
+  c.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+  c.write(`GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  await Promise.race([once(c, 'close'), sleep(3000)]);
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  await closing;
+
+  const h2 = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 5000 }]);
+  const c2 = await connect(h2.port());
+  await waitFor(() => acceptor!.clientCount(HOST) === 1, 'the engine accepted the second client');
+  const ended = once(c2, 'close');
+  await h2.proxy.destroy();
+  await Promise.race([ended, sleep(3000).then(() => assert.fail('the waiting client was not cut'))]);
+  assert.equal(acceptor!.clientCount(HOST), 0);
 });

@@ -24,7 +24,7 @@ import { peekReceived, readSubflowCount } from '../../mptcp/index.js';
 import type { EarlyConnect } from '../../upstream/types.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
-import type { Frontend, FrontendDeps } from '../types.js';
+import type { EngineAcceptPlan, Frontend, FrontendDeps } from '../types.js';
 import { ChunkedDecoder, requestBodyFraming, responseBodyFraming } from './framing.js';
 import type { BodyFraming } from './framing.js';
 import {
@@ -76,6 +76,28 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
     handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run(),
     preconnect: (socket) => preconnect(socket, deps, pool),
     close: () => pool.close(),
+    engineAccept: () => engineAcceptPlan(deps, pool, idleTimeoutMs),
+  };
+}
+
+/** How long the engine waits for a new client's request line before handing it over as it is
+ *  (the session's own handshake timeout applies from then). */
+const HANDOFF_WAIT_MS = 100;
+
+/**
+ * Frontend.engineAccept for the HTTP proxy: the engine accepts and admits, waits for the
+ * request line and hands the client over (docs/design.md, "The upstream connect starts at
+ * accept"). It connects early itself only when every request dials (the pool off) and no
+ * credentials are required; with the pool on, the JS preconnect decides, knowing the pool.
+ */
+function engineAcceptPlan(deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs: number): EngineAcceptPlan | undefined {
+  const dial = deps.dial.planInEngineAnyTarget?.();
+  const adopt = deps.dial.adoptEarly;
+  if (dial === undefined || adopt === undefined) return undefined;
+  return {
+    dial,
+    idleTimeoutMs,
+    handoff: { early: !deps.access.authRequired && !pool.enabled, waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local) },
   };
 }
 
