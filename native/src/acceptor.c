@@ -125,7 +125,8 @@ static void make_spare(struct acceptor *a, int family)
  * instead of accepting it only to reset it for want of a second fd. false: rest now. */
 static bool acceptor_prepare(struct engine_thread *t, struct acceptor *a)
 {
-	if (a->spare >= 0 || a->prep_err != 0)
+	/* A handoff acceptor that never connects early dials nothing: no socket to keep ready. */
+	if (a->spare >= 0 || a->prep_err != 0 || (a->handoff && !a->early))
 		return true;
 	make_spare(a, a->up.ss_family);
 	if (a->spare < 0 && out_of_resources(a->prep_err)) {
@@ -185,6 +186,17 @@ static const char *transparent_target(const struct acceptor *a, const struct soc
 		*to_len = sizeof(struct sockaddr_in6);
 	}
 	return mpx_dest_check(&a->dest, &ip, port);
+}
+
+/* Whether an accepted client runs MPTCP (not fallen back), asked only on an MPTCP listener
+ * (a->sample_down): what JS records, and whether its subflows are sampled. */
+static bool client_is_mptcp(const struct acceptor *a, int fd)
+{
+	if (!a->sample_down)
+		return false;
+	int val = 0;
+	socklen_t vl = sizeof(val);
+	return getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
 }
 
 /* ---- handoff acceptors (HTTP): the client goes to JS, its upstream connect may go first ---- */
@@ -333,11 +345,7 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 	p->key = *key;
 	socklen_t len = sizeof(p->local);
 	getsockname(fd, (struct sockaddr *)&p->local, &len);
-	if (a->sample_down) {
-		int val = 0;
-		socklen_t vl = sizeof(val);
-		p->down_mptcp = getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
-	}
+	p->down_mptcp = client_is_mptcp(a, fd);
 	if (handoff_try(t, p)) {
 		free(p);
 		return;
@@ -486,11 +494,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 		len = sizeof(m->up_local);
 		getsockname(up, (struct sockaddr *)&m->up_local, &len);
 	}
-	if (a->sample_down) {
-		int val = 0;
-		socklen_t vl = sizeof(val);
-		m->down_mptcp = getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0 && val != 0;
-	}
+	m->down_mptcp = client_is_mptcp(a, fd);
 	r->sample_down = m->down_mptcp;
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	eng_post(t, m);

@@ -204,26 +204,25 @@ export class ProxyListener {
    * own: the client's first bytes are in by now, or the engine waited long enough for them.
    */
   #adopt(h: HandedOver): void {
-    const { log, limiter, frontend } = this.#deps;
-    if (this.#destroyed) {
-      // Handed over as the acceptor stopped, after destroy() cut everything live.
-      this.#deps.acceptor?.close(h.fd);
-      h.early?.cancel();
-      limiter.release(h.remote.address);
-      return;
-    }
+    const { log, frontend } = this.#deps;
+    // Handed over as the acceptor stopped, after destroy() cut everything live.
+    if (this.#destroyed) return this.#drop(h);
     let socket: Socket;
     try {
       socket = new Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true });
     } catch (err) {
       log.error('cannot take over a connection the engine accepted', { listener: this.config.name, client: h.remote.address, err });
-      this.#deps.acceptor?.close(h.fd);
-      h.early?.cancel();
-      limiter.release(h.remote.address);
-      return;
+      return this.#drop(h);
     }
     const early = h.early ?? frontend.preconnect?.(socket);
     this.#serve(socket, h.remote.address, { remote: h.remote, local: h.local, mptcp: h.mptcp }, early);
+  }
+
+  /** A handed-over client not served: its fd, its early connect and its slot all go. */
+  #drop(h: HandedOver): void {
+    this.#deps.acceptor?.close(h.fd);
+    h.early?.cancel();
+    this.#deps.limiter.release(h.remote.address);
   }
 
   /** 2. the context, then 3. the front-end, for an admitted client (its slot taken). */

@@ -356,11 +356,9 @@ class HttpProxySession {
    *  otherwise a fresh dial. An old connection to another host:port goes to the pool. */
   async #upstreamFor(target: TargetAddress, mayPool: boolean, head?: Buffer): Promise<{ up: UpstreamConnection; headSent: boolean }> {
     const key = formatTarget(target);
-    const current = this.#up;
-    if (current !== null) {
-      if (current.key === key && current.reader.idleUsable) return { up: current, headSent: false };
-      this.#releaseUpstream(current.reader.idleUsable);
-    }
+    const reusable = this.#currentFor(target);
+    if (reusable !== undefined) return reusable;
+    if (this.#up !== null) this.#releaseUpstream(this.#up.reader.idleUsable);
     const early = this.#takeEarly(key);
     const pooled = mayPool && early === undefined ? this.#pool.take(key) : undefined;
     if (pooled !== undefined) {
@@ -378,7 +376,7 @@ class HttpProxySession {
   /** The kept-alive upstream connection, when it goes to `target` and is idle and healthy. */
   #currentFor(target: TargetAddress): { up: UpstreamConnection; headSent: false } | undefined {
     const current = this.#up;
-    if (current === null || this.#early !== undefined || !current.reader.idleUsable || current.key !== formatTarget(target)) return undefined;
+    if (current === null || !current.reader.idleUsable || current.key !== formatTarget(target)) return undefined;
     return { up: current, headSent: false };
   }
 
