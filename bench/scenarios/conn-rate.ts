@@ -6,6 +6,7 @@
  * bench/load/conn-load.ts in cli, MPTCP through our addon; each run is bounded in time and count.
  */
 import { fileURLToPath } from 'node:url';
+import { cpuDelta, groupCpu } from '../lib/proc.js';
 import { fmtSummary, repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
 import { ensureBlobFile, blobFileName, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
@@ -20,6 +21,8 @@ interface LoadTarget {
   load: 'http' | 'echo';
   variant: string;
   args: string[];
+  /** The proxy in between (none for direct): its CPU per connection is measured. */
+  proxy?: Started;
 }
 
 export interface ConnRateRow {
@@ -27,6 +30,9 @@ export interface ConnRateRow {
   variant: string;
   rate?: Summary;
   p50Ms?: Summary;
+  /** The proxy's CPU (user + system, all its processes) per connection, µs. On a shared
+   * 2-core machine the rate depends on what everything else costs too; this is the proxy's part. */
+  proxyCpuUsPerConn?: Summary;
   ok: number;
   errors: number;
   firstError?: string;
@@ -34,6 +40,7 @@ export interface ConnRateRow {
 }
 
 interface LoadResult { ok: number; errors: number; firstError?: string; rate: number; p50Ms?: number; elapsedMs: number }
+interface MeasuredRun extends LoadResult { proxyCpuUsPerConn?: number }
 
 export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRow[]; bounds: { durationMs: number; maxRequests: number; concurrency: number }; skipped: Record<string, string>; markdown: string[] }> {
   const { tb } = ctx;
@@ -81,34 +88,39 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
     for (const engine of ctx.opts.engines) {
       const p1 = port++;
       await tryStart(oursLabel('ours-http', engine), ['nginx'], async () => {
-        procs.push(await startOursConfig(tb, ctx.dir, `rate-http-${engine}`, p1, ctx.allowNet, engine));
-        targets.push({ load: 'http', variant: oursLabel('ours-http', engine), args: httpArgs(p1, prx, `http://${srv}:8080${httpPath}`) });
+        const proxy = await startOursConfig(tb, ctx.dir, `rate-http-${engine}`, p1, ctx.allowNet, engine);
+        procs.push(proxy);
+        targets.push({ load: 'http', variant: oursLabel('ours-http', engine), args: httpArgs(p1, prx, `http://${srv}:8080${httpPath}`), proxy });
       });
       const p2 = port++;
       await tryStart(oursLabel('ours-forward', engine), [], async () => {
-        procs.push(await startOursForward(tb, p2, await newEcho(), engine));
-        targets.push({ load: 'echo', variant: oursLabel('ours-forward', engine), args: echoArgs(p2, prx) });
+        const proxy = await startOursForward(tb, p2, await newEcho(), engine);
+        procs.push(proxy);
+        targets.push({ load: 'echo', variant: oursLabel('ours-forward', engine), args: echoArgs(p2, prx), proxy });
       });
     }
     const ph = port++;
     const pt = port++;
     await tryStart('haproxy', ['haproxy', 'mptcpize', 'nginx'], async () => {
-      procs.push(await startHaproxy(tb, ctx.dir, [
+      const proxy = await startHaproxy(tb, ctx.dir, [
         { name: 'web', port: ph, mode: 'http', to: `${srv}:8080` },
         { name: 'echo', port: pt, mode: 'tcp', to: await newEcho() },
-      ]));
-      targets.push({ load: 'http', variant: 'haproxy', args: httpArgs(ph, prx, httpPath) });
-      targets.push({ load: 'echo', variant: 'haproxy', args: echoArgs(pt, prx) });
+      ]);
+      procs.push(proxy);
+      targets.push({ load: 'http', variant: 'haproxy', args: httpArgs(ph, prx, httpPath), proxy });
+      targets.push({ load: 'echo', variant: 'haproxy', args: echoArgs(pt, prx), proxy });
     });
     const ps = port++;
     await tryStart('squid', ['squid', 'mptcpize', 'nginx'], async () => {
-      procs.push(await startSquid(tb, ctx.dir, ps, ctx.allowNet));
-      targets.push({ load: 'http', variant: 'squid', args: httpArgs(ps, prx, `http://${srv}:8080${httpPath}`) });
+      const proxy = await startSquid(tb, ctx.dir, ps, ctx.allowNet);
+      procs.push(proxy);
+      targets.push({ load: 'http', variant: 'squid', args: httpArgs(ps, prx, `http://${srv}:8080${httpPath}`), proxy });
     });
     const pp = port++;
     await tryStart('pipe', ['mptcpize'], async () => {
-      procs.push(await startPipeRelay(tb, pp, await newEcho()));
-      targets.push({ load: 'echo', variant: 'pipe', args: echoArgs(pp, prx) });
+      const proxy = await startPipeRelay(tb, pp, await newEcho());
+      procs.push(proxy);
+      targets.push({ load: 'echo', variant: 'pipe', args: echoArgs(pp, prx), proxy });
     });
     if (want('direct')) {
       if (nginxOk && have('mptcpize')) {
@@ -123,7 +135,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
     const warmMs = Math.min(2_000, durationMs);
     const warmBounds = ['--concurrency', String(concurrency), '--duration-ms', String(warmMs), '--max-requests', String(Math.min(2_000, maxRequests)), '--mptcp'];
     for (const load of ['http', 'echo'] as const) {
-      const entries = targets.filter((x) => x.load === load).map((t) => ({ t, row: { load, variant: t.variant, ok: 0, errors: 0 } as ConnRateRow, runs: [] as LoadResult[] }));
+      const entries = targets.filter((x) => x.load === load).map((t) => ({ t, row: { load, variant: t.variant, ok: 0, errors: 0 } as ConnRateRow, runs: [] as MeasuredRun[] }));
       // One unmeasured warm-up run per variant, the same for all: the figures are of a proxy in
       // steady state (a Node proxy compiles its hot path during the first few thousand
       // exchanges; a C proxy's first connections warm its caches and pools).
@@ -139,31 +151,40 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       }
       const warmed = entries.filter((e) => e.row.error === undefined);
       await repeatRoundRobin(ctx.opts.reps, warmed, async (e, rep) => {
+        const cpuOf = async (): Promise<Map<number, number> | undefined> => (e.t.proxy ? groupCpu(tb.hosts.prx.ns, e.t.proxy.proc.pid) : undefined);
+        const cpuBefore = await cpuOf();
         const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...e.t.args, ...bounds]);
         if (rep > 0) commandLog.pop();
         const r = await proc.waitForJson<LoadResult & { event: string }>((v) => v.event === 'done', { timeoutMs: durationMs + 30_000 });
+        // Read the proxy's CPU as the load ends (before the client's exit), so its closing work is
+        // in and nothing after is.
+        const cpuAfter = await cpuOf();
         await proc.waitForExit(5_000);
-        e.runs.push(r);
+        const proxyCpuUsPerConn = cpuBefore && cpuAfter && r.ok > 0 ? (cpuDelta(cpuBefore, cpuAfter) / r.ok) * 1e6 : undefined;
+        e.runs.push({ ...r, proxyCpuUsPerConn });
         e.row.ok += r.ok;
         e.row.errors += r.errors;
         e.row.firstError ??= r.firstError;
-        ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+        ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s${proxyCpuUsPerConn !== undefined ? `, proxy CPU ${proxyCpuUsPerConn.toFixed(0)} µs/conn` : ''} (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
       }, (e, err) => {
         e.row.error = (err as Error).message;
       });
       for (const e of entries) {
         e.row.rate = summarize(e.runs.map((r) => r.rate));
         e.row.p50Ms = summarize(e.runs.map((r) => r.p50Ms ?? NaN));
+        if (e.t.proxy) e.row.proxyCpuUsPerConn = summarize(e.runs.map((r) => r.proxyCpuUsPerConn ?? NaN));
         rows.push(e.row);
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
     md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
-    md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | ok | errors |', '|---|---|---|---|---|---|---|---|');
+    md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | proxy CPU µs/conn | CPU ÷ HAProxy | ok | errors |', '|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;
       const ratio = (r: number | undefined): string => (r && row.rate ? (row.rate.median / r).toFixed(2) : '–');
-      md.push(`| ${row.load} | ${row.variant} | ${fmtSummary(row.rate, 0)} | ${ratio(ref('haproxy'))} | ${ratio(ref('direct'))} | ${fmtSummary(row.p50Ms, 2)} | ${row.ok} | ${row.errors}${row.firstError ? ` (${row.firstError})` : ''}${row.error ? ` ERROR ${row.error.slice(0, 100)}` : ''} |`);
+      const haproxyCpu = rows.find((x) => x.load === row.load && x.variant === 'haproxy')?.proxyCpuUsPerConn?.median;
+      const cpuRatio = haproxyCpu && row.proxyCpuUsPerConn ? (row.proxyCpuUsPerConn.median / haproxyCpu).toFixed(2) : '–';
+      md.push(`| ${row.load} | ${row.variant} | ${fmtSummary(row.rate, 0)} | ${ratio(ref('haproxy'))} | ${ratio(ref('direct'))} | ${fmtSummary(row.p50Ms, 2)} | ${row.proxyCpuUsPerConn ? fmtSummary(row.proxyCpuUsPerConn, 0) : '–'} | ${cpuRatio} | ${row.ok} | ${row.errors}${row.firstError ? ` (${row.firstError})` : ''}${row.error ? ` ERROR ${row.error.slice(0, 100)}` : ''} |`);
     }
     for (const [k, v] of Object.entries(skipped)) md.push(`- ${k}: ${v}`);
     return { rows, bounds: { durationMs, maxRequests, concurrency }, skipped, markdown: md };
