@@ -51,7 +51,10 @@ struct direction {
 	/* The last read was short and no EOF or error was signalled on the source: its receive
 	 * queue was empty then, and any byte or FIN arriving since raises a new edge. So once
 	 * the buffer is written, the direction waits for that edge instead of reading again
-	 * only to see EAGAIN (one syscall less per exchange). Cleared by every EPOLLIN edge. */
+	 * only to see EAGAIN. It holds until that edge (on_event clears it): every ACK that frees
+	 * send space raises an EPOLLOUT edge that pumps this direction too, and when the first of
+	 * them cleared it, the next ones each cost a recv() that said EAGAIN — about three per
+	 * short connection. A bulk flow's reads are not short, so its pumps read on as before. */
 	bool drained;
 	/* The source's receive buffer and the destination's send buffer were capped (queue-cap.c):
 	 * done once, at the first read that filled a whole buffer (a bulk flow). */
@@ -85,6 +88,7 @@ struct relay {
 	bool pump; /* a one-way pump (pumpStart): fd[SIDE_DOWN] → fd[SIDE_UP] only */
 	bool connecting; /* fd[SIDE_UP]'s connect(2) is still in progress: move nothing yet */
 	bool connect_failed; /* ended by a failed or timed-out connect */
+	bool up_plain_tcp; /* fd[SIDE_UP] was made IPPROTO_TCP by us: never MPTCP, no need to ask */
 	int64_t connect_deadline_ms; /* connecting: when the connect times out */
 	double started_precise_ms; /* for connectMs */
 	napi_ref on_connected; /* JS's onConnected until the 'connected' message takes it */
@@ -136,7 +140,10 @@ struct engine_thread {
 	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
 	struct acceptor *acceptors; /* listening sockets this thread accepts on */
 	struct acceptor *acc_graveyard; /* closed during this batch; freed after it */
-	struct msg *out_head, *out_tail; /* messages for JS, sent as one batch per loop turn */
+	struct msg *out_head, *out_tail; /* messages for JS, sent in batches (eng_flush_due) */
+	int64_t out_since_ms; /* when the oldest queued message was posted */
+	unsigned out_count; /* messages queued */
+	bool out_urgent; /* one of them is awaited by JS (eng_post) */
 	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
 	bool stop, report;
 	struct js_side *js;

@@ -181,9 +181,34 @@ static void msg_free_chain(struct msg *m)
 	}
 }
 
-/* Queues a message for JS; eng_flush() sends the queue. One batch per turn of the thread's loop:
- * each napi_call_threadsafe_function costs an eventfd write here and a wake-up there, and a
- * short connection has three messages (accepted, connected, done). */
+/*
+ * Messages for JS are queued and sent in batches: each napi_call_threadsafe_function costs an
+ * eventfd write here and a wake-up of the main thread there (a context switch, which on this
+ * kind of VM was about a fifth of the main thread's time under a short-connection load), and a
+ * short connection has three messages (accepted, connected, done). Reports — those three and
+ * 'denied' — may wait REPORT_DELAY_MS for others to share the wake-up: JS only records them
+ * (logs, accounting), and the connection is not waiting for it. Anything a client or a JS
+ * caller waits on — a hand-over, a pump's end (the next request on a kept-alive connection),
+ * an acceptor's stop or error — sends the queue at the end of this loop turn, as does
+ * REPORT_BATCH_MAX queued messages.
+ */
+#define REPORT_DELAY_MS 5
+#define REPORT_BATCH_MAX 64
+
+static bool msg_is_urgent(const struct msg *m)
+{
+	switch (m->kind) {
+	case MSG_ACCEPTED:
+	case MSG_CONNECTED:
+	case MSG_DENIED:
+		return false;
+	case MSG_DONE:
+		return m->pump;
+	default:
+		return true;
+	}
+}
+
 void eng_post(struct engine_thread *t, struct msg *m)
 {
 	if (!t->report) {
@@ -191,11 +216,16 @@ void eng_post(struct engine_thread *t, struct msg *m)
 		return;
 	}
 	m->next = NULL;
-	if (t->out_tail != NULL)
+	if (t->out_tail != NULL) {
 		t->out_tail->next = m;
-	else
+	} else {
 		t->out_head = m;
+		t->out_since_ms = t->now_ms;
+	}
 	t->out_tail = m;
+	t->out_count++;
+	if (msg_is_urgent(m))
+		t->out_urgent = true;
 }
 
 void eng_flush(struct engine_thread *t)
@@ -204,8 +234,21 @@ void eng_flush(struct engine_thread *t)
 	if (m == NULL)
 		return;
 	t->out_head = t->out_tail = NULL;
+	t->out_count = 0;
+	t->out_urgent = false;
 	if (!t->report || napi_call_threadsafe_function(t->js->tsfn, m, napi_tsfn_nonblocking) != napi_ok)
 		msg_free_chain(m);
+}
+
+/* ms until the queue must be sent: 0 now, -1 nothing queued. */
+static int64_t flush_in_ms(const struct engine_thread *t)
+{
+	if (t->out_head == NULL)
+		return -1;
+	if (t->out_urgent || t->out_count >= REPORT_BATCH_MAX)
+		return 0;
+	int64_t left = t->out_since_ms + REPORT_DELAY_MS - t->now_ms;
+	return left < 0 ? 0 : left;
 }
 
 /* The downstream's subflows, once, while its fd is open (see "Subflow sample" above). A
@@ -371,10 +414,8 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			continue;
 		}
 		direction_release(t, x);
-		if (x->drained && !x->eof) {
-			x->drained = false;
-			return; /* see struct direction */
-		}
+		if (x->drained && !x->eof)
+			return; /* see struct direction: until the source's next EPOLLIN edge */
 		if (r->pump && (x->eof || (!r->until_eof && r->remaining == 0))) {
 			/* Everything read is written. Ending here, not at the next edge, is what keeps
 			 * ET correct when "from" still holds the next message's bytes: the fds leave
@@ -389,6 +430,14 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				/* Upstream EOF reaches the client: its subflows may start closing now. */
 				if (1 - d == SIDE_DOWN)
 					sample_downstream(r);
+				/* Both ways at their end, and an acceptor's relay holds the only fds: finish's
+				 * close() sends this FIN (nothing is left unread on either socket, so it is not
+				 * an RST). Another relay's socket may have a JS fd open too, which would keep
+				 * close() from sending anything: those shut down first. */
+				if (r->dir[1 - d].shut && r->acc != NULL) {
+					finish(t, r);
+					return;
+				}
 				/* ENOTCONN: the peer is already gone; the other direction will say how. */
 				if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
 					eng_fail(t, r, 1 - d, errno, "shutdown");
@@ -450,6 +499,12 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		mark_ready(t, r);
 }
 
+/* Bytes read (or a head) not yet all written. */
+static bool has_output(const struct direction *x)
+{
+	return x->off < x->len;
+}
+
 /* fd[SIDE_UP]'s first EPOLLOUT/EPOLLERR/EPOLLHUP edge since its connect(2): did it work? */
 static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 {
@@ -496,7 +551,9 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 			 * isMptcpSocket(). Kernels before 5.16 do not know it: MPTCP_INFO then. */
 			int val = 0;
 			socklen_t vl = sizeof(val);
-			if (getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0) {
+			if (r->up_plain_tcp) {
+				m->up_mptcp = false;
+			} else if (getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0) {
 				m->up_mptcp = val != 0;
 			} else if (errno == ENOPROTOOPT) {
 				struct mpx_subflow_summary sum;
@@ -509,7 +566,11 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 	}
 	/* The client's bytes (and the head) waited for this; its EPOLLIN edges are spent. */
 	pump(t, r, SIDE_DOWN);
-	if (!r->finished)
+	/* The upstream's side only if it has something: bytes or a hang-up that came with this
+	 * edge (ep_send_events polls the current mask), or a head for the client. Anything the
+	 * server sends later raises its own edge. Reading it blindly cost a recv() that said
+	 * EAGAIN for nearly every connection. */
+	if (!r->finished && ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || has_output(&r->dir[SIDE_UP])))
 		pump(t, r, SIDE_UP);
 }
 
@@ -523,7 +584,12 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 				connect_done(t, r, ev);
 			return;
 		}
-		/* The client may reset meanwhile; anything else it does waits for the connect. */
+		/* The client may reset meanwhile; anything else it does waits for the connect. Its
+		 * hang-up is remembered, as on_event does below: this edge is spent, so the pump after
+		 * the connect must read on to the EOF rather than stop at a short read and wait for
+		 * an edge that will not come. */
+		if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			r->hup[SIDE_DOWN] = true;
 		if (ev & EPOLLERR) {
 			int err = 0;
 			socklen_t len = sizeof(err);
@@ -702,6 +768,11 @@ static void *thread_main(void *arg)
 			if (timeout < 0 || left < timeout)
 				timeout = left < 0 ? 0 : (int)left;
 		}
+		if (t->out_head != NULL && timeout != 0) {
+			int64_t left = flush_in_ms(t);
+			if (timeout < 0 || left < timeout)
+				timeout = (int)left;
+		}
 		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
 		t->now_ms = now_ms();
 		if (n < 0 && errno != EINTR)
@@ -739,7 +810,8 @@ static void *thread_main(void *arg)
 			acceptors_resume(t);
 		if (t->pending != NULL)
 			pending_sweep(t);
-		eng_flush(t);
+		if (flush_in_ms(t) == 0)
+			eng_flush(t);
 		bury(t);
 		bury_acceptors(t);
 	}
