@@ -275,8 +275,10 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 	socklen_t to_len = 0;
 	struct mpx_client_key ip;
 	uint16_t port = 0;
-	if (a->early && n > 0 && request_line_target(buf, n, &to, &to_len, &ip, &port) &&
-	    (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
+	/* Parsed whether or not it is dialed here: JS's own preconnect (the pool on) then needs no
+	 * second peek at the same bytes. */
+	bool parsed = n > 0 && request_line_target(buf, n, &to, &to_len, &ip, &port);
+	if (a->early && parsed && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
 		const char *syscall = NULL;
 		if (acceptor_dial(a, &to, to_len, &up, &syscall) != 0) {
 			if (up >= 0)
@@ -298,8 +300,10 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 	m->peer = p->peer;
 	m->local = p->local;
 	m->down_mptcp = p->down_mptcp;
-	if (up >= 0) {
+	m->has_target = parsed;
+	if (parsed)
 		m->up_target = to;
+	if (up >= 0) {
 		socklen_t len = sizeof(m->up_local);
 		getsockname(up, (struct sockaddr *)&m->up_local, &len);
 	}
@@ -667,8 +671,10 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		ok = ok && eng_set_double(env, o, "fd", m->fd_down) && eng_set_double(env, o, "upstreamFd", m->fd_up) &&
 		     set_address(env, o, "remote", &m->peer) && set_address(env, o, "local", &m->local) &&
 		     set_bool(env, o, "mptcp", m->down_mptcp);
+		if (ok && m->has_target)
+			ok = set_address(env, o, "target", &m->up_target);
 		if (ok && m->fd_up >= 0)
-			ok = set_address(env, o, "upstreamLocal", &m->up_local) && set_address(env, o, "target", &m->up_target);
+			ok = set_address(env, o, "upstreamLocal", &m->up_local);
 		break;
 	default:
 		break;

@@ -171,8 +171,10 @@ struct msg {
 	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */
 	const char *deny_reason; /* MSG_DENIED: 'client-network' or 'client-limit' */
 	/* MSG_HANDOFF: the client's fd and the early upstream's (-1: none), JS's once delivered
-	 * (set to -1 then); an undelivered message closes them. up_target: where fd_up connects. */
+	 * (set to -1 then); an undelivered message closes them. up_target (has_target): where the
+	 * request line says the request goes, an IP literal; fd_up, if any, connects there. */
 	int fd_down, fd_up;
+	bool has_target;
 	struct sockaddr_storage up_target;
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };

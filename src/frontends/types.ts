@@ -40,8 +40,10 @@ export interface Frontend {
    * Called by the listener for an admitted client before anything else is done for it: a
    * front-end that can tell the upstream from bytes already received (the HTTP proxy, from a
    * peek at the request line) may start its connect here, in the accept's own turn.
+   * `known`: where the request goes, already read from those bytes (by the engine, for a
+   * client it handed over): no peek then.
    */
-  preconnect?(socket: Socket): EarlyConnect | undefined;
+  preconnect?(socket: Socket, known?: TargetAddress): EarlyConnect | undefined;
   /** Releases what the front-end holds across connections (the HTTP upstream pool). */
   close?(): void;
   /**

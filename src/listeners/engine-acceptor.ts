@@ -22,7 +22,7 @@
 import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
 import { publishConnEnded, publishConnOpen } from '../core/channels.js';
 import { dialFailed } from '../frontends/tunnel.js';
-import { formatTarget } from '../core/errors.js';
+import { formatTarget, type TargetAddress } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { ipToBytes, parseCanonicalIp, type Cidr } from '../access/cidr.js';
 import type { PortRange } from '../access/ports.js';
@@ -160,6 +160,9 @@ export interface HandedOver {
   mptcp: boolean;
   /** The upstream connect the engine began from the client's request line, if it did. */
   early: EarlyConnect | undefined;
+  /** Where that request line says the request goes, when the engine could tell (an
+   *  absolute-form http:// request to an IP literal): the front-end's preconnect need not peek. */
+  requestTarget: TargetAddress | undefined;
 }
 
 function endpointOf(a: NativeAddress | null): Endpoint {
@@ -286,13 +289,13 @@ export class EngineAcceptor {
   #handoff(e: Extract<AcceptorEvent, { kind: 'handoff' }>): void {
     const handoff = this.#s.plan.handoff;
     let early: EarlyConnect | undefined;
+    const requestTarget = e.target ? { host: unmapAddress(e.target.address), port: e.target.port } : undefined;
     if (e.upstreamFd >= 0) {
-      const target = endpointOf(e.target ?? null);
-      early = handoff?.adoptEarly(e.upstreamFd, { host: target.address, port: target.port }, endpointOf(e.upstreamLocal ?? null));
+      early = requestTarget && handoff?.adoptEarly(e.upstreamFd, requestTarget, endpointOf(e.upstreamLocal ?? null));
       if (early === undefined) this.#api.close(e.upstreamFd);
       else if (this.#s.log.isEnabled('debug')) this.#s.log.debug('upstream connect begun by the engine', { listener: this.#s.listener, target: formatTarget(early.target) });
     }
-    this.#s.onHandoff!({ fd: e.fd, remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp, early });
+    this.#s.onHandoff!({ fd: e.fd, remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp, early, requestTarget });
   }
 
   #accepted(e: Extract<AcceptorEvent, { kind: 'accepted' }>): void {

@@ -214,7 +214,7 @@ export class ProxyListener {
       log.error('cannot take over a connection the engine accepted', { listener: this.config.name, client: h.remote.address, err });
       return this.#drop(h);
     }
-    const early = h.early ?? frontend.preconnect?.(socket);
+    const early = h.early ?? frontend.preconnect?.(socket, h.requestTarget);
     this.#serve(socket, h.remote.address, { remote: h.remote, local: h.local, mptcp: h.mptcp }, early);
   }
 
@@ -240,8 +240,18 @@ export class ProxyListener {
       // recordSubflowSample keeps the fuller. Each is one cheap addon call (subflowSummary).
       // These fire only while JS owns the socket (the JS relay, front-ends): the native relay
       // destroys it at the handover and samples there and in its engine instead.
-      socket.once('finish', () => sampleSubflows(socket, ctx));
-      socket.once('end', () => sampleSubflows(socket, ctx));
+      // A half-close within SUBFLOW_RESAMPLE_MS of the other finds what it found: a short
+      // connection's two come a fraction of a millisecond apart, and each sample is two
+      // getsockopts on the main thread.
+      let sampledAt = -Infinity;
+      const sample = (): void => {
+        const now = performance.now();
+        if (now - sampledAt < SUBFLOW_RESAMPLE_MS) return;
+        sampledAt = now;
+        sampleSubflows(socket, ctx);
+      };
+      socket.once('finish', sample);
+      socket.once('end', sample);
     }
     publishConnOpen({ ctx });
     // 3. hand over; the front-end resolves when the connection is over
@@ -270,6 +280,9 @@ export class ProxyListener {
     this.#running.add(running);
   }
 }
+
+/** How far apart the two half-closes' subflow samples must be for the second to be taken. */
+const SUBFLOW_RESAMPLE_MS = 50;
 
 /** Samples the client's subflows while the fd is still open (see recordSubflowSample). */
 function sampleSubflows(socket: Socket, ctx: ConnectionContext): void {

@@ -27,7 +27,7 @@ import {
 } from '../../src/core/channels.js';
 import { AccessDeniedError, ErrorCode, UpstreamError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/logger.js';
-import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
+import { loadNativeAcceptor, type AcceptorEvent } from '../../src/listeners/engine-acceptor.js';
 import { connectMptcp, loadNative } from '../../src/mptcp/index.js';
 import { fullListener } from '../helpers/full-listener.js';
 
@@ -992,4 +992,43 @@ test('HTTP: close() hands a client still waiting for its request to JS, which se
   await h2.proxy.destroy();
   await Promise.race([ended, sleep(3000).then(() => assert.fail('the waiting client was not cut'))]);
   assert.equal(acceptor!.clientCount(HOST), 0);
+});
+
+test('HTTP handoff without an early connect still says where the request line goes (an IP literal), so the front-end need not peek again; nothing for a name or CONNECT', { skip: noEngine }, async (t) => {
+  const api = acceptor!;
+  const native = loadNative();
+  const listenFd = native.socket(4, false);
+  native.bind(listenFd, HOST, 0);
+  native.listen(listenFd, 16);
+  const port = native.localAddress(listenFd)!.port;
+  const handoffs: Extract<AcceptorEvent, { kind: 'handoff' }>[] = [];
+  let stopped!: () => void;
+  const stoppedP = new Promise<void>((resolve) => (stopped = resolve));
+  const id = api.acceptorStart(
+    listenFd,
+    { handoff: true, early: false, handoffWaitMs: 2000, upstreamMptcp: false, connectTimeoutMs: 1000, idleTimeoutMs: 0, sampleDownstream: false, allowClients: null, maxPerClient: 0 },
+    (e) => {
+      if (e.kind === 'handoff') handoffs.push(e);
+      if (e.kind === 'stopped') stopped();
+    },
+  );
+  t.after(async () => {
+    api.acceptorStop(id);
+    await stoppedP;
+    for (const e of handoffs) native.close(e.fd);
+  });
+  const lines = [`GET http://10.1.2.3:8080/x HTTP/1.1\r\n`, `GET http://[2001:db8::1]/ HTTP/1.1\r\n`, `GET http://example.org/ HTTP/1.1\r\n`, `CONNECT 10.1.2.3:443 HTTP/1.1\r\n`];
+  for (const [i, line] of lines.entries()) {
+    const c = await connect(port);
+    c.write(line);
+    await waitFor(() => handoffs.length === i + 1, `the hand-over of ${JSON.stringify(line)}`);
+    c.destroy();
+  }
+  assert.deepEqual(handoffs.map((e) => e.upstreamFd), [-1, -1, -1, -1], 'no early connect: early is off');
+  assert.deepEqual(handoffs[0]!.target, { family: 4, address: '10.1.2.3', port: 8080 });
+  assert.deepEqual(handoffs[1]!.target, { family: 6, address: '2001:db8::1', port: 80 });
+  assert.equal(handoffs[2]!.target, undefined, 'a name is for JS to resolve');
+  assert.equal(handoffs[3]!.target, undefined, 'CONNECT is not a request line to connect early for');
+  assert.equal(api.clientCount(HOST), 4, 'each handed-over client keeps its slot until JS releases it');
+  for (let i = 0; i < 4; i++) api.clientRelease(HOST);
 });

@@ -74,7 +74,7 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
   return {
     kind: 'http',
     handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run(),
-    preconnect: (socket) => preconnect(socket, deps, pool),
+    preconnect: (socket, known) => preconnect(socket, deps, pool, known),
     close: () => pool.close(),
     engineAccept: () => engineAcceptPlan(deps, pool, idleTimeoutMs),
   };
@@ -118,9 +118,9 @@ const PEEK_BUFFER = Buffer.alloc(2048);
  * has an idle connection there. The session sends on it once the request has been read and
  * checked in full, or closes it unused (docs/design.md, "The upstream connect starts at accept").
  */
-function preconnect(socket: Socket, deps: FrontendDeps, pool: UpstreamPool): EarlyConnect | undefined {
+function preconnect(socket: Socket, deps: FrontendDeps, pool: UpstreamPool, known: TargetAddress | undefined): EarlyConnect | undefined {
   if (deps.dial.connectEarly === undefined || deps.access.authRequired) return undefined;
-  const target = peekRequestTarget(peekReceived(socket, PEEK_BUFFER));
+  const target = known ?? peekRequestTarget(peekReceived(socket, PEEK_BUFFER));
   if (target === undefined || pool.has(formatTarget(target))) return undefined;
   return deps.dial.connectEarly(target);
 }
