@@ -532,12 +532,13 @@ test('allowClients in the engine on a dual-stack [::] listener: IPv6 rules match
 // 5. The per-client limit, shared by the engine's and JS's listeners
 
 test('maxConnectionsPerClient is one count across the engine-accepted forward and the HTTP listener, whose clients the engine hands to JS', { skip: noEngine }, async (t) => {
+  // The pool off: the engine accepts for an HTTP listener only when it may connect early.
   t.after(closeClients);
   const api = acceptor!;
   const client = '127.0.0.5';
   const echo = await echoServer(t);
   const target = `${HOST}:${echo.port}`;
-  const h = await startHarness(t, [forward(target), { type: 'http', listen: `${HOST}:0` }], { access: { maxConnectionsPerClient: 2 } });
+  const h = await startHarness(t, [forward(target), { type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], { access: { maxConnectionsPerClient: 2 } });
   const [fwd, http] = h.proxy.listeners;
   assert.equal(fwd!.acceptsInEngine, true);
   assert.equal(http!.acceptsInEngine, true, 'the engine accepts for HTTP too, and hands each client to JS');
@@ -946,9 +947,10 @@ test('HTTP: the engine accepts, waits for the request line and connects early wh
   assert.equal(linesWith(h, 'upstream connect begun by the engine').length, 2);
 });
 
-test('HTTP: with the upstream pool on, the engine leaves the early connect to JS (which knows the pool); no engine connect for credentials or a denied destination', { skip: noEngine }, async (t) => {
+test('HTTP: with the upstream pool on, Node accepts (only JS knows the pool); no engine connect to a denied destination', { skip: noEngine }, async (t) => {
   const origin = await httpOrigin(t);
   const pooled = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  assert.equal(pooled.proxy.listeners[0]!.acceptsInEngine, false, 'the pool on: Node accepts');
   assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200 /);
   assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 0);
   const denied = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], {
@@ -962,7 +964,8 @@ test('HTTP: with the upstream pool on, the engine leaves the early connect to JS
 });
 
 test('HTTP: a client that sends nothing is handed over anyway and gets its 408 from the session', { skip: noEngine }, async (t) => {
-  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 400 }]);
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 400, upstreamIdleTimeoutMs: 0 }]);
+  assert.equal(h.proxy.listeners[0]!.acceptsInEngine, true);
   const started = performance.now();
   const out = await connectOutcome(h.port());
   assert.ok(performance.now() - started < 3000);
@@ -973,7 +976,7 @@ test('HTTP: a client that sends nothing is handed over anyway and gets its 408 f
 
 test('HTTP: close() hands a client still waiting for its request to JS, which serves it; destroy() cuts one', { skip: noEngine }, async (t) => {
   const origin = await httpOrigin(t);
-  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 5000 }]);
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 5000, upstreamIdleTimeoutMs: 0 }]);
   const c = await connect(h.port());
   await waitFor(() => acceptor!.clientCount(HOST) === 1, 'the engine accepted the client');
   const closing = h.proxy.listeners[0]!.close();
@@ -985,7 +988,7 @@ test('HTTP: close() hands a client still waiting for its request to JS, which se
   assert.match(reply, /^HTTP\/1\.1 200 /);
   await closing;
 
-  const h2 = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 5000 }]);
+  const h2 = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, handshakeTimeoutMs: 5000, upstreamIdleTimeoutMs: 0 }]);
   const c2 = await connect(h2.port());
   await waitFor(() => acceptor!.clientCount(HOST) === 1, 'the engine accepted the second client');
   const ended = once(c2, 'close');
