@@ -13,8 +13,6 @@
 
 static napi_value init(napi_env env, napi_value exports)
 {
-	if (!mpx_key_cache_init(env))
-		return NULL;
 	napi_value constants = mpx_socket_constants(env);
 	if (constants == NULL)
 		return NULL;

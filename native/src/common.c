@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 void mpx_throw_napi_failure(napi_env env, napi_status status, const char *what)
@@ -121,72 +120,9 @@ bool mpx_arg_string(napi_env env, napi_value v, const char *name, char *buf, siz
 	return true;
 }
 
-/*
- * Property keys made once per env. napi_set_named_property makes a V8 string from the C string
- * and looks it up in V8's string table on every call: under a short-connection load that was
- * about a sixth of the main thread's time (perf: NewFromUtf8 and StringTable lookups under
- * mpx_set_value, for the engine's three event objects per connection). Keys are string
- * literals, so the cache is keyed by their address; a key not in it (the cache full, or a
- * failure to make the reference) falls back to napi_set_named_property.
- */
-#define KEY_CACHE_SIZE 512 /* a power of two, well above the addon's few hundred literal keys */
-struct key_cache {
-	const char *key[KEY_CACHE_SIZE]; /* open addressing on the literal's address */
-	napi_ref ref[KEY_CACHE_SIZE];
-};
-
-static void key_cache_finalize(napi_env env, void *data, void *hint)
-{
-	(void)env;
-	(void)hint;
-	free(data); /* the references go with the env */
-}
-
-bool mpx_key_cache_init(napi_env env)
-{
-	struct key_cache *c = calloc(1, sizeof(*c));
-	if (c == NULL) {
-		mpx_throw_errno(env, ENOMEM, "calloc");
-		return false;
-	}
-	napi_status st = napi_set_instance_data(env, c, key_cache_finalize, NULL);
-	if (st != napi_ok) {
-		free(c);
-		mpx_throw_napi_failure(env, st, "napi_set_instance_data");
-		return false;
-	}
-	return true;
-}
-
-/* The cached key for `key`, or NULL (then the caller names the property by its C string). */
-static napi_value cached_key(napi_env env, const char *key)
-{
-	struct key_cache *c = NULL;
-	if (napi_get_instance_data(env, (void **)&c) != napi_ok || c == NULL)
-		return NULL;
-	napi_value v;
-	size_t h = ((uintptr_t)key >> 3) & (KEY_CACHE_SIZE - 1);
-	for (size_t probe = 0; probe < 8; probe++, h = (h + 1) & (KEY_CACHE_SIZE - 1)) {
-		if (c->key[h] == key)
-			return napi_get_reference_value(env, c->ref[h], &v) == napi_ok ? v : NULL;
-		if (c->key[h] != NULL)
-			continue;
-		if (napi_create_string_utf8(env, key, NAPI_AUTO_LENGTH, &v) != napi_ok ||
-		    napi_create_reference(env, v, 1, &c->ref[h]) != napi_ok)
-			return NULL;
-		c->key[h] = key;
-		return v;
-	}
-	return NULL; /* eight collisions in a row: not worth a bigger table */
-}
-
 bool mpx_set_value(napi_env env, napi_value obj, const char *key, napi_value v)
 {
-	napi_value k = cached_key(env, key);
-	if (k != NULL)
-		NAPI_CALL_BOOL(env, napi_set_property(env, obj, k, v));
-	else
-		NAPI_CALL_BOOL(env, napi_set_named_property(env, obj, key, v));
+	NAPI_CALL_BOOL(env, napi_set_named_property(env, obj, key, v));
 	return true;
 }
 

@@ -49,9 +49,6 @@ bool mpx_arg_buffer(napi_env env, napi_value v, const char *message, const uint8
 /* Copies a string argument into buf (NUL-terminated); TypeError if it does not fit. */
 bool mpx_arg_string(napi_env env, napi_value v, const char *name, char *buf, size_t bufsize);
 
-/* Sets up the per-env cache of property keys the object builders use (call once, at init). */
-bool mpx_key_cache_init(napi_env env);
-
 /* Object builders. */
 bool mpx_set_u32(napi_env env, napi_value obj, const char *key, uint32_t v);
 bool mpx_set_i32(napi_env env, napi_value obj, const char *key, int32_t v);
