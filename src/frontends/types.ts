@@ -74,11 +74,10 @@ export interface EngineAcceptPlan {
   handoff?: HandoffPlan;
 }
 
-/** EngineAcceptPlan.handoff. */
+/** EngineAcceptPlan.handoff: the engine connects early, from an absolute-form http:// request
+ *  line to an IP literal the destination rules allow (a hand-over without it would cost more than
+ *  Node's own accept: src/frontends/http/index.ts, engineAcceptPlan). */
 export interface HandoffPlan {
-  /** Let the engine connect early: from an absolute-form http:// request line to an IP literal
-   *  the destination rules allow. */
-  early: boolean;
   /** How long the engine waits for a client's first bytes before handing it over as it is. */
   waitMs: number;
   /** The engine's early connect, as the front-end's (Dial.adoptEarly). */

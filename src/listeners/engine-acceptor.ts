@@ -203,7 +203,7 @@ export class EngineAcceptor {
     const where = plan.handoff
       ? {
           handoff: true,
-          early: plan.handoff.early,
+          early: true,
           handoffWaitMs: plan.handoff.waitMs,
           ...(destinationRules !== undefined ? { destinations: packDestinationRules(destinationRules) } : {}),
         }

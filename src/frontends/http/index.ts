@@ -102,7 +102,7 @@ function engineAcceptPlan(deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs:
   return {
     dial,
     idleTimeoutMs,
-    handoff: { early: true, waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local) },
+    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local) },
   };
 }
 
