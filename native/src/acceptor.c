@@ -19,7 +19,9 @@
 #include "common.h"
 #include "mptcp-uapi.h"
 #include "socket-ops.h"
+#include "mptcp-info.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -624,65 +626,172 @@ static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
 		napi_unref_threadsafe_function(env, js->tsfn);
 }
 
-static bool set_address(napi_env env, napi_value o, const char *key, const struct sockaddr_storage *ss)
+/*
+ * An acceptor's events reach JS as positional arguments, kind first (enum msg_kind's number),
+ * and decodeAcceptorEvent (src/listeners/engine-acceptor.ts) builds the event objects there,
+ * from literals. Setting their properties one by one from C was about a fifth of the main
+ * thread's time under a short-connection load (V8's per-property map transitions; caching the
+ * key strings changed nothing). The layouts, one per kind, are listed there; keep both in step.
+ */
+#define EVENT_ARGS_MAX 16
+struct event_args {
+	napi_value v[EVENT_ARGS_MAX];
+	size_t n;
+	bool ok;
+};
+
+static void arg_push(struct event_args *a, napi_status st)
 {
-	napi_value v;
-	return mpx_sockaddr_to_object(env, (const struct sockaddr *)ss, &v) && mpx_set_value(env, o, key, v);
+	if (st == napi_ok && a->n < EVENT_ARGS_MAX)
+		a->n++;
+	else
+		a->ok = false;
 }
 
-static bool set_bool(napi_env env, napi_value o, const char *key, bool b)
+static void arg_number(napi_env env, struct event_args *a, double d)
 {
-	napi_value v;
-	NAPI_CALL_BOOL(env, napi_get_boolean(env, b, &v));
-	return mpx_set_value(env, o, key, v);
+	if (a->ok)
+		arg_push(a, napi_create_double(env, d, &a->v[a->n]));
 }
 
-/* An acceptor's event → onEvent({ kind, ... }); see relay.h for the shapes. */
+static void arg_bool(napi_env env, struct event_args *a, bool b)
+{
+	if (a->ok)
+		arg_push(a, napi_get_boolean(env, b, &a->v[a->n]));
+}
+
+/* A string, or undefined for NULL. */
+static void arg_string(napi_env env, struct event_args *a, const char *s)
+{
+	if (!a->ok)
+		return;
+	if (s == NULL)
+		arg_push(a, napi_get_undefined(env, &a->v[a->n]));
+	else
+		arg_push(a, napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &a->v[a->n]));
+}
+
+/* Two arguments: the address text (null when not IPv4/IPv6) and the port. */
+static void arg_address(napi_env env, struct event_args *a, const struct sockaddr_storage *ss)
+{
+	char text[INET6_ADDRSTRLEN];
+	uint16_t port = 0;
+	const char *t = NULL;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+		t = inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
+		port = ntohs(sin->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+		t = inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text));
+		port = ntohs(sin6->sin6_port);
+	}
+	if (!a->ok)
+		return;
+	if (t == NULL)
+		arg_push(a, napi_get_null(env, &a->v[a->n]));
+	else
+		arg_string(env, a, t);
+	arg_number(env, a, port);
+}
+
+/* errno (negative, as Node's), code, syscall. */
+static void arg_errno(napi_env env, struct event_args *a, int err, const char *syscall)
+{
+	char namebuf[32];
+	arg_number(env, a, -err);
+	arg_string(env, a, eng_errno_code(err, namebuf));
+	arg_string(env, a, syscall != NULL ? syscall : "relay");
+}
+
+/* A relay's end: id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy),
+ * durationMs, then errno, code, syscall (undefined ×3 without an error), reason, deniedBy,
+ * connectFailed, the subflow count (-1: no sample) and paths. */
+static void done_args(napi_env env, struct event_args *a, const struct msg *m)
+{
+	arg_number(env, a, (double)m->id);
+	arg_number(env, a, (double)m->from_down);
+	arg_number(env, a, (double)m->from_up);
+	arg_number(env, a, m->ended_by);
+	arg_number(env, a, m->duration_ms);
+	if (m->err != 0) {
+		arg_errno(env, a, m->err, m->syscall);
+	} else {
+		arg_string(env, a, NULL);
+		arg_string(env, a, NULL);
+		arg_string(env, a, NULL);
+	}
+	arg_string(env, a, m->reason);
+	arg_string(env, a, m->denied_by);
+	arg_bool(env, a, m->connect_failed);
+	arg_number(env, a, m->subflows != NULL ? (double)m->subflows->count : -1);
+	if (!a->ok)
+		return;
+	if (m->subflows == NULL) {
+		arg_push(a, napi_get_undefined(env, &a->v[a->n]));
+		return;
+	}
+	napi_value paths;
+	if (napi_create_array_with_length(env, m->subflows->npaths, &paths) != napi_ok) {
+		a->ok = false;
+		return;
+	}
+	for (uint32_t i = 0; i < m->subflows->npaths && a->ok; i++) {
+		napi_value str;
+		if (napi_create_string_utf8(env, m->subflows->paths[i], NAPI_AUTO_LENGTH, &str) != napi_ok || napi_set_element(env, paths, i, str) != napi_ok)
+			a->ok = false;
+	}
+	a->v[a->n] = paths;
+	arg_push(a, napi_ok);
+}
+
+/* An acceptor's event → onEvent(kind, ...); layouts in decodeAcceptorEvent. */
 void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 {
-	static const char *const kinds[] = {
-		[MSG_DONE] = "done", [MSG_CONNECTED] = "connected", [MSG_ACCEPTED] = "accepted",
-		[MSG_DENIED] = "denied", [MSG_ACCEPT_ERROR] = "error", [MSG_STOPPED] = "stopped",
-		[MSG_HANDOFF] = "handoff",
-	};
-	napi_value o = NULL;
-	if (m->kind == MSG_DONE)
-		o = eng_summary_object(env, m);
-	else if (napi_create_object(env, &o) != napi_ok)
-		o = NULL;
-	bool ok = o != NULL && mpx_set_string(env, o, "kind", kinds[m->kind]);
+	struct event_args a = { .n = 0, .ok = true };
+	arg_number(env, &a, m->kind);
 	switch (m->kind) {
+	case MSG_DONE:
+		done_args(env, &a, m);
+		break;
 	case MSG_CONNECTED:
-		ok = ok && eng_set_double(env, o, "id", (double)m->id) && eng_set_double(env, o, "connectMs", m->connect_ms) &&
-		     set_bool(env, o, "mptcp", m->up_mptcp);
+		arg_number(env, &a, (double)m->id);
+		arg_number(env, &a, m->connect_ms);
+		arg_bool(env, &a, m->up_mptcp);
 		break;
 	case MSG_ACCEPTED:
-		ok = ok && eng_set_double(env, o, "id", (double)m->id) && set_address(env, o, "remote", &m->peer) &&
-		     set_address(env, o, "local", &m->local) && set_address(env, o, "upstreamLocal", &m->up_local) &&
-		     set_bool(env, o, "mptcp", m->down_mptcp);
+		arg_number(env, &a, (double)m->id);
+		arg_address(env, &a, &m->peer);
+		arg_address(env, &a, &m->local);
+		arg_address(env, &a, &m->up_local);
+		arg_bool(env, &a, m->down_mptcp);
 		break;
 	case MSG_DENIED:
-		ok = ok && set_address(env, o, "remote", &m->peer) && mpx_set_string(env, o, "reason", m->deny_reason);
+		arg_address(env, &a, &m->peer);
+		arg_string(env, &a, m->deny_reason);
 		break;
 	case MSG_ACCEPT_ERROR:
-		ok = ok && eng_set_errno_fields(env, o, m);
+		arg_errno(env, &a, m->err, m->syscall);
 		break;
-	case MSG_HANDOFF:
-		ok = ok && eng_set_double(env, o, "fd", m->fd_down) && eng_set_double(env, o, "upstreamFd", m->fd_up) &&
-		     set_address(env, o, "remote", &m->peer) && set_address(env, o, "local", &m->local) &&
-		     set_bool(env, o, "mptcp", m->down_mptcp);
-		if (ok && m->has_target)
-			ok = set_address(env, o, "target", &m->up_target);
-		if (ok && m->fd_up >= 0)
-			ok = set_address(env, o, "upstreamLocal", &m->up_local);
+	case MSG_HANDOFF: {
+		arg_number(env, &a, m->fd_down);
+		arg_number(env, &a, m->fd_up);
+		arg_address(env, &a, &m->peer);
+		arg_address(env, &a, &m->local);
+		arg_bool(env, &a, m->down_mptcp);
+		struct sockaddr_storage none = { .ss_family = AF_UNSPEC };
+		arg_address(env, &a, m->has_target ? &m->up_target : &none);
+		arg_address(env, &a, m->fd_up >= 0 ? &m->up_local : &none);
 		break;
+	}
 	default:
 		break;
 	}
-	if (ok && m->kind == MSG_HANDOFF)
+	if (a.ok && m->kind == MSG_HANDOFF)
 		m->fd_down = m->fd_up = -1; /* JS's now, whatever its callback does with them */
-	if (ok)
-		eng_call_ref(env, m->acc->on_event, o);
+	napi_value fn, undefined, ignored;
+	if (a.ok && napi_get_reference_value(env, m->acc->on_event, &fn) == napi_ok && fn != NULL && napi_get_undefined(env, &undefined) == napi_ok)
+		napi_call_function(env, undefined, fn, a.n, a.v, &ignored); /* a throw stays pending: call_js reports it */
 	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
 		acc_unref(env, js, m->acc);
 	eng_msg_free(m);

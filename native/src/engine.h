@@ -283,7 +283,8 @@ MPX_HIDDEN bool eng_push_cmd(struct engine_thread *t, struct cmd *c);
 /* relay.c: JS side */
 MPX_HIDDEN void eng_delete_ref(napi_env env, napi_ref ref);
 MPX_HIDDEN bool eng_set_double(napi_env env, napi_value obj, const char *key, double v);
-MPX_HIDDEN bool eng_set_errno_fields(napi_env env, napi_value o, const struct msg *m);
+/* ENOENT & co. for an errno ("E<n>" in namebuf for one glibc has no name for). */
+MPX_HIDDEN const char *eng_errno_code(int err, char namebuf[32]);
 MPX_HIDDEN napi_value eng_summary_object(napi_env env, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);
 MPX_HIDDEN bool eng_start_engine(napi_env env);

@@ -858,14 +858,20 @@ bool eng_set_double(napi_env env, napi_value obj, const char *key, double v)
 	return mpx_set_value(env, obj, key, js);
 }
 
-bool eng_set_errno_fields(napi_env env, napi_value o, const struct msg *m)
+const char *eng_errno_code(int err, char namebuf[32])
 {
-	char namebuf[32];
-	const char *code = strerrorname_np(m->err);
+	const char *code = strerrorname_np(err);
 	if (code == NULL) {
-		snprintf(namebuf, sizeof(namebuf), "E%d", m->err);
+		snprintf(namebuf, 32, "E%d", err);
 		code = namebuf;
 	}
+	return code;
+}
+
+static bool eng_set_errno_fields(napi_env env, napi_value o, const struct msg *m)
+{
+	char namebuf[32];
+	const char *code = eng_errno_code(m->err, namebuf);
 	return mpx_set_i32(env, o, "errno", -m->err) && mpx_set_string(env, o, "code", code) &&
 	       mpx_set_string(env, o, "syscall", m->syscall ? m->syscall : "relay");
 }

@@ -91,11 +91,94 @@ export interface NativeAcceptorApi {
   clientTracked(): number;
 }
 
+/** The addon's acceptorStart: events come as positional arguments (decodeAcceptorEvent). */
+type RawAcceptorStart = (listenFd: number, options: AcceptorOptions, onEvent: (kind: number, ...args: unknown[]) => void) => number;
+
 /** The addon's acceptor functions, or undefined when the addon lacks them (or MPTCP_PROXY_ENGINE_ACCEPT=off). */
 export function loadNativeAcceptor(): NativeAcceptorApi | undefined {
   if (process.env.MPTCP_PROXY_ENGINE_ACCEPT === 'off') return undefined;
-  const engine = loadNativeRelayEngine() as (ReturnType<typeof loadNativeRelayEngine> & Partial<NativeAcceptorApi>) | undefined;
-  return typeof engine?.acceptorStart === 'function' && typeof engine.clientAcquire === 'function' ? (engine as unknown as NativeAcceptorApi) : undefined;
+  const engine = loadNativeRelayEngine() as (ReturnType<typeof loadNativeRelayEngine> & Partial<Omit<NativeAcceptorApi, 'acceptorStart'>> & { acceptorStart?: RawAcceptorStart }) | undefined;
+  if (typeof engine?.acceptorStart !== 'function' || typeof engine.clientAcquire !== 'function') return undefined;
+  const rawStart = engine.acceptorStart.bind(engine);
+  return {
+    ...(engine as unknown as NativeAcceptorApi),
+    acceptorStart: (listenFd, options, onEvent) => rawStart(listenFd, options, (kind, ...args) => onEvent(decodeAcceptorEvent(kind, args))),
+  };
+}
+
+/** A native address from its text (null: not IPv4/IPv6) and port. */
+function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
+  return typeof address === 'string' ? { family: address.includes(':') ? 6 : 4, address, port: port as number } : null;
+}
+
+const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstream', 'proxy'];
+
+/**
+ * An acceptor's event from the addon's positional arguments (native/src/acceptor.c,
+ * acceptor_event: V8 builds these objects from literals far faster than C can set their
+ * properties one by one). kind is enum msg_kind's number; the layouts, after it:
+ *   0 done       id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy),
+ *                durationMs, errno, code, syscall (undefined without an error), reason,
+ *                deniedBy, connectFailed, subflow count (-1: no sample), subflow paths
+ *   1 connected  id, connectMs, mptcp
+ *   2 accepted   id, remote (address, port), local (address, port), upstreamLocal (address,
+ *                port), mptcp
+ *   3 denied     remote (address, port), reason
+ *   4 error      errno, code, syscall
+ *   5 stopped
+ *   6 handoff    fd, upstreamFd, remote, local (address, port each), mptcp, target (address or
+ *                null, port), upstreamLocal (address or null, port)
+ */
+export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): AcceptorEvent {
+  switch (kind) {
+    case 0: {
+      const e: Extract<AcceptorEvent, { kind: 'done' }> = {
+        kind: 'done',
+        id: a[0] as number,
+        fromDownstream: a[1] as number,
+        fromUpstream: a[2] as number,
+        endedBy: ENDED_BY[a[3] as number]!,
+        durationMs: a[4] as number,
+      };
+      if (a[5] !== undefined) {
+        e.errno = a[5] as number;
+        e.code = a[6] as string;
+        e.syscall = a[7] as string;
+      }
+      if (a[8] !== undefined) e.reason = a[8] as NonNullable<NativeRelaySummary['reason']>;
+      if (a[9] !== undefined) e.deniedBy = a[9] as string;
+      if (a[10] === true) e.connectFailed = true;
+      if ((a[11] as number) >= 0) e.downstreamSubflows = { count: a[11] as number, paths: a[12] as string[] };
+      return e;
+    }
+    case 1:
+      return { kind: 'connected', id: a[0] as number, connectMs: a[1] as number, mptcp: a[2] as boolean };
+    case 2:
+      return { kind: 'accepted', id: a[0] as number, remote: nativeAddress(a[1], a[2]), local: nativeAddress(a[3], a[4]), upstreamLocal: nativeAddress(a[5], a[6]), mptcp: a[7] as boolean };
+    case 3:
+      return { kind: 'denied', remote: nativeAddress(a[0], a[1]), reason: a[2] as 'client-network' | 'client-limit' };
+    case 4:
+      return { kind: 'error', errno: a[0] as number, code: a[1] as string, syscall: a[2] as string };
+    case 5:
+      return { kind: 'stopped' };
+    case 6: {
+      const e: Extract<AcceptorEvent, { kind: 'handoff' }> = {
+        kind: 'handoff',
+        fd: a[0] as number,
+        upstreamFd: a[1] as number,
+        remote: nativeAddress(a[2], a[3]),
+        local: nativeAddress(a[4], a[5]),
+        mptcp: a[6] as boolean,
+      };
+      const target = nativeAddress(a[7], a[8]);
+      if (target !== null) e.target = target;
+      const upstreamLocal = nativeAddress(a[9], a[10]);
+      if (upstreamLocal !== null) e.upstreamLocal = upstreamLocal;
+      return e;
+    }
+    default:
+      throw new Error(`the engine sent an acceptor event of unknown kind ${kind}`);
+  }
 }
 
 /** checkDestination's rules for the engine (native/src/destination.c): CIDRs as
