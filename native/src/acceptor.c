@@ -21,7 +21,6 @@
 #include "socket-ops.h"
 #include "mptcp-info.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -676,22 +675,13 @@ static void arg_address(napi_env env, struct event_args *a, const struct sockadd
 {
 	char text[INET6_ADDRSTRLEN];
 	uint16_t port = 0;
-	const char *t = NULL;
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
-		t = inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text));
-		port = ntohs(sin->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
-		t = inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text));
-		port = ntohs(sin6->sin6_port);
-	}
+	bool known = mpx_sockaddr_text((const struct sockaddr *)ss, text, &port) > 0;
 	if (!a->ok)
 		return;
-	if (t == NULL)
-		arg_push(a, napi_get_null(env, &a->v[a->n]));
+	if (known)
+		arg_string(env, a, text);
 	else
-		arg_string(env, a, t);
+		arg_push(a, napi_get_null(env, &a->v[a->n]));
 	arg_number(env, a, port);
 }
 
@@ -789,9 +779,8 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 	}
 	if (a.ok && m->kind == MSG_HANDOFF)
 		m->fd_down = m->fd_up = -1; /* JS's now, whatever its callback does with them */
-	napi_value fn, undefined, ignored;
-	if (a.ok && napi_get_reference_value(env, m->acc->on_event, &fn) == napi_ok && fn != NULL && napi_get_undefined(env, &undefined) == napi_ok)
-		napi_call_function(env, undefined, fn, a.n, a.v, &ignored); /* a throw stays pending: call_js reports it */
+	if (a.ok)
+		eng_call_ref_args(env, m->acc->on_event, a.n, a.v);
 	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
 		acc_unref(env, js, m->acc);
 	eng_msg_free(m);

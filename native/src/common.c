@@ -161,29 +161,31 @@ bool mpx_set_string(napi_env env, napi_value obj, const char *key, const char *v
 	return mpx_set_value(env, obj, key, js);
 }
 
+int mpx_sockaddr_text(const struct sockaddr *sa, char text[INET6_ADDRSTRLEN], uint16_t *port)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		*port = ntohs(sin->sin_port);
+		return inet_ntop(AF_INET, &sin->sin_addr, text, INET6_ADDRSTRLEN) == NULL ? -1 : 4;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		*port = ntohs(sin6->sin6_port);
+		return inet_ntop(AF_INET6, &sin6->sin6_addr, text, INET6_ADDRSTRLEN) == NULL ? -1 : 6;
+	}
+	return 0;
+}
+
 bool mpx_sockaddr_to_object(napi_env env, const struct sockaddr *sa, napi_value *out)
 {
 	char text[INET6_ADDRSTRLEN];
-	uint16_t port;
-	int32_t family;
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-		if (inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text)) == NULL) {
-			mpx_throw_errno(env, errno, "inet_ntop");
-			return false;
-		}
-		port = ntohs(sin->sin_port);
-		family = 4;
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-		if (inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text)) == NULL) {
-			mpx_throw_errno(env, errno, "inet_ntop");
-			return false;
-		}
-		port = ntohs(sin6->sin6_port);
-		family = 6;
-	} else {
+	uint16_t port = 0;
+	int32_t family = mpx_sockaddr_text(sa, text, &port);
+	if (family < 0) {
+		mpx_throw_errno(env, errno, "inet_ntop");
+		return false;
+	}
+	if (family == 0) {
 		NAPI_CALL_BOOL(env, napi_get_null(env, out));
 		return true;
 	}

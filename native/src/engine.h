@@ -140,7 +140,7 @@ struct engine_thread {
 	int64_t connect_due; /* earliest connect deadline of a connecting relay, 0 if none */
 	struct acceptor *acceptors; /* listening sockets this thread accepts on */
 	struct acceptor *acc_graveyard; /* closed during this batch; freed after it */
-	struct msg *out_head, *out_tail; /* messages for JS, sent in batches (eng_flush_due) */
+	struct msg *out_head, *out_tail; /* messages for JS, sent in batches (relay.c, flush_in_ms) */
 	int64_t out_since_ms; /* when the oldest queued message was posted */
 	unsigned out_count; /* messages queued */
 	bool out_urgent; /* one of them is awaited by JS (eng_post) */
@@ -287,6 +287,8 @@ MPX_HIDDEN bool eng_set_double(napi_env env, napi_value obj, const char *key, do
 MPX_HIDDEN const char *eng_errno_code(int err, char namebuf[32]);
 MPX_HIDDEN napi_value eng_summary_object(napi_env env, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);
+/* The same with any number of arguments (an acceptor's positional events). */
+MPX_HIDDEN void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv);
 MPX_HIDDEN bool eng_start_engine(napi_env env);
 MPX_HIDDEN bool eng_arg_function(napi_env env, napi_value v, const char *name, bool optional, napi_value *out);
 MPX_HIDDEN bool eng_set_nonblocking(napi_env env, int fd);

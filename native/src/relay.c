@@ -737,6 +737,15 @@ static void bury(struct engine_thread *t)
 	}
 }
 
+/* epoll_wait's timeout (ms; -1: none), shortened to `left` when that comes first; a deadline
+ * already past is 0. */
+static int sooner(int timeout, int64_t left)
+{
+	if (left < 0)
+		left = 0;
+	return timeout < 0 || left < timeout ? (int)left : timeout;
+}
+
 static void *thread_main(void *arg)
 {
 	struct engine_thread *t = arg;
@@ -752,26 +761,16 @@ static void *thread_main(void *arg)
 			timeout = 1000;
 			if (*min_idle > 0 && *min_idle / 4 < timeout)
 				timeout = *min_idle / 4 < 5 ? 5 : (int)(*min_idle / 4);
-			if (t->connect_due > 0) {
-				int64_t left = t->connect_due - now_ms();
-				if (left < timeout)
-					timeout = left < 0 ? 0 : (int)left;
-			}
+			if (t->connect_due > 0)
+				timeout = sooner(timeout, t->connect_due - now_ms());
 		}
-		if (t->accept_resume_ms > 0 && timeout != 0) {
-			int64_t left = t->accept_resume_ms - now_ms();
-			if (timeout < 0 || left < timeout)
-				timeout = left < 0 ? 0 : (int)left;
-		}
-		if (t->pending != NULL && timeout != 0) {
-			int64_t left = pending_due(t) - now_ms();
-			if (timeout < 0 || left < timeout)
-				timeout = left < 0 ? 0 : (int)left;
-		}
-		if (t->out_head != NULL && timeout != 0) {
-			int64_t left = flush_in_ms(t);
-			if (timeout < 0 || left < timeout)
-				timeout = (int)left;
+		if (timeout != 0) {
+			if (t->accept_resume_ms > 0)
+				timeout = sooner(timeout, t->accept_resume_ms - now_ms());
+			if (t->pending != NULL)
+				timeout = sooner(timeout, pending_due(t) - now_ms());
+			if (t->out_head != NULL)
+				timeout = sooner(timeout, flush_in_ms(t));
 		}
 		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
 		t->now_ms = now_ms();
@@ -926,7 +925,7 @@ napi_value eng_summary_object(napi_env env, const struct msg *m)
 	return o;
 }
 
-void eng_call_ref(napi_env env, napi_ref ref, napi_value arg)
+void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv)
 {
 	napi_value fn, undefined, ignored;
 	if (napi_get_reference_value(env, ref, &fn) != napi_ok || fn == NULL)
@@ -934,7 +933,12 @@ void eng_call_ref(napi_env env, napi_ref ref, napi_value arg)
 	if (napi_get_undefined(env, &undefined) != napi_ok)
 		return;
 	/* A throwing callback leaves its exception pending; Node reports it as uncaught. */
-	napi_call_function(env, undefined, fn, arg == NULL ? 0 : 1, &arg, &ignored);
+	napi_call_function(env, undefined, fn, argc, argv, &ignored);
+}
+
+void eng_call_ref(napi_env env, napi_ref ref, napi_value arg)
+{
+	eng_call_ref_args(env, ref, arg == NULL ? 0 : 1, &arg);
 }
 
 

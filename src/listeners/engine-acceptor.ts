@@ -30,12 +30,7 @@ import type { DestinationRules } from '../access/types.js';
 import type { EngineAcceptPlan } from '../frontends/types.js';
 import type { EarlyConnect } from '../upstream/types.js';
 import { accountSummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
-
-interface NativeAddress {
-  family: 4 | 6;
-  address: string;
-  port: number;
-}
+import type { NativeAddress } from '../mptcp/native.js';
 
 /** What acceptorStart reports (native/src/relay.h). */
 export type AcceptorEvent =
