@@ -266,65 +266,90 @@ static bool request_line_target(const char *buf, size_t n, struct sockaddr_stora
 	return mpx_client_key_from_sockaddr((const struct sockaddr *)to, ip);
 }
 
-/* Hands a waiting client to JS ('handoff'), first issuing its upstream connect when `buf` (its
- * first bytes, peeked) allows one. The client's fd and slot are JS's from the message on. */
+/* How much of a client's first bytes the engine peeks at: a request head up to this size goes
+ * to JS with the hand-over, which may then serve the exchange without reading it again. */
+#define HANDOFF_PEEK 8192
+
+/* Issues the upstream connect `buf` (the client's first bytes, peeked, its request line in)
+ * allows, once per client: an absolute-form http:// request to an IP literal the destination
+ * rules allow. The target is noted whether or not it is dialed here: JS's own preconnect (the
+ * pool on) then needs no second peek at the same bytes. */
+static void handoff_dial(struct acceptor *a, struct pending_client *p, const char *buf, size_t n)
+{
+	if (p->dialed)
+		return;
+	p->dialed = true;
+	struct mpx_client_key ip;
+	uint16_t port = 0;
+	socklen_t to_len = 0;
+	p->has_target = n > 0 && request_line_target(buf, n, &p->target, &to_len, &ip, &port);
+	if (a->early && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
+		const char *syscall = NULL;
+		if (acceptor_dial(a, &p->target, to_len, &p->up, &syscall) != 0) {
+			if (p->up >= 0)
+				close(p->up);
+			p->up = -1; /* the request's own dial will meet the failure and report it */
+		}
+	}
+}
+
+/* Hands a waiting client to JS ('handoff') with its first `n` bytes (peeked: still in its
+ * socket) and the early connect, issued now if it was not yet. The client's fd and slot are
+ * JS's from the message on. */
 static void handoff_finish(struct engine_thread *t, struct pending_client *p, const char *buf, size_t n)
 {
 	struct acceptor *a = p->acc;
-	int up = -1;
-	struct sockaddr_storage to;
-	socklen_t to_len = 0;
-	struct mpx_client_key ip;
-	uint16_t port = 0;
-	/* Parsed whether or not it is dialed here: JS's own preconnect (the pool on) then needs no
-	 * second peek at the same bytes. */
-	bool parsed = n > 0 && request_line_target(buf, n, &to, &to_len, &ip, &port);
-	if (a->early && parsed && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
-		const char *syscall = NULL;
-		if (acceptor_dial(a, &to, to_len, &up, &syscall) != 0) {
-			if (up >= 0)
-				close(up);
-			up = -1; /* the request's own dial will meet the failure and report it */
-		}
-	}
+	if (n > 0)
+		handoff_dial(a, p, buf, n);
 	struct msg *m = acc_msg(a, MSG_HANDOFF);
-	if (m == NULL) {
+	char *data = n > 0 ? malloc(n) : NULL;
+	if (m == NULL || (n > 0 && data == NULL)) {
+		free(m);
+		free(data);
 		close(p->fd);
-		if (up >= 0)
-			close(up);
+		if (p->up >= 0)
+			close(p->up);
 		mpx_client_release(&p->key);
-		p->fd = -1;
+		p->fd = p->up = -1;
 		return;
 	}
+	if (data != NULL)
+		memcpy(data, buf, n);
+	m->data = data;
+	m->data_len = n;
 	m->fd_down = p->fd;
-	m->fd_up = up;
+	m->fd_up = p->up;
 	m->peer = p->peer;
 	m->local = p->local;
 	m->down_mptcp = p->down_mptcp;
-	m->has_target = parsed;
-	if (parsed)
-		m->up_target = to;
-	if (up >= 0) {
+	m->has_target = p->has_target;
+	if (p->has_target)
+		m->up_target = p->target;
+	if (p->up >= 0) {
 		socklen_t len = sizeof(m->up_local);
-		getsockname(up, (struct sockaddr *)&m->up_local, &len);
+		getsockname(p->up, (struct sockaddr *)&m->up_local, &len);
 	}
-	p->fd = -1;
+	p->fd = p->up = -1;
 	eng_post(t, m);
 }
 
-/* Peeks at a waiting client: true when it has been handed over (its first line is in, the
- * peek buffer is full without one, or the socket has nothing more to give), false to wait. */
+/* Peeks at a waiting client: true when it has been handed over (its request head is in, the
+ * peek buffer is full without its end, or the socket has nothing more to give), false to wait.
+ * The upstream connect starts as soon as the request line is in, not the whole head. */
 static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 {
-	char buf[2048];
+	char buf[HANDOFF_PEEK];
 	ssize_t n;
 	do
 		n = recv(p->fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return false;
-	if (n > 0 && (size_t)n < sizeof(buf) && memmem(buf, (size_t)n, "\r\n", 2) == NULL)
+	if (n > 0 && (size_t)n < sizeof(buf) && !mpx_head_has_end(buf, (size_t)n, 0)) {
+		if (memmem(buf, (size_t)n, "\r\n", 2) != NULL)
+			handoff_dial(p->acc, p, buf, (size_t)n);
 		return false;
+	}
 	if (p->registered) {
 		/* Before the fd changes hands: once JS has it, it may close it and reuse the number. */
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
@@ -334,7 +359,7 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 	return true;
 }
 
-/* An admitted client of a handoff acceptor: handed over at once if its first line is already
+/* An admitted client of a handoff acceptor: handed over at once if its request head is already
  * in, else it waits (on the thread's epoll, at most handoff_wait_ms). */
 static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer, const struct mpx_client_key *key)
 {
@@ -345,6 +370,7 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 		return;
 	}
 	p->fd = fd;
+	p->up = -1;
 	p->acc = a;
 	p->peer = *peer;
 	p->key = *key;
@@ -772,6 +798,8 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		struct sockaddr_storage none = { .ss_family = AF_UNSPEC };
 		arg_address(env, &a, m->has_target ? &m->up_target : &none);
 		arg_address(env, &a, m->fd_up >= 0 ? &m->up_local : &none);
+		if (a.ok) /* the peeked bytes, or null */
+			arg_push(&a, m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
 		break;
 	}
 	default:

@@ -38,6 +38,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "pumpStart", NULL, mpx_js_pump_start, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayStats", NULL, mpx_js_relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "relayHeadDone", NULL, mpx_js_relay_head_done, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetThreads", NULL, mpx_js_relay_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetQueueCap", NULL, mpx_js_relay_set_queue_cap, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayEngineStop", NULL, mpx_js_relay_engine_stop, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -99,6 +100,22 @@ struct relay {
 	struct acc_js *acc; /* started by an acceptor: its events go to the acceptor's callback */
 	struct mpx_client_key client; /* counted: the client's slot in admission.c's table */
 	bool counted;
+	/* Response-head hook (relayStart's options.onResponseHead, the HTTP proxy's engine-served
+	 * exchanges): the upstream's first bytes are gathered up to a whole head (head_buf) and
+	 * given to JS, which answers with the bytes to send the client instead (relayHeadDone). */
+	napi_ref on_head;
+	int head_state; /* enum head_state */
+	char *head_buf; /* a pooled buffer while gathering; NULL otherwise */
+	size_t head_len;
+	char *head_carry; /* bytes after an interim (1xx) head, the next head's start */
+	size_t head_carry_len;
+	/* Bytes of the client's stream to drop before relaying it (its request head, which JS
+	 * had from a peek and sends upstream rewritten). */
+	uint64_t skip_down;
+	/* The upstream's connect failed under a response-head hook: fd[SIDE_UP] is never touched
+	 * again, and what the client sends is read and dropped, so that the reply JS writes in
+	 * its place ends with a FIN, not an RST for unread bytes. */
+	bool up_dead;
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -106,7 +123,16 @@ struct relay {
 
 enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
 
-enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP };
+/* HEAD_NONE: no hook, or its head is dealt with (bytes flow as in any relay). */
+enum head_state { HEAD_NONE = 0, HEAD_GATHERING, HEAD_WAITING };
+/* relayHeadDone's "then": after the reply is written, relay the rest as it comes (RAW), gather
+ * another head starting with the carry (AGAIN, after a 1xx), or end the upstream side (END: a
+ * reply in place of the response, e.g. a 502; the client gets a FIN after it). */
+enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END };
+/* The most a response head may be; more without its end is JS's to refuse (a 502). */
+#define HEAD_MAX (64u << 10)
+
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP, CMD_HEAD };
 
 struct acceptor;
 
@@ -114,7 +140,12 @@ struct cmd {
 	enum cmd_kind kind;
 	struct relay *relay; /* CMD_ADD */
 	struct acceptor *acceptor; /* CMD_ACC_ADD, CMD_ACC_STOP */
-	uint64_t id; /* CMD_ABORT */
+	uint64_t id; /* CMD_ABORT, CMD_HEAD */
+	/* CMD_HEAD: what to write to the client (malloc'd, may be NULL), then what (enum head_then),
+	 * and for HEAD_THEN_AGAIN the bytes already read of the next head (malloc'd or NULL). */
+	char *out, *carry;
+	size_t out_len, carry_len;
+	int then;
 	struct cmd *next;
 };
 
@@ -150,7 +181,7 @@ struct engine_thread {
 	struct pending_client *pending; /* handoff acceptors' clients waiting for their first bytes */
 };
 
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF };
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD };
 
 struct msg {
 	enum msg_kind kind;
@@ -176,6 +207,13 @@ struct msg {
 	int fd_down, fd_up;
 	bool has_target;
 	struct sockaddr_storage up_target;
+	/* MSG_HANDOFF: the client's first bytes, peeked (still in its socket). MSG_HEAD: the bytes
+	 * gathered from the upstream (complete: they hold a whole head), or none when its connect
+	 * failed (connect_failed, err). Owned by the message. */
+	char *data;
+	size_t data_len;
+	bool complete;
+	napi_ref on_head; /* MSG_HEAD: the relay's hook (not owned); MSG_DONE: owned, to delete */
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -236,6 +274,11 @@ struct pending_client {
 	struct mpx_client_key key;
 	bool down_mptcp, registered;
 	int64_t deadline_ms;
+	/* The early connect, issued once the request line is in (dialed), while the rest of the
+	 * head may still be on its way: its fd (-1: none) and where the line said to go. */
+	bool dialed, has_target;
+	int up;
+	struct sockaddr_storage target;
 	struct pending_client *next;
 };
 
@@ -256,6 +299,16 @@ extern MPX_HIDDEN struct engine_state g_engine;
 extern MPX_HIDDEN _Atomic uint64_t g_next_id;
 /* Round robin of acceptors' relays over the threads. */
 extern MPX_HIDDEN _Atomic unsigned g_next_accept_thread;
+
+/* A blank line ends an HTTP head (CRLF CRLF; a bare LF LF too, which a lenient parser accepts),
+ * searched from a little before `from` (where the bytes new since the last look begin). */
+static inline bool mpx_head_has_end(const char *buf, size_t len, size_t from)
+{
+	size_t start = from > 3 ? from - 3 : 0;
+	if (start >= len)
+		return false;
+	return memmem(buf + start, len - start, "\r\n\r\n", 4) != NULL || memmem(buf + start, len - start, "\n\n", 2) != NULL;
+}
 
 static inline int64_t now_ms(void)
 {

@@ -152,6 +152,16 @@ static void direction_release(struct engine_thread *t, struct direction *d)
 	d->off = d->len = 0;
 }
 
+static void pool_put(struct engine_thread *t, char *buf)
+{
+	if (buf == NULL)
+		return;
+	if (t->pool_len < POOL_KEEP)
+		t->pool[t->pool_len++] = buf;
+	else
+		free(buf);
+}
+
 /* ---- messages to JS ---- */
 
 void eng_msg_free(struct msg *m)
@@ -169,6 +179,7 @@ void eng_msg_free(struct msg *m)
 			close(m->fd_up);
 	}
 	free(m->subflows);
+	free(m->data);
 	free(m);
 }
 
@@ -296,6 +307,10 @@ static void finish(struct engine_thread *t, struct relay *r)
 		close(r->fd[s]);
 		direction_release(t, &r->dir[s]);
 	}
+	pool_put(t, r->head_buf);
+	r->head_buf = NULL;
+	free(r->head_carry);
+	r->head_carry = NULL;
 	hash_remove(r);
 	if (r->counted) {
 		mpx_client_release(&r->client);
@@ -322,6 +337,8 @@ static void finish(struct engine_thread *t, struct relay *r)
 	m->on_done = r->on_done;
 	m->on_connected = r->on_connected; /* never called (not connected): deleted with the message */
 	r->on_connected = NULL;
+	m->on_head = r->on_head; /* deleted with the message: no head message can follow this one */
+	r->on_head = NULL;
 	m->connect_failed = r->connect_failed;
 	m->subflows = r->subflows;
 	r->subflows = NULL;
@@ -371,6 +388,180 @@ static void mark_ready(struct engine_thread *t, struct relay *r)
 	t->ready = r;
 }
 
+/* ---- response-head hook (relayStart's options.onResponseHead) ----
+ *
+ * The HTTP proxy serves some exchanges without taking the sockets into Node at all: JS sends
+ * the rewritten request head with relayStart (headToUp, skipDown dropping the client's own), and
+ * the response head comes back to JS here. The engine gathers the upstream's bytes until they
+ * hold a head (or the upstream ends, or HEAD_MAX came without one), posts them to JS
+ * (MSG_HEAD, urgent) and moves nothing more from the upstream until JS answers with
+ * relayHeadDone: the bytes to write to the client in their place (the rewritten head and the
+ * body bytes that came with it), then raw relaying, another head (after a 1xx), or the end of
+ * the upstream side. The engine never parses HTTP: where a head ends is JS's to say. */
+
+/* Posts what was gathered (or, after the upstream failed, nothing: err and syscall say how)
+ * and waits for relayHeadDone. */
+static void head_post(struct engine_thread *t, struct relay *r, bool complete, int err, const char *syscall)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+	char *data = r->head_len > 0 ? malloc(r->head_len) : NULL;
+	if (m == NULL || (r->head_len > 0 && data == NULL)) {
+		free(m);
+		free(data);
+		eng_fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
+		return;
+	}
+	if (data != NULL)
+		memcpy(data, r->head_buf, r->head_len);
+	m->kind = MSG_HEAD;
+	m->id = r->id;
+	m->on_head = r->on_head;
+	m->complete = complete;
+	m->data = data;
+	m->data_len = r->head_len;
+	m->err = err;
+	m->syscall = syscall;
+	pool_put(t, r->head_buf);
+	r->head_buf = NULL;
+	r->head_len = 0;
+	r->head_state = HEAD_WAITING;
+	eng_post(t, m);
+}
+
+static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int err, const char *syscall, const char *reason);
+
+/* Reads the upstream into the head buffer until a head is whole, the upstream ends, HEAD_MAX
+ * is reached (then posts), or nothing more is there (then waits for the next edge). */
+static void head_gather(struct engine_thread *t, struct relay *r)
+{
+	struct direction *x = &r->dir[SIDE_UP];
+	if (r->head_state != HEAD_GATHERING)
+		return;
+	if (r->head_buf == NULL) {
+		r->head_buf = pool_get(t);
+		if (r->head_buf == NULL) {
+			eng_fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
+			return;
+		}
+		r->head_len = 0;
+		if (r->head_carry != NULL) {
+			memcpy(r->head_buf, r->head_carry, r->head_carry_len); /* ≤ HEAD_MAX: relayHeadDone */
+			r->head_len = r->head_carry_len;
+			free(r->head_carry);
+			r->head_carry = NULL;
+			r->head_carry_len = 0;
+			if (mpx_head_has_end(r->head_buf, r->head_len, 0) || r->head_len == HEAD_MAX) {
+				head_post(t, r, mpx_head_has_end(r->head_buf, r->head_len, 0), 0, NULL);
+				return;
+			}
+		}
+	}
+	for (;;) {
+		if (x->eof) {
+			head_post(t, r, false, 0, NULL);
+			return;
+		}
+		size_t before = r->head_len;
+		ssize_t n = recv(r->fd[SIDE_UP], r->head_buf + before, HEAD_MAX - before, 0);
+		if (n > 0) {
+			r->head_len += (size_t)n;
+			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
+			r->last_activity_ms = t->now_ms;
+			bool whole = mpx_head_has_end(r->head_buf, r->head_len, before);
+			if (whole || r->head_len == HEAD_MAX) {
+				head_post(t, r, whole, 0, NULL);
+				return;
+			}
+			continue;
+		}
+		if (n == 0) {
+			x->eof = true;
+			first_end(r, SIDE_UP);
+			continue; /* posts what there is */
+		}
+		int err = errno;
+		if (err == EINTR)
+			continue;
+		if (err == EAGAIN || err == EWOULDBLOCK) {
+			if (r->head_len == 0) { /* an idle relay holds no buffer */
+				pool_put(t, r->head_buf);
+				r->head_buf = NULL;
+			}
+			return;
+		}
+		if (!head_upstream_failed(t, r, err, "read", NULL))
+			eng_fail(t, r, SIDE_UP, err, "read");
+		return;
+	}
+}
+
+static void pump(struct engine_thread *t, struct relay *r, int d);
+
+/* The upstream's connect failed (or timed out), or it failed before its response head was
+ * whole, under a response-head hook: rather than reset or just close the client, JS is asked
+ * for the reply in the response's place (a 502 or 504), as for an exchange that failed in JS.
+ * The upstream fd is left alone from here; the client's bytes are read and dropped, so that
+ * our close after the reply sends a FIN. False when there is no hook or its head is dealt with. */
+static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int err, const char *syscall, const char *reason)
+{
+	if (r->on_head == NULL || r->head_state != HEAD_GATHERING)
+		return false;
+	bool connecting = r->connecting;
+	r->connecting = false;
+	if (connecting)
+		r->connect_failed = true;
+	r->up_dead = true;
+	first_end(r, SIDE_UP);
+	if (r->err == 0) {
+		r->err = err;
+		r->syscall = syscall;
+	}
+	if (reason != NULL && r->reason == NULL)
+		r->reason = reason;
+	r->dir[SIDE_UP].eof = true;
+	direction_release(t, &r->dir[SIDE_DOWN]); /* the request head: it has nowhere to go */
+	if (r->registered)
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[SIDE_UP], NULL);
+	pool_put(t, r->head_buf); /* what came of a head before a failure is dropped */
+	r->head_buf = NULL;
+	r->head_len = 0;
+	head_post(t, r, false, err, syscall);
+	if (!r->finished)
+		pump(t, r, SIDE_DOWN);
+	return true;
+}
+
+/* relayHeadDone's command, on the relay's thread. */
+static void head_done(struct engine_thread *t, struct cmd *c)
+{
+	pthread_mutex_lock(&g_lock);
+	struct relay *r = hash_find(c->id);
+	pthread_mutex_unlock(&g_lock);
+	/* Only this thread frees its relays, so r stays valid after the unlock. */
+	if (r == NULL || r->thread != t || !r->added || r->finished || r->head_state != HEAD_WAITING)
+		return; /* ended meanwhile (an error, the idle timeout, an abort): c's buffers are freed by the caller */
+	struct direction *x = &r->dir[SIDE_UP];
+	direction_release(t, x);
+	x->buf = c->out;
+	x->len = c->out_len;
+	x->off = 0;
+	x->pooled = false;
+	c->out = NULL;
+	if (c->then == HEAD_THEN_AGAIN) {
+		r->head_state = HEAD_GATHERING;
+		r->head_carry = c->carry;
+		r->head_carry_len = c->carry_len;
+		c->carry = NULL;
+	} else {
+		r->head_state = HEAD_NONE;
+		if (c->then == HEAD_THEN_END)
+			x->eof = true; /* nothing more from the upstream reaches the client */
+	}
+	x->drained = false; /* the upstream's edges were spent while JS had the head */
+	r->last_activity_ms = t->now_ms;
+	pump(t, r, SIDE_UP);
+}
+
 /* Moves bytes for one direction (reading side `d`, writing side 1-d) until the source has
  * nothing (EAGAIN), the destination is full (short write / EAGAIN), EOF, or BURST buffers. */
 static void pump(struct engine_thread *t, struct relay *r, int d)
@@ -414,6 +605,10 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			continue;
 		}
 		direction_release(t, x);
+		if (d == SIDE_UP && r->head_state != HEAD_NONE) {
+			head_gather(t, r); /* a response head goes to JS first (see above) */
+			return;
+		}
 		if (x->drained && !x->eof)
 			return; /* see struct direction: until the source's next EPOLLIN edge */
 		if (r->pump && (x->eof || (!r->until_eof && r->remaining == 0))) {
@@ -436,6 +631,11 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				 * close() from sending anything: those shut down first. */
 				if (r->dir[1 - d].shut && r->acc != NULL) {
 					finish(t, r);
+					return;
+				}
+				if (r->up_dead && 1 - d == SIDE_UP) { /* its connect failed: never touched */
+					if (r->dir[1 - d].shut)
+						finish(t, r);
 					return;
 				}
 				/* ENOTCONN: the peer is already gone; the other direction will say how. */
@@ -462,6 +662,13 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (n > 0) {
 			x->off = 0;
 			x->len = (size_t)n;
+			if (d == SIDE_DOWN && r->skip_down > 0) { /* the request head JS already sent on */
+				size_t k = r->skip_down < (uint64_t)n ? (size_t)r->skip_down : (size_t)n;
+				x->off = k;
+				r->skip_down -= k;
+			}
+			if (d == SIDE_DOWN && r->up_dead)
+				x->off = x->len; /* read and dropped: see head_connect_failed */
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
 			 * through the forward, 7.8 → 10.8 Gbit/s in one A/B) beats waiting for their edge. */
@@ -531,6 +738,8 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 		}
 	}
 	if (err != 0) {
+		if (head_upstream_failed(t, r, err, "connect", NULL))
+			return;
 		r->connect_failed = true;
 		eng_fail(t, r, SIDE_UP, err, "connect");
 		return;
@@ -604,6 +813,8 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 		int err = 0;
 		socklen_t len = sizeof(err);
 		if (getsockopt(r->fd[side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+			if (side == SIDE_UP && head_upstream_failed(t, r, err, "read", NULL))
+				return;
 			/* A pump only ever writes its destination: name the call that would have failed. */
 			eng_fail(t, r, side, err, r->pump && side == SIDE_UP ? "write" : "read");
 			return;
@@ -692,6 +903,10 @@ static void run_commands(struct engine_thread *t)
 			acceptor_add(t, c->acceptor);
 		} else if (c->kind == CMD_ACC_STOP) {
 			acceptor_close(t, c->acceptor);
+		} else if (c->kind == CMD_HEAD) {
+			head_done(t, c);
+			free(c->out);
+			free(c->carry);
 		} else {
 			t->stop = true;
 		}
@@ -709,6 +924,8 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 		if (r->connecting) {
 			/* Not idle while connecting: the connect has its own deadline. */
 			if (t->now_ms >= r->connect_deadline_ms) {
+				if (head_upstream_failed(t, r, ETIMEDOUT, "connect", "connect-timeout"))
+					continue;
 				r->connect_failed = true;
 				r->reason = "connect-timeout";
 				eng_fail(t, r, SIDE_UP, ETIMEDOUT, "connect");
@@ -986,11 +1203,26 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 		eng_msg_free(m);
 		return;
 	}
+	if (m->kind == MSG_HEAD) {
+		/* onResponseHead(bytes | null, complete, errorCode | undefined, syscall | undefined) */
+		napi_value argv[4];
+		char namebuf[32];
+		bool failed = m->err != 0;
+		bool ok = (m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &argv[0]) : napi_get_null(env, &argv[0])) == napi_ok &&
+			  napi_get_boolean(env, m->complete, &argv[1]) == napi_ok &&
+			  (failed ? napi_create_string_utf8(env, eng_errno_code(m->err, namebuf), NAPI_AUTO_LENGTH, &argv[2]) : napi_get_undefined(env, &argv[2])) == napi_ok &&
+			  (failed ? napi_create_string_utf8(env, m->syscall != NULL ? m->syscall : "read", NAPI_AUTO_LENGTH, &argv[3]) : napi_get_undefined(env, &argv[3])) == napi_ok;
+		if (ok)
+			eng_call_ref_args(env, m->on_head, 4, argv);
+		eng_msg_free(m);
+		return;
+	}
 	napi_value summary = eng_summary_object(env, m);
 	if (summary != NULL)
 		eng_call_ref(env, m->on_done, summary);
 	eng_delete_ref(env, m->on_done);
 	eng_delete_ref(env, m->on_connected);
+	eng_delete_ref(env, m->on_head);
 	eng_msg_free(m);
 	if (js->live > 0 && --js->live == 0 && !js->released)
 		napi_unref_threadsafe_function(env, js->tsfn);
@@ -1186,6 +1418,7 @@ static void free_relay_args(napi_env env, struct relay *r)
 		free(r->dir[s].buf);
 	eng_delete_ref(env, r->on_done);
 	eng_delete_ref(env, r->on_connected);
+	eng_delete_ref(env, r->on_head);
 	free(r);
 }
 
@@ -1239,16 +1472,46 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 	return r;
 }
 
+/* 2^53: the largest length a JS number carries exactly. */
+#define MAX_PUMP_LENGTH 9007199254740992.0
+#define MAX_SKIP_DOWN MAX_PUMP_LENGTH
+
+/* relayStart's options: { skipDown?: bytes, onResponseHead?: function } (undefined: none). */
+static bool relay_options(napi_env env, napi_value opts, double *skip_down, napi_value *on_head)
+{
+	napi_valuetype t;
+	NAPI_CALL_BOOL(env, napi_typeof(env, opts, &t));
+	if (t == napi_undefined || t == napi_null)
+		return true;
+	if (t != napi_object) {
+		napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "The \"options\" argument must be an object");
+		return false;
+	}
+	napi_value v;
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "skipDown", &v));
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	if (t != napi_undefined) {
+		if (!eng_arg_number(env, v, "options.skipDown", skip_down))
+			return false;
+		if (!(*skip_down >= 0 && *skip_down <= MAX_SKIP_DOWN && *skip_down == (double)(uint64_t)*skip_down)) {
+			napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "options.skipDown must be an integer from 0 to 2^53");
+			return false;
+		}
+	}
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "onResponseHead", &v));
+	return eng_arg_function(env, v, "options.onResponseHead", true, on_head);
+}
+
 /* On success the engine owns both fds and closes them; on a throw the caller still does.
  * connectTimeoutMs > 0: fdUp's connect(2) is in progress (see "Connecting upstreams"); the
  * engine completes it within that time, then calls onConnected({ id, connectMs, mptcp }). */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 {
-	napi_value argv[9];
-	size_t argc = 9;
+	napi_value argv[10];
+	size_t argc = 10;
 	NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 6) {
-		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream[, connectTimeoutMs[, onConnected]]])");
+		napi_throw_type_error(env, "ERR_MISSING_ARGS", "relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream[, connectTimeoutMs[, onConnected[, options]]]])");
 		return NULL;
 	}
 	double idle, connect_timeout = 0;
@@ -1270,10 +1533,24 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	}
 	if (!eng_arg_function(env, argv[8], "onConnected", true, &on_connected))
 		return NULL;
+	double skip_down = 0;
+	napi_value on_head = NULL;
+	if (!relay_options(env, argv[9], &skip_down, &on_head))
+		return NULL;
 	struct relay *r = new_relay(env, argv, "fdDown", "fdUp", idle);
 	if (r == NULL)
 		return NULL;
 	r->sample_down = sample_down;
+	r->skip_down = (uint64_t)skip_down;
+	if (on_head != NULL) {
+		napi_status st = napi_create_reference(env, on_head, 1, &r->on_head);
+		if (st != napi_ok) {
+			free_relay_args(env, r);
+			mpx_throw_napi_failure(env, st, "napi_create_reference");
+			return NULL;
+		}
+		r->head_state = HEAD_GATHERING;
+	}
 	if (connect_timeout > 0) {
 		r->connecting = true;
 		r->connect_deadline_ms = r->started_ms + (int64_t)connect_timeout;
@@ -1339,8 +1616,6 @@ static napi_value submit(napi_env env, struct relay *r, napi_value on_done)
 	return id;
 }
 
-/* 2^53: the largest length a JS number carries exactly. */
-#define MAX_PUMP_LENGTH 9007199254740992.0
 
 /* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id. length = bytes still
  * to read from fdFrom after head (head is written to fdTo first), or -1 for "until EOF".
@@ -1438,6 +1713,55 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
 		c->kind = CMD_ABORT;
 		c->id = id;
 		queued = eng_push_cmd(t, c);
+	}
+	napi_value out;
+	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
+	return out;
+}
+
+/* relayHeadDone(id, out, then, carry) → boolean: JS's answer to onResponseHead (see "response-head
+ * hook"). out (Buffer or null) is written to the client in place of the bytes JS was given;
+ * then: 0 relay the rest as it comes, 1 gather another head starting with carry (after a 1xx),
+ * 2 nothing more from the upstream (the client gets a FIN after out). False when the relay has
+ * ended meanwhile (its summary says how). */
+napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
+{
+	napi_value argv[4];
+	uint64_t id;
+	double then;
+	if (!mpx_get_args(env, info, 4, argv) || !eng_arg_id(env, argv[0], &id) || !eng_arg_number(env, argv[2], "then", &then))
+		return NULL;
+	if (!(then == HEAD_THEN_RAW || then == HEAD_THEN_AGAIN || then == HEAD_THEN_END)) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "then must be 0 (relay), 1 (another head) or 2 (end)");
+		return NULL;
+	}
+	struct cmd *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	c->kind = CMD_HEAD;
+	c->id = id;
+	c->then = (int)then;
+	if (!arg_head(env, argv[1], "out", &c->out, &c->out_len) || !arg_head(env, argv[3], "carry", &c->carry, &c->carry_len)) {
+		free(c->out);
+		free(c);
+		return NULL;
+	}
+	if (c->carry_len > HEAD_MAX) {
+		free(c->out);
+		free(c->carry);
+		free(c);
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "carry must be at most 64 KiB");
+		return NULL;
+	}
+	pthread_mutex_lock(&g_lock);
+	struct relay *r = hash_find(id);
+	struct engine_thread *t = r != NULL ? r->thread : NULL;
+	pthread_mutex_unlock(&g_lock);
+	bool queued = t != NULL && eng_push_cmd(t, c);
+	if (!queued) {
+		free(c->out);
+		free(c->carry);
+		free(c);
 	}
 	napi_value out;
 	NAPI_CALL(env, napi_get_boolean(env, queued, &out));

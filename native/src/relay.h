@@ -10,7 +10,7 @@
 #include <node_api.h>
 
 /* relayStart(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone[, sampleDownstream
- *            [, connectTimeoutMs[, onConnected]]]) → id
+ *            [, connectTimeoutMs[, onConnected[, options]]]]) → id
  * sampleDownstream: the engine samples fdDown's MPTCP subflows at the first of the client's
  * EOF, the shutdown of its sending half, or the relay's end, and reports them in the summary
  * as downstreamSubflows: { count, paths }.
@@ -18,7 +18,12 @@
  * moves nothing until it completes; then onConnected({ id, connectMs, mptcp }) is called
  * once on the JS thread and the relay runs. A failed connect, or none within the time,
  * ends the relay with endedBy 'upstream', syscall 'connect', connectFailed: true (and
- * reason 'connect-timeout', code ETIMEDOUT for the deadline), and the client is reset. */
+ * reason 'connect-timeout', code ETIMEDOUT for the deadline), and the client is reset.
+ * options.skipDown: bytes of fdDown's stream to drop before relaying it (a request head JS
+ * peeked and sends rewritten as headToUp). options.onResponseHead(bytes, complete,
+ * connectErrorCode): the upstream's first bytes, up to a whole head, go to JS, which answers
+ * with relayHeadDone; a failed connect then asks it for a reply too (bytes null), instead of
+ * resetting the client (relay.c, "response-head hook"). */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
 /* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id: a one-way pump that
  * writes head to fdTo, then moves exactly `length` bytes (-1: until EOF) from fdFrom to
@@ -54,6 +59,9 @@ napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info);
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
 /* relayAbort(id) → boolean (false when the id is unknown or already finished) */
 napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
+/* relayHeadDone(id, out, then, carry) → boolean: the answer to relayStart's
+ * options.onResponseHead(bytes, complete, connectErrorCode) (relay.c, "response-head hook"). */
+napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info);
 /* relaySetThreads(n): engine thread count, applied when the engine next starts. */
 napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info);
 /* relaySetQueueCap(floorBytes, rateMbit): the socket-buffer cap for bulk flows (queue-cap.c). */

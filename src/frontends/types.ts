@@ -18,6 +18,7 @@ import type { Relay } from '../relay/types.js';
 import type { BodyPump } from '../relay/native-pump.js';
 import type { ConnectingRelay } from '../relay/native-relay.js';
 import type { AccessPolicy } from '../access/types.js';
+import type { EngineExchange, HandedOverClient } from './http/engine-exchange.js';
 
 export interface FrontendDeps {
   dial: Dial;
@@ -44,6 +45,13 @@ export interface Frontend {
    * client it handed over): no peek then.
    */
   preconnect?(socket: Socket, known?: TargetAddress): EarlyConnect | undefined;
+  /**
+   * For a client the engine's acceptor handed over (a handoff plan): the exchange to run
+   * without a Node socket at all, when its request allows (the HTTP proxy: see
+   * src/frontends/http/engine-exchange.ts). Undefined: the listener makes a socket and calls
+   * preconnect and handle as for any client.
+   */
+  engineExchange?(client: HandedOverClient): EngineExchange | undefined;
   /** Releases what the front-end holds across connections (the HTTP upstream pool). */
   close?(): void;
   /**

@@ -40,7 +40,7 @@ export type AcceptorEvent =
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
   | { kind: 'error'; errno: number; code: string; syscall: string }
   | { kind: 'stopped' }
-  | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean };
+  | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean; head?: Buffer };
 
 /** Packed DestinationRules (packDestinationRules), for per-connection targets. */
 export interface PackedDestinations {
@@ -122,7 +122,7 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
  *   4 error      errno, code, syscall
  *   5 stopped
  *   6 handoff    fd, upstreamFd, remote, local (address, port each), mptcp, target (address or
- *                null, port), upstreamLocal (address or null, port)
+ *                null, port), upstreamLocal (address or null, port), head (the peeked bytes or null)
  */
 export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): AcceptorEvent {
   switch (kind) {
@@ -169,6 +169,7 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
       if (target !== null) e.target = target;
       const upstreamLocal = nativeAddress(a[9], a[10]);
       if (upstreamLocal !== null) e.upstreamLocal = upstreamLocal;
+      if (a[11] !== null && a[11] !== undefined) e.head = a[11] as Buffer;
       return e;
     }
     default:
@@ -241,6 +242,9 @@ export interface HandedOver {
   /** Where that request line says the request goes, when the engine could tell (an
    *  absolute-form http:// request to an IP literal): the front-end's preconnect need not peek. */
   requestTarget: TargetAddress | undefined;
+  /** The client's first bytes as the engine peeked at them (still in the socket): its whole
+   *  request head when it came within the hand-over's wait and 8 KiB. */
+  head: Buffer | undefined;
 }
 
 function endpointOf(a: NativeAddress | null): Endpoint {
@@ -373,7 +377,7 @@ export class EngineAcceptor {
       if (early === undefined) this.#api.close(e.upstreamFd);
       else if (this.#s.log.isEnabled('debug')) this.#s.log.debug('upstream connect begun by the engine', { listener: this.#s.listener, target: formatTarget(early.target) });
     }
-    this.#s.onHandoff!({ fd: e.fd, remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp, early, requestTarget });
+    this.#s.onHandoff!({ fd: e.fd, remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp, early, requestTarget, head: e.head });
   }
 
   #accepted(e: Extract<AcceptorEvent, { kind: 'accepted' }>): void {

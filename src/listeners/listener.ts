@@ -207,6 +207,16 @@ export class ProxyListener {
     const { log, frontend } = this.#deps;
     // Handed over as the acceptor stopped, after destroy() cut everything live.
     if (this.#destroyed) return this.#drop(h);
+    // No socket at all when the front-end can have the engine serve the whole exchange.
+    const exchange = frontend.engineExchange?.(h);
+    if (exchange !== undefined) {
+      const cut = new AbortController();
+      this.#cuts.add(cut);
+      const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: { remote: h.remote, local: h.local, mptcp: h.mptcp }, log, signal: cut.signal });
+      publishConnOpen({ ctx });
+      this.#track(exchange.run(ctx), undefined, h.remote.address, ctx, cut);
+      return;
+    }
     let socket: Socket;
     try {
       socket = new Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true });
@@ -264,12 +274,12 @@ export class ProxyListener {
    * and destroyed the net.Socket, nothing here should keep that object (and its stream state)
    * alive for the rest of the connection.
    */
-  #track(run: Promise<void>, socketRef: WeakRef<Socket>, client: string, ctx: ConnectionContext, cut: AbortController): void {
+  #track(run: Promise<void>, socketRef: WeakRef<Socket> | undefined, client: string, ctx: ConnectionContext, cut: AbortController): void {
     const running: Promise<void> = run
       .catch((err: unknown) => {
         // handle() must not throw; if it does, it is our bug — log it, keep serving.
         this.#deps.log.error('front-end failed', { conn: ctx.id, err });
-        socketRef.deref()?.destroy();
+        socketRef?.deref()?.destroy();
       })
       .finally(() => {
         this.#deps.limiter.release(client);

@@ -74,6 +74,47 @@ export interface NativeRelayCounters {
   fromUpstream: number;
 }
 
+/** What relayHeadDone does after writing its bytes to the client (native/src/engine.h). */
+export const enum HeadThen {
+  /** Relay the rest of the upstream's bytes as they come. */
+  Relay = 0,
+  /** Gather another head, starting with `carry` (after a 1xx interim response). */
+  Again = 1,
+  /** Nothing more from the upstream: the client gets a FIN after the bytes. */
+  End = 2,
+}
+
+/** relayStart's options (native/src/relay.c, "response-head hook"). */
+export interface NativeRelayStartOptions {
+  /** Bytes of fdDown's stream to drop before relaying it: a request head JS peeked and sends
+   *  rewritten as headToUp. */
+  skipDown?: number;
+  /**
+   * The upstream's first bytes, up to a whole head (`complete`; false when the upstream ended
+   * or 64 KiB came without a blank line); or null, with the errno code and the syscall, when
+   * the upstream failed first (its connect, or a read) — then the client is neither reset nor
+   * closed: JS replies. Nothing more moves from the upstream until relayHeadDone.
+   */
+  onResponseHead?: (bytes: Buffer | null, complete: boolean, code: string | undefined, syscall: string | undefined) => void;
+}
+
+/** ConnectingRelay.startExchange's hook: what the client gets for what the engine gathered. */
+export interface HeadDecision {
+  out: Buffer | null;
+  then: HeadThen;
+  /** then Again: the bytes already read of the next head. */
+  carry?: Buffer | null;
+}
+
+/** An upstream failure before its response head was whole (NativeRelayStartOptions.onResponseHead). */
+export interface UpstreamFailure {
+  code: string;
+  /** 'connect' (then the summary says connectFailed) or 'read'. */
+  syscall: string;
+}
+
+export type ResponseHeadHook = (bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined) => HeadDecision;
+
 /** The addon's relay functions (present when the addon was built with native/src/relay.c). */
 export interface NativeRelayEngine {
   /** Takes ownership of both fds on success (closes them when the relay ends); on a throw the caller keeps them. */
@@ -89,8 +130,12 @@ export interface NativeRelayEngine {
     /** > 0: fdUp's connect(2) is in progress; the engine completes it within this time. */
     connectTimeoutMs?: number,
     /** Called once, on the JS thread, when that connect succeeded (before onDone). */
-    onConnected?: (connected: NativeConnected) => void,
+    onConnected?: ((connected: NativeConnected) => void) | null,
+    options?: NativeRelayStartOptions,
   ): number;
+  /** The answer to options.onResponseHead: `out` goes to the client in place of the bytes JS
+   *  was given, then the relay goes on as `then` says. False when the relay has ended. */
+  relayHeadDone(id: number, out: Buffer | null, then: HeadThen, carry: Buffer | null): boolean;
   /** Live counters, read without locking the relay (relaxed atomics); null once it ended. */
   relayStats(id: number): NativeRelayCounters | null;
   /** Ends the relay with endedBy 'proxy', reason 'aborted'; false if it is unknown or over. */
@@ -165,7 +210,7 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
   const headToDown = joinHead(opts.upstreamHead, fromUp);
   let started: Promise<RelaySummary>;
   try {
-    started = startInEngine(engine, fdDown, fdUp, headToUp, headToDown, ctx, opts, sampleDownstream);
+    started = startInEngine(engine, fdDown, fdUp, headToUp, headToDown, ctx, opts, sampleDownstream, undefined, undefined);
   } catch (err) {
     for (const fd of fds) engine.close(fd);
     ctx.log.warn('native relay refused the connection; using the JS relay', { conn: ctx.id, err });
@@ -191,7 +236,8 @@ function startInEngine(
   ctx: ConnectionContext,
   opts: RelayOptions,
   sampleDownstream: boolean,
-  connect?: EngineConnect,
+  connect: EngineConnect | undefined,
+  exchange: { skipDown: number; onResponseHead: ResponseHeadHook } | undefined,
 ): Promise<RelaySummary> {
   let resolveSummary!: (s: RelaySummary) => void;
   const summary = new Promise<RelaySummary>((resolve) => {
@@ -211,10 +257,23 @@ function startInEngine(
     if (s.connectFailed && connect !== undefined) connect.onFailed(summary.error as NodeJS.ErrnoException, s.reason === 'connect-timeout');
     resolveSummary(summary);
   };
-  const id =
-    connect === undefined
-      ? engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream)
-      : engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect.timeoutMs, connect.onConnected);
+  let id: number;
+  if (exchange !== undefined) {
+    const hook = exchange.onResponseHead;
+    const onHead = (bytes: Buffer | null, complete: boolean, code: string | undefined, syscall: string | undefined): void => {
+      const d = hook(bytes, complete, code === undefined ? undefined : { code, syscall: syscall ?? 'read' });
+      engine.relayHeadDone(id, d.out, d.then, d.carry ?? null);
+    };
+    id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, {
+      skipDown: exchange.skipDown,
+      onResponseHead: onHead,
+    });
+  } else {
+    id =
+      connect === undefined
+        ? engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream)
+        : engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect.timeoutMs, connect.onConnected);
+  }
   liveRelays.set(ctx, id);
   if (ctx.signal.aborted) onAbort();
   else ctx.signal.addEventListener('abort', onAbort, { once: true });
@@ -246,6 +305,14 @@ export interface ConnectingRelay {
    * the caller's.
    */
   start(downstream: Socket, up: EngineConnect, ctx: ConnectionContext, opts?: RelayOptions): Promise<RelaySummary>;
+  /**
+   * One HTTP exchange served in the engine (src/frontends/http/engine-exchange.ts): `fdDown` is
+   * a client the engine's acceptor handed over, its request head peeked and still in the socket
+   * (`skipDown` bytes, dropped); `requestHead` (rewritten) goes to the connecting upstream, and
+   * `onResponseHead` turns the response head into what the client gets. Takes both fds over,
+   * also when it throws (the engine refused: both are closed then). No sockets in Node at all.
+   */
+  startExchange(fdDown: number, up: EngineConnect, requestHead: Buffer, skipDown: number, onResponseHead: ResponseHeadHook, ctx: ConnectionContext, opts?: RelayOptions): Promise<RelaySummary>;
 }
 
 export const connectingRelay: ConnectingRelay = {
@@ -260,7 +327,7 @@ export const connectingRelay: ConnectingRelay = {
       fdDown = engine.dup(socketFd(downstream));
       // No subflow sample here, unlike the handover: at accept the client has its first
       // subflow only, and the engine samples at its EOF or the relay's end anyway.
-      started = startInEngine(engine, fdDown, up.fd, joinHead(opts.downstreamHead, fromDown), opts.upstreamHead ?? null, ctx, opts, ctx.downstream.mptcp, up);
+      started = startInEngine(engine, fdDown, up.fd, joinHead(opts.downstreamHead, fromDown), opts.upstreamHead ?? null, ctx, opts, ctx.downstream.mptcp, up, undefined);
     } catch (err) {
       if (fdDown !== undefined) engine.close(fdDown);
       for (let i = fromDown.length - 1; i >= 0; i--) downstream.unshift(fromDown[i]!);
@@ -268,6 +335,17 @@ export const connectingRelay: ConnectingRelay = {
     }
     downstream.destroy();
     return started;
+  },
+  startExchange(fdDown, up, requestHead, skipDown, onResponseHead, ctx, opts = {}) {
+    const engine = loadNativeRelayEngine();
+    if (engine === undefined) throw new Error('the native relay engine is unavailable');
+    try {
+      return startInEngine(engine, fdDown, up.fd, requestHead, null, ctx, opts, ctx.downstream.mptcp, up, { skipDown, onResponseHead });
+    } catch (err) {
+      engine.close(fdDown);
+      engine.close(up.fd);
+      throw err;
+    }
   },
 };
 

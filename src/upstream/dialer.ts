@@ -209,6 +209,23 @@ function earlyConnectOn(native: MptcpNative, fd: number, local: Endpoint, starte
       used = true;
       native.close(fd);
     },
+    takePending(ctx) {
+      if (used) return undefined;
+      used = true;
+      const elapsed = performance.now() - started;
+      return {
+        fd,
+        timeoutMs: Math.max(1, cfg.connectTimeoutMs - elapsed),
+        connected(connectMs, mptcp) {
+          // connectMs counts from the hand-over; the connect began `elapsed` before it.
+          engineConnected(ctx, target, local, useMptcp && mptcp, elapsed + connectMs);
+        },
+        failed: (err, timedOut) => engineConnectFailed(ctx, target, err, timedOut, cfg),
+        close() {
+          native.close(fd);
+        },
+      };
+    },
   };
 }
 

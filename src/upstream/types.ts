@@ -100,6 +100,12 @@ export interface EarlyConnect {
   send(ctx: ConnectionContext, first: Buffer, opts?: DialOptions): Promise<Socket>;
   /** Closes it unused; a no-op once sent or cancelled. */
   cancel(): void;
+  /**
+   * The connect itself, for the native engine to complete (an HTTP exchange served in the
+   * engine): the fd is the caller's from now, and the timeout what is left of the dial's.
+   * Undefined once sent on or cancelled.
+   */
+  takePending?(ctx: ConnectionContext): PendingConnect | undefined;
 }
 
 /** An upstream connect in progress on a raw fd (Dial.connectNow). */

@@ -947,12 +947,15 @@ test('HTTP: the engine accepts, waits for the request line and connects early wh
   assert.equal(linesWith(h, 'upstream connect begun by the engine').length, 2);
 });
 
-test('HTTP: with the upstream pool on, Node accepts (only JS knows the pool); no engine connect to a denied destination', { skip: noEngine }, async (t) => {
+test('HTTP: with the upstream pool on the engine accepts too: a keep-alive client is served by the session on the early connect; no engine connect to a denied destination', { skip: noEngine }, async (t) => {
   const origin = await httpOrigin(t);
   const pooled = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
-  assert.equal(pooled.proxy.listeners[0]!.acceptsInEngine, false, 'the pool on: Node accepts');
-  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 200 /);
-  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 0);
+  assert.equal(pooled.proxy.listeners[0]!.acceptsInEngine, true, 'the pool on: the engine accepts');
+  // No Connection: close: a keep-alive client, whose session runs on a Node socket.
+  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nHost: a\r\n\r\n`), /^HTTP\/1\.1 200 /);
+  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 1);
+  assert.equal(linesWith(pooled, 'http exchange served in the engine').length, 0);
+  assert.equal(origin.accepted, 1, 'the session used the engine\'s connect');
   const denied = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], {
     log: { level: 'debug' },
     access: { allowClients: ['127.0.0.0/8'], denyPorts: [String(origin.port)] },
@@ -960,6 +963,7 @@ test('HTTP: with the upstream pool on, Node accepts (only JS knows the pool); no
   const before = origin.accepted;
   assert.match(await exchangeRaw(denied.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`), /^HTTP\/1\.1 403 /);
   assert.equal(linesWith(denied, 'upstream connect begun by the engine').length, 0);
+  assert.equal(linesWith(denied, 'http exchange served in the engine').length, 0);
   assert.equal(origin.accepted, before, 'nothing reached the origin');
 });
 
@@ -1034,4 +1038,170 @@ test('HTTP handoff without an early connect still says where the request line go
   assert.equal(handoffs[3]!.target, undefined, 'CONNECT is not a request line to connect early for');
   assert.equal(api.clientCount(HOST), 4, 'each handed-over client keeps its slot until JS releases it');
   for (let i = 0; i < 4; i++) api.clientRelease(HOST);
+});
+
+// ---------------------------------------------------------------------------------------------
+// HTTP exchanges served in the engine (src/frontends/http/engine-exchange.ts): a body-less
+// Connection: close request whose head the engine handed over whole, with its early connect.
+
+/** An origin that reads one request head, keeps it, and answers with `respond`. */
+async function scriptedOrigin(t: TestContext, respond: (s: net.Socket, head: string) => void): Promise<{ port: number; heads: string[]; readonly accepted: number }> {
+  const heads: string[] = [];
+  const srv = await serve(t, (s) => {
+    let head = '';
+    const onData = (d: Buffer): void => {
+      head += d.toString('latin1');
+      if (!head.includes('\r\n\r\n')) return;
+      s.off('data', onData);
+      heads.push(head);
+      respond(s, head);
+    };
+    s.on('data', onData);
+  });
+  return {
+    port: srv.port,
+    heads,
+    get accepted() {
+      return srv.peers.length;
+    },
+  };
+}
+
+/** Splits a raw reply into its head (text) and body (bytes). */
+function splitReply(raw: string): { head: string; body: Buffer } {
+  const end = raw.indexOf('\r\n\r\n');
+  assert.ok(end > 0, `a reply head: ${JSON.stringify(raw.slice(0, 80))}`);
+  return { head: raw.slice(0, end + 4), body: Buffer.from(raw.slice(end + 4), 'latin1') };
+}
+
+const served = (h: Harness): number => linesWith(h, 'http exchange served in the engine').length;
+
+test('HTTP exchange in the engine: heads rewritten both ways, a 3 MB body relayed intact, one request line and one access line', { skip: noEngine }, async (t) => {
+  const body = randomBytes(3_000_000);
+  const origin = await scriptedOrigin(t, (s) => {
+    s.write('HTTP/1.0 200 OK\r\nContent-Length: ' + body.length + '\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n');
+    s.end(body);
+  });
+  // The default: the upstream pool on.
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/a/b?c=d HTTP/1.1\r\nHost: ignored\r\nProxy-Connection: keep-alive\r\nConnection: close\r\nUser-Agent: t\r\n\r\n`);
+  assert.equal(served(h), 1, 'served in the engine');
+  const { head, body: got } = splitReply(raw);
+  assert.match(head, /^HTTP\/1\.1 200 OK\r\n/, 'our version on the status line');
+  assert.match(head, /\r\nVia: 1\.0 mptcp-proxy\r\n/, 'Via with the version the response came in');
+  assert.match(head, /\r\nConnection: close\r\n/);
+  assert.match(head, /\r\nX-End: 2\r\n/);
+  assert.doesNotMatch(head, /Keep-Alive|X-Hop|keep-alive/, 'hop-by-hop fields, and those Connection names, are dropped');
+  assert.equal(createHash('sha256').update(got).digest('hex'), createHash('sha256').update(body).digest('hex'), 'the body, intact');
+  const up = origin.heads[0]!;
+  assert.match(up, new RegExp(`^GET /a/b\\?c=d HTTP/1\\.1\\r\\nHost: ${HOST}:${origin.port}\\r\\n`), 'origin-form, Host from the target, first');
+  assert.match(up, /\r\nConnection: close\r\n/, 'the upstream is asked to close after its response');
+  assert.match(up, /\r\nVia: 1\.1 mptcp-proxy\r\n/);
+  assert.match(up, /\r\nUser-Agent: t\r\n/);
+  assert.doesNotMatch(up, /Proxy-Connection/);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const request = linesWith(h, 'request');
+  assert.equal(request.length, 1);
+  assert.equal(request[0]!.status, 200);
+  assert.equal(request[0]!.method, 'GET');
+  assert.ok((request[0]!.bytesDown as number) > body.length, 'bytes read from the upstream, head included');
+  const access = linesWith(h, 'access');
+  assert.equal(access.length, 1);
+  assert.equal(access[0]!.status, 200);
+  assert.equal(access[0]!.upstream, `${HOST}:${origin.port}`);
+  assert.equal(access[0]!.url, `http://${HOST}:${origin.port}/a/b?c=d`);
+  assert.equal(h.connected.length, 1, 'upstream:connected published once');
+  assert.equal(acceptor!.clientCount(HOST), 0, 'the client slot is released');
+});
+
+test('HTTP exchange in the engine: interim 1xx heads are forwarded, and a head in pieces is gathered', { skip: noEngine }, async (t) => {
+  const origin = await scriptedOrigin(t, (s) => {
+    s.write('HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 2');
+    setTimeout(() => s.write('00 OK\r\nContent-Len'), 30);
+    setTimeout(() => s.end('gth: 2\r\n\r\nok'), 60);
+  });
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.equal(served(h), 1);
+  assert.match(raw, /^HTTP\/1\.1 103 Early Hints\r\nLink: <\/s\.css>\r\nVia: 1\.1 mptcp-proxy\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+  assert.ok(raw.endsWith('\r\n\r\nok'));
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(linesWith(h, 'request')[0]!.status, 200);
+});
+
+test('HTTP exchange in the engine: a HEAD request gets the head only', { skip: noEngine }, async (t) => {
+  const origin = await scriptedOrigin(t, (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n'));
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `HEAD http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.equal(served(h), 1);
+  const { head, body } = splitReply(raw);
+  assert.match(head, /^HTTP\/1\.1 200 OK\r\nContent-Length: 10\r\n/);
+  assert.equal(body.length, 0);
+});
+
+test('HTTP exchange in the engine: an upstream that fails before a whole response head gets the client a 502, and the connection closes cleanly', { skip: noEngine }, async (t) => {
+  const cases: Array<[string, (s: net.Socket) => void, RegExp]> = [
+    ['closed after part of a head', (s) => s.end('HTTP/1.1 200 OK\r\nContent-'), /closed before a complete response head/],
+    ['reset after part of a head', (s) => s.write('HTTP/1.1 200 OK\r\n', () => setTimeout(() => s.resetAndDestroy(), 20)), /before a complete response head/],
+    ['a malformed head', (s) => s.end('this is not http\r\n\r\n'), /malformed response head/],
+    ['a bad Content-Length', (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n'), /invalid response framing/],
+  ];
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  for (const [what, respond, message] of cases) {
+    const origin = await scriptedOrigin(t, respond);
+    const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+    const { head, body } = splitReply(raw);
+    assert.match(head, /^HTTP\/1\.1 502 Bad Gateway\r\n/, what);
+    assert.match(body.toString(), message, what);
+    assert.equal(body.length, Number(/Content-Length: (\d+)/.exec(head)![1]), `${what}: the whole reply, then the close`);
+  }
+  assert.equal(served(h), cases.length);
+  await waitFor(() => h.closes.length === cases.length, 'conn:close for each');
+  assert.deepEqual(
+    linesWith(h, 'request').map((l) => l.status),
+    cases.map(() => 502),
+  );
+});
+
+test('HTTP exchange in the engine: a refused connect gets a 502 from the engine path or the session, never a reset', { skip: noEngine }, async (t) => {
+  const port = await closedPort();
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.match(raw, /^HTTP\/1\.1 502 Bad Gateway\r\n/);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(linesWith(h, 'request')[0]!.status, 502);
+  assert.equal(h.dialErrors.length, 1, 'dial:error published once');
+});
+
+test('HTTP exchange in the engine: only body-less Connection: close requests; a body goes to the session', { skip: noEngine }, async (t) => {
+  const origin = await scriptedOrigin(t, (s, head) => {
+    const m = /Content-Length: (\d+)/i.exec(head);
+    const want = m ? Number(m[1]) : 0;
+    let got = Buffer.from(head.slice(head.indexOf('\r\n\r\n') + 4), 'latin1');
+    const answer = (): void => void s.end(`HTTP/1.1 200 OK\r\nContent-Length: ${got.length}\r\n\r\n${got.toString('latin1')}`);
+    if (got.length >= want) return answer();
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= want) answer();
+    });
+  });
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `POST http://${HOST}:${origin.port}/ HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello`);
+  assert.ok(raw.endsWith('\r\n\r\nhello'), raw);
+  const v10 = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.0\r\n\r\n`);
+  assert.match(v10, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(served(h), 0, 'a body, and HTTP/1.0, are the session\'s');
+});
+
+test('HTTP exchange in the engine: destroy() cuts one waiting for its response', { skip: noEngine }, async (t) => {
+  const origin = await scriptedOrigin(t, () => {}); // never answers
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const c = await connect(h.port());
+  c.write(`GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  await waitFor(() => served(h) === 1 && origin.heads.length === 1, 'the request reached the origin through the engine');
+  const ended = once(c, 'close');
+  await h.proxy.destroy();
+  await Promise.race([ended, sleep(3000).then(() => assert.fail('the client was not cut'))]);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(acceptor!.clientCount(HOST), 0);
 });

@@ -29,6 +29,8 @@ import { ChunkedDecoder, requestBodyFraming, responseBodyFraming } from './frami
 import type { BodyFraming } from './framing.js';
 import {
   HeadDecoder,
+  RESPONSE_HEAD_LIMITS,
+  clientWantsPersistence,
   firstHeader,
   hasConnectionOption,
   headerValues,
@@ -42,14 +44,13 @@ import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamReq
 import { CONNECT_ESTABLISHED, PROXY_AUTHENTICATE, buildErrorReply, httpStatusFor } from './status.js';
 import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
 import { UpstreamPool } from './pool.js';
+import { planEngineExchange } from './engine-exchange.js';
 import type { PoolableUpstream } from './pool.js';
 import { PumpHandoverError } from '../../relay/native-pump.js';
 import type { BodyPump, PumpProgress, PumpResult as NativePumpResult } from '../../relay/native-pump.js';
 
 export { httpStatusFor } from './status.js';
 
-/** Response heads come from servers we chose to talk to; allow more than for requests. */
-const RESPONSE_HEAD_LIMITS = { maxBytes: 256 * 1024, maxCount: 1000 };
 /** How long we keep reading (and dropping) after our FIN before destroying the socket. */
 const LINGER_MS = 2000;
 /** Smallest Content-Length body handed to the native pump: the handover costs a flush, two
@@ -77,25 +78,27 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
     preconnect: (socket, known) => preconnect(socket, deps, pool, known),
     close: () => pool.close(),
     engineAccept: () => engineAcceptPlan(deps, pool, idleTimeoutMs),
+    engineExchange: (client) => planEngineExchange(client, cfg, deps.relayConnecting, idleTimeoutMs),
   };
 }
 
-/** How long the engine waits for a new client's request line before handing it over as it is
+/** How long the engine waits for a new client's request head before handing it over as it is
  *  (the session's own handshake timeout applies from then). */
 const HANDOFF_WAIT_MS = 100;
 
 /**
  * Frontend.engineAccept for the HTTP proxy: the engine accepts and admits, waits for the
- * request line, starts the upstream connect it names and hands the client over (docs/design.md,
- * "The upstream connect starts at accept"). Only when it may connect early: every request dials
- * (the pool off) and no credentials are required. Otherwise Node accepts: with the pool on only
- * JS knows what is parked, so the engine would hand over without connecting, and that costs
- * more than Node's own accept — the engine thread's wake-up, the hand-over message and Node's
- * handle-type guess for the fd (measured, pool on, alternated: 300–320 against 320–360 µs of
- * proxy CPU per connection, and 5–10 % more connections per second with Node accepting).
+ * request head, starts the upstream connect its request line names and hands the client over
+ * (docs/design.md, "The upstream connect starts at accept"); a request it can serve whole goes
+ * back to it with no Node socket (engineExchange, ./engine-exchange.ts). Not when credentials
+ * are required (nothing starts for a client before it has proved who it is). With the upstream
+ * pool on, only when the engine can serve exchanges: a hand-over that ends on a Node socket
+ * costs more than Node's own accept — the engine thread's wake-up, the hand-over message and
+ * Node's handle-type guess for the fd (measured, pool on, alternated: 300–320 against 320–360
+ * µs of proxy CPU per connection).
  */
 function engineAcceptPlan(deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs: number): EngineAcceptPlan | undefined {
-  if (deps.access.authRequired || pool.enabled) return undefined;
+  if (deps.access.authRequired || (pool.enabled && deps.relayConnecting === undefined)) return undefined;
   const dial = deps.dial.planInEngineAnyTarget?.();
   const adopt = deps.dial.adoptEarly;
   if (dial === undefined || adopt === undefined) return undefined;
@@ -167,14 +170,6 @@ class DownstreamGoneError extends DownstreamError {
 /** The cause for a pump the proxy stopped (a socket closed under it, or the connection cut). */
 function pumpStopped(r: NativePumpResult): Error {
   return new Error(`native body pump ${r.endedBy}`);
-}
-
-function clientWantsPersistence(head: RequestHead): boolean {
-  // Proxy-Connection is the pre-standard spelling some clients still send to proxies.
-  const proxyConn = headerValues(head.headers, 'proxy-connection').map((v) => v.toLowerCase());
-  if (head.version === '1.1') return !hasConnectionOption(head.headers, 'close') && !proxyConn.includes('close');
-  // RFC 9112 §9.3: HTTP/1.0 persists only with an explicit keep-alive.
-  return hasConnectionOption(head.headers, 'keep-alive') || proxyConn.includes('keep-alive');
 }
 
 function upstreamAllowsPersistence(res: ResponseHead): boolean {

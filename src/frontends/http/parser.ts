@@ -314,6 +314,18 @@ export function hasConnectionOption(headers: readonly HttpHeader[], option: stri
   return false;
 }
 
+/** Whether the client asked to keep its connection after this request (RFC 9112 §9.3). */
+export function clientWantsPersistence(head: RequestHead): boolean {
+  // Proxy-Connection is the pre-standard spelling some clients still send to proxies.
+  const proxyConn = headerValues(head.headers, 'proxy-connection').map((v) => v.toLowerCase());
+  if (head.version === '1.1') return !hasConnectionOption(head.headers, 'close') && !proxyConn.includes('close');
+  // RFC 9112 §9.3: HTTP/1.0 persists only with an explicit keep-alive.
+  return hasConnectionOption(head.headers, 'keep-alive') || proxyConn.includes('keep-alive');
+}
+
+/** Response heads come from servers we chose to talk to; allow more than for requests. */
+export const RESPONSE_HEAD_LIMITS = { maxBytes: 256 * 1024, maxCount: 1000 };
+
 // ---- request targets (RFC 9112 §3.2) -------------------------------------------------------
 
 export type RequestTarget =

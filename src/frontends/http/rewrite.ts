@@ -61,18 +61,22 @@ export interface UpstreamRequestOptions {
   /** The target URI's authority, as Host (RFC 9112 §3.2.2: a proxy replaces Host with it). */
   authority: string;
   via: string;
+  /** Ask the upstream to close after its response (`Connection: close`): the response then
+   *  ends where the upstream's stream does (an exchange served in the engine). */
+  close?: boolean;
 }
 
 /**
  * The request head sent upstream: `METHOD path HTTP/1.1` (an intermediary sends its own
- * version, RFC 9110 §6.2), Host first, hop-by-hop fields removed, Via appended. We always
- * ask the upstream for a persistent connection (HTTP/1.1 default); the client's own
+ * version, RFC 9110 §6.2), Host first, hop-by-hop fields removed, Via appended. We ask the
+ * upstream for a persistent connection (HTTP/1.1 default) unless opts.close; the client's own
  * Connection options only affect the downstream connection.
  */
 export function buildUpstreamRequestHead(req: RequestHead, opts: UpstreamRequestOptions): Buffer {
   const kept = removeHopByHop(req.headers).filter((h) => h.lname !== 'host');
   const headers: HttpHeader[] = [{ name: 'Host', lname: 'host', value: opts.authority }, ...kept];
   appendVia(headers, req.version, opts.via);
+  if (opts.close) headers.push({ name: 'Connection', lname: 'connection', value: 'close' });
   return serialize(`${req.method} ${opts.path} HTTP/1.1`, headers);
 }
 

@@ -1,0 +1,213 @@
+/**
+ * HTTP exchanges served in the native engine, with no Node socket on either side
+ * (docs/design.md, "Exchanges served in the engine").
+ *
+ * The engine's acceptor hands over a client of an HTTP listener with its request head (peeked,
+ * still in the socket) and the upstream connect that head's request line named. When the
+ * request is one the proxy forwards unchanged but for the heads, JS only rewrites those heads
+ * and the engine moves everything else:
+ *
+ *   1. here: parse and check the request head; rewrite it for the upstream, with
+ *      `Connection: close`, so that the response ends where the upstream's stream does;
+ *   2. engine: drop the client's head from its socket, send ours once the connect completes,
+ *      gather the response head and give it back;
+ *   3. here (onResponse): rewrite the response head (our status-line version, hop-by-hop fields
+ *      out, Via, `Connection: close`), or reply 502/504 in its place;
+ *   4. engine: relay the body until the upstream closes, then close the client.
+ *
+ * Which requests: absolute-form http:// to the IP literal the engine connects to, HTTP/1.1,
+ * no body, and the client's last on its connection (`Connection: close`). Anything else — a
+ * body, a keep-alive client, CONNECT, HTTP/1.0 (a chunked response would need decoding), a
+ * malformed head (which gets its error reply) — goes to the HttpProxySession on a Node socket.
+ *
+ * Why: a short request through a Node socket costs about 300 µs of main-thread CPU (accept,
+ * stream machinery, end and destroy); here JS parses two heads and writes two log lines.
+ */
+import type { HttpListenerConfig } from '../../config/types.js';
+import type { ConnectionContext } from '../../core/context.js';
+import { publishRequestDone } from '../../core/channels.js';
+import { ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
+import type { TargetAddress } from '../../core/errors.js';
+import { HeadThen } from '../../relay/native-relay.js';
+import type { ConnectingRelay, HeadDecision, UpstreamFailure } from '../../relay/native-relay.js';
+import type { EarlyConnect, PendingConnect } from '../../upstream/types.js';
+import { requestBodyFraming, responseBodyFraming } from './framing.js';
+import { HeadDecoder, RESPONSE_HEAD_LIMITS, clientWantsPersistence, headerValues, parseRequestHead, parseRequestTarget, parseResponseHead } from './parser.js';
+import type { RequestHead } from './parser.js';
+import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
+import { buildErrorReply, httpStatusFor } from './status.js';
+
+/** A client the engine's acceptor handed over, as far as this module needs it (HandedOver). */
+export interface HandedOverClient {
+  fd: number;
+  /** Its first bytes, peeked. */
+  head: Buffer | undefined;
+  /** The upstream connect the engine issued from its request line. */
+  early: EarlyConnect | undefined;
+}
+
+/** planEngineExchange's yes: run it with the connection's context. */
+export interface EngineExchange {
+  /** Resolves when the exchange is over and accounted (never rejects). */
+  run(ctx: ConnectionContext): Promise<void>;
+}
+
+/** What the engine needs to serve it (FrontendDeps.relayConnecting). */
+type ExchangeEngine = Pick<ConnectingRelay, 'startExchange'>;
+
+interface Eligible {
+  head: RequestHead;
+  target: TargetAddress;
+  upstreamHead: Buffer;
+  /** Bytes of the client's stream the engine drops: its head as peeked. */
+  skip: number;
+}
+
+/**
+ * The exchange, when the handed-over client's request can be served in the engine (see the
+ * header); undefined otherwise, with nothing touched: the caller serves it on a Node socket.
+ */
+export function planEngineExchange(h: HandedOverClient, cfg: HttpListenerConfig, engine: ExchangeEngine | undefined, idleTimeoutMs: number): EngineExchange | undefined {
+  const early = h.early;
+  if (engine === undefined || early?.takePending === undefined || h.head === undefined) return undefined;
+  const req = eligible(h.head, cfg, early.target);
+  if (req === undefined) return undefined;
+  return { run: (ctx) => serve(h.fd, early, req, cfg, engine, idleTimeoutMs, ctx) };
+}
+
+function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddress): Eligible | undefined {
+  try {
+    const pushed = new HeadDecoder({ maxBytes: cfg.maxHeaderBytes, maxCount: cfg.maxHeaderCount }).push(bytes);
+    // Bytes after the head would be a body or a pipelined request: the session's to read.
+    if (!pushed.done || pushed.rest.length > 0) return undefined;
+    const head = parseRequestHead(pushed.head);
+    if (head.version !== '1.1' || clientWantsPersistence(head)) return undefined;
+    const target = parseRequestTarget(head.method, head.target);
+    if (target.form !== 'absolute' || formatTarget(target.target) !== formatTarget(connecting)) return undefined;
+    // More than one Host is a 400, and a body needs the session's framing: its way, both.
+    if (headerValues(head.headers, 'host').length > 1 || requestBodyFraming(head).kind !== 'none') return undefined;
+    const upstreamHead = buildUpstreamRequestHead(head, { path: target.path, authority: target.authority, via: cfg.via, close: true });
+    return { head, target: target.target, upstreamHead, skip: bytes.length };
+  } catch {
+    return undefined; // malformed: the session parses it again and replies with the error
+  }
+}
+
+function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListenerConfig, engine: ExchangeEngine, idleTimeoutMs: number, ctx: ConnectionContext): Promise<void> {
+  const startedAt = performance.now();
+  ctx.target = req.target;
+  ctx.access.requests = 1;
+  ctx.access.method = req.head.method;
+  ctx.access.url = req.head.target;
+  const pending = early.takePending!(ctx);
+  if (pending === undefined) throw new Error('the early connect of a planned engine exchange was already used');
+  if (ctx.log.isEnabled('debug')) ctx.log.debug('http exchange served in the engine', { method: req.head.method, target: formatTarget(req.target) });
+  const onResponseHead = (bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined): HeadDecision =>
+    respond(bytes, complete, failure, req, cfg, pending, ctx);
+  let started;
+  try {
+    started = engine.startExchange(
+      fd,
+      {
+        fd: pending.fd,
+        timeoutMs: pending.timeoutMs,
+        onConnected: (c) => pending.connected(c.connectMs, c.mptcp),
+        // The client got its 502/504 from respond(), which also published the dial's error.
+        onFailed: () => {},
+      },
+      req.upstreamHead,
+      req.skip,
+      onResponseHead,
+      ctx,
+      { idleTimeoutMs },
+    );
+  } catch (err) {
+    // The engine refused (stopped under us): it closed both fds; the client sees a close.
+    ctx.log.error('the native engine refused an HTTP exchange', { err });
+    return Promise.resolve();
+  }
+  return started.then(() => {
+    publishRequestDone({
+      ctx,
+      clientSubflows: ctx.downstreamSubflows,
+      method: req.head.method,
+      url: req.head.target,
+      status: typeof ctx.access.status === 'number' ? ctx.access.status : undefined,
+      durationMs: performance.now() - startedAt,
+      fromDownstream: ctx.bytes.fromDownstream,
+      fromUpstream: ctx.bytes.fromUpstream,
+    });
+  });
+}
+
+/**
+ * The engine's onResponseHead: the client's bytes for what came from the upstream — interim
+ * (1xx) heads and the final head rewritten, with the body bytes that came along — or an error
+ * reply in the response's place, as HttpProxySession would send.
+ */
+function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, req: Eligible, cfg: HttpListenerConfig, pending: PendingConnect, ctx: ConnectionContext): HeadDecision {
+  const interim: Buffer[] = [];
+  const fail = (err: ProxyError): HeadDecision => {
+    const status = httpStatusFor(err);
+    ctx.access.status = status;
+    ctx.log.warn('http request failed', { status, code: err.code, target: formatTarget(req.target), method: req.head.method, err });
+    const reply = buildErrorReply(status, err.side !== 'internal' ? err.message : 'upstream connection failed', { head: req.head.method === 'HEAD' });
+    return { out: Buffer.concat([...interim, reply]), then: HeadThen.End };
+  };
+  if (failure !== undefined) {
+    if (failure.syscall === 'connect') {
+      const cause = Object.assign(new Error(`connect ${failure.code}`), { code: failure.code, syscall: 'connect' });
+      return fail(pending.failed(cause, failure.code === 'ETIMEDOUT'));
+    }
+    return fail(new UpstreamError(ErrorCode.UPSTREAM_RESET, req.target, `upstream ${failure.code} before a complete response head`));
+  }
+  let rest = bytes ?? Buffer.alloc(0);
+  for (;;) {
+    let pushed;
+    try {
+      pushed = new HeadDecoder(RESPONSE_HEAD_LIMITS).push(rest);
+    } catch (err) {
+      return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'malformed response head', { cause: err }));
+    }
+    if (!pushed.done) {
+      // After an interim head, the next one may still be on its way: gather on from what came
+      // of it (leading blank lines dropped, so the engine does not take them for a head's end).
+      if (interim.length > 0 && complete) return { out: Buffer.concat(interim), then: HeadThen.Again, carry: dropLeadingNewlines(rest) };
+      if (complete) return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'malformed response head'));
+      return fail(
+        rest.length >= 64 * 1024
+          ? new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'response head larger than 64 KiB')
+          : new UpstreamError(ErrorCode.UPSTREAM_RESET, req.target, 'upstream closed before a complete response head'),
+      );
+    }
+    let res;
+    try {
+      res = parseResponseHead(pushed.head);
+    } catch (err) {
+      return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'malformed response head', { cause: err }));
+    }
+    if (res.status === 101) return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, '101 Switching Protocols without an Upgrade request'));
+    if (res.status < 200) {
+      // RFC 9110 §15.2: forwarded (the client is HTTP/1.1 here).
+      interim.push(buildInterimResponseHead(res, cfg.via));
+      rest = pushed.rest;
+      if (rest.length === 0) return { out: Buffer.concat(interim), then: HeadThen.Again, carry: null };
+      continue;
+    }
+    try {
+      responseBodyFraming(res, req.head.method);
+    } catch (err) {
+      // RFC 9112 §6.3: an invalid Content-Length in a response a proxy received is a 502.
+      return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'invalid response framing', { cause: err }));
+    }
+    ctx.access.status = res.status;
+    const head = buildDownstreamResponseHead(res, { via: cfg.via, close: true, http10KeepAlive: false, dechunk: false });
+    return { out: Buffer.concat([...interim, head, pushed.rest]), then: HeadThen.Relay };
+  }
+}
+
+function dropLeadingNewlines(b: Buffer): Buffer {
+  let i = 0;
+  while (i < b.length && (b[i] === 0x0d || b[i] === 0x0a)) i += 1;
+  return b.subarray(i);
+}
