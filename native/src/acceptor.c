@@ -499,6 +499,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	r->connecting = true;
 	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
 	r->acc = a->js;
+	r->sole = true;
 	r->up_plain_tcp = !a->up_mptcp;
 	r->client = key;
 	r->counted = true;

@@ -100,6 +100,10 @@ struct relay {
 	struct acc_js *acc; /* started by an acceptor: its events go to the acceptor's callback */
 	struct mpx_client_key client; /* counted: the client's slot in admission.c's table */
 	bool counted;
+	/* The relay's fds are the only ones open on their sockets (an acceptor's relay; one JS
+	 * started on fds it never wrapped, options.soleOwner): close() alone sends the last FIN
+	 * and removes them from the epoll set, with no shutdown() or EPOLL_CTL_DEL first. */
+	bool sole;
 	/* Response-head hook (relayStart's options.onResponseHead, the HTTP proxy's engine-served
 	 * exchanges): the upstream's first bytes are gathered up to a whole head (head_buf) and
 	 * given to JS, which answers with the bytes to send the client instead (relayHeadDone). */

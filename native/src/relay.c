@@ -302,7 +302,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 		 * socket not yet destroyed), and an epoll registration lives as long as the open file
 		 * description, not the fd (epoll(7), "Will closing a file descriptor cause it to be
 		 * removed?"). */
-		if (r->registered && r->acc == NULL) /* an acceptor's relay holds the only fds */
+		if (r->registered && !r->sole) /* else close() removes them: no other fd is open */
 			epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[s], NULL);
 		close(r->fd[s]);
 		direction_release(t, &r->dir[s]);
@@ -625,11 +625,11 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				/* Upstream EOF reaches the client: its subflows may start closing now. */
 				if (1 - d == SIDE_DOWN)
 					sample_downstream(r);
-				/* Both ways at their end, and an acceptor's relay holds the only fds: finish's
+				/* Both ways at their end, and the relay holds the only fds (r->sole): finish's
 				 * close() sends this FIN (nothing is left unread on either socket, so it is not
 				 * an RST). Another relay's socket may have a JS fd open too, which would keep
 				 * close() from sending anything: those shut down first. */
-				if (r->dir[1 - d].shut && r->acc != NULL) {
+				if (r->dir[1 - d].shut && r->sole) {
 					finish(t, r);
 					return;
 				}
@@ -1441,7 +1441,7 @@ bool eng_arg_number(napi_env env, napi_value v, const char *name, double *out)
 /* The part relayStart and pumpStart share: the engine's one-env rule, the two fds (argv[0],
  * argv[1], named a and b in errors) made non-blocking, and a new relay on them. NULL with a JS
  * exception pending on failure; the fds stay the caller's. */
-static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, const char *b, double idle)
+static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, const char *b, double idle, bool nonblocking)
 {
 	if (g_engine.env != NULL && g_engine.env != env) {
 		napi_throw_error(env, "ERR_MPTCP_NATIVE_RELAY_ENV", "the native relay engine serves one Node environment per process (the main thread)");
@@ -1456,7 +1456,7 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
 		return NULL;
 	}
-	if (!eng_set_nonblocking(env, fd_a) || !eng_set_nonblocking(env, fd_b))
+	if (!nonblocking && (!eng_set_nonblocking(env, fd_a) || !eng_set_nonblocking(env, fd_b)))
 		return NULL;
 	struct relay *r = calloc(1, sizeof(*r));
 	if (r == NULL) {
@@ -1476,9 +1476,28 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 #define MAX_PUMP_LENGTH 9007199254740992.0
 #define MAX_SKIP_DOWN MAX_PUMP_LENGTH
 
-/* relayStart's options: { skipDown?: bytes, onResponseHead?: function } (undefined: none). */
-static bool relay_options(napi_env env, napi_value opts, double *skip_down, napi_value *on_head)
+/* relayStart's options (undefined: none): { skipDown?: bytes, onResponseHead?: function,
+ * soleOwner?: the fds are the only ones on their sockets and non-blocking already (handed over
+ * by an acceptor, never wrapped by Node), upPlainTcp?: fdUp is an IPPROTO_TCP socket }. */
+struct relay_opts {
+	double skip_down;
+	napi_value on_head;
+	bool sole, up_plain_tcp;
+};
+
+static bool opt_flag(napi_env env, napi_value opts, const char *key, bool *out)
 {
+	napi_value v;
+	napi_valuetype t;
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, key, &v));
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	return t == napi_undefined || mpx_arg_bool(env, v, key, out);
+}
+
+static bool relay_options(napi_env env, napi_value opts, struct relay_opts *o)
+{
+	double *skip_down = &o->skip_down;
+	napi_value *on_head = &o->on_head;
 	napi_valuetype t;
 	NAPI_CALL_BOOL(env, napi_typeof(env, opts, &t));
 	if (t == napi_undefined || t == napi_null)
@@ -1499,7 +1518,8 @@ static bool relay_options(napi_env env, napi_value opts, double *skip_down, napi
 		}
 	}
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "onResponseHead", &v));
-	return eng_arg_function(env, v, "options.onResponseHead", true, on_head);
+	return eng_arg_function(env, v, "options.onResponseHead", true, on_head) && opt_flag(env, opts, "soleOwner", &o->sole) &&
+	       opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp);
 }
 
 /* On success the engine owns both fds and closes them; on a throw the caller still does.
@@ -1533,17 +1553,18 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	}
 	if (!eng_arg_function(env, argv[8], "onConnected", true, &on_connected))
 		return NULL;
-	double skip_down = 0;
-	napi_value on_head = NULL;
-	if (!relay_options(env, argv[9], &skip_down, &on_head))
+	struct relay_opts o = { 0 };
+	if (!relay_options(env, argv[9], &o))
 		return NULL;
-	struct relay *r = new_relay(env, argv, "fdDown", "fdUp", idle);
+	struct relay *r = new_relay(env, argv, "fdDown", "fdUp", idle, o.sole);
 	if (r == NULL)
 		return NULL;
 	r->sample_down = sample_down;
-	r->skip_down = (uint64_t)skip_down;
-	if (on_head != NULL) {
-		napi_status st = napi_create_reference(env, on_head, 1, &r->on_head);
+	r->skip_down = (uint64_t)o.skip_down;
+	r->sole = o.sole;
+	r->up_plain_tcp = o.up_plain_tcp;
+	if (o.on_head != NULL) {
+		napi_status st = napi_create_reference(env, o.on_head, 1, &r->on_head);
 		if (st != napi_ok) {
 			free_relay_args(env, r);
 			mpx_throw_napi_failure(env, st, "napi_create_reference");
@@ -1640,7 +1661,7 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info)
 	}
 	if (!eng_arg_number(env, argv[4], "idleTimeoutMs", &idle) || !eng_arg_function(env, argv[5], "onDone", false, &on_done))
 		return NULL;
-	struct relay *r = new_relay(env, argv, "fdFrom", "fdTo", idle);
+	struct relay *r = new_relay(env, argv, "fdFrom", "fdTo", idle, false);
 	if (r == NULL)
 		return NULL;
 	r->pump = true;

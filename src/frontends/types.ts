@@ -18,7 +18,6 @@ import type { Relay } from '../relay/types.js';
 import type { BodyPump } from '../relay/native-pump.js';
 import type { ConnectingRelay } from '../relay/native-relay.js';
 import type { AccessPolicy } from '../access/types.js';
-import type { EngineExchange, HandedOverClient } from './http/engine-exchange.js';
 
 export interface FrontendDeps {
   dial: Dial;
@@ -61,6 +60,24 @@ export interface Frontend {
    * Undefined = the listener accepts in JS and calls handle.
    */
   engineAccept?(): EngineAcceptPlan | undefined;
+}
+
+/** A client the engine's acceptor handed over, as a front-end sees it (src/listeners/engine-acceptor.ts, HandedOver). */
+export interface HandedOverClient {
+  fd: number;
+  /** Its first bytes, peeked. */
+  head: Buffer | undefined;
+  /** The upstream connect the engine issued from its request line. */
+  early: EarlyConnect | undefined;
+}
+
+/** Frontend.engineExchange's yes: run it with the connection's context. */
+export interface EngineExchange {
+  /** Resolves when the exchange is over and accounted (never rejects). ctx.signal is not
+   *  watched (it may be shared by many exchanges): abort() cuts this one. */
+  run(ctx: ConnectionContext): Promise<void>;
+  /** Cuts the exchange run with ctx (the listener's destroy). */
+  abort(ctx: ConnectionContext): void;
 }
 
 /** Frontend.engineAccept's answer. */

@@ -13,10 +13,11 @@ import { createConnectionContext, recordSubflowSample, unmapAddress, type Connec
 import { publishConnEnded, publishConnOpen } from '../core/channels.js';
 import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
-import type { Frontend } from '../frontends/types.js';
+import type { EngineExchange, Frontend } from '../frontends/types.js';
 import { isMptcpSocket, listenMptcp, sampleSubflowsOfFd, socketFd } from '../mptcp/index.js';
 import { EngineAcceptor, type HandedOver, type NativeAcceptorApi } from './engine-acceptor.js';
 import type { EarlyConnect } from '../upstream/types.js';
+
 
 /** Per-client concurrent connection counting (implemented in access/). */
 export interface ClientLimiter {
@@ -46,6 +47,11 @@ export class ProxyListener {
    *  shared signal: adding and removing listeners on an EventTarget walks its list, which with
    *  thousands of connections on one signal costs at every accept and close. */
   readonly #cuts = new Set<AbortController>();
+  /** Exchanges the engine serves whole (Frontend.engineExchange), by context: destroy() cuts
+   *  each. Their contexts share one signal, aborted by destroy() too: an AbortController per
+   *  connection was a measurable share of such a connection's main-thread time. */
+  readonly #exchanges = new Map<ConnectionContext, EngineExchange>();
+  readonly #exchangeCut = new AbortController();
   /** Set when the engine accepts for this listener (see #acceptInEngine). */
   #engine: EngineAcceptor | undefined;
   #mptcp = false;
@@ -166,6 +172,8 @@ export class ProxyListener {
     this.#destroyed = true;
     const closing = this.close();
     for (const cut of this.#cuts) cut.abort(err);
+    this.#exchangeCut.abort(err);
+    for (const [ctx, exchange] of this.#exchanges) exchange.abort(ctx);
     this.#engine?.abortAll(err);
     for (const s of this.#sockets) s.destroy(err);
     await closing;
@@ -210,11 +218,10 @@ export class ProxyListener {
     // No socket at all when the front-end can have the engine serve the whole exchange.
     const exchange = frontend.engineExchange?.(h);
     if (exchange !== undefined) {
-      const cut = new AbortController();
-      this.#cuts.add(cut);
-      const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: { remote: h.remote, local: h.local, mptcp: h.mptcp }, log, signal: cut.signal });
+      const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: { remote: h.remote, local: h.local, mptcp: h.mptcp }, log, signal: this.#exchangeCut.signal });
+      this.#exchanges.set(ctx, exchange);
       publishConnOpen({ ctx });
-      this.#track(exchange.run(ctx), undefined, h.remote.address, ctx, cut);
+      this.#track(exchange.run(ctx), undefined, h.remote.address, ctx, undefined);
       return;
     }
     let socket: Socket;
@@ -274,7 +281,7 @@ export class ProxyListener {
    * and destroyed the net.Socket, nothing here should keep that object (and its stream state)
    * alive for the rest of the connection.
    */
-  #track(run: Promise<void>, socketRef: WeakRef<Socket> | undefined, client: string, ctx: ConnectionContext, cut: AbortController): void {
+  #track(run: Promise<void>, socketRef: WeakRef<Socket> | undefined, client: string, ctx: ConnectionContext, cut: AbortController | undefined): void {
     const running: Promise<void> = run
       .catch((err: unknown) => {
         // handle() must not throw; if it does, it is our bug — log it, keep serving.
@@ -285,7 +292,8 @@ export class ProxyListener {
         this.#deps.limiter.release(client);
         publishConnEnded(ctx);
         this.#running.delete(running);
-        this.#cuts.delete(cut);
+        if (cut !== undefined) this.#cuts.delete(cut);
+        else this.#exchanges.delete(ctx);
       });
     this.#running.add(running);
   }

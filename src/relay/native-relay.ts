@@ -89,6 +89,11 @@ export interface NativeRelayStartOptions {
   /** Bytes of fdDown's stream to drop before relaying it: a request head JS peeked and sends
    *  rewritten as headToUp. */
   skipDown?: number;
+  /** The fds are the only ones open on their sockets, and non-blocking (an acceptor handed them
+   *  over and Node never wrapped them): close() alone ends them. */
+  soleOwner?: boolean;
+  /** fdUp is an IPPROTO_TCP socket. */
+  upPlainTcp?: boolean;
   /**
    * The upstream's first bytes, up to a whole head (`complete`; false when the upstream ended
    * or 64 KiB came without a blank line); or null, with the errno code and the syscall, when
@@ -243,13 +248,16 @@ function startInEngine(
   const summary = new Promise<RelaySummary>((resolve) => {
     resolveSummary = resolve;
   });
-  // The proxy cutting the connection (listener destroy) aborts it inside the engine.
+  // The proxy cutting the connection (listener destroy) aborts it inside the engine. Not for an
+  // exchange: its ctx.signal is shared by the listener's exchanges (an AbortController each was
+  // a measurable part of one), which ConnectingRelay.abort cuts one by one instead.
+  const watch = exchange === undefined;
   const onAbort = (): void => {
     const live = liveRelays.get(ctx);
     if (live !== undefined) engine.relayAbort(live);
   };
   const onDone = (s: NativeRelaySummary): void => {
-    ctx.signal.removeEventListener('abort', onAbort);
+    if (watch) ctx.signal.removeEventListener('abort', onAbort);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
     liveRelays.delete(ctx);
     const summary = accountSummary(s, ctx, opts);
@@ -267,6 +275,9 @@ function startInEngine(
     id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, {
       skipDown: exchange.skipDown,
       onResponseHead: onHead,
+      // The acceptor's fds, never wrapped by Node (ConnectingRelay.startExchange).
+      soleOwner: true,
+      upPlainTcp: connect?.plainTcp === true,
     });
   } else {
     id =
@@ -276,7 +287,7 @@ function startInEngine(
   }
   liveRelays.set(ctx, id);
   if (ctx.signal.aborted) onAbort();
-  else ctx.signal.addEventListener('abort', onAbort, { once: true });
+  else if (watch) ctx.signal.addEventListener('abort', onAbort, { once: true });
   return summary;
 }
 
@@ -286,6 +297,8 @@ export interface EngineConnect {
   fd: number;
   /** The connect's deadline (upstream.connectTimeoutMs); > 0. */
   timeoutMs: number;
+  /** The socket is IPPROTO_TCP: the engine need not ask whether it runs MPTCP. */
+  plainTcp?: boolean;
   /** The handshake completed (on the JS thread, once, before any summary). */
   onConnected(connected: NativeConnected): void;
   /** The connect failed (errno, syscall 'connect') or timed out (ETIMEDOUT, timedOut true); the
@@ -313,6 +326,9 @@ export interface ConnectingRelay {
    * also when it throws (the engine refused: both are closed then). No sockets in Node at all.
    */
   startExchange(fdDown: number, up: EngineConnect, requestHead: Buffer, skipDown: number, onResponseHead: ResponseHeadHook, ctx: ConnectionContext, opts?: RelayOptions): Promise<RelaySummary>;
+  /** Ends the engine relay carrying ctx's connection (reason 'aborted'): startExchange does not
+   *  watch ctx.signal. False when there is none. */
+  abort(ctx: ConnectionContext): boolean;
 }
 
 export const connectingRelay: ConnectingRelay = {
@@ -335,6 +351,10 @@ export const connectingRelay: ConnectingRelay = {
     }
     downstream.destroy();
     return started;
+  },
+  abort(ctx) {
+    const id = liveRelays.get(ctx);
+    return id !== undefined && (loadNativeRelayEngine()?.relayAbort(id) ?? false);
   },
   startExchange(fdDown, up, requestHead, skipDown, onResponseHead, ctx, opts = {}) {
     const engine = loadNativeRelayEngine();

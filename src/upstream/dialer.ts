@@ -134,6 +134,7 @@ function connectNow(target: TargetAddress, ctx: ConnectionContext, cfg: Upstream
   return {
     fd,
     timeoutMs: cfg.connectTimeoutMs,
+    plainTcp: !useMptcp,
     connected(connectMs, mptcp) {
       // 4. the rest of the facts: MPTCP or not is only known after the handshake (fallback)
       engineConnected(ctx, target, local, useMptcp && mptcp, issued - started + connectMs);
@@ -216,6 +217,7 @@ function earlyConnectOn(native: MptcpNative, fd: number, local: Endpoint, starte
       return {
         fd,
         timeoutMs: Math.max(1, cfg.connectTimeoutMs - elapsed),
+        plainTcp: !useMptcp,
         connected(connectMs, mptcp) {
           // connectMs counts from the hand-over; the connect began `elapsed` before it.
           engineConnected(ctx, target, local, useMptcp && mptcp, elapsed + connectMs);

@@ -114,6 +114,9 @@ export interface PendingConnect {
   readonly fd: number;
   /** upstream.connectTimeoutMs: how long whoever completes the connect may wait. */
   readonly timeoutMs: number;
+  /** The socket is IPPROTO_TCP (upstream MPTCP off or unavailable): it never runs MPTCP, so
+   *  its completer need not ask the kernel. */
+  readonly plainTcp: boolean;
   /** The handshake completed: records ctx.upstream and publishes upstream:connected.
    *  connectMs: from connect(2) to completion as its completer measured it. */
   connected(connectMs: number, mptcp: boolean): void;

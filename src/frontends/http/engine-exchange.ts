@@ -31,29 +31,15 @@ import type { TargetAddress } from '../../core/errors.js';
 import { HeadThen } from '../../relay/native-relay.js';
 import type { ConnectingRelay, HeadDecision, UpstreamFailure } from '../../relay/native-relay.js';
 import type { EarlyConnect, PendingConnect } from '../../upstream/types.js';
+import type { EngineExchange, HandedOverClient } from '../types.js';
 import { requestBodyFraming, responseBodyFraming } from './framing.js';
 import { HeadDecoder, RESPONSE_HEAD_LIMITS, clientWantsPersistence, headerValues, parseRequestHead, parseRequestTarget, parseResponseHead } from './parser.js';
 import type { RequestHead } from './parser.js';
 import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
 import { buildErrorReply, httpStatusFor } from './status.js';
 
-/** A client the engine's acceptor handed over, as far as this module needs it (HandedOver). */
-export interface HandedOverClient {
-  fd: number;
-  /** Its first bytes, peeked. */
-  head: Buffer | undefined;
-  /** The upstream connect the engine issued from its request line. */
-  early: EarlyConnect | undefined;
-}
-
-/** planEngineExchange's yes: run it with the connection's context. */
-export interface EngineExchange {
-  /** Resolves when the exchange is over and accounted (never rejects). */
-  run(ctx: ConnectionContext): Promise<void>;
-}
-
 /** What the engine needs to serve it (FrontendDeps.relayConnecting). */
-type ExchangeEngine = Pick<ConnectingRelay, 'startExchange'>;
+type ExchangeEngine = Pick<ConnectingRelay, 'startExchange' | 'abort'>;
 
 interface Eligible {
   head: RequestHead;
@@ -72,7 +58,7 @@ export function planEngineExchange(h: HandedOverClient, cfg: HttpListenerConfig,
   if (engine === undefined || early?.takePending === undefined || h.head === undefined) return undefined;
   const req = eligible(h.head, cfg, early.target);
   if (req === undefined) return undefined;
-  return { run: (ctx) => serve(h.fd, early, req, cfg, engine, idleTimeoutMs, ctx) };
+  return { run: (ctx) => serve(h.fd, early, req, cfg, engine, idleTimeoutMs, ctx), abort: (ctx) => void engine.abort(ctx) };
 }
 
 function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddress): Eligible | undefined {
@@ -111,6 +97,7 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
       {
         fd: pending.fd,
         timeoutMs: pending.timeoutMs,
+        plainTcp: pending.plainTcp,
         onConnected: (c) => pending.connected(c.connectMs, c.mptcp),
         // The client got its 502/504 from respond(), which also published the dial's error.
         onFailed: () => {},
