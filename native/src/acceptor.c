@@ -659,148 +659,45 @@ static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
  * thread's time under a short-connection load (V8's per-property map transitions; caching the
  * key strings changed nothing). The layouts, one per kind, are listed there; keep both in step.
  */
-#define EVENT_ARGS_MAX 16
-struct event_args {
-	napi_value v[EVENT_ARGS_MAX];
-	size_t n;
-	bool ok;
-};
-
-static void arg_push(struct event_args *a, napi_status st)
-{
-	if (st == napi_ok && a->n < EVENT_ARGS_MAX)
-		a->n++;
-	else
-		a->ok = false;
-}
-
-static void arg_number(napi_env env, struct event_args *a, double d)
-{
-	if (a->ok)
-		arg_push(a, napi_create_double(env, d, &a->v[a->n]));
-}
-
-static void arg_bool(napi_env env, struct event_args *a, bool b)
-{
-	if (a->ok)
-		arg_push(a, napi_get_boolean(env, b, &a->v[a->n]));
-}
-
-/* A string, or undefined for NULL. */
-static void arg_string(napi_env env, struct event_args *a, const char *s)
-{
-	if (!a->ok)
-		return;
-	if (s == NULL)
-		arg_push(a, napi_get_undefined(env, &a->v[a->n]));
-	else
-		arg_push(a, napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &a->v[a->n]));
-}
-
-/* Two arguments: the address text (null when not IPv4/IPv6) and the port. */
-static void arg_address(napi_env env, struct event_args *a, const struct sockaddr_storage *ss)
-{
-	char text[INET6_ADDRSTRLEN];
-	uint16_t port = 0;
-	bool known = mpx_sockaddr_text((const struct sockaddr *)ss, text, &port) > 0;
-	if (!a->ok)
-		return;
-	if (known)
-		arg_string(env, a, text);
-	else
-		arg_push(a, napi_get_null(env, &a->v[a->n]));
-	arg_number(env, a, port);
-}
-
-/* errno (negative, as Node's), code, syscall. */
-static void arg_errno(napi_env env, struct event_args *a, int err, const char *syscall)
-{
-	char namebuf[32];
-	arg_number(env, a, -err);
-	arg_string(env, a, eng_errno_code(err, namebuf));
-	arg_string(env, a, syscall != NULL ? syscall : "relay");
-}
-
-/* A relay's end: id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy),
- * durationMs, then errno, code, syscall (undefined ×3 without an error), reason, deniedBy,
- * connectFailed, the subflow count (-1: no sample) and paths. */
-static void done_args(napi_env env, struct event_args *a, const struct msg *m)
-{
-	arg_number(env, a, (double)m->id);
-	arg_number(env, a, (double)m->from_down);
-	arg_number(env, a, (double)m->from_up);
-	arg_number(env, a, m->ended_by);
-	arg_number(env, a, m->duration_ms);
-	if (m->err != 0) {
-		arg_errno(env, a, m->err, m->syscall);
-	} else {
-		arg_string(env, a, NULL);
-		arg_string(env, a, NULL);
-		arg_string(env, a, NULL);
-	}
-	arg_string(env, a, m->reason);
-	arg_string(env, a, m->denied_by);
-	arg_bool(env, a, m->connect_failed);
-	arg_number(env, a, m->subflows != NULL ? (double)m->subflows->count : -1);
-	if (!a->ok)
-		return;
-	if (m->subflows == NULL) {
-		arg_push(a, napi_get_undefined(env, &a->v[a->n]));
-		return;
-	}
-	napi_value paths;
-	if (napi_create_array_with_length(env, m->subflows->npaths, &paths) != napi_ok) {
-		a->ok = false;
-		return;
-	}
-	for (uint32_t i = 0; i < m->subflows->npaths && a->ok; i++) {
-		napi_value str;
-		if (napi_create_string_utf8(env, m->subflows->paths[i], NAPI_AUTO_LENGTH, &str) != napi_ok || napi_set_element(env, paths, i, str) != napi_ok)
-			a->ok = false;
-	}
-	a->v[a->n] = paths;
-	arg_push(a, napi_ok);
-}
-
 /* An acceptor's event → onEvent(kind, ...); layouts in decodeAcceptorEvent. */
 void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 {
-	struct event_args a = { .n = 0, .ok = true };
-	arg_number(env, &a, m->kind);
+	struct ev_args a = { .n = 0, .ok = true };
+	ev_number(env, &a, m->kind);
 	switch (m->kind) {
 	case MSG_DONE:
-		done_args(env, &a, m);
+		ev_done_args(env, &a, m);
 		break;
 	case MSG_CONNECTED:
-		arg_number(env, &a, (double)m->id);
-		arg_number(env, &a, m->connect_ms);
-		arg_bool(env, &a, m->up_mptcp);
+		ev_number(env, &a, (double)m->id);
+		ev_number(env, &a, m->connect_ms);
+		ev_bool(env, &a, m->up_mptcp);
 		break;
 	case MSG_ACCEPTED:
-		arg_number(env, &a, (double)m->id);
-		arg_address(env, &a, &m->peer);
-		arg_address(env, &a, &m->local);
-		arg_address(env, &a, &m->up_local);
-		arg_bool(env, &a, m->down_mptcp);
+		ev_number(env, &a, (double)m->id);
+		ev_address(env, &a, &m->peer);
+		ev_address(env, &a, &m->local);
+		ev_address(env, &a, &m->up_local);
+		ev_bool(env, &a, m->down_mptcp);
 		break;
 	case MSG_DENIED:
-		arg_address(env, &a, &m->peer);
-		arg_string(env, &a, m->deny_reason);
+		ev_address(env, &a, &m->peer);
+		ev_string(env, &a, m->deny_reason);
 		break;
 	case MSG_ACCEPT_ERROR:
-		arg_errno(env, &a, m->err, m->syscall);
+		ev_errno(env, &a, m->err, m->syscall);
 		break;
 	case MSG_HANDOFF: {
-		arg_number(env, &a, m->fd_down);
-		arg_number(env, &a, m->fd_up);
-		arg_address(env, &a, &m->peer);
-		arg_address(env, &a, &m->local);
-		arg_bool(env, &a, m->down_mptcp);
+		ev_number(env, &a, m->fd_down);
+		ev_number(env, &a, m->fd_up);
+		ev_address(env, &a, &m->peer);
+		ev_address(env, &a, &m->local);
+		ev_bool(env, &a, m->down_mptcp);
 		struct sockaddr_storage none = { .ss_family = AF_UNSPEC };
-		arg_address(env, &a, m->has_target ? &m->up_target : &none);
-		arg_address(env, &a, m->fd_up >= 0 ? &m->up_local : &none);
+		ev_address(env, &a, m->has_target ? &m->up_target : &none);
+		ev_address(env, &a, m->fd_up >= 0 ? &m->up_local : &none);
 		if (a.ok) /* the peeked bytes, or null */
-			arg_push(&a, m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
+			ev_push(&a, m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
 		break;
 	}
 	default:

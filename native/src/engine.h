@@ -342,7 +342,28 @@ MPX_HIDDEN void eng_delete_ref(napi_env env, napi_ref ref);
 MPX_HIDDEN bool eng_set_double(napi_env env, napi_value obj, const char *key, double v);
 /* ENOENT & co. for an errno ("E<n>" in namebuf for one glibc has no name for). */
 MPX_HIDDEN const char *eng_errno_code(int err, char namebuf[32]);
-MPX_HIDDEN napi_value eng_summary_object(napi_env env, const struct msg *m);
+/* Positional arguments for a JS callback (an acceptor's events, a relay's end): V8 builds the
+ * objects from literals in JS far faster than C can set their properties one by one. */
+#define EV_ARGS_MAX 16
+struct ev_args {
+	napi_value v[EV_ARGS_MAX];
+	size_t n;
+	bool ok;
+};
+MPX_HIDDEN void ev_push(struct ev_args *a, napi_status st);
+MPX_HIDDEN void ev_number(napi_env env, struct ev_args *a, double d);
+MPX_HIDDEN void ev_bool(napi_env env, struct ev_args *a, bool b);
+/* A string, or undefined for NULL. */
+MPX_HIDDEN void ev_string(napi_env env, struct ev_args *a, const char *s);
+/* Two arguments: the address text (null when not IPv4/IPv6) and the port. */
+MPX_HIDDEN void ev_address(napi_env env, struct ev_args *a, const struct sockaddr_storage *ss);
+/* errno (negative, as Node's), code, syscall. */
+MPX_HIDDEN void ev_errno(napi_env env, struct ev_args *a, int err, const char *syscall);
+/* A relay's end (not a pump's): id, fromDownstream, fromUpstream, endedBy (0 downstream,
+ * 1 upstream, 2 proxy), durationMs, errno, code, syscall (undefined ×3 without an error),
+ * reason, deniedBy, connectFailed, the subflow count (-1: no sample) and paths. Decoded by
+ * decodeRelaySummary (src/relay/native-relay.ts); keep both in step. */
+MPX_HIDDEN void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);
 /* The same with any number of arguments (an acceptor's positional events). */
 MPX_HIDDEN void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv);

@@ -1111,35 +1111,102 @@ static napi_value pump_summary_object(napi_env env, const struct msg *m)
 	return o;
 }
 
-napi_value eng_summary_object(napi_env env, const struct msg *m)
+/* ---- positional arguments for JS callbacks (engine.h, struct ev_args) ---- */
+
+void ev_push(struct ev_args *a, napi_status st)
 {
-	static const char *const sides[] = { "downstream", "upstream", "proxy" };
-	if (m->pump)
-		return pump_summary_object(env, m);
-	napi_value o;
-	NAPI_CALL(env, napi_create_object(env, &o));
-	if (!eng_set_double(env, o, "id", (double)m->id) || !mpx_set_u64(env, o, "fromDownstream", m->from_down) ||
-	    !mpx_set_u64(env, o, "fromUpstream", m->from_up) || !mpx_set_string(env, o, "endedBy", sides[m->ended_by]) ||
-	    !eng_set_double(env, o, "durationMs", m->duration_ms))
-		return NULL;
-	if (m->err != 0 && !eng_set_errno_fields(env, o, m))
-		return NULL;
-	if (m->reason != NULL && !mpx_set_string(env, o, "reason", m->reason))
-		return NULL;
-	if (m->denied_by != NULL && !mpx_set_string(env, o, "deniedBy", m->denied_by))
-		return NULL;
-	if (m->connect_failed) {
-		napi_value yes;
-		NAPI_CALL(env, napi_get_boolean(env, true, &yes));
-		if (!mpx_set_value(env, o, "connectFailed", yes))
-			return NULL;
+	if (st == napi_ok && a->n < EV_ARGS_MAX)
+		a->n++;
+	else
+		a->ok = false;
+}
+
+void ev_number(napi_env env, struct ev_args *a, double d)
+{
+	if (a->ok)
+		ev_push(a, napi_create_double(env, d, &a->v[a->n]));
+}
+
+void ev_bool(napi_env env, struct ev_args *a, bool b)
+{
+	if (a->ok)
+		ev_push(a, napi_get_boolean(env, b, &a->v[a->n]));
+}
+
+/* A string, or undefined for NULL. */
+void ev_string(napi_env env, struct ev_args *a, const char *s)
+{
+	if (!a->ok)
+		return;
+	if (s == NULL)
+		ev_push(a, napi_get_undefined(env, &a->v[a->n]));
+	else
+		ev_push(a, napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &a->v[a->n]));
+}
+
+/* Two arguments: the address text (null when not IPv4/IPv6) and the port. */
+void ev_address(napi_env env, struct ev_args *a, const struct sockaddr_storage *ss)
+{
+	char text[INET6_ADDRSTRLEN];
+	uint16_t port = 0;
+	bool known = mpx_sockaddr_text((const struct sockaddr *)ss, text, &port) > 0;
+	if (!a->ok)
+		return;
+	if (known)
+		ev_string(env, a, text);
+	else
+		ev_push(a, napi_get_null(env, &a->v[a->n]));
+	ev_number(env, a, port);
+}
+
+/* errno (negative, as Node's), code, syscall. */
+void ev_errno(napi_env env, struct ev_args *a, int err, const char *syscall)
+{
+	char namebuf[32];
+	ev_number(env, a, -err);
+	ev_string(env, a, eng_errno_code(err, namebuf));
+	ev_string(env, a, syscall != NULL ? syscall : "relay");
+}
+
+/* A relay's end: id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy),
+ * durationMs, then errno, code, syscall (undefined ×3 without an error), reason, deniedBy,
+ * connectFailed, the subflow count (-1: no sample) and paths. */
+void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
+{
+	ev_number(env, a, (double)m->id);
+	ev_number(env, a, (double)m->from_down);
+	ev_number(env, a, (double)m->from_up);
+	ev_number(env, a, m->ended_by);
+	ev_number(env, a, m->duration_ms);
+	if (m->err != 0) {
+		ev_errno(env, a, m->err, m->syscall);
+	} else {
+		ev_string(env, a, NULL);
+		ev_string(env, a, NULL);
+		ev_string(env, a, NULL);
 	}
-	if (m->subflows != NULL) {
-		napi_value sf;
-		if (!mpx_summary_to_object(env, m->subflows, &sf) || !mpx_set_value(env, o, "downstreamSubflows", sf))
-			return NULL;
+	ev_string(env, a, m->reason);
+	ev_string(env, a, m->denied_by);
+	ev_bool(env, a, m->connect_failed);
+	ev_number(env, a, m->subflows != NULL ? (double)m->subflows->count : -1);
+	if (!a->ok)
+		return;
+	if (m->subflows == NULL) {
+		ev_push(a, napi_get_undefined(env, &a->v[a->n]));
+		return;
 	}
-	return o;
+	napi_value paths;
+	if (napi_create_array_with_length(env, m->subflows->npaths, &paths) != napi_ok) {
+		a->ok = false;
+		return;
+	}
+	for (uint32_t i = 0; i < m->subflows->npaths && a->ok; i++) {
+		napi_value str;
+		if (napi_create_string_utf8(env, m->subflows->paths[i], NAPI_AUTO_LENGTH, &str) != napi_ok || napi_set_element(env, paths, i, str) != napi_ok)
+			a->ok = false;
+	}
+	a->v[a->n] = paths;
+	ev_push(a, napi_ok);
 }
 
 void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv)
@@ -1217,9 +1284,17 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 		eng_msg_free(m);
 		return;
 	}
-	napi_value summary = eng_summary_object(env, m);
-	if (summary != NULL)
-		eng_call_ref(env, m->on_done, summary);
+	if (m->pump) {
+		napi_value summary = pump_summary_object(env, m);
+		if (summary != NULL)
+			eng_call_ref(env, m->on_done, summary);
+	} else {
+		/* As an acceptor's 'done' (ev_done_args), decoded by decodeRelaySummary in JS. */
+		struct ev_args a = { .ok = true };
+		ev_done_args(env, &a, m);
+		if (a.ok)
+			eng_call_ref_args(env, m->on_done, a.n, a.v);
+	}
 	eng_delete_ref(env, m->on_done);
 	eng_delete_ref(env, m->on_connected);
 	eng_delete_ref(env, m->on_head);

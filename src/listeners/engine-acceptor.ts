@@ -29,7 +29,7 @@ import type { PortRange } from '../access/ports.js';
 import type { DestinationRules } from '../access/types.js';
 import type { EngineAcceptPlan } from '../frontends/types.js';
 import type { EarlyConnect } from '../upstream/types.js';
-import { accountSummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
+import { accountSummary, decodeRelaySummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
 import type { NativeAddress } from '../mptcp/native.js';
 
 /** What acceptorStart reports (native/src/relay.h). */
@@ -106,15 +106,11 @@ function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
   return typeof address === 'string' ? { family: address.includes(':') ? 6 : 4, address, port: port as number } : null;
 }
 
-const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstream', 'proxy'];
-
 /**
  * An acceptor's event from the addon's positional arguments (native/src/acceptor.c,
  * acceptor_event: V8 builds these objects from literals far faster than C can set their
  * properties one by one). kind is enum msg_kind's number; the layouts, after it:
- *   0 done       id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy),
- *                durationMs, errno, code, syscall (undefined without an error), reason,
- *                deniedBy, connectFailed, subflow count (-1: no sample), subflow paths
+ *   0 done       a relay's end, as decodeRelaySummary (src/relay/native-relay.ts) reads it
  *   1 connected  id, connectMs, mptcp
  *   2 accepted   id, remote (address, port), local (address, port), upstreamLocal (address,
  *                port), mptcp
@@ -126,26 +122,8 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
  */
 export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): AcceptorEvent {
   switch (kind) {
-    case 0: {
-      const e: Extract<AcceptorEvent, { kind: 'done' }> = {
-        kind: 'done',
-        id: a[0] as number,
-        fromDownstream: a[1] as number,
-        fromUpstream: a[2] as number,
-        endedBy: ENDED_BY[a[3] as number]!,
-        durationMs: a[4] as number,
-      };
-      if (a[5] !== undefined) {
-        e.errno = a[5] as number;
-        e.code = a[6] as string;
-        e.syscall = a[7] as string;
-      }
-      if (a[8] !== undefined) e.reason = a[8] as NonNullable<NativeRelaySummary['reason']>;
-      if (a[9] !== undefined) e.deniedBy = a[9] as string;
-      if (a[10] === true) e.connectFailed = true;
-      if ((a[11] as number) >= 0) e.downstreamSubflows = { count: a[11] as number, paths: a[12] as string[] };
-      return e;
-    }
+    case 0:
+      return decodeRelaySummary(a);
     case 1:
       return { kind: 'connected', id: a[0] as number, connectMs: a[1] as number, mptcp: a[2] as boolean };
     case 2:

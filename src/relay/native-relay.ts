@@ -37,7 +37,7 @@ import { loadNative, sampleSubflowsOfFd, socketFd, type MptcpNative, type Subflo
 import { relayBothWays } from './relay.js';
 import type { Relay, RelayOptions, RelaySummary } from './types.js';
 
-/** What the engine reports when a relay ends (native/src/relay.c, summary_object). */
+/** What the engine reports when a relay ends (native/src/relay.c, ev_done_args; decodeRelaySummary). */
 export interface NativeRelaySummary {
   id: number;
   fromDownstream: number;
@@ -154,18 +154,74 @@ export interface NativeRelayEngine {
   relayEngineStop(): void;
 }
 
-type AddonWithRelay = MptcpNative & Partial<NativeRelayEngine>;
+/** The addon's relayStart: its onDone gets the summary as positional arguments. */
+type RawRelayStart = (
+  fdDown: number,
+  fdUp: number,
+  headToUp: Buffer | null,
+  headToDown: Buffer | null,
+  idleTimeoutMs: number,
+  onDone: (...a: unknown[]) => void,
+  ...rest: unknown[]
+) => number;
 
-/** The engine, or undefined when the addon is missing or was built without it. */
+type AddonWithRelay = MptcpNative & Partial<Omit<NativeRelayEngine, 'relayStart'>> & { relayStart?: RawRelayStart };
+
+/** loadNativeRelayEngine's answer, made once: null when there is no engine. */
+let engineApi: (MptcpNative & NativeRelayEngine) | null | undefined;
+
+/** The engine, or undefined when the addon is missing or was built without it. Its relayStart
+ *  hands onDone the summary object, decoded from the addon's positional arguments. */
 export function loadNativeRelayEngine(): (MptcpNative & NativeRelayEngine) | undefined {
+  if (engineApi !== undefined) return engineApi ?? undefined;
   let addon: AddonWithRelay;
   try {
     addon = loadNative() as AddonWithRelay;
   } catch {
-    // NativeAddonUnavailableError: the caller falls back to the JS relay and says so.
+    // NativeAddonUnavailableError: the caller falls back to the JS relay and says so. Not
+    // remembered: nothing is cached for a failed load.
     return undefined;
   }
-  return typeof addon.relayStart === 'function' ? (addon as MptcpNative & NativeRelayEngine) : undefined;
+  if (typeof addon.relayStart !== 'function') {
+    engineApi = null;
+    return undefined;
+  }
+  const raw = addon.relayStart.bind(addon);
+  engineApi = {
+    ...(addon as unknown as MptcpNative & NativeRelayEngine),
+    relayStart: (fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone, ...rest) =>
+      raw(fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, (...a: unknown[]) => onDone(decodeRelaySummary(a)), ...rest),
+  };
+  return engineApi;
+}
+
+const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstream', 'proxy'];
+
+/**
+ * A relay's end from the addon's positional arguments (native/src/relay.c, ev_done_args):
+ * id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy), durationMs,
+ * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, subflow
+ * count (-1: no sample), subflow paths. `kind` 'done' comes first, for an acceptor's event.
+ */
+export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & { kind: 'done' } {
+  const e: NativeRelaySummary & { kind: 'done' } = {
+    kind: 'done',
+    id: a[0] as number,
+    fromDownstream: a[1] as number,
+    fromUpstream: a[2] as number,
+    endedBy: ENDED_BY[a[3] as number]!,
+    durationMs: a[4] as number,
+  };
+  if (a[5] !== undefined) {
+    e.errno = a[5] as number;
+    e.code = a[6] as string;
+    e.syscall = a[7] as string;
+  }
+  if (a[8] !== undefined) e.reason = a[8] as NonNullable<NativeRelaySummary['reason']>;
+  if (a[9] !== undefined) e.deniedBy = a[9] as string;
+  if (a[10] === true) e.connectFailed = true;
+  if ((a[11] as number) >= 0) e.downstreamSubflows = { count: a[11] as number, paths: a[12] as string[] };
+  return e;
 }
 
 /** Relay ids by connection, so live views can ask for counters (nativeRelayCounters). */
