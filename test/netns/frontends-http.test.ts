@@ -1,6 +1,7 @@
 /**
  * The HTTP front-end with real clients in the testbed: `mptcpize run curl` in cli (two paths)
- * through our proxy in prx to origins in srv — GET, POST, keep-alive, chunked upload, CONNECT to
+ * through our proxy in prx to origins in srv — GET (also one served whole by the engine), POST,
+ * keep-alive, chunked upload, CONNECT to
  * a TLS origin — plus a Node client on our own addon tunnelling with CONNECT, and a refused
  * upstream answered 502 while the proxy keeps serving. The proxy's own access log confirms each
  * client connection was MPTCP with two subflows (one line per client connection, written when it
@@ -57,6 +58,8 @@ describe('HTTP front-end serves real MPTCP clients across the testbed', { skip: 
     proxy = await startConfiguredProxy(tb, 'prx', {
       listeners: [{ name: 'http', type: 'http', listen: `0.0.0.0:${HTTP_PORT}` }],
       access: TESTBED_ACCESS,
+      // debug: the engine-served exchange says so in a line of its own
+      log: { level: 'debug', format: 'json', access: true },
     });
     proxyUrl = `http://${tb.hosts.prx.wired}:${HTTP_PORT}`;
     originUrl = `http://${tb.hosts.srv.lan}:${origin.port}`;
@@ -76,6 +79,17 @@ describe('HTTP front-end serves real MPTCP clients across the testbed', { skip: 
     assert.equal(line.method, 'GET');
     assert.equal(line.status, 200);
     assert.ok(line.bytesDown > 2 * MB, `bytesDown ${line.bytesDown} counts the body`);
+  });
+
+  test('GET with Connection: close is served in the engine (no Node socket): 2 MiB intact, two subflows seen', async () => {
+    const before = proxy.proc.lines.length;
+    const out = await inCli(`mptcpize run curl -sS --fail --max-time 30 -H 'Connection: close' -x ${proxyUrl} ${originUrl}/blob/${2 * MB} | sha256sum`);
+    assert.equal(out.split(' ')[0], blobSha256(DEFAULT_DOWNLOAD_SEED, 2 * MB));
+    const line = await proxy.nextAccess();
+    assertMptcpTwoSubflows(line, 'GET in the engine');
+    assert.equal(line.status, 200);
+    assert.ok(line.bytesDown > 2 * MB, `bytesDown ${line.bytesDown} counts the body`);
+    await proxy.waitForLog('http exchange served in the engine', { from: before });
   });
 
   test('POST: a 1 MiB Content-Length body reaches the origin intact (its SHA-256 comes back)', async () => {
