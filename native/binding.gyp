@@ -11,7 +11,8 @@
         "src/acceptor.c",
         "src/admission.c",
         "src/destination.c",
-        "src/queue-cap.c"
+        "src/queue-cap.c",
+        "src/http-head.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-lpthread"],

@@ -39,6 +39,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "relayStats", NULL, mpx_js_relay_stats, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayHeadDone", NULL, mpx_js_relay_head_done, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "httpRewriteResponse", NULL, mpx_js_http_rewrite_response, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetThreads", NULL, mpx_js_relay_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetQueueCap", NULL, mpx_js_relay_set_queue_cap, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayEngineStop", NULL, mpx_js_relay_engine_stop, NULL, NULL, NULL, napi_enumerable, NULL },

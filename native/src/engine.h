@@ -116,6 +116,10 @@ struct relay {
 	/* Bytes of the client's stream to drop before relaying it (its request head, which JS
 	 * had from a peek and sends upstream rewritten). */
 	uint64_t skip_down;
+	/* options.responseVia: the Via pseudonym with which the engine rewrites a plain response
+	 * head itself (http-head.c), without asking JS; NULL: JS rewrites every head. */
+	char *resp_via;
+	int http_status; /* the status of the head the engine rewrote, 0 if none */
 	/* The upstream's connect failed under a response-head hook: fd[SIDE_UP] is never touched
 	 * again, and what the client sends is read and dropped, so that the reply JS writes in
 	 * its place ends with a FIN, not an RST for unread bytes. */
@@ -218,6 +222,7 @@ struct msg {
 	size_t data_len;
 	bool complete;
 	napi_ref on_head; /* MSG_HEAD: the relay's hook (not owned); MSG_DONE: owned, to delete */
+	int http_status; /* MSG_DONE: the relay's http_status */
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -361,7 +366,8 @@ MPX_HIDDEN void ev_address(napi_env env, struct ev_args *a, const struct sockadd
 MPX_HIDDEN void ev_errno(napi_env env, struct ev_args *a, int err, const char *syscall);
 /* A relay's end (not a pump's): id, fromDownstream, fromUpstream, endedBy (0 downstream,
  * 1 upstream, 2 proxy), durationMs, errno, code, syscall (undefined ×3 without an error),
- * reason, deniedBy, connectFailed, the subflow count (-1: no sample) and paths. Decoded by
+ * reason, deniedBy, connectFailed, the HTTP status of a response head the engine rewrote (0:
+ * none), the subflow count (-1: no sample) and paths. Decoded by
  * decodeRelaySummary (src/relay/native-relay.ts); keep both in step. */
 MPX_HIDDEN void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);

@@ -74,6 +74,7 @@
 #include "mptcp-info.h"
 #include "mptcp-uapi.h"
 #include "queue-cap.h"
+#include "http-head.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -311,6 +312,8 @@ static void finish(struct engine_thread *t, struct relay *r)
 	r->head_buf = NULL;
 	free(r->head_carry);
 	r->head_carry = NULL;
+	free(r->resp_via);
+	r->resp_via = NULL;
 	hash_remove(r);
 	if (r->counted) {
 		mpx_client_release(&r->client);
@@ -339,6 +342,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 	r->on_connected = NULL;
 	m->on_head = r->on_head; /* deleted with the message: no head message can follow this one */
 	r->on_head = NULL;
+	m->http_status = r->http_status;
 	m->connect_failed = r->connect_failed;
 	m->subflows = r->subflows;
 	r->subflows = NULL;
@@ -430,18 +434,51 @@ static void head_post(struct engine_thread *t, struct relay *r, bool complete, i
 
 static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int err, const char *syscall, const char *reason);
 
+/* A whole head gathered: rewritten here when it is a plain one and the relay has responseVia
+ * (then the rewritten head and the body bytes that came with it are the direction's output and
+ * the head is dealt with: true), else posted to JS (false). */
+static bool head_whole(struct engine_thread *t, struct relay *r)
+{
+	size_t hl = r->resp_via != NULL ? mpx_http_head_end(r->head_buf, r->head_len) : 0;
+	if (hl > 0) {
+		size_t cap = hl + strlen(r->resp_via) + 64; /* dropping fields only shrinks it */
+		size_t rest = r->head_len - hl;
+		char *out = malloc(cap + rest);
+		int status = 0;
+		size_t n = out != NULL ? mpx_http_rewrite_response(r->head_buf, r->head_len, r->resp_via, out, cap, &status) : 0;
+		if (n > 0) {
+			struct direction *x = &r->dir[SIDE_UP];
+			memcpy(out + n, r->head_buf + hl, rest);
+			x->buf = out;
+			x->off = 0;
+			x->len = n + rest;
+			x->pooled = false;
+			r->http_status = status;
+			r->head_state = HEAD_NONE;
+			pool_put(t, r->head_buf);
+			r->head_buf = NULL;
+			r->head_len = 0;
+			return true;
+		}
+		free(out);
+	}
+	head_post(t, r, true, 0, NULL);
+	return false;
+}
+
 /* Reads the upstream into the head buffer until a head is whole, the upstream ends, HEAD_MAX
- * is reached (then posts), or nothing more is there (then waits for the next edge). */
-static void head_gather(struct engine_thread *t, struct relay *r)
+ * is reached (then it is rewritten here or posted to JS), or nothing more is there (then it
+ * waits for the next edge). True when the engine rewrote it: the direction has output. */
+static bool head_gather(struct engine_thread *t, struct relay *r)
 {
 	struct direction *x = &r->dir[SIDE_UP];
 	if (r->head_state != HEAD_GATHERING)
-		return;
+		return false;
 	if (r->head_buf == NULL) {
 		r->head_buf = pool_get(t);
 		if (r->head_buf == NULL) {
 			eng_fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
-			return;
+			return false;
 		}
 		r->head_len = 0;
 		if (r->head_carry != NULL) {
@@ -450,16 +487,18 @@ static void head_gather(struct engine_thread *t, struct relay *r)
 			free(r->head_carry);
 			r->head_carry = NULL;
 			r->head_carry_len = 0;
-			if (mpx_head_has_end(r->head_buf, r->head_len, 0) || r->head_len == HEAD_MAX) {
-				head_post(t, r, mpx_head_has_end(r->head_buf, r->head_len, 0), 0, NULL);
-				return;
+			if (mpx_head_has_end(r->head_buf, r->head_len, 0))
+				return head_whole(t, r);
+			if (r->head_len == HEAD_MAX) {
+				head_post(t, r, false, 0, NULL);
+				return false;
 			}
 		}
 	}
 	for (;;) {
 		if (x->eof) {
 			head_post(t, r, false, 0, NULL);
-			return;
+			return false;
 		}
 		size_t before = r->head_len;
 		ssize_t n = recv(r->fd[SIDE_UP], r->head_buf + before, HEAD_MAX - before, 0);
@@ -467,10 +506,11 @@ static void head_gather(struct engine_thread *t, struct relay *r)
 			r->head_len += (size_t)n;
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
 			r->last_activity_ms = t->now_ms;
-			bool whole = mpx_head_has_end(r->head_buf, r->head_len, before);
-			if (whole || r->head_len == HEAD_MAX) {
-				head_post(t, r, whole, 0, NULL);
-				return;
+			if (mpx_head_has_end(r->head_buf, r->head_len, before))
+				return head_whole(t, r);
+			if (r->head_len == HEAD_MAX) {
+				head_post(t, r, false, 0, NULL);
+				return false;
 			}
 			continue;
 		}
@@ -487,11 +527,11 @@ static void head_gather(struct engine_thread *t, struct relay *r)
 				pool_put(t, r->head_buf);
 				r->head_buf = NULL;
 			}
-			return;
+			return false;
 		}
 		if (!head_upstream_failed(t, r, err, "read", NULL))
 			eng_fail(t, r, SIDE_UP, err, "read");
-		return;
+		return false;
 	}
 }
 
@@ -606,8 +646,10 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		}
 		direction_release(t, x);
 		if (d == SIDE_UP && r->head_state != HEAD_NONE) {
-			head_gather(t, r); /* a response head goes to JS first (see above) */
-			return;
+			/* A response head is rewritten first, here or by JS (see above). */
+			if (!head_gather(t, r))
+				return;
+			continue;
 		}
 		if (x->drained && !x->eof)
 			return; /* see struct direction: until the source's next EPOLLIN edge */
@@ -1170,7 +1212,8 @@ void ev_errno(napi_env env, struct ev_args *a, int err, const char *syscall)
 
 /* A relay's end: id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy),
  * durationMs, then errno, code, syscall (undefined ×3 without an error), reason, deniedBy,
- * connectFailed, the subflow count (-1: no sample) and paths. */
+ * connectFailed, the HTTP status of a head the engine rewrote (0: none), the subflow count
+ * (-1: no sample) and paths. */
 void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 {
 	ev_number(env, a, (double)m->id);
@@ -1188,6 +1231,7 @@ void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 	ev_string(env, a, m->reason);
 	ev_string(env, a, m->denied_by);
 	ev_bool(env, a, m->connect_failed);
+	ev_number(env, a, m->http_status);
 	ev_number(env, a, m->subflows != NULL ? (double)m->subflows->count : -1);
 	if (!a->ok)
 		return;
@@ -1494,6 +1538,7 @@ static void free_relay_args(napi_env env, struct relay *r)
 	eng_delete_ref(env, r->on_done);
 	eng_delete_ref(env, r->on_connected);
 	eng_delete_ref(env, r->on_head);
+	free(r->resp_via);
 	free(r);
 }
 
@@ -1558,6 +1603,7 @@ struct relay_opts {
 	double skip_down;
 	napi_value on_head;
 	bool sole, up_plain_tcp;
+	char via[128]; /* responseVia, "" if none */
 };
 
 static bool opt_flag(napi_env env, napi_value opts, const char *key, bool *out)
@@ -1593,8 +1639,12 @@ static bool relay_options(napi_env env, napi_value opts, struct relay_opts *o)
 		}
 	}
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "onResponseHead", &v));
-	return eng_arg_function(env, v, "options.onResponseHead", true, on_head) && opt_flag(env, opts, "soleOwner", &o->sole) &&
-	       opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp);
+	if (!eng_arg_function(env, v, "options.onResponseHead", true, on_head) || !opt_flag(env, opts, "soleOwner", &o->sole) ||
+	    !opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp))
+		return false;
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "responseVia", &v));
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	return t == napi_undefined || mpx_arg_string(env, v, "options.responseVia", o->via, sizeof(o->via));
 }
 
 /* On success the engine owns both fds and closes them; on a throw the caller still does.
@@ -1638,6 +1688,10 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	r->skip_down = (uint64_t)o.skip_down;
 	r->sole = o.sole;
 	r->up_plain_tcp = o.up_plain_tcp;
+	if (o.via[0] != '\0' && o.on_head != NULL && (r->resp_via = strdup(o.via)) == NULL) {
+		free_relay_args(env, r);
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	}
 	if (o.on_head != NULL) {
 		napi_status st = napi_create_reference(env, o.on_head, 1, &r->on_head);
 		if (st != napi_ok) {
@@ -1812,6 +1866,29 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
 	}
 	napi_value out;
 	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
+	return out;
+}
+
+/* httpRewriteResponse(head, via) → Buffer | null: http-head.c's rewrite on its own, for the test
+ * that holds it to rewrite.ts's (test/unit/http-head-native.test.ts). */
+napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2], out;
+	const uint8_t *data = NULL;
+	size_t len = 0;
+	char via[128];
+	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_buffer(env, argv[0], "The \"head\" argument must be a Buffer", &data, &len) ||
+	    !mpx_arg_string(env, argv[1], "via", via, sizeof(via)))
+		return NULL;
+	size_t cap = len + strlen(via) + 64;
+	char *buf = malloc(cap);
+	if (buf == NULL)
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	int status = 0;
+	size_t n = mpx_http_rewrite_response((const char *)data, len, via, buf, cap, &status);
+	napi_status st = n > 0 ? napi_create_buffer_copy(env, n, buf, NULL, &out) : napi_get_null(env, &out);
+	free(buf);
+	NAPI_CALL(env, st);
 	return out;
 }
 

@@ -62,6 +62,8 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
 /* relayHeadDone(id, out, then, carry) → boolean: the answer to relayStart's
  * options.onResponseHead(bytes, complete, connectErrorCode) (relay.c, "response-head hook"). */
 napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info);
+/* httpRewriteResponse(head, via) → Buffer | null (http-head.c; for its test). */
+napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info);
 /* relaySetThreads(n): engine thread count, applied when the engine next starts. */
 napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info);
 /* relaySetQueueCap(floorBytes, rateMbit): the socket-buffer cap for bulk flows (queue-cap.c). */

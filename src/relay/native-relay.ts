@@ -58,6 +58,8 @@ export interface NativeRelaySummary {
   connectFailed?: true;
   /** The client's subflows as the engine sampled them (sampleDownstream, and still MPTCP then). */
   downstreamSubflows?: SubflowSample;
+  /** The status of the response head the engine rewrote itself (options.responseVia). */
+  httpStatus?: number;
 }
 
 /** The engine's one report that a connecting upstream finished its handshake. */
@@ -94,6 +96,11 @@ export interface NativeRelayStartOptions {
   soleOwner?: boolean;
   /** fdUp is an IPPROTO_TCP socket. */
   upPlainTcp?: boolean;
+  /** With onResponseHead: the Via pseudonym with which the engine rewrites a plain response
+   *  head itself (native/src/http-head.c, as rewrite.ts's buildDownstreamResponseHead for a
+   *  client closed after it); onResponseHead gets only the others. The summary's httpStatus
+   *  then says the status. */
+  responseVia?: string;
   /**
    * The upstream's first bytes, up to a whole head (`complete`; false when the upstream ended
    * or 64 KiB came without a blank line); or null, with the errno code and the syscall, when
@@ -119,6 +126,16 @@ export interface UpstreamFailure {
 }
 
 export type ResponseHeadHook = (bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined) => HeadDecision;
+
+/** ConnectingRelay.startExchange's HTTP side (NativeRelayStartOptions). */
+export interface EngineExchangeOptions {
+  /** The client's request head as peeked: dropped from its stream. */
+  skipDown: number;
+  /** The Via pseudonym: plain response heads are rewritten by the engine. */
+  responseVia: string;
+  /** The others, and upstream failures before a whole head, come here. */
+  onResponseHead: ResponseHeadHook;
+}
 
 /** The addon's relay functions (present when the addon was built with native/src/relay.c). */
 export interface NativeRelayEngine {
@@ -200,8 +217,9 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
 /**
  * A relay's end from the addon's positional arguments (native/src/relay.c, ev_done_args):
  * id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy), durationMs,
- * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, subflow
- * count (-1: no sample), subflow paths. `kind` 'done' comes first, for an acceptor's event.
+ * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, the HTTP
+ * status of a response head the engine rewrote (0: none), subflow count (-1: no sample),
+ * subflow paths. `kind` 'done' comes first, for an acceptor's event.
  */
 export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & { kind: 'done' } {
   const e: NativeRelaySummary & { kind: 'done' } = {
@@ -220,7 +238,8 @@ export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & 
   if (a[8] !== undefined) e.reason = a[8] as NonNullable<NativeRelaySummary['reason']>;
   if (a[9] !== undefined) e.deniedBy = a[9] as string;
   if (a[10] === true) e.connectFailed = true;
-  if ((a[11] as number) >= 0) e.downstreamSubflows = { count: a[11] as number, paths: a[12] as string[] };
+  if ((a[11] as number) > 0) e.httpStatus = a[11] as number;
+  if ((a[12] as number) >= 0) e.downstreamSubflows = { count: a[12] as number, paths: a[13] as string[] };
   return e;
 }
 
@@ -298,7 +317,7 @@ function startInEngine(
   opts: RelayOptions,
   sampleDownstream: boolean,
   connect: EngineConnect | undefined,
-  exchange: { skipDown: number; onResponseHead: ResponseHeadHook } | undefined,
+  exchange: EngineExchangeOptions | undefined,
 ): Promise<RelaySummary> {
   let resolveSummary!: (s: RelaySummary) => void;
   const summary = new Promise<RelaySummary>((resolve) => {
@@ -315,6 +334,7 @@ function startInEngine(
   const onDone = (s: NativeRelaySummary): void => {
     if (watch) ctx.signal.removeEventListener('abort', onAbort);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
+    if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
     liveRelays.delete(ctx);
     const summary = accountSummary(s, ctx, opts);
     // After accountSummary: the connect's owner says how the connection ended (ctx.end).
@@ -331,6 +351,7 @@ function startInEngine(
     id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, {
       skipDown: exchange.skipDown,
       onResponseHead: onHead,
+      responseVia: exchange.responseVia,
       // The acceptor's fds, never wrapped by Node (ConnectingRelay.startExchange).
       soleOwner: true,
       upPlainTcp: connect?.plainTcp === true,
@@ -381,7 +402,7 @@ export interface ConnectingRelay {
    * `onResponseHead` turns the response head into what the client gets. Takes both fds over,
    * also when it throws (the engine refused: both are closed then). No sockets in Node at all.
    */
-  startExchange(fdDown: number, up: EngineConnect, requestHead: Buffer, skipDown: number, onResponseHead: ResponseHeadHook, ctx: ConnectionContext, opts?: RelayOptions): Promise<RelaySummary>;
+  startExchange(fdDown: number, up: EngineConnect, requestHead: Buffer, exchange: EngineExchangeOptions, ctx: ConnectionContext, opts?: RelayOptions): Promise<RelaySummary>;
   /** Ends the engine relay carrying ctx's connection (reason 'aborted'): startExchange does not
    *  watch ctx.signal. False when there is none. */
   abort(ctx: ConnectionContext): boolean;
@@ -412,11 +433,11 @@ export const connectingRelay: ConnectingRelay = {
     const id = liveRelays.get(ctx);
     return id !== undefined && (loadNativeRelayEngine()?.relayAbort(id) ?? false);
   },
-  startExchange(fdDown, up, requestHead, skipDown, onResponseHead, ctx, opts = {}) {
+  startExchange(fdDown, up, requestHead, exchange, ctx, opts = {}) {
     const engine = loadNativeRelayEngine();
     if (engine === undefined) throw new Error('the native relay engine is unavailable');
     try {
-      return startInEngine(engine, fdDown, up.fd, requestHead, null, ctx, opts, ctx.downstream.mptcp, up, { skipDown, onResponseHead });
+      return startInEngine(engine, fdDown, up.fd, requestHead, null, ctx, opts, ctx.downstream.mptcp, up, exchange);
     } catch (err) {
       engine.close(fdDown);
       engine.close(up.fd);

@@ -103,8 +103,7 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
         onFailed: () => {},
       },
       req.upstreamHead,
-      req.skip,
-      onResponseHead,
+      { skipDown: req.skip, responseVia: cfg.via, onResponseHead },
       ctx,
       { idleTimeoutMs },
     );
