@@ -221,7 +221,13 @@ export class ProxyListener {
       const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: { remote: h.remote, local: h.local, mptcp: h.mptcp }, log, signal: this.#exchangeCut.signal });
       this.#exchanges.set(ctx, exchange);
       publishConnOpen({ ctx });
-      this.#track(exchange.run(ctx), undefined, h.remote.address, ctx, undefined);
+      let run: Promise<void>;
+      try {
+        run = exchange.run(ctx);
+      } catch (err) {
+        run = Promise.reject(err); // #track logs it and releases the client's slot
+      }
+      this.#track(run, undefined, h.remote.address, ctx, undefined);
       return;
     }
     let socket: Socket;

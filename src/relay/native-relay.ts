@@ -345,7 +345,15 @@ function startInEngine(
   if (exchange !== undefined) {
     const hook = exchange.onResponseHead;
     const onHead = (bytes: Buffer | null, complete: boolean, code: string | undefined, syscall: string | undefined): void => {
-      const d = hook(bytes, complete, code === undefined ? undefined : { code, syscall: syscall ?? 'read' });
+      let d: HeadDecision;
+      try {
+        d = hook(bytes, complete, code === undefined ? undefined : { code, syscall: syscall ?? 'read' });
+      } catch (err) {
+        // A bug of ours, not the peer's: the relay must not wait for an answer forever.
+        ctx.log.error('response head hook failed; the exchange is cut', { err });
+        engine.relayAbort(id);
+        return;
+      }
       engine.relayHeadDone(id, d.out, d.then, d.carry ?? null);
     };
     id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, {
