@@ -5,6 +5,8 @@
  * request count, whichever comes first. Every exchange is verified:
  *   --mode http: sends `GET <target> HTTP/1.1` with `Connection: close`, reads to EOF, needs a
  *                200 status and exactly --expect-body bytes of body;
+ *   --mode http-one: one request per connection without `Connection: close` (as a one-URL curl
+ *                run sends it), the response read by its Content-Length, then the client closes;
  *   --mode echo: sends --echo-bytes bytes, reads the same bytes back, closes;
  *   --mode http-keepalive: like http, but each worker keeps one connection and sends its requests
  *                on it one after another (no `Connection: close`), each response read by its
@@ -38,7 +40,7 @@ if (!values.host || !values.port) {
 }
 const host = values.host;
 const port = Number(values.port);
-const mode = values.mode === 'echo' ? 'echo' : values.mode === 'http-keepalive' ? 'http-keepalive' : 'http';
+const mode = values.mode === 'echo' ? 'echo' : values.mode === 'http-keepalive' ? 'http-keepalive' : values.mode === 'http-one' ? 'http-one' : 'http';
 const expectBody = Number(values['expect-body']);
 const echoPayload = Buffer.alloc(Number(values['echo-bytes']), 0x61);
 const request = Buffer.from(`GET ${values.target} HTTP/1.1\r\nHost: ${values['host-header']}\r\nUser-Agent: mptcp-bench\r\nConnection: close\r\n\r\n`);
@@ -69,10 +71,27 @@ function exchange(): Promise<string | undefined> {
     };
     const timer = setTimeout(() => done(`timeout after ${timeoutMs} ms (${got} bytes)`), timeoutMs);
     s.on('error', (e: NodeJS.ErrnoException) => done(`${e.code ?? 'error'}: ${e.message}`));
-    s.on('connect', () => s.write(mode === 'http' ? request : echoPayload));
+    s.on('connect', () => s.write(mode === 'http' ? request : mode === 'http-one' ? keepAliveRequest : echoPayload));
     s.on('data', (c: Buffer) => {
       chunks.push(c);
       got += c.length;
+      if (mode === 'http-one') {
+        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        const headerEnd = all.indexOf('\r\n\r\n');
+        if (headerEnd < 0) return;
+        const head = all.subarray(0, headerEnd).toString('latin1');
+        const length = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? NaN);
+        if (!Number.isFinite(length)) return done('response without Content-Length');
+        if (all.length < headerEnd + 4 + length) return;
+        const status = /^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1];
+        if (status !== '200') return done(`status ${status ?? 'unparsable'}`);
+        if (length !== expectBody) return done(`body ${length} bytes, expected ${expectBody}`);
+        settled = true;
+        clearTimeout(timer);
+        // The client closes first, as curl does after its one URL on a kept-alive connection.
+        s.end(() => resolve(undefined));
+        return;
+      }
       if (mode === 'echo' && got >= echoPayload.length) {
         const all = Buffer.concat(chunks);
         if (!all.subarray(0, echoPayload.length).equals(echoPayload) || got !== echoPayload.length) done(`echo mismatch (${got} bytes)`);
@@ -86,6 +105,7 @@ function exchange(): Promise<string | undefined> {
       }
     });
     s.on('end', () => {
+      if (mode === 'http-one') return done(`closed by the proxy after ${got} bytes`);
       if (mode === 'echo') {
         done(got === echoPayload.length ? undefined : `closed after ${got} echo bytes`);
         return;

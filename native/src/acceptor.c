@@ -270,10 +270,37 @@ static bool request_line_target(const char *buf, size_t n, struct sockaddr_stora
  * to JS with the hand-over, which may then serve the exchange without reading it again. */
 #define HANDOFF_PEEK 8192
 
+/* Whether a whole request head asks to close its connection: a Connection or Proxy-Connection
+ * field with a "close" option. A hint for early_close_only: JS reads the head in full. */
+static bool head_asks_close(const char *buf, size_t n)
+{
+	const char *end = memmem(buf, n, "\r\n\r\n", 4);
+	const char *line = memmem(buf, n, "\r\n", 2);
+	if (end == NULL || line == NULL)
+		return false;
+	for (line += 2; line < end;) {
+		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
+		size_t len = (size_t)(eol - line), name = 0;
+		if (len > 11 && strncasecmp(line, "connection:", 11) == 0)
+			name = 11;
+		else if (len > 17 && strncasecmp(line, "proxy-connection:", 17) == 0)
+			name = 17;
+		for (size_t i = name; name > 0 && i + 5 <= len; i++) {
+			bool starts = i == name || line[i - 1] == ' ' || line[i - 1] == ',' || line[i - 1] == '\t';
+			bool ends = i + 5 == len || line[i + 5] == ' ' || line[i + 5] == ',' || line[i + 5] == '\t';
+			if (starts && ends && strncasecmp(line + i, "close", 5) == 0)
+				return true;
+		}
+		line = eol + 2;
+	}
+	return false;
+}
+
 /* Issues the upstream connect `buf` (the client's first bytes, peeked, its request line in)
  * allows, once per client: an absolute-form http:// request to an IP literal the destination
- * rules allow. The target is noted whether or not it is dialed here: JS's own preconnect (the
- * pool on) then needs no second peek at the same bytes. */
+ * rules allow (with early_close_only, one whose whole head asks to close). The target is noted
+ * whether or not it is dialed here: JS's own preconnect then needs no second peek at the same
+ * bytes. */
 static void handoff_dial(struct acceptor *a, struct pending_client *p, const char *buf, size_t n)
 {
 	if (p->dialed)
@@ -283,7 +310,8 @@ static void handoff_dial(struct acceptor *a, struct pending_client *p, const cha
 	uint16_t port = 0;
 	socklen_t to_len = 0;
 	p->has_target = n > 0 && request_line_target(buf, n, &p->target, &to_len, &ip, &port);
-	if (a->early && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
+	bool wanted = a->early && (!a->early_close_only || head_asks_close(buf, n));
+	if (wanted && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
 		const char *syscall = NULL;
 		if (acceptor_dial(a, &p->target, to_len, &p->up, &syscall) != 0) {
 			if (p->up >= 0)
@@ -346,7 +374,9 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return false;
 	if (n > 0 && (size_t)n < sizeof(buf) && !mpx_head_has_end(buf, (size_t)n, 0)) {
-		if (memmem(buf, (size_t)n, "\r\n", 2) != NULL)
+		/* The request line is in: connect now, while the rest comes (not when only a whole
+		 * head can say whether to). */
+		if (!p->acc->early_close_only && memmem(buf, (size_t)n, "\r\n", 2) != NULL)
 			handoff_dial(p->acc, p, buf, (size_t)n);
 		return false;
 	}
@@ -757,7 +787,11 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 	if (a->handoff) {
 		/* HTTP: no fixed target; destinations, if given, check the early connects. */
 		double wait;
-		if (!opt_bool(env, opts, "early", &a->early) || !opt_number(env, opts, "handoffWaitMs", 0, 60000, &wait))
+		napi_value ecv; /* not v and t: they hold "destinations" */
+		napi_valuetype ect;
+		if (!opt_bool(env, opts, "early", &a->early) || !opt_value(env, opts, "earlyCloseOnly", &ecv, &ect) ||
+		    (ect != napi_undefined && !mpx_arg_bool(env, ecv, "earlyCloseOnly", &a->early_close_only)) ||
+		    !opt_number(env, opts, "handoffWaitMs", 0, 60000, &wait))
 			return false;
 		a->handoff_wait_ms = (int64_t)wait;
 		a->has_dest = t == napi_object;

@@ -262,6 +262,10 @@ struct acceptor {
 	 * after handoff_wait_ms), with an upstream connect already issued (early) when they hold an
 	 * absolute-form http:// request line to an IP literal that `dest` allows. */
 	bool handoff, early, has_dest;
+	/* early only for a request that asks to close its connection (Connection or
+	 * Proxy-Connection: close), once its whole head is in: with JS's upstream pool on, the
+	 * others are served by a session that may reuse a pooled connection instead. */
+	bool early_close_only;
 	int64_t handoff_wait_ms;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */

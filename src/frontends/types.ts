@@ -107,4 +107,7 @@ export interface HandoffPlan {
   waitMs: number;
   /** The engine's early connect, as the front-end's (Dial.adoptEarly). */
   adoptEarly(fd: number, target: TargetAddress, local: Endpoint): EarlyConnect | undefined;
+  /** Connect early only for a request whose whole head asks to close its connection (the ones
+   *  the engine may serve whole): the others may find a pooled upstream in JS. */
+  earlyCloseOnly?: boolean;
 }

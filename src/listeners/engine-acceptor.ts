@@ -57,6 +57,8 @@ export interface AcceptorOptions {
   handoff?: boolean;
   /** handoff: connect early from an http:// request line to an IP literal (destinations check it). */
   early?: boolean;
+  /** handoff, early: only for a request whose whole head asks to close its connection. */
+  earlyCloseOnly?: boolean;
   /** handoff: how long to wait for a client's first bytes. */
   handoffWaitMs?: number;
   /** A fixed target; or `destinations` for each connection's own (transparent). */
@@ -264,6 +266,7 @@ export class EngineAcceptor {
       ? {
           handoff: true,
           early: true,
+          earlyCloseOnly: plan.handoff.earlyCloseOnly === true,
           handoffWaitMs: plan.handoff.waitMs,
           ...(destinationRules !== undefined ? { destinations: packDestinationRules(destinationRules) } : {}),
         }

@@ -947,15 +947,26 @@ test('HTTP: the engine accepts, waits for the request line and connects early wh
   assert.equal(linesWith(h, 'upstream connect begun by the engine').length, 2);
 });
 
-test('HTTP: with the upstream pool on the engine accepts too: a keep-alive client is served by the session on the early connect; no engine connect to a denied destination', { skip: noEngine }, async (t) => {
+test('HTTP: with the upstream pool on the engine accepts too, and connects early only for a request that asks to close; no engine connect to a denied destination', { skip: noEngine }, async (t) => {
   const origin = await httpOrigin(t);
   const pooled = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
   assert.equal(pooled.proxy.listeners[0]!.acceptsInEngine, true, 'the pool on: the engine accepts');
-  // No Connection: close: a keep-alive client, whose session runs on a Node socket.
-  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nHost: a\r\n\r\n`), /^HTTP\/1\.1 200 /);
-  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 1);
+  // No Connection: close: a keep-alive client, whose session runs on a Node socket and may
+  // find a pooled upstream; the engine does not connect for it.
+  const kept = await connect(pooled.port());
+  let reply = '';
+  kept.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+  kept.write(`GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nHost: a\r\n\r\n`);
+  await waitFor(() => reply.endsWith('ok'), 'the response on the kept-alive connection');
+  kept.destroy();
+  assert.match(reply, /^HTTP\/1\.1 200 /);
+  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 0);
   assert.equal(linesWith(pooled, 'http exchange served in the engine').length, 0);
-  assert.equal(origin.accepted, 1, 'the session used the engine\'s connect');
+  assert.equal(origin.accepted, 1, 'one upstream connection: the session\'s own');
+  // "close" among other options, in any case, is a request to close: the engine connects and serves it.
+  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n`), /^HTTP\/1\.1 200 /);
+  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 1);
+  assert.equal(linesWith(pooled, 'http exchange served in the engine').length, 1);
   const denied = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], {
     log: { level: 'debug' },
     access: { allowClients: ['127.0.0.0/8'], denyPorts: [String(origin.port)] },

@@ -105,7 +105,7 @@ function engineAcceptPlan(deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs:
   return {
     dial,
     idleTimeoutMs,
-    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local) },
+    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local), earlyCloseOnly: pool.enabled },
   };
 }
 
