@@ -91,7 +91,7 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
     out.push(ratioCheck('aggregation ≥ direct MPTCP', row.variant, med(row.mbit), agDirect, 1, 'direct'));
   }
   const cr = r.scenarios.connRate as { rows?: { load: string; variant: string; rate?: Summary }[] } | undefined;
-  for (const load of ['http', 'echo']) {
+  for (const load of ['http', 'http-one', 'echo']) {
     const rows = cr?.rows?.filter((x) => x.load === load) ?? [];
     const ha = med(rows.find((x) => x.variant.startsWith('haproxy'))?.rate);
     for (const row of rows.filter((x) => isOurs(x.variant))) {

@@ -1,6 +1,8 @@
 /**
  * Scenario 3: connection rate. Short HTTP requests with `Connection: close` (1 KiB body from
- * nginx) through our HTTP proxy, HAProxy (mode http), Squid, and direct to the origin; short
+ * nginx), and the same from keep-alive clients that make one request per connection and close
+ * it (http-one, as a one-URL curl run), through our HTTP proxy, HAProxy (mode http), Squid, and
+ * direct to the origin; short
  * TCP-forward connections (send 100 bytes, read the echo, close) through our forward, HAProxy
  * (mode tcp), the pipe() relay, and direct to the echo server. The load generator is
  * bench/load/conn-load.ts in cli, MPTCP through our addon; each run is bounded in time and count.
@@ -17,8 +19,10 @@ import {
 export const CONN_LOAD = fileURLToPath(new URL('../load/conn-load.js', import.meta.url));
 const BODY = 1024;
 
+type Load = 'http' | 'http-one' | 'echo';
+
 interface LoadTarget {
-  load: 'http' | 'echo';
+  load: Load;
   variant: string;
   args: string[];
   /** The proxy in between (none for direct): its CPU per connection is measured. */
@@ -26,7 +30,7 @@ interface LoadTarget {
 }
 
 export interface ConnRateRow {
-  load: 'http' | 'echo';
+  load: Load;
   variant: string;
   rate?: Summary;
   p50Ms?: Summary;
@@ -134,7 +138,12 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
     const bounds = ['--concurrency', String(concurrency), '--duration-ms', String(durationMs), '--max-requests', String(maxRequests), '--mptcp'];
     const warmMs = Math.min(2_000, durationMs);
     const warmBounds = ['--concurrency', String(concurrency), '--duration-ms', String(warmMs), '--max-requests', String(Math.min(2_000, maxRequests)), '--mptcp'];
-    for (const load of ['http', 'echo'] as const) {
+    // Every HTTP target also as http-one: the same GET without `Connection: close`, the client
+    // closing once the response is in.
+    for (const t of targets.filter((x) => x.load === 'http')) {
+      targets.push({ ...t, load: 'http-one', args: t.args.map((a) => (a === 'http' ? 'http-one' : a)) });
+    }
+    for (const load of ['http', 'http-one', 'echo'] as const) {
       const entries = targets.filter((x) => x.load === load).map((t) => ({ t, row: { load, variant: t.variant, ok: 0, errors: 0 } as ConnRateRow, runs: [] as MeasuredRun[] }));
       // One unmeasured warm-up run per variant, the same for all: the figures are of a proxy in
       // steady state (a Node proxy compiles its hot path during the first few thousand
@@ -177,7 +186,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
-    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes; echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
     md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | proxy CPU µs/conn | CPU ÷ HAProxy | ok | errors |', '|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;
