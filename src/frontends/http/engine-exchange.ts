@@ -10,9 +10,11 @@
  *   1. here: parse and check the request head; rewrite it for the upstream, with
  *      `Connection: close`, so that the response ends where the upstream's stream does;
  *   2. engine: drop the client's head from its socket, send ours once the connect completes,
- *      gather the response head and give it back;
- *   3. here (onResponse): rewrite the response head (our status-line version, hop-by-hop fields
- *      out, Via, `Connection: close`), or reply 502/504 in its place;
+ *      gather the response head; a plain one it rewrites itself (native/src/http-head.c, the
+ *      same bytes as rewrite.ts), any other it gives back;
+ *   3. here (respond): rewrite that response head (our status-line version, hop-by-hop fields
+ *      out, Via, `Connection: close`; 1xx heads forwarded), or reply 502/504 in its place, also
+ *      when the upstream failed before its head was whole;
  *   4. engine: relay the body until the upstream closes, then close the client.
  *
  * Which requests: absolute-form http:// to the IP literal the engine connects to, HTTP/1.1,
@@ -21,7 +23,8 @@
  * malformed head (which gets its error reply) — goes to the HttpProxySession on a Node socket.
  *
  * Why: a short request through a Node socket costs about 300 µs of main-thread CPU (accept,
- * stream machinery, end and destroy); here JS parses two heads and writes two log lines.
+ * stream machinery, end and destroy); here JS parses one head (two for an unusual response) and
+ * writes two log lines.
  */
 import type { HttpListenerConfig } from '../../config/types.js';
 import type { ConnectionContext } from '../../core/context.js';
