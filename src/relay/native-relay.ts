@@ -131,8 +131,8 @@ export type ResponseHeadHook = (bytes: Buffer | null, complete: boolean, failure
 export interface EngineExchangeOptions {
   /** The client's request head as peeked: dropped from its stream. */
   skipDown: number;
-  /** The Via pseudonym: plain response heads are rewritten by the engine. */
-  responseVia: string;
+  /** The Via pseudonym: plain response heads are rewritten by the engine (undefined: by JS). */
+  responseVia: string | undefined;
   /** The others, and upstream failures before a whole head, come here. */
   onResponseHead: ResponseHeadHook;
 }
@@ -359,7 +359,7 @@ function startInEngine(
     id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, {
       skipDown: exchange.skipDown,
       onResponseHead: onHead,
-      responseVia: exchange.responseVia,
+      ...(exchange.responseVia !== undefined ? { responseVia: exchange.responseVia } : {}),
       // The acceptor's fds, never wrapped by Node (ConnectingRelay.startExchange).
       soleOwner: true,
       upPlainTcp: connect?.plainTcp === true,

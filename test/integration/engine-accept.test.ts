@@ -1216,3 +1216,13 @@ test('HTTP exchange in the engine: destroy() cuts one waiting for its response',
   await waitFor(() => h.closes.length === 1, 'conn:close');
   assert.equal(acceptor!.clientCount(HOST), 0);
 });
+
+test('HTTP exchange in the engine: a Via pseudonym the engine cannot write byte for byte (not printable ASCII) leaves the response head to JS', { skip: noEngine }, async (t) => {
+  const origin = await scriptedOrigin(t, (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, via: 'edge caf\u00e9' }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.equal(served(h), 1);
+  assert.equal(raw, 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 edge caf\u00e9\r\nConnection: close\r\n\r\nok', 'latin1, as the session writes it');
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(linesWith(h, 'request')[0]!.status, 200);
+});

@@ -106,7 +106,7 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
         onFailed: () => {},
       },
       req.upstreamHead,
-      { skipDown: req.skip, responseVia: cfg.via, onResponseHead },
+      { skipDown: req.skip, responseVia: nativeVia(cfg.via), onResponseHead },
       ctx,
       { idleTimeoutMs },
     );
@@ -193,6 +193,13 @@ function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailu
     const head = buildDownstreamResponseHead(res, { via: cfg.via, close: true, http10KeepAlive: false, dechunk: false });
     return { out: Buffer.concat([...interim, head, pushed.rest]), then: HeadThen.Relay };
   }
+}
+
+/** The Via pseudonym for the engine's own response-head rewrite: printable ASCII that fits its
+ *  buffer, so that its bytes are rewrite.ts's latin1 ones; otherwise none (JS rewrites every
+ *  head). */
+function nativeVia(via: string): string | undefined {
+  return via.length > 0 && via.length <= 100 && /^[\x21-\x7e]+$/.test(via) ? via : undefined;
 }
 
 function dropLeadingNewlines(b: Buffer): Buffer {
