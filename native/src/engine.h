@@ -138,7 +138,7 @@ enum head_state { HEAD_NONE = 0, HEAD_GATHERING, HEAD_WAITING };
  * reply in place of the response, e.g. a 502; the client gets a FIN after it). */
 enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END };
 /* The most a response head may be; more without its end is JS's to refuse (a 502). */
-#define HEAD_MAX (64u << 10)
+#define HEAD_MAX (256u << 10) /* RESPONSE_HEAD_LIMITS.maxBytes in parser.ts */
 
 enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP, CMD_HEAD };
 

@@ -1923,7 +1923,7 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 		free(c->out);
 		free(c->carry);
 		free(c);
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "carry must be at most 64 KiB");
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "carry must be at most 256 KiB");
 		return NULL;
 	}
 	pthread_mutex_lock(&g_lock);

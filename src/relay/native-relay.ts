@@ -103,7 +103,7 @@ export interface NativeRelayStartOptions {
   responseVia?: string;
   /**
    * The upstream's first bytes, up to a whole head (`complete`; false when the upstream ended
-   * or 64 KiB came without a blank line); or null, with the errno code and the syscall, when
+   * or 256 KiB came without a blank line); or null, with the errno code and the syscall, when
    * the upstream failed first (its connect, or a read) — then the client is neither reset nor
    * closed: JS replies. Nothing more moves from the upstream until relayHeadDone.
    */

@@ -1226,3 +1226,15 @@ test('HTTP exchange in the engine: a Via pseudonym the engine cannot write byte 
   await waitFor(() => h.closes.length === 1, 'conn:close');
   assert.equal(linesWith(h, 'request')[0]!.status, 200);
 });
+
+test('HTTP exchange in the engine: a 100 KiB response head gathered over several reads comes through whole', { skip: noEngine }, async (t) => {
+  const big = 'x'.repeat(100 * 1024);
+  const origin = await scriptedOrigin(t, (s) => {
+    s.write(`HTTP/1.1 200 OK\r\nX-Big: ${big.slice(0, 50_000)}`);
+    setTimeout(() => s.end(`${big.slice(50_000)}\r\nContent-Length: 2\r\n\r\nok`), 20);
+  });
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.equal(served(h), 1);
+  assert.equal(raw, `HTTP/1.1 200 OK\r\nX-Big: ${big}\r\nContent-Length: 2\r\nVia: 1.1 mptcp-proxy\r\nConnection: close\r\n\r\nok`);
+});

@@ -164,8 +164,8 @@ function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailu
       if (interim.length > 0 && complete) return { out: Buffer.concat(interim), then: HeadThen.Again, carry: dropLeadingNewlines(rest) };
       if (complete) return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'malformed response head'));
       return fail(
-        rest.length >= 64 * 1024
-          ? new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'response head larger than 64 KiB')
+        rest.length >= RESPONSE_HEAD_LIMITS.maxBytes
+          ? new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, `response head larger than ${RESPONSE_HEAD_LIMITS.maxBytes / 1024} KiB`)
           : new UpstreamError(ErrorCode.UPSTREAM_RESET, req.target, 'upstream closed before a complete response head'),
       );
     }
