@@ -978,8 +978,12 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 		}
 		if (r->idle_ms <= 0)
 			continue;
-		if (t->now_ms - r->last_activity_ms >= r->idle_ms)
-			end_by_proxy(t, r, "idle");
+		if (t->now_ms - r->last_activity_ms >= r->idle_ms) {
+			/* Waiting for a response head: JS answers in its place (a 504), as the session
+			 * does when an upstream says nothing for the idle timeout. */
+			if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
+				end_by_proxy(t, r, "idle");
+		}
 		else if (m == 0 || r->idle_ms < m)
 			m = r->idle_ms;
 	}

@@ -1238,3 +1238,16 @@ test('HTTP exchange in the engine: a 100 KiB response head gathered over several
   assert.equal(served(h), 1);
   assert.equal(raw, `HTTP/1.1 200 OK\r\nX-Big: ${big}\r\nContent-Length: 2\r\nVia: 1.1 mptcp-proxy\r\nConnection: close\r\n\r\nok`);
 });
+
+test('HTTP exchange in the engine: an upstream that says nothing for relay.idleTimeoutMs gets the client a 504, as in the session', { skip: noEngine }, async (t) => {
+  const origin = await scriptedOrigin(t, () => {}); // never answers
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' }, relay: { idleTimeoutMs: 300 } });
+  const started = performance.now();
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: close\r\n\r\n`);
+  assert.equal(served(h), 1);
+  assert.match(raw, /^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+  assert.match(raw, /no bytes from the upstream for 300 ms/);
+  assert.ok(performance.now() - started < 3000);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(linesWith(h, 'request')[0]!.status, 504);
+});

@@ -92,7 +92,7 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
   if (pending === undefined) throw new Error('the early connect of a planned engine exchange was already used');
   if (ctx.log.isEnabled('debug')) ctx.log.debug('http exchange served in the engine', { method: req.head.method, target: formatTarget(req.target) });
   const onResponseHead = (bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined): HeadDecision =>
-    respond(bytes, complete, failure, req, cfg, pending, ctx);
+    respond(bytes, complete, failure, req, cfg, pending, ctx, idleTimeoutMs);
   let started;
   try {
     started = engine.startExchange(
@@ -134,7 +134,7 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
  * (1xx) heads and the final head rewritten, with the body bytes that came along — or an error
  * reply in the response's place, as HttpProxySession would send.
  */
-function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, req: Eligible, cfg: HttpListenerConfig, pending: PendingConnect, ctx: ConnectionContext): HeadDecision {
+function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, req: Eligible, cfg: HttpListenerConfig, pending: PendingConnect, ctx: ConnectionContext, idleTimeoutMs: number): HeadDecision {
   const interim: Buffer[] = [];
   const fail = (err: ProxyError): HeadDecision => {
     const status = httpStatusFor(err);
@@ -147,6 +147,10 @@ function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailu
     if (failure.syscall === 'connect') {
       const cause = Object.assign(new Error(`connect ${failure.code}`), { code: failure.code, syscall: 'connect' });
       return fail(pending.failed(cause, failure.code === 'ETIMEDOUT'));
+    }
+    if (failure.code === 'ETIMEDOUT') {
+      // The relay's idle timeout, as the session's read of the response head would time out.
+      return fail(new UpstreamError(ErrorCode.IDLE_TIMEOUT, req.target, `no bytes from the upstream for ${idleTimeoutMs} ms while reading the response head`));
     }
     return fail(new UpstreamError(ErrorCode.UPSTREAM_RESET, req.target, `upstream ${failure.code} before a complete response head`));
   }
