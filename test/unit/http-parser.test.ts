@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCode } from '../../src/core/errors.js';
 import {
+  clientWantsPersistence,
   peekRequestTarget,
   HeadDecoder,
   HttpParseError,
@@ -248,4 +249,17 @@ test('field names met before are still matched exactly; values are still checked
   // An empty value and a value of whitespace only are empty strings.
   assert.deepEqual(parseRequestHead(b('GET http://x/ HTTP/1.1\r\nA:\r\nB: \t \r\n\r\n')).headers.map((x) => x.value), ['', '']);
   assert.equal(parseResponseHead(b('HTTP/1.1 200 OK\r\nX-Seen: a\tb\r\n\r\n')).headers[0]!.value, 'a\tb');
+});
+
+test('clientWantsPersistence: Connection and Proxy-Connection are lists of options; HTTP/1.0 persists only when asked', () => {
+  const head = (version: string, ...fields: string[]) => parseRequestHead(Buffer.from(`GET http://a/ HTTP/${version}\r\n${fields.map((f) => f + '\r\n').join('')}\r\n`, 'latin1'));
+  assert.equal(clientWantsPersistence(head('1.1')), true);
+  assert.equal(clientWantsPersistence(head('1.1', 'Connection: close')), false);
+  assert.equal(clientWantsPersistence(head('1.1', 'Connection: Keep-Alive, CLOSE')), false);
+  assert.equal(clientWantsPersistence(head('1.1', 'Proxy-Connection: close')), false);
+  assert.equal(clientWantsPersistence(head('1.1', 'Proxy-Connection: keep-alive, close')), false, 'a list, as Connection');
+  assert.equal(clientWantsPersistence(head('1.1', 'Proxy-Connection: keep-alive')), true);
+  assert.equal(clientWantsPersistence(head('1.0')), false);
+  assert.equal(clientWantsPersistence(head('1.0', 'Connection: keep-alive')), true);
+  assert.equal(clientWantsPersistence(head('1.0', 'Proxy-Connection: Keep-Alive')), true);
 });

@@ -316,8 +316,9 @@ export function hasConnectionOption(headers: readonly HttpHeader[], option: stri
 
 /** Whether the client asked to keep its connection after this request (RFC 9112 §9.3). */
 export function clientWantsPersistence(head: RequestHead): boolean {
-  // Proxy-Connection is the pre-standard spelling some clients still send to proxies.
-  const proxyConn = headerValues(head.headers, 'proxy-connection').map((v) => v.toLowerCase());
+  // Proxy-Connection is the pre-standard spelling some clients still send to proxies; a list
+  // of options, like Connection.
+  const proxyConn = headerList(head.headers, 'proxy-connection').map((v) => v.toLowerCase());
   if (head.version === '1.1') return !hasConnectionOption(head.headers, 'close') && !proxyConn.includes('close');
   // RFC 9112 §9.3: HTTP/1.0 persists only with an explicit keep-alive.
   return hasConnectionOption(head.headers, 'keep-alive') || proxyConn.includes('keep-alive');
