@@ -20,10 +20,12 @@
  * ends the relay with endedBy 'upstream', syscall 'connect', connectFailed: true (and
  * reason 'connect-timeout', code ETIMEDOUT for the deadline), and the client is reset.
  * options.skipDown: bytes of fdDown's stream to drop before relaying it (a request head JS
- * peeked and sends rewritten as headToUp). options.onResponseHead(bytes, complete,
- * connectErrorCode): the upstream's first bytes, up to a whole head, go to JS, which answers
- * with relayHeadDone; a failed connect then asks it for a reply too (bytes null), instead of
- * resetting the client (relay.c, "response-head hook"). */
+ * peeked and sends rewritten as headToUp). options.onResponseHead(bytes, complete, code,
+ * syscall): the upstream's first bytes, up to a whole head, go to JS, which answers with
+ * relayHeadDone; an upstream that fails first (its connect, a read, the idle timeout) asks it
+ * for a reply too (bytes null, the errno code and syscall), instead of the client being reset
+ * or closed (relay.c, "response-head hook"). options.responseVia: plain heads are rewritten by
+ * the engine itself (http-head.c); options.soleOwner, upPlainTcp: see relay_options. */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
 /* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id: a one-way pump that
  * writes head to fdTo, then moves exactly `length` bytes (-1: until EOF) from fdFrom to
@@ -60,7 +62,7 @@ napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
 /* relayAbort(id) → boolean (false when the id is unknown or already finished) */
 napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
 /* relayHeadDone(id, out, then, carry) → boolean: the answer to relayStart's
- * options.onResponseHead(bytes, complete, connectErrorCode) (relay.c, "response-head hook"). */
+ * options.onResponseHead (relay.c, "response-head hook"). */
 napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info);
 /* httpRewriteResponse(head, via) → Buffer | null (http-head.c; for its test). */
 napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info);
