@@ -19,7 +19,7 @@
 #include "common.h"
 #include "mptcp-uapi.h"
 #include "socket-ops.h"
-#include "mptcp-info.h"
+#include "http-head.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -270,32 +270,6 @@ static bool request_line_target(const char *buf, size_t n, struct sockaddr_stora
  * to JS with the hand-over, which may then serve the exchange without reading it again. */
 #define HANDOFF_PEEK 8192
 
-/* Whether a whole request head asks to close its connection: a Connection or Proxy-Connection
- * field with a "close" option. A hint for early_close_only: JS reads the head in full. */
-static bool head_asks_close(const char *buf, size_t n)
-{
-	const char *end = memmem(buf, n, "\r\n\r\n", 4);
-	const char *line = memmem(buf, n, "\r\n", 2);
-	if (end == NULL || line == NULL)
-		return false;
-	for (line += 2; line < end;) {
-		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
-		size_t len = (size_t)(eol - line), name = 0;
-		if (len > 11 && strncasecmp(line, "connection:", 11) == 0)
-			name = 11;
-		else if (len > 17 && strncasecmp(line, "proxy-connection:", 17) == 0)
-			name = 17;
-		for (size_t i = name; name > 0 && i + 5 <= len; i++) {
-			bool starts = i == name || line[i - 1] == ' ' || line[i - 1] == ',' || line[i - 1] == '\t';
-			bool ends = i + 5 == len || line[i + 5] == ' ' || line[i + 5] == ',' || line[i + 5] == '\t';
-			if (starts && ends && strncasecmp(line + i, "close", 5) == 0)
-				return true;
-		}
-		line = eol + 2;
-	}
-	return false;
-}
-
 /* Issues the upstream connect `buf` (the client's first bytes, peeked, its request line in)
  * allows, once per client: an absolute-form http:// request to an IP literal the destination
  * rules allow (with early_close_only, one whose whole head asks to close). The target is noted
@@ -310,7 +284,7 @@ static void handoff_dial(struct acceptor *a, struct pending_client *p, const cha
 	uint16_t port = 0;
 	socklen_t to_len = 0;
 	p->has_target = n > 0 && request_line_target(buf, n, &p->target, &to_len, &ip, &port);
-	bool wanted = a->early && (!a->early_close_only || head_asks_close(buf, n));
+	bool wanted = a->early && (!a->early_close_only || mpx_http_request_asks_close(buf, n));
 	if (wanted && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
 		const char *syscall = NULL;
 		if (acceptor_dial(a, &p->target, to_len, &p->up, &syscall) != 0) {
@@ -689,7 +663,6 @@ static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
  * thread's time under a short-connection load (V8's per-property map transitions; caching the
  * key strings changed nothing). The layouts, one per kind, are listed there; keep both in step.
  */
-/* An acceptor's event → onEvent(kind, ...); layouts in decodeAcceptorEvent. */
 void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 {
 	struct ev_args a = { .n = 0, .ok = true };

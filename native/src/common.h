@@ -60,11 +60,11 @@ bool mpx_set_u64_bigint(napi_env env, napi_value obj, const char *key, uint64_t 
 bool mpx_set_string(napi_env env, napi_value obj, const char *key, const char *v);
 bool mpx_set_value(napi_env env, napi_value obj, const char *key, napi_value v);
 
-/* { family: 4|6, address, port } from a sockaddr_in/in6; null for any other family
- * (e.g. AF_UNSPEC when the kernel left the slot empty). */
 /* An IPv4/IPv6 sockaddr's address text and port: 4 or 6, 0 for another family (text and
  * port untouched), -1 if inet_ntop failed (errno says why). */
 int mpx_sockaddr_text(const struct sockaddr *sa, char text[INET6_ADDRSTRLEN], uint16_t *port);
+/* { family: 4|6, address, port } from a sockaddr_in/in6; null for any other family
+ * (e.g. AF_UNSPEC when the kernel left the slot empty). */
 bool mpx_sockaddr_to_object(napi_env env, const struct sockaddr *sa, napi_value *out);
 
 #endif

@@ -216,8 +216,8 @@ struct msg {
 	bool has_target;
 	struct sockaddr_storage up_target;
 	/* MSG_HANDOFF: the client's first bytes, peeked (still in its socket). MSG_HEAD: the bytes
-	 * gathered from the upstream (complete: they hold a whole head), or none when its connect
-	 * failed (connect_failed, err). Owned by the message. */
+	 * gathered from the upstream (complete: they hold a whole head), or none when the upstream
+	 * failed first (err, syscall). Owned by the message. */
 	char *data;
 	size_t data_len;
 	bool complete;

@@ -80,6 +80,21 @@ static void trim(const char **s, size_t *len)
 		(*len)--;
 }
 
+/* The next element of the comma-separated list in [*p, end), trimmed (parser.ts's headerList;
+ * an empty one has length 0); false once the list is done. */
+static bool next_list_element(const char **p, const char *end, const char **el, size_t *len)
+{
+	if (*p >= end)
+		return false;
+	const char *comma = memchr(*p, ',', (size_t)(end - *p));
+	const char *stop = comma != NULL ? comma : end;
+	*el = *p;
+	*len = (size_t)(stop - *p);
+	trim(el, len);
+	*p = comma != NULL ? comma + 1 : end;
+	return true;
+}
+
 size_t mpx_http_rewrite_response(const char *in, size_t len, const char *via, char *out, size_t cap, int *status)
 {
 	const char *end = memmem(in, len, "\r\n\r\n", 4);
@@ -148,22 +163,16 @@ size_t mpx_http_rewrite_response(const char *in, size_t len, const char *via, ch
 			seen_length = true;
 		}
 		if (name_is(&f[i], "connection")) {
-			/* Its comma-separated options name more fields to drop (headerList: trimmed, empty
-			 * ones skipped). */
-			const char *o = f[i].value, *oe = f[i].value + f[i].value_len;
-			while (o < oe) {
-				const char *comma = memchr(o, ',', (size_t)(oe - o));
-				const char *te = comma != NULL ? comma : oe;
-				const char *t = o;
-				size_t tl = (size_t)(te - o);
-				trim(&t, &tl);
-				if (tl > 0) {
-					if (nlisted == MAX_CONNECTION_NAMES)
-						return 0;
-					listed[nlisted] = t;
-					listed_len[nlisted++] = tl;
-				}
-				o = te + (comma != NULL ? 1 : 0);
+			/* Its options name more fields to drop (empty ones skipped). */
+			const char *o = f[i].value, *t;
+			size_t tl;
+			while (next_list_element(&o, f[i].value + f[i].value_len, &t, &tl)) {
+				if (tl == 0)
+					continue;
+				if (nlisted == MAX_CONNECTION_NAMES)
+					return 0;
+				listed[nlisted] = t;
+				listed_len[nlisted++] = tl;
 			}
 		}
 	}
@@ -194,6 +203,28 @@ size_t mpx_http_rewrite_response(const char *in, size_t len, const char *via, ch
 		     put(out, cap, &n, "\r\n", 2);
 	ok = ok && put(out, cap, &n, "Connection: close\r\n\r\n", 21);
 	return ok ? n : 0;
+}
+
+bool mpx_http_request_asks_close(const char *in, size_t len)
+{
+	const char *end = memmem(in, len, "\r\n\r\n", 4);
+	const char *line = memmem(in, len, "\r\n", 2);
+	if (end == NULL || line == NULL)
+		return false;
+	for (line += 2; line < end;) {
+		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
+		const char *colon = memchr(line, ':', (size_t)(eol - line));
+		struct field f = { .name = line, .name_len = colon != NULL ? (size_t)(colon - line) : 0 };
+		if (colon != NULL && (name_is(&f, "connection") || name_is(&f, "proxy-connection"))) {
+			const char *o = colon + 1, *el;
+			size_t el_len;
+			while (next_list_element(&o, eol, &el, &el_len))
+				if (el_len == 5 && strncasecmp(el, "close", 5) == 0)
+					return true;
+		}
+		line = eol + 2;
+	}
+	return false;
 }
 
 size_t mpx_http_head_end(const char *in, size_t len)

@@ -141,18 +141,6 @@ static char *pool_get(struct engine_thread *t)
 	return malloc(RELAY_BUF_SIZE);
 }
 
-static void direction_release(struct engine_thread *t, struct direction *d)
-{
-	if (d->buf == NULL)
-		return;
-	if (d->pooled && t->pool_len < POOL_KEEP)
-		t->pool[t->pool_len++] = d->buf;
-	else
-		free(d->buf);
-	d->buf = NULL;
-	d->off = d->len = 0;
-}
-
 static void pool_put(struct engine_thread *t, char *buf)
 {
 	if (buf == NULL)
@@ -161,6 +149,24 @@ static void pool_put(struct engine_thread *t, char *buf)
 		t->pool[t->pool_len++] = buf;
 	else
 		free(buf);
+}
+
+static void direction_release(struct engine_thread *t, struct direction *d)
+{
+	if (d->pooled)
+		pool_put(t, d->buf);
+	else
+		free(d->buf);
+	d->buf = NULL;
+	d->off = d->len = 0;
+}
+
+/* The response-head hook's gathering buffer back to the pool, with what it held. */
+static void head_buf_release(struct engine_thread *t, struct relay *r)
+{
+	pool_put(t, r->head_buf);
+	r->head_buf = NULL;
+	r->head_len = 0;
 }
 
 /* ---- messages to JS ---- */
@@ -308,8 +314,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 		close(r->fd[s]);
 		direction_release(t, &r->dir[s]);
 	}
-	pool_put(t, r->head_buf);
-	r->head_buf = NULL;
+	head_buf_release(t, r);
 	free(r->head_carry);
 	r->head_carry = NULL;
 	free(r->resp_via);
@@ -401,7 +406,8 @@ static void mark_ready(struct engine_thread *t, struct relay *r)
  * (MSG_HEAD, urgent) and moves nothing more from the upstream until JS answers with
  * relayHeadDone: the bytes to write to the client in their place (the rewritten head and the
  * body bytes that came with it), then raw relaying, another head (after a 1xx), or the end of
- * the upstream side. The engine never parses HTTP: where a head ends is JS's to say. */
+ * the upstream side. A plain head it rewrites itself when the relay has responseVia
+ * (http-head.c, head_whole); what is plain, and where a head ends, is http-head.c's to say. */
 
 /* Posts what was gathered (or, after the upstream failed, nothing: err and syscall say how)
  * and waits for relayHeadDone. */
@@ -425,9 +431,7 @@ static void head_post(struct engine_thread *t, struct relay *r, bool complete, i
 	m->data_len = r->head_len;
 	m->err = err;
 	m->syscall = syscall;
-	pool_put(t, r->head_buf);
-	r->head_buf = NULL;
-	r->head_len = 0;
+	head_buf_release(t, r);
 	r->head_state = HEAD_WAITING;
 	eng_post(t, m);
 }
@@ -455,9 +459,7 @@ static bool head_whole(struct engine_thread *t, struct relay *r)
 			x->pooled = false;
 			r->http_status = status;
 			r->head_state = HEAD_NONE;
-			pool_put(t, r->head_buf);
-			r->head_buf = NULL;
-			r->head_len = 0;
+			head_buf_release(t, r);
 			return true;
 		}
 		free(out);
@@ -523,10 +525,8 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 		if (err == EINTR)
 			continue;
 		if (err == EAGAIN || err == EWOULDBLOCK) {
-			if (r->head_len == 0) { /* an idle relay holds no buffer */
-				pool_put(t, r->head_buf);
-				r->head_buf = NULL;
-			}
+			if (r->head_len == 0) /* an idle relay holds no buffer */
+				head_buf_release(t, r);
 			return false;
 		}
 		if (!head_upstream_failed(t, r, err, "read", NULL))
@@ -562,13 +562,19 @@ static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int e
 	direction_release(t, &r->dir[SIDE_DOWN]); /* the request head: it has nowhere to go */
 	if (r->registered)
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[SIDE_UP], NULL);
-	pool_put(t, r->head_buf); /* what came of a head before a failure is dropped */
-	r->head_buf = NULL;
-	r->head_len = 0;
+	r->head_len = 0; /* what came of a head before a failure is dropped (head_post releases it) */
 	head_post(t, r, false, err, syscall);
 	if (!r->finished)
 		pump(t, r, SIDE_DOWN);
 	return true;
+}
+
+/* A CMD_HEAD and the buffers it still owns. */
+static void head_cmd_free(struct cmd *c)
+{
+	free(c->out);
+	free(c->carry);
+	free(c);
 }
 
 /* relayHeadDone's command, on the relay's thread. */
@@ -579,7 +585,7 @@ static void head_done(struct engine_thread *t, struct cmd *c)
 	pthread_mutex_unlock(&g_lock);
 	/* Only this thread frees its relays, so r stays valid after the unlock. */
 	if (r == NULL || r->thread != t || !r->added || r->finished || r->head_state != HEAD_WAITING)
-		return; /* ended meanwhile (an error, the idle timeout, an abort): c's buffers are freed by the caller */
+		return; /* ended meanwhile (an error, the idle timeout, an abort): head_cmd_free frees c's buffers */
 	struct direction *x = &r->dir[SIDE_UP];
 	direction_release(t, x);
 	x->buf = c->out;
@@ -710,7 +716,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				r->skip_down -= k;
 			}
 			if (d == SIDE_DOWN && r->up_dead)
-				x->off = x->len; /* read and dropped: see head_connect_failed */
+				x->off = x->len; /* read and dropped: see head_upstream_failed */
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
 			 * through the forward, 7.8 → 10.8 Gbit/s in one A/B) beats waiting for their edge. */
@@ -947,8 +953,9 @@ static void run_commands(struct engine_thread *t)
 			acceptor_close(t, c->acceptor);
 		} else if (c->kind == CMD_HEAD) {
 			head_done(t, c);
-			free(c->out);
-			free(c->carry);
+			head_cmd_free(c); /* what head_done did not take */
+			c = next;
+			continue;
 		} else {
 			t->stop = true;
 		}
@@ -1597,17 +1604,20 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 }
 
 /* 2^53: the largest length a JS number carries exactly. */
-#define MAX_PUMP_LENGTH 9007199254740992.0
-#define MAX_SKIP_DOWN MAX_PUMP_LENGTH
+#define MAX_SAFE_LENGTH 9007199254740992.0
+
+/* The longest Via pseudonym the engine writes itself (responseVia, httpRewriteResponse). */
+#define VIA_MAX 128
 
 /* relayStart's options (undefined: none): { skipDown?: bytes, onResponseHead?: function,
- * soleOwner?: the fds are the only ones on their sockets and non-blocking already (handed over
- * by an acceptor, never wrapped by Node), upPlainTcp?: fdUp is an IPPROTO_TCP socket }. */
+ * responseVia?: string, soleOwner?: the fds are the only ones on their sockets and non-blocking
+ * already (handed over by an acceptor, never wrapped by Node), upPlainTcp?: fdUp is an
+ * IPPROTO_TCP socket }. */
 struct relay_opts {
 	double skip_down;
 	napi_value on_head;
 	bool sole, up_plain_tcp;
-	char via[128]; /* responseVia, "" if none */
+	char via[VIA_MAX]; /* responseVia, "" if none */
 };
 
 static bool opt_flag(napi_env env, napi_value opts, const char *key, bool *out)
@@ -1621,8 +1631,6 @@ static bool opt_flag(napi_env env, napi_value opts, const char *key, bool *out)
 
 static bool relay_options(napi_env env, napi_value opts, struct relay_opts *o)
 {
-	double *skip_down = &o->skip_down;
-	napi_value *on_head = &o->on_head;
 	napi_valuetype t;
 	NAPI_CALL_BOOL(env, napi_typeof(env, opts, &t));
 	if (t == napi_undefined || t == napi_null)
@@ -1635,15 +1643,15 @@ static bool relay_options(napi_env env, napi_value opts, struct relay_opts *o)
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "skipDown", &v));
 	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
 	if (t != napi_undefined) {
-		if (!eng_arg_number(env, v, "options.skipDown", skip_down))
+		if (!eng_arg_number(env, v, "options.skipDown", &o->skip_down))
 			return false;
-		if (!(*skip_down >= 0 && *skip_down <= MAX_SKIP_DOWN && *skip_down == (double)(uint64_t)*skip_down)) {
+		if (!(o->skip_down >= 0 && o->skip_down <= MAX_SAFE_LENGTH && o->skip_down == (double)(uint64_t)o->skip_down)) {
 			napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "options.skipDown must be an integer from 0 to 2^53");
 			return false;
 		}
 	}
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "onResponseHead", &v));
-	if (!eng_arg_function(env, v, "options.onResponseHead", true, on_head) || !opt_flag(env, opts, "soleOwner", &o->sole) ||
+	if (!eng_arg_function(env, v, "options.onResponseHead", true, &o->on_head) || !opt_flag(env, opts, "soleOwner", &o->sole) ||
 	    !opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp))
 		return false;
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "responseVia", &v));
@@ -1788,7 +1796,7 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info)
 	napi_value on_done;
 	if (!eng_arg_number(env, argv[3], "length", &length))
 		return NULL;
-	if (!(length == -1 || (length >= 0 && length <= MAX_PUMP_LENGTH && length == (double)(uint64_t)length))) {
+	if (!(length == -1 || (length >= 0 && length <= MAX_SAFE_LENGTH && length == (double)(uint64_t)length))) {
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "length must be -1 (until EOF) or an integer from 0 to 2^53");
 		return NULL;
 	}
@@ -1880,7 +1888,7 @@ napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info)
 	napi_value argv[2], out;
 	const uint8_t *data = NULL;
 	size_t len = 0;
-	char via[128];
+	char via[VIA_MAX];
 	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_buffer(env, argv[0], "The \"head\" argument must be a Buffer", &data, &len) ||
 	    !mpx_arg_string(env, argv[1], "via", via, sizeof(via)))
 		return NULL;
@@ -1919,14 +1927,11 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 	c->id = id;
 	c->then = (int)then;
 	if (!arg_head(env, argv[1], "out", &c->out, &c->out_len) || !arg_head(env, argv[3], "carry", &c->carry, &c->carry_len)) {
-		free(c->out);
-		free(c);
+		head_cmd_free(c);
 		return NULL;
 	}
 	if (c->carry_len > HEAD_MAX) {
-		free(c->out);
-		free(c->carry);
-		free(c);
+		head_cmd_free(c);
 		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "carry must be at most 256 KiB");
 		return NULL;
 	}
@@ -1935,11 +1940,8 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 	struct engine_thread *t = r != NULL ? r->thread : NULL;
 	pthread_mutex_unlock(&g_lock);
 	bool queued = t != NULL && eng_push_cmd(t, c);
-	if (!queued) {
-		free(c->out);
-		free(c->carry);
-		free(c);
-	}
+	if (!queued)
+		head_cmd_free(c);
 	napi_value out;
 	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
 	return out;
