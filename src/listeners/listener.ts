@@ -18,7 +18,6 @@ import { isMptcpSocket, listenMptcp, sampleSubflowsOfFd, socketFd } from '../mpt
 import { EngineAcceptor, type HandedOver, type NativeAcceptorApi } from './engine-acceptor.js';
 import type { EarlyConnect } from '../upstream/types.js';
 
-
 /** Per-client concurrent connection counting (implemented in access/). */
 export interface ClientLimiter {
   tryAcquire(address: string): boolean;

@@ -246,6 +246,12 @@ export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & 
 /** Relay ids by connection, so live views can ask for counters (nativeRelayCounters). */
 const liveRelays = new WeakMap<ConnectionContext, number>();
 
+/** Ends the engine relay carrying ctx's connection (reason 'aborted'); false when there is none. */
+function abortLive(engine: NativeRelayEngine, ctx: ConnectionContext): boolean {
+  const id = liveRelays.get(ctx);
+  return id !== undefined && engine.relayAbort(id);
+}
+
 /** Bytes moved so far for a connection the native relay is carrying; undefined otherwise. */
 export function nativeRelayCounters(ctx: ConnectionContext): NativeRelayCounters | undefined {
   const id = liveRelays.get(ctx);
@@ -327,10 +333,7 @@ function startInEngine(
   // exchange: its ctx.signal is shared by the listener's exchanges (an AbortController each was
   // a measurable part of one), which ConnectingRelay.abort cuts one by one instead.
   const watch = exchange === undefined;
-  const onAbort = (): void => {
-    const live = liveRelays.get(ctx);
-    if (live !== undefined) engine.relayAbort(live);
-  };
+  const onAbort = (): void => void abortLive(engine, ctx);
   const onDone = (s: NativeRelaySummary): void => {
     if (watch) ctx.signal.removeEventListener('abort', onAbort);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
@@ -341,7 +344,7 @@ function startInEngine(
     if (s.connectFailed && connect !== undefined) connect.onFailed(summary.error as NodeJS.ErrnoException, s.reason === 'connect-timeout');
     resolveSummary(summary);
   };
-  let id: number;
+  let options: NativeRelayStartOptions | undefined;
   if (exchange !== undefined) {
     const hook = exchange.onResponseHead;
     const onHead = (bytes: Buffer | null, complete: boolean, code: string | undefined, syscall: string | undefined): void => {
@@ -356,20 +359,17 @@ function startInEngine(
       }
       engine.relayHeadDone(id, d.out, d.then, d.carry ?? null);
     };
-    id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, {
+    options = {
       skipDown: exchange.skipDown,
       onResponseHead: onHead,
       ...(exchange.responseVia !== undefined ? { responseVia: exchange.responseVia } : {}),
       // The acceptor's fds, never wrapped by Node (ConnectingRelay.startExchange).
       soleOwner: true,
       upPlainTcp: connect?.plainTcp === true,
-    });
-  } else {
-    id =
-      connect === undefined
-        ? engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream)
-        : engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect.timeoutMs, connect.onConnected);
+    };
   }
+  // connectTimeoutMs 0: fdUp is connected already.
+  const id = engine.relayStart(fdDown, fdUp, headToUp, headToDown, opts.idleTimeoutMs ?? 0, onDone, sampleDownstream, connect?.timeoutMs ?? 0, connect?.onConnected ?? null, options);
   liveRelays.set(ctx, id);
   if (ctx.signal.aborted) onAbort();
   else if (watch) ctx.signal.addEventListener('abort', onAbort, { once: true });
@@ -438,8 +438,8 @@ export const connectingRelay: ConnectingRelay = {
     return started;
   },
   abort(ctx) {
-    const id = liveRelays.get(ctx);
-    return id !== undefined && (loadNativeRelayEngine()?.relayAbort(id) ?? false);
+    const engine = loadNativeRelayEngine();
+    return engine !== undefined && abortLive(engine, ctx);
   },
   startExchange(fdDown, up, requestHead, exchange, ctx, opts = {}) {
     const engine = loadNativeRelayEngine();

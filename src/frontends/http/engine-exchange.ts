@@ -39,7 +39,7 @@ import { requestBodyFraming, responseBodyFraming } from './framing.js';
 import { HeadDecoder, RESPONSE_HEAD_LIMITS, clientWantsPersistence, headerValues, parseRequestHead, parseRequestTarget, parseResponseHead } from './parser.js';
 import type { RequestHead } from './parser.js';
 import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
-import { buildErrorReply, httpStatusFor } from './status.js';
+import { replyToError } from './status.js';
 
 /** What the engine needs to serve it (FrontendDeps.relayConnecting). */
 type ExchangeEngine = Pick<ConnectingRelay, 'startExchange' | 'abort'>;
@@ -136,13 +136,8 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
  */
 function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, req: Eligible, cfg: HttpListenerConfig, pending: PendingConnect, ctx: ConnectionContext, idleTimeoutMs: number): HeadDecision {
   const interim: Buffer[] = [];
-  const fail = (err: ProxyError): HeadDecision => {
-    const status = httpStatusFor(err);
-    ctx.access.status = status;
-    ctx.log.warn('http request failed', { status, code: err.code, target: formatTarget(req.target), method: req.head.method, err });
-    const reply = buildErrorReply(status, err.side !== 'internal' ? err.message : 'upstream connection failed', { head: req.head.method === 'HEAD' });
-    return { out: Buffer.concat([...interim, reply]), then: HeadThen.End };
-  };
+  // ctx.target is req.target (serve), so the log line names it as the session's does.
+  const fail = (err: ProxyError): HeadDecision => ({ out: Buffer.concat([...interim, replyToError(err, ctx, req.head.method)]), then: HeadThen.End });
   if (failure !== undefined) {
     if (failure.syscall === 'connect') {
       const cause = Object.assign(new Error(`connect ${failure.code}`), { code: failure.code, syscall: 'connect' });

@@ -41,7 +41,7 @@ import {
 } from './parser.js';
 import type { RequestHead, RequestTarget, ResponseHead } from './parser.js';
 import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamRequestHead } from './rewrite.js';
-import { CONNECT_ESTABLISHED, PROXY_AUTHENTICATE, buildErrorReply, httpStatusFor } from './status.js';
+import { CONNECT_ESTABLISHED, httpStatusFor, replyToError } from './status.js';
 import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
 import { UpstreamPool } from './pool.js';
 import { planEngineExchange } from './engine-exchange.js';
@@ -877,20 +877,7 @@ class HttpProxySession {
       this.#ctx.log.debug('client went away', { err });
       return;
     }
-    const status = httpStatusFor(err);
-    const code = err instanceof ProxyError ? err.code : ErrorCode.INTERNAL;
-    const target = this.#ctx.target ? formatTarget(this.#ctx.target) : undefined;
-    this.#ctx.access.status = status;
-    const fields = { status, code, target, method: head?.method, err };
-    if (status >= 500) this.#ctx.log.warn('http request failed', fields);
-    else this.#ctx.log.info('http request rejected', fields);
-    // Internal details stay in the log; the client gets the typed message or a generic one.
-    const message =
-      err instanceof ProxyError && err.side !== 'internal' ? err.message : status === 500 ? 'internal proxy error' : 'upstream connection failed';
-    const reply = buildErrorReply(status, message, {
-      head: head?.method === 'HEAD',
-      extraHeaders: status === 407 ? [PROXY_AUTHENTICATE] : [],
-    });
+    const reply = replyToError(err, this.#ctx, head?.method);
     try {
       await writeAll(this.#client, reply);
     } catch (writeErr) {

@@ -3,7 +3,8 @@
  * replies the proxy writes itself. Every error the HTTP front-end can answer goes through
  * `httpStatusFor`; nothing matches on messages.
  */
-import { AccessDeniedError, ErrorCode, ProxyError, UpstreamError } from '../../core/errors.js';
+import type { ConnectionContext } from '../../core/context.js';
+import { AccessDeniedError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 
 export const REASON: Readonly<Record<number, string>> = {
   200: 'OK',
@@ -74,3 +75,21 @@ export function buildErrorReply(status: number, message: string, opts: ErrorRepl
 
 export const PROXY_AUTHENTICATE = 'Proxy-Authenticate: Basic realm="mptcp-proxy"';
 export const CONNECT_ESTABLISHED = Buffer.from('HTTP/1.1 200 Connection established\r\n\r\n', 'latin1');
+
+/**
+ * The one reply to an error a request met, as the session and the engine-served exchanges
+ * (engine-exchange.ts) both write it: its status goes to the access fields, the error to the
+ * log (a warning from 500 on, else info) with the connection's target; internal details stay in
+ * the log, and the client gets the typed message or a generic one.
+ */
+export function replyToError(err: unknown, ctx: ConnectionContext, method: string | undefined): Buffer {
+  const status = httpStatusFor(err);
+  const code = err instanceof ProxyError ? err.code : ErrorCode.INTERNAL;
+  ctx.access.status = status;
+  const fields = { status, code, target: ctx.target ? formatTarget(ctx.target) : undefined, method, err };
+  if (status >= 500) ctx.log.warn('http request failed', fields);
+  else ctx.log.info('http request rejected', fields);
+  const message =
+    err instanceof ProxyError && err.side !== 'internal' ? err.message : status === 500 ? 'internal proxy error' : 'upstream connection failed';
+  return buildErrorReply(status, message, { head: method === 'HEAD', extraHeaders: status === 407 ? [PROXY_AUTHENTICATE] : [] });
+}
