@@ -58,7 +58,12 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     relay: selectRelay(config.relay.engine, {
       log,
       threads: config.relay.threads,
-      capBuffers: { enabled: config.relay.capBuffers, minBytes: config.relay.capBuffersMinBytes, rateMbit: config.relay.capBuffersRateMbit },
+      capBuffers: {
+        enabled: config.relay.capBuffers,
+        minBytes: config.relay.capBuffersMinBytes,
+        rateMbit: config.relay.capBuffersRateMbit,
+        notsentBytes: config.relay.capBuffersNotsentBytes,
+      },
     }),
     pump: selectBodyPump(config.relay.engine),
     relayConnecting: selectConnectingRelay(config.relay.engine),

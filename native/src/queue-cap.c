@@ -30,6 +30,15 @@
  * shaped testbed paths (40 + 20 Mbit/s) 5–8 % (bench --only aggregation, 3 reps each way).
  * So the cap is for plain TCP sockets and fallen-back ones: the upstream of a TCP origin,
  * and a single-path client.
+ *
+ * An MPTCP client socket's own queue is bounded another way: TCP_NOTSENT_LOWAT (which an MPTCP
+ * socket honours on this kernel) on the destination of a bulk flow. It bounds only the bytes
+ * written but not yet sent on any subflow — the connection-level queue that the scheduler has
+ * not handed to a path — and leaves alone the bytes in flight, which are what a slow subflow
+ * needs covered; a write then returns, and EPOLLOUT fires, once that queue is below the mark.
+ * Measured (bench --only conversion-delay,throughput, native forward, 2 rounds each): bulk
+ * data-in → data-out p50 14.3 / 3.1 ms (p90 120 / 13) without it, 4.3 / 5.1 ms with 256 KiB,
+ * 1 MiB downloads at 6481 / 6074 Mbit/s without and 6766 / 5754 with.
  */
 #include "queue-cap.h"
 #include "mptcp-uapi.h" /* IPPROTO_MPTCP, TCP_IS_MPTCP */
@@ -43,7 +52,7 @@
 
 #define SOL_TCP_LEVEL 6 /* IPPROTO_TCP; linux/tcp.h and netinet/in.h cannot both be included */
 
-struct mpx_queue_cap g_queue_cap = { .floor_bytes = 1u << 20, .rate_mbit = 10000 };
+struct mpx_queue_cap g_queue_cap = { .floor_bytes = 1u << 20, .rate_mbit = 10000, .notsent_bytes = 256u << 10 };
 
 /* A sysctl's value (its `field`th number: tcp_rmem and tcp_wmem hold three), read once per
  * process; 0 = unknown, and then the rule that uses it does not apply. */
@@ -123,4 +132,12 @@ uint32_t mpx_queue_cap(int fd, int optname)
 		return 0;
 	int v = (int)cap;
 	return setsockopt(fd, SOL_SOCKET, optname, &v, sizeof(v)) == 0 ? (uint32_t)cap : 0;
+}
+
+uint32_t mpx_notsent_cap(int fd)
+{
+	int v = (int)atomic_load_explicit(&g_queue_cap.notsent_bytes, memory_order_relaxed);
+	if (v <= 0)
+		return 0;
+	return setsockopt(fd, SOL_TCP_LEVEL, TCP_NOTSENT_LOWAT, &v, sizeof(v)) == 0 ? (uint32_t)v : 0;
 }

@@ -728,6 +728,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				x->queues_capped = true;
 				mpx_queue_cap(src, SO_RCVBUF);
 				mpx_queue_cap(dst, SO_SNDBUF);
+				mpx_notsent_cap(dst);
 			}
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
 			r->last_activity_ms = t->now_ms;
@@ -1963,20 +1964,22 @@ napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
-/* relaySetQueueCap(floorBytes, rateMbit): queue-cap.c's parameters; floorBytes 0 = off. */
+/* relaySetQueueCap(floorBytes, rateMbit, notsentBytes): queue-cap.c's parameters; floorBytes 0
+ * turns the buffer cap off, notsentBytes 0 the TCP_NOTSENT_LOWAT one. */
 napi_value mpx_js_relay_set_queue_cap(napi_env env, napi_callback_info info)
 {
-	napi_value argv[2];
-	int32_t floor_bytes, rate;
-	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_int32(env, argv[0], "floorBytes", &floor_bytes) ||
-	    !mpx_arg_int32(env, argv[1], "rateMbit", &rate))
+	napi_value argv[3];
+	int32_t floor_bytes, rate, notsent;
+	if (!mpx_get_args(env, info, 3, argv) || !mpx_arg_int32(env, argv[0], "floorBytes", &floor_bytes) ||
+	    !mpx_arg_int32(env, argv[1], "rateMbit", &rate) || !mpx_arg_int32(env, argv[2], "notsentBytes", &notsent))
 		return NULL;
-	if (floor_bytes < 0 || rate < 0) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "floorBytes and rateMbit must be >= 0");
+	if (floor_bytes < 0 || rate < 0 || notsent < 0) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "floorBytes, rateMbit and notsentBytes must be >= 0");
 		return NULL;
 	}
 	atomic_store_explicit(&g_queue_cap.floor_bytes, (uint32_t)floor_bytes, memory_order_relaxed);
 	atomic_store_explicit(&g_queue_cap.rate_mbit, (uint32_t)rate, memory_order_relaxed);
+	atomic_store_explicit(&g_queue_cap.notsent_bytes, (uint32_t)notsent, memory_order_relaxed);
 	return NULL;
 }
 

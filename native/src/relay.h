@@ -68,7 +68,7 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info);
 napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info);
 /* relaySetThreads(n): engine thread count, applied when the engine next starts. */
 napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info);
-/* relaySetQueueCap(floorBytes, rateMbit): the socket-buffer cap for bulk flows (queue-cap.c). */
+/* relaySetQueueCap(floorBytes, rateMbit, notsentBytes): the queue caps for bulk flows (queue-cap.c). */
 napi_value mpx_js_relay_set_queue_cap(napi_env env, napi_callback_info info);
 /* relayEngineStop(): ends every live relay (endedBy 'proxy') and joins the threads. */
 napi_value mpx_js_relay_engine_stop(napi_env env, napi_callback_info info);

@@ -278,6 +278,8 @@ function readRelay(sec: Section): RelayConfig {
     // Below 64 KiB a capped buffer would throttle even a LAN path; 1 GiB is beyond any rmem_max.
     capBuffersMinBytes: sec.int('capBuffersMinBytes', relayDefaults.capBuffersMinBytes, 65_536, 1_073_741_824),
     capBuffersRateMbit: sec.int('capBuffersRateMbit', relayDefaults.capBuffersRateMbit, 1, 1_000_000),
+    // 0 = off; past 1 GiB nothing is ever held back.
+    capBuffersNotsentBytes: sec.int('capBuffersNotsentBytes', relayDefaults.capBuffersNotsentBytes, 0, 1_073_741_824),
   };
   sec.finish();
   return out;

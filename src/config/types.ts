@@ -93,6 +93,12 @@ export interface RelayConfig {
   capBuffers: boolean;
   capBuffersMinBytes: number;
   capBuffersRateMbit: number;
+  /**
+   * With capBuffers: the destination socket of a bulk flow, MPTCP ones too, holds at most about
+   * this many bytes not yet sent on any path (TCP_NOTSENT_LOWAT); bytes in flight are not
+   * counted, so a slow subflow keeps its window. 0 = off.
+   */
+  capBuffersNotsentBytes: number;
 }
 
 export interface AccessConfig {

@@ -16,7 +16,7 @@ export interface SelectRelayOptions {
   /** Native engine threads (relay.threads); applied when the engine starts. */
   threads?: number;
   /** relay.capBuffers*: the native engine's socket-buffer cap for bulk flows; omitted = the addon's default. */
-  capBuffers?: { enabled: boolean; minBytes: number; rateMbit: number };
+  capBuffers?: { enabled: boolean; minBytes: number; rateMbit: number; notsentBytes: number };
 }
 
 /** The relay for `engine`; 'native' falls back to the JS relay, with a warning, when the addon lacks the engine. */
@@ -33,8 +33,8 @@ export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}):
   // MPTCP_PROXY_CAP_BUFFERS=off: an internal switch for A/B runs of the bench, whose forward
   // variant has no config file (like MPTCP_PROXY_ENGINE_CONNECT); not a config key.
   const cap = opts.capBuffers;
-  if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap?.(0, 1);
-  else if (cap !== undefined) native.relaySetQueueCap?.(cap.enabled ? cap.minBytes : 0, cap.rateMbit);
+  if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap?.(0, 1, 0);
+  else if (cap !== undefined) native.relaySetQueueCap?.(cap.enabled ? cap.minBytes : 0, cap.rateMbit, cap.enabled ? cap.notsentBytes : 0);
   return nativeRelay;
 }
 

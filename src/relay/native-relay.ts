@@ -164,9 +164,10 @@ export interface NativeRelayEngine {
   relayAbort(id: number): boolean;
   /** Engine threads (default 1), applied the next time the engine starts. */
   relaySetThreads(threads: number): void;
-  /** The socket-buffer cap for bulk flows (native/src/queue-cap.c); floorBytes 0 = off. Absent
-   *  from an addon built before it (then the engine has no cap). */
-  relaySetQueueCap?(floorBytes: number, rateMbit: number): void;
+  /** The queue caps for bulk flows (native/src/queue-cap.c): floorBytes 0 turns the buffer cap
+   *  off, notsentBytes 0 the not-yet-sent one. Absent from an addon built before it (then the
+   *  engine has no cap). */
+  relaySetQueueCap?(floorBytes: number, rateMbit: number, notsentBytes: number): void;
   /** Ends every live relay (reason 'engine-stopped') and joins the engine threads. */
   relayEngineStop(): void;
 }

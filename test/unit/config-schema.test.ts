@@ -111,11 +111,21 @@ test('host:port parsing covers IPv4, bracketed IPv6, bare ports and names', () =
 });
 
 const L = [{ type: 'http', listen: '127.0.0.1:3128' }];
-test('relay.capBuffers*: defaults on (1 MiB floor, 10 Gbit/s), and out-of-range values name their key', () => {
+test('relay.capBuffers*: defaults on (1 MiB floor, 10 Gbit/s, 256 KiB not sent), and out-of-range values name their key', () => {
   const c = validateConfig({ listeners: L });
-  assert.deepEqual([c.relay.capBuffers, c.relay.capBuffersMinBytes, c.relay.capBuffersRateMbit], [true, 1_048_576, 10_000]);
-  const off = validateConfig({ listeners: L, relay: { capBuffers: false, capBuffersMinBytes: 262_144, capBuffersRateMbit: 25_000 } });
-  assert.deepEqual([off.relay.capBuffers, off.relay.capBuffersMinBytes, off.relay.capBuffersRateMbit], [false, 262_144, 25_000]);
+  assert.deepEqual(
+    [c.relay.capBuffers, c.relay.capBuffersMinBytes, c.relay.capBuffersRateMbit, c.relay.capBuffersNotsentBytes],
+    [true, 1_048_576, 10_000, 262_144],
+  );
+  const off = validateConfig({
+    listeners: L,
+    relay: { capBuffers: false, capBuffersMinBytes: 262_144, capBuffersRateMbit: 25_000, capBuffersNotsentBytes: 0 },
+  });
+  assert.deepEqual(
+    [off.relay.capBuffers, off.relay.capBuffersMinBytes, off.relay.capBuffersRateMbit, off.relay.capBuffersNotsentBytes],
+    [false, 262_144, 25_000, 0],
+  );
+  assertConfigError(() => validateConfig({ listeners: L, relay: { capBuffersNotsentBytes: -1 } }), 'relay.capBuffersNotsentBytes', /0/);
   assertConfigError(() => validateConfig({ listeners: L, relay: { capBuffersMinBytes: 4096 } }), 'relay.capBuffersMinBytes', /65536/);
   assertConfigError(() => validateConfig({ listeners: L, relay: { capBuffersRateMbit: 0 } }), 'relay.capBuffersRateMbit', /1/);
   assertConfigError(() => validateConfig({ listeners: L, relay: { capBuffers: 'yes' } }), 'relay.capBuffers', /true or false|boolean/);
