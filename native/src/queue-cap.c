@@ -35,10 +35,15 @@
  * socket honours on this kernel) on the destination of a bulk flow. It bounds only the bytes
  * written but not yet sent on any subflow — the connection-level queue that the scheduler has
  * not handed to a path — and leaves alone the bytes in flight, which are what a slow subflow
- * needs covered; a write then returns, and EPOLLOUT fires, once that queue is below the mark.
- * Measured (bench --only conversion-delay,throughput, native forward, 2 rounds each): bulk
- * data-in → data-out p50 14.3 / 3.1 ms (p90 120 / 13) without it, 4.3 / 5.1 ms with 256 KiB,
- * 1 MiB downloads at 6481 / 6074 Mbit/s without and 6766 / 5754 with.
+ * needs covered. A write stops once that queue passes the mark, and EPOLLOUT fires once it is
+ * below half of it (tcp_poll's wake rule), so the mark also sets the size of the engine's
+ * writes: 1 MiB (the default, the relay buffer's size) keeps them large. Measured (bench
+ * --reps 2 --only throughput,conversion-delay, native, two runs per value alternated, values
+ * set with MPTCP_PROXY_CAP_NOTSENT): bulk data-in → data-out p50, forward / HTTP, off 2.9, 3.0
+ * / 10.3, 16.2 ms; 256 KiB 5.0, 3.6 / 4.9, 4.2; 1 MiB 3.9, 4.5 / 4.3, 4.2 (HAProxy 18–51 ms in
+ * the same runs). Eight parallel downloads, forward / HTTP: off 5931, 7659 / 6531, 8826 Mbit/s;
+ * 256 KiB 5352, 4839 / 5393, 5148 (CPU 1.36–1.46 s/GB against 0.9–1.1: twice as many wake-ups
+ * and writes); 1 MiB 7595, 7656 / 7298, 7422. One download: within the runs' noise for all three.
  */
 #include "queue-cap.h"
 #include "mptcp-uapi.h" /* IPPROTO_MPTCP, TCP_IS_MPTCP */
@@ -52,7 +57,7 @@
 
 #define SOL_TCP_LEVEL 6 /* IPPROTO_TCP; linux/tcp.h and netinet/in.h cannot both be included */
 
-struct mpx_queue_cap g_queue_cap = { .floor_bytes = 1u << 20, .rate_mbit = 10000, .notsent_bytes = 256u << 10 };
+struct mpx_queue_cap g_queue_cap = { .floor_bytes = 1u << 20, .rate_mbit = 10000, .notsent_bytes = 1u << 20 };
 
 /* A sysctl's value (its `field`th number: tcp_rmem and tcp_wmem hold three), read once per
  * process; 0 = unknown, and then the rule that uses it does not apply. */

@@ -59,7 +59,7 @@ export const relayDefaults = {
   capBuffers: true,
   capBuffersMinBytes: 1_048_576,
   capBuffersRateMbit: 10_000,
-  capBuffersNotsentBytes: 262_144,
+  capBuffersNotsentBytes: 1_048_576,
 } as const;
 
 export const accessDefaults = {

@@ -11,8 +11,8 @@
  *
  * capBuffersNotsentBytes (TCP_NOTSENT_LOWAT on the client socket, MPTCP ones too) bounds the bytes
  * the proxy has written there but the kernel has not sent yet: a plain TCP client socket's
- * `notsent` (ss -i) stays within the mark plus about one 64 KiB segment (seen: ≤ 327 415 with the
- * default 256 KiB; 1.9 MB without it). Every run checks the bytes end to end.
+ * `notsent` (ss -i) stays within the mark plus about one 64 KiB segment (seen: ≤ 327 415 with
+ * 256 KiB; 1.9 MB without it). Every run checks the bytes end to end.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -38,7 +38,8 @@ const CHUNK = randomBytes(MiB);
  *  loopback's RTT at the moment of the cap reached milliseconds, and 10 Gbit/s × 3.3 ms is
  *  already past a 4 MiB rmem_max, so the default rate made those runs fail now and then. */
 const FLOOR_DECIDES = { capBuffersRateMbit: 100 };
-/** relay.capBuffersNotsentBytes's default. */
+/** relay.capBuffersNotsentBytes for the tests that check it: below its 1 MiB default, so that the
+ *  queue without it (up to the 2 MiB send buffer) is clearly past the mark. */
 const NOTSENT = 256 * 1024;
 /** A write stops once the unsent bytes pass the mark, after the segment it was filling (≤ 64 KiB on loopback). */
 const NOTSENT_SLACK = 128 * 1024;
@@ -182,8 +183,8 @@ async function stalledDownload(t: TestContext, relay: Record<string, unknown>, m
 test('queue cap', { skip }, async (t) => {
   const digest = expectedDigest();
 
-  await t.test('default floor: the upstream receive buffer and the client send buffer become 2 × 1 MiB, and the queue stays within them', async (t) => {
-    const run = await stalledDownload(t, FLOOR_DECIDES);
+  await t.test('default floor: the upstream receive buffer and the client send buffer become 2 × 1 MiB, and the queues stay within them', async (t) => {
+    const run = await stalledDownload(t, { ...FLOOR_DECIDES, capBuffersNotsentBytes: NOTSENT });
     assert.equal(run.digest, digest);
     assert.equal(run.upstream.rcvbuf, 2 * MiB, `upstream rcvbuf ${run.upstream.rcvbuf}`);
     assert.equal(run.client.sndbuf, 2 * MiB, `client sndbuf ${run.client.sndbuf}`);
@@ -255,7 +256,7 @@ test('queue cap', { skip }, async (t) => {
   // but without the mark the queue sits near the whole send buffer (seen: median 3.2–3.5 MB of
   // 4 MiB), with it mostly empty (seen: median 0).
   await t.test('an MPTCP client: capBuffersNotsentBytes holds its connection-level queue well below what it is without', { skip: mptcpSupport().available ? false : 'MPTCP unavailable' }, async (t) => {
-    const marked = await stalledDownload(t, FLOOR_DECIDES, true);
+    const marked = await stalledDownload(t, { ...FLOOR_DECIDES, capBuffersNotsentBytes: NOTSENT }, true);
     const unmarked = await stalledDownload(t, { ...FLOOR_DECIDES, capBuffersNotsentBytes: 0 }, true);
     assert.equal(marked.digest, digest);
     assert.equal(unmarked.digest, digest);

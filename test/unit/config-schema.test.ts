@@ -111,11 +111,11 @@ test('host:port parsing covers IPv4, bracketed IPv6, bare ports and names', () =
 });
 
 const L = [{ type: 'http', listen: '127.0.0.1:3128' }];
-test('relay.capBuffers*: defaults on (1 MiB floor, 10 Gbit/s, 256 KiB not sent), and out-of-range values name their key', () => {
+test('relay.capBuffers*: defaults on (1 MiB floor, 10 Gbit/s, 1 MiB not sent), and out-of-range values name their key', () => {
   const c = validateConfig({ listeners: L });
   assert.deepEqual(
     [c.relay.capBuffers, c.relay.capBuffersMinBytes, c.relay.capBuffersRateMbit, c.relay.capBuffersNotsentBytes],
-    [true, 1_048_576, 10_000, 262_144],
+    [true, 1_048_576, 10_000, 1_048_576],
   );
   const off = validateConfig({
     listeners: L,
