@@ -284,8 +284,7 @@ static void handoff_dial(struct acceptor *a, struct pending_client *p, const cha
 	uint16_t port = 0;
 	socklen_t to_len = 0;
 	p->has_target = n > 0 && request_line_target(buf, n, &p->target, &to_len, &ip, &port);
-	bool wanted = a->early && (!a->early_close_only || mpx_http_request_asks_close(buf, n));
-	if (wanted && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
+	if (a->early && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
 		const char *syscall = NULL;
 		if (acceptor_dial(a, &p->target, to_len, &p->up, &syscall) != 0) {
 			if (p->up >= 0)
@@ -293,6 +292,17 @@ static void handoff_dial(struct acceptor *a, struct pending_client *p, const cha
 			p->up = -1; /* the request's own dial will meet the failure and report it */
 		}
 	}
+}
+
+/* JS's kept connection `kept_id` is over (MSG_KEPT_END): its access line can be written. */
+static void kept_end_post(struct engine_thread *t, struct acceptor *a, uint64_t kept_id, const char *reason)
+{
+	struct msg *m = acc_msg(a, MSG_KEPT_END);
+	if (m == NULL)
+		return; /* out of memory: that connection's access line is lost, nothing else */
+	m->kept_id = kept_id;
+	m->reason = reason;
+	eng_post(t, m);
 }
 
 /* Hands a waiting client to JS ('handoff') with its first `n` bytes (peeked: still in its
@@ -313,6 +323,8 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 			close(p->up);
 		mpx_client_release(&p->key);
 		p->fd = p->up = -1;
+		if (p->kept)
+			kept_end_post(t, a, p->kept_id, NULL);
 		return;
 	}
 	if (data != NULL)
@@ -324,6 +336,8 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 	m->peer = p->peer;
 	m->local = p->local;
 	m->down_mptcp = p->down_mptcp;
+	m->kept = p->kept;
+	m->kept_id = p->kept_id;
 	m->has_target = p->has_target;
 	if (p->has_target)
 		m->up_target = p->target;
@@ -333,6 +347,63 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 	}
 	p->fd = p->up = -1;
 	eng_post(t, m);
+}
+
+/* A kept client's entry off its acceptor's list (and out of the epoll set), into the thread's
+ * kept_graveyard: freed after this batch (an event for it may still be further down). */
+static void kept_unlink(struct engine_thread *t, struct pending_client *p)
+{
+	struct acceptor *a = p->acc;
+	if (p->registered)
+		epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+	p->registered = false;
+	if (p->prev != NULL)
+		p->prev->next = p->next;
+	else
+		a->kept_head = p->next;
+	if (p->next != NULL)
+		p->next->prev = p->prev;
+	else
+		a->kept_tail = p->prev;
+	p->prev = NULL;
+	p->next = t->kept_graveyard;
+	t->kept_graveyard = p;
+	t->kept_count--;
+}
+
+/* A kept client that closed (or reset) between two requests — the usual end of a keep-alive
+ * connection — or one idle for the listener's keepAliveTimeoutMs (the session closes those
+ * quietly too, RFC 9112 §9.5): closed with no word to JS, its exchanges already accounted. */
+static void kept_close(struct engine_thread *t, struct pending_client *p, const char *reason)
+{
+	kept_unlink(t, p);
+	close(p->fd);
+	mpx_client_release(&p->key);
+	p->fd = -1;
+	kept_end_post(t, p->acc, p->kept_id, reason);
+}
+
+void kept_sweep(struct engine_thread *t)
+{
+	for (struct acceptor *a = t->acceptors; a != NULL; a = a->next)
+		while (a->kept_head != NULL && t->now_ms >= a->kept_head->deadline_ms)
+			kept_close(t, a->kept_head, "idle");
+	while (t->kept_graveyard != NULL) {
+		struct pending_client *p = t->kept_graveyard;
+		t->kept_graveyard = p->next;
+		free(p);
+	}
+}
+
+int64_t kept_due(const struct engine_thread *t)
+{
+	int64_t due = INT64_MAX;
+	if (t->kept_graveyard != NULL)
+		return t->now_ms;
+	for (const struct acceptor *a = t->acceptors; a != NULL; a = a->next)
+		if (a->kept_head != NULL && a->kept_head->deadline_ms < due)
+			due = a->kept_head->deadline_ms;
+	return due;
 }
 
 /* Peeks at a waiting client: true when it has been handed over (its request head is in, the
@@ -347,10 +418,21 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return false;
+	if (p->kept) {
+		/* Its next request, or its end: the first byte is enough, since a session serves
+		 * the rest of a kept client's requests (planEngineExchange). */
+		if (n > 0) {
+			kept_unlink(t, p);
+			handoff_finish(t, p, buf, (size_t)n);
+		} else {
+			kept_close(t, p, NULL);
+		}
+		return true;
+	}
 	if (n > 0 && (size_t)n < sizeof(buf) && !mpx_head_has_end(buf, (size_t)n, 0)) {
 		/* The request line is in: connect now, while the rest comes (not when only a whole
 		 * head can say whether to). */
-		if (!p->acc->early_close_only && memmem(buf, (size_t)n, "\r\n", 2) != NULL)
+		if (memmem(buf, (size_t)n, "\r\n", 2) != NULL)
 			handoff_dial(p->acc, p, buf, (size_t)n);
 		return false;
 	}
@@ -363,10 +445,12 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 	return true;
 }
 
-/* An admitted client of a handoff acceptor: handed over at once if its request head is already
- * in, else it waits (on the thread's epoll, at most handoff_wait_ms). */
-static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer, const struct mpx_client_key *key)
+/* An admitted client of a handoff acceptor (or a kept one given back: no early connect): handed
+ * over at once if its request head is already in, else it waits (on the thread's epoll, at most
+ * handoff_wait_ms). */
+static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer, const struct mpx_client_key *key, uint64_t kept_id)
 {
+	bool kept = kept_id != 0; /* JS's ids for kept clients start at 1 */
 	struct pending_client *p = calloc(1, sizeof(*p));
 	if (p == NULL) {
 		close(fd);
@@ -376,25 +460,61 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 	p->fd = fd;
 	p->up = -1;
 	p->acc = a;
+	p->kept = kept;
+	p->kept_id = kept_id;
+	p->dialed = kept; /* a kept client's next request goes to a session, with its pool */
 	p->peer = *peer;
 	p->key = *key;
 	socklen_t len = sizeof(p->local);
 	getsockname(fd, (struct sockaddr *)&p->local, &len);
 	p->down_mptcp = client_is_mptcp(a, fd);
-	if (handoff_try(t, p)) {
+	if (kept) {
+		/* On its acceptor's list first: handoff_try unlinks it when it is done with. */
+		p->deadline_ms = t->now_ms + a->kept_wait_ms;
+		p->prev = a->kept_tail;
+		if (a->kept_tail != NULL)
+			a->kept_tail->next = p;
+		else
+			a->kept_head = p;
+		a->kept_tail = p;
+		t->kept_count++;
+		if (handoff_try(t, p))
+			return;
+	} else if (handoff_try(t, p)) {
 		free(p);
 		return;
+	} else {
+		p->deadline_ms = t->now_ms + a->handoff_wait_ms;
 	}
-	p->deadline_ms = t->now_ms + a->handoff_wait_ms;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)((uintptr_t)p | PEND_TAG) };
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-		handoff_finish(t, p, NULL, 0); /* cannot wait: JS gets it as it is */
-		free(p);
+		/* cannot wait: JS gets it as it is */
+		if (kept)
+			kept_unlink(t, p);
+		handoff_finish(t, p, NULL, 0);
+		if (!kept)
+			free(p);
 		return;
 	}
 	p->registered = true;
+	if (kept)
+		return;
 	p->next = t->pending;
 	t->pending = p;
+}
+
+void acceptor_adopt(struct engine_thread *t, struct acceptor *a, const struct cmd *c)
+{
+	struct sockaddr_storage peer;
+	socklen_t len = sizeof(peer);
+	/* The client is already gone (or, never seen so far, the acceptor closed meanwhile). */
+	if (a->fd < 0 || getpeername(c->fd, (struct sockaddr *)&peer, &len) != 0) {
+		close(c->fd);
+		mpx_client_release(&c->key);
+		kept_end_post(t, a, c->kept_id, NULL);
+		return;
+	}
+	handoff_begin(t, a, c->fd, &peer, &c->key, c->kept_id);
 }
 
 /* Hands a waiting client over now, as it is, and leaves its entry for pending_sweep to free
@@ -474,7 +594,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 		return;
 	}
 	if (a->handoff) {
-		handoff_begin(t, a, fd, peer, &key);
+		handoff_begin(t, a, fd, peer, &key, 0);
 		return;
 	}
 	struct relay *r = calloc(1, sizeof(*r));
@@ -613,6 +733,10 @@ void acceptor_close(struct engine_thread *t, struct acceptor *a)
 	for (struct pending_client *p = t->pending; p != NULL; p = p->next)
 		if (p->acc == a)
 			pending_release(t, p);
+	/* Kept clients between two requests are idle keep-alive connections: closed, as a
+	 * closing Node server closes its idle ones. */
+	while (a->kept_head != NULL)
+		kept_close(t, a->kept_head, "stopped");
 	if (a->spare >= 0)
 		close(a->spare);
 	a->spare = -1;
@@ -701,6 +825,11 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		ev_address(env, &a, m->fd_up >= 0 ? &m->up_local : &none);
 		if (a.ok) /* the peeked bytes, or null */
 			ev_push(&a, m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
+		ev_number(env, &a, m->kept ? (double)m->kept_id : 0);
+		break;
+	case MSG_KEPT_END:
+		ev_number(env, &a, (double)m->kept_id);
+		ev_string(env, &a, m->reason);
 		break;
 	}
 	default:
@@ -759,14 +888,14 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 		return false;
 	if (a->handoff) {
 		/* HTTP: no fixed target; destinations, if given, check the early connects. */
-		double wait;
-		napi_value ecv; /* not v and t: they hold "destinations" */
-		napi_valuetype ect;
-		if (!opt_bool(env, opts, "early", &a->early) || !opt_value(env, opts, "earlyCloseOnly", &ecv, &ect) ||
-		    (ect != napi_undefined && !mpx_arg_bool(env, ecv, "earlyCloseOnly", &a->early_close_only)) ||
-		    !opt_number(env, opts, "handoffWaitMs", 0, 60000, &wait))
+		double wait, kept_wait = 60000; /* keptWaitMs's default: keepAliveTimeoutMs's */
+		napi_value kv; /* not v and t: they hold "destinations" */
+		napi_valuetype kt;
+		if (!opt_bool(env, opts, "early", &a->early) || !opt_number(env, opts, "handoffWaitMs", 0, 60000, &wait) ||
+		    !opt_value(env, opts, "keptWaitMs", &kv, &kt) || (kt != napi_undefined && !opt_number(env, opts, "keptWaitMs", 0, 2147483647.0, &kept_wait)))
 			return false;
 		a->handoff_wait_ms = (int64_t)wait;
+		a->kept_wait_ms = (int64_t)kept_wait;
 		a->has_dest = t == napi_object;
 		if (a->has_dest && !mpx_dest_policy_from_js(env, v, &a->dest))
 			return false;
@@ -876,6 +1005,48 @@ fail: /* a JS exception is pending; the fd is still the caller's */
 	mpx_dest_policy_free(&a->dest);
 	free(a->allow), free(a), free(js), free(c);
 	return NULL;
+}
+
+/* acceptorAdopt(id, fd, clientAddress, keptId) → boolean: gives the acceptor back a client
+ * whose exchange the engine served with the client kept open (relayStart's holdClient): it
+ * waits for its next request there, and is handed over ('handoff' with keptId) when its first
+ * bytes come, or closed when it closes, resets or idles out first ('kept-end' with keptId).
+ * The fd and the client's slot (clientAddress's) are the engine's on true; false (the acceptor
+ * is unknown or stopping) leaves both to the caller. keptId: JS's id for it, from 1. */
+napi_value mpx_js_acceptor_adopt(napi_env env, napi_callback_info info)
+{
+	napi_value argv[4], out;
+	uint64_t id, kept_id;
+	int32_t fd;
+	struct mpx_client_key key;
+	if (!mpx_get_args(env, info, 4, argv) || !eng_arg_id(env, argv[0], &id) || !mpx_arg_int32(env, argv[1], "fd", &fd) ||
+	    !mpx_arg_client(env, argv[2], &key) || !eng_arg_id(env, argv[3], &kept_id))
+		return NULL;
+	if (kept_id == 0) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "keptId must be at least 1");
+		return NULL;
+	}
+	struct acceptor *a = g_engine.acceptors;
+	while (a != NULL && a->id != id)
+		a = a->gnext;
+	bool queued = false;
+	if (a != NULL && fd >= 0 && !atomic_load(&a->stopping)) {
+		struct cmd *c = calloc(1, sizeof(*c));
+		if (c == NULL)
+			return mpx_throw_errno(env, ENOMEM, "malloc");
+		c->kind = CMD_ACC_ADOPT;
+		c->acceptor = a;
+		c->fd = fd;
+		c->key = key;
+		c->kept_id = kept_id;
+		/* Commands run in order: an acceptorStop after this one finds the client waiting,
+		 * and hands it over with the others (acceptor_close). Queued even when the wake-up
+		 * write fails (eng_push_cmd), so the fd is the engine's either way. */
+		eng_push_cmd(a->thread, c);
+		queued = true;
+	}
+	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
+	return out;
 }
 
 /* acceptorStop(id) → boolean: stops accepting ('stopped' follows); false if unknown. */

@@ -45,6 +45,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "relayEngineStop", NULL, mpx_js_relay_engine_stop, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "acceptorStart", NULL, mpx_js_acceptor_start, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "acceptorStop", NULL, mpx_js_acceptor_stop, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "acceptorAdopt", NULL, mpx_js_acceptor_adopt, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "clientAcquire", NULL, mpx_js_client_acquire, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "clientRelease", NULL, mpx_js_client_release, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "clientCount", NULL, mpx_js_client_count, NULL, NULL, NULL, napi_enumerable, NULL },

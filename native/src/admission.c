@@ -160,7 +160,7 @@ static uint32_t client_count(const struct mpx_client_key *key)
 }
 
 /* An IP literal (a zone id is ignored, as parseIp does) → key; TypeError if it is not one. */
-static bool arg_client(napi_env env, napi_value v, struct mpx_client_key *key)
+bool mpx_arg_client(napi_env env, napi_value v, struct mpx_client_key *key)
 {
 	char buf[INET6_ADDRSTRLEN + 64];
 	if (!mpx_arg_string(env, v, "address", buf, sizeof(buf)))
@@ -183,7 +183,7 @@ napi_value mpx_js_client_acquire(napi_env env, napi_callback_info info)
 	napi_value argv[2], out;
 	struct mpx_client_key key;
 	double max;
-	if (!mpx_get_args(env, info, 2, argv) || !arg_client(env, argv[0], &key))
+	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_client(env, argv[0], &key))
 		return NULL;
 	NAPI_CALL(env, napi_get_value_double(env, argv[1], &max));
 	if (!(max >= 0 && max <= 4294967295.0)) {
@@ -198,7 +198,7 @@ napi_value mpx_js_client_release(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1];
 	struct mpx_client_key key;
-	if (!mpx_get_args(env, info, 1, argv) || !arg_client(env, argv[0], &key))
+	if (!mpx_get_args(env, info, 1, argv) || !mpx_arg_client(env, argv[0], &key))
 		return NULL;
 	mpx_client_release(&key);
 	return NULL;
@@ -208,7 +208,7 @@ napi_value mpx_js_client_count(napi_env env, napi_callback_info info)
 {
 	napi_value argv[1], out;
 	struct mpx_client_key key;
-	if (!mpx_get_args(env, info, 1, argv) || !arg_client(env, argv[0], &key))
+	if (!mpx_get_args(env, info, 1, argv) || !mpx_arg_client(env, argv[0], &key))
 		return NULL;
 	NAPI_CALL(env, napi_create_uint32(env, client_count(&key), &out));
 	return out;

@@ -36,6 +36,8 @@ bool mpx_cidr_unpack(const uint8_t *data, size_t len, struct mpx_cidr **out, siz
 
 /* Counts one more connection for the client unless it has max already (max 0: no limit). */
 bool mpx_client_acquire(const struct mpx_client_key *key, uint32_t max);
+/* A JS IP literal (a zone id ignored) → key; false with a TypeError pending if it is not one. */
+bool mpx_arg_client(napi_env env, napi_value v, struct mpx_client_key *key);
 void mpx_client_release(const struct mpx_client_key *key);
 
 /* clientAcquire(address, max) → boolean; clientRelease(address); clientCount(address) →

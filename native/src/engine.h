@@ -124,6 +124,17 @@ struct relay {
 	 * again, and what the client sends is read and dropped, so that the reply JS writes in
 	 * its place ends with a FIN, not an RST for unread bytes. */
 	bool up_dead;
+	/* A keep-alive client's exchange (options.holdClient): nothing is read from the client
+	 * beyond its request head (skip_down) while the exchange runs, so that its next request
+	 * stays in its socket. When JS answers the response head with HEAD_THEN_KEEP, the client
+	 * stays open after the response: keep_remaining more bytes (the rest of the body) reach it,
+	 * anything past them is dropped (keep_spoiled), and at the upstream's EOF the relay ends
+	 * with fd[SIDE_DOWN] handed back to JS (kept: MSG_DONE's kept_fd) instead of closed. Any
+	 * other end of the response (a close-delimited or chunked body, an error reply, a body cut
+	 * short) closes the client as usual: the hold gives way to drop_down, which reads the
+	 * client's bytes and drops them until its EOF, so that our close is a FIN. */
+	bool hold_down, drop_down, keep_client, keep_spoiled, kept;
+	uint64_t keep_remaining;
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -134,20 +145,26 @@ enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
 /* HEAD_NONE: no hook, or its head is dealt with (bytes flow as in any relay). */
 enum head_state { HEAD_NONE = 0, HEAD_GATHERING, HEAD_WAITING };
 /* relayHeadDone's "then": after the reply is written, relay the rest as it comes (RAW), gather
- * another head starting with the carry (AGAIN, after a 1xx), or end the upstream side (END: a
- * reply in place of the response, e.g. a 502; the client gets a FIN after it). */
-enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END };
+ * another head starting with the carry (AGAIN, after a 1xx), end the upstream side (END: a
+ * reply in place of the response, e.g. a 502; the client gets a FIN after it), or relay the
+ * keepBody bytes still due and keep the client open (KEEP: a holdClient relay, see struct
+ * relay). */
+enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END, HEAD_THEN_KEEP };
 /* The most a response head may be; more without its end is JS's to refuse (a 502). */
 #define HEAD_MAX (256u << 10) /* RESPONSE_HEAD_LIMITS.maxBytes in parser.ts */
 
-enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP, CMD_HEAD };
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP, CMD_HEAD, CMD_ACC_ADOPT };
 
 struct acceptor;
 
 struct cmd {
 	enum cmd_kind kind;
 	struct relay *relay; /* CMD_ADD */
-	struct acceptor *acceptor; /* CMD_ACC_ADD, CMD_ACC_STOP */
+	struct acceptor *acceptor; /* CMD_ACC_ADD, CMD_ACC_STOP, CMD_ACC_ADOPT */
+	int fd; /* CMD_ACC_ADOPT: the kept client, its slot's key and JS's id for it (kept_id) */
+	struct mpx_client_key key;
+	uint64_t kept_id;
+	uint64_t keep_body; /* CMD_HEAD with HEAD_THEN_KEEP: the body bytes still to come after out */
 	uint64_t id; /* CMD_ABORT, CMD_HEAD */
 	/* CMD_HEAD: what to write to the client (malloc'd, may be NULL), then what (enum head_then),
 	 * and for HEAD_THEN_AGAIN the bytes already read of the next head (malloc'd or NULL). */
@@ -187,9 +204,11 @@ struct engine_thread {
 	bool stop, report;
 	struct js_side *js;
 	struct pending_client *pending; /* handoff acceptors' clients waiting for their first bytes */
+	size_t kept_count; /* kept clients waiting on this thread's acceptors (struct acceptor) */
+	struct pending_client *kept_graveyard; /* kept entries done with during this batch */
 };
 
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD };
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD, MSG_KEPT_END };
 
 struct msg {
 	enum msg_kind kind;
@@ -223,6 +242,14 @@ struct msg {
 	bool complete;
 	napi_ref on_head; /* MSG_HEAD: the relay's hook (not owned); MSG_DONE: owned, to delete */
 	int http_status; /* MSG_DONE: the relay's http_status */
+	/* MSG_DONE: the client fd a keep-alive exchange kept open (struct relay, kept), JS's once
+	 * delivered (kept cleared then); an undelivered message closes it. MSG_HANDOFF: the client
+	 * is one such, given back (acceptorAdopt) and now sending its next request; kept_id is
+	 * JS's id for it. MSG_KEPT_END: such a client closed, reset or idled out (reason "idle")
+	 * before its next request, or its acceptor stopped (reason "stopped"), kept_id saying which. */
+	bool kept;
+	int kept_fd;
+	uint64_t kept_id;
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -262,11 +289,13 @@ struct acceptor {
 	 * after handoff_wait_ms), with an upstream connect already issued (early) when they hold an
 	 * absolute-form http:// request line to an IP literal that `dest` allows. */
 	bool handoff, early, has_dest;
-	/* early only for a request that asks to close its connection (Connection or
-	 * Proxy-Connection: close), once its whole head is in: with JS's upstream pool on, the
-	 * others are served by a session that may reuse a pooled connection instead. */
-	bool early_close_only;
 	int64_t handoff_wait_ms;
+	/* Kept clients given back after an exchange served in the engine (acceptorAdopt), waiting
+	 * for their next request at most kept_wait_ms (the listener's keepAliveTimeoutMs), in the
+	 * order they came back: all wait as long, so the head is the first due. One is unlinked as
+	 * soon as it is handed over or closed (into the thread's kept_graveyard). */
+	int64_t kept_wait_ms;
+	struct pending_client *kept_head, *kept_tail;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */
 	struct acceptor *gnext; /* g_engine.acceptors (JS thread) */
@@ -290,9 +319,14 @@ struct pending_client {
 	/* The early connect, issued once the request line is in (dialed), while the rest of the
 	 * head may still be on its way: its fd (-1: none) and where the line said to go. */
 	bool dialed, has_target;
+	/* A kept-alive client given back after an exchange served in the engine (acceptorAdopt),
+	 * with JS's id for it: no early connect (its next request goes to a session, which may
+	 * reuse an upstream), and its EOF or reset is closed here (MSG_KEPT_END tells JS). */
+	bool kept;
+	uint64_t kept_id;
 	int up;
 	struct sockaddr_storage target;
-	struct pending_client *next;
+	struct pending_client *next, *prev; /* prev: a kept one's acceptor list only */
 };
 
 /* Engine state; touched only on the JS thread. */
@@ -353,7 +387,7 @@ MPX_HIDDEN bool eng_set_double(napi_env env, napi_value obj, const char *key, do
 MPX_HIDDEN const char *eng_errno_code(int err, char namebuf[32]);
 /* Positional arguments for a JS callback (an acceptor's events, a relay's end): V8 builds the
  * objects from literals in JS far faster than C can set their properties one by one. */
-#define EV_ARGS_MAX 16
+#define EV_ARGS_MAX 20
 struct ev_args {
 	napi_value v[EV_ARGS_MAX];
 	size_t n;
@@ -392,8 +426,13 @@ MPX_HIDDEN void bury_acceptors(struct engine_thread *t);
 MPX_HIDDEN void acceptor_event(napi_env env, struct js_side *js, struct msg *m);
 /* Handoff acceptors' waiting clients: an epoll event for one, the deadlines, the next one due. */
 MPX_HIDDEN void pending_event(struct engine_thread *t, struct pending_client *p);
+/* CMD_ACC_ADOPT on the acceptor's thread: a kept client waits for its next request (acceptor.c). */
+MPX_HIDDEN void acceptor_adopt(struct engine_thread *t, struct acceptor *a, const struct cmd *c);
 MPX_HIDDEN void pending_sweep(struct engine_thread *t);
 MPX_HIDDEN int64_t pending_due(const struct engine_thread *t);
 MPX_HIDDEN void pending_free_all(struct engine_thread *t);
+/* Kept clients (struct acceptor): the idle ones closed and the done ones freed; the next due. */
+MPX_HIDDEN void kept_sweep(struct engine_thread *t);
+MPX_HIDDEN int64_t kept_due(const struct engine_thread *t);
 
 #endif

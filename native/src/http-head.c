@@ -205,28 +205,6 @@ size_t mpx_http_rewrite_response(const char *in, size_t len, const char *via, ch
 	return ok ? n : 0;
 }
 
-bool mpx_http_request_asks_close(const char *in, size_t len)
-{
-	const char *end = memmem(in, len, "\r\n\r\n", 4);
-	const char *line = memmem(in, len, "\r\n", 2);
-	if (end == NULL || line == NULL)
-		return false;
-	for (line += 2; line < end;) {
-		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2);
-		const char *colon = memchr(line, ':', (size_t)(eol - line));
-		struct field f = { .name = line, .name_len = colon != NULL ? (size_t)(colon - line) : 0 };
-		if (colon != NULL && (name_is(&f, "connection") || name_is(&f, "proxy-connection"))) {
-			const char *o = colon + 1, *el;
-			size_t el_len;
-			while (next_list_element(&o, eol, &el, &el_len))
-				if (el_len == 5 && strncasecmp(el, "close", 5) == 0)
-					return true;
-		}
-		line = eol + 2;
-	}
-	return false;
-}
-
 size_t mpx_http_head_end(const char *in, size_t len)
 {
 	const char *end = memmem(in, len, "\r\n\r\n", 4);

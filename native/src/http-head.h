@@ -13,9 +13,6 @@
  * close: true and `via` as the pseudonym, into `out` (at most `cap` bytes); *status gets its
  * status code. 0 when the head is not one it handles (or `out` is too small): JS's then. */
 size_t mpx_http_rewrite_response(const char *in, size_t len, const char *via, char *out, size_t cap, int *status);
-/* Whether a whole request head asks to close its connection: an option "close" in a Connection
- * or Proxy-Connection field (both lists, as parser.ts reads them). A hint: JS decides. */
-bool mpx_http_request_asks_close(const char *in, size_t len);
 /* Where the head in `in` ends (after its CRLF CRLF), or 0 when it is not whole. */
 size_t mpx_http_head_end(const char *in, size_t len);
 

@@ -185,6 +185,8 @@ void eng_msg_free(struct msg *m)
 		if (m->fd_up >= 0)
 			close(m->fd_up);
 	}
+	if (m->kind == MSG_DONE && m->kept)
+		close(m->kept_fd); /* not delivered: nobody would ever close it */
 	free(m->subflows);
 	free(m->data);
 	free(m);
@@ -308,10 +310,12 @@ static void finish(struct engine_thread *t, struct relay *r)
 		/* EPOLL_CTL_DEL before close: another fd of the same socket may still be open (a JS
 		 * socket not yet destroyed), and an epoll registration lives as long as the open file
 		 * description, not the fd (epoll(7), "Will closing a file descriptor cause it to be
-		 * removed?"). */
-		if (r->registered && !r->sole) /* else close() removes them: no other fd is open */
+		 * removed?"). A kept client leaves the set and stays open: MSG_DONE gives it to JS. */
+		bool keep = s == SIDE_DOWN && r->kept;
+		if (r->registered && (!r->sole || keep)) /* else close() removes them: no other fd is open */
 			epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[s], NULL);
-		close(r->fd[s]);
+		if (!keep)
+			close(r->fd[s]);
 		direction_release(t, &r->dir[s]);
 	}
 	head_buf_release(t, r);
@@ -338,9 +342,13 @@ static void finish(struct engine_thread *t, struct relay *r)
 	if (m == NULL) {
 		free(r->subflows);
 		r->subflows = NULL;
+		if (r->kept)
+			close(r->fd[SIDE_DOWN]);
 		return; /* out of memory: the JS promise stays pending, but no fd or buffer leaks */
 	}
 	m->kind = MSG_DONE;
+	m->kept = r->kept;
+	m->kept_fd = r->kept ? r->fd[SIDE_DOWN] : -1;
 	m->acc = r->acc;
 	m->on_done = r->on_done;
 	m->on_connected = r->on_connected; /* never called (not connected): deleted with the message */
@@ -537,6 +545,28 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 
 static void pump(struct engine_thread *t, struct relay *r, int d);
 
+/* Bytes read (or a head) not yet all written. */
+static bool has_output(const struct direction *x)
+{
+	return x->off < x->len;
+}
+
+/* How long an upstream that was asked to close may stay open once a kept client's body is
+ * out (keep_client_now). */
+#define KEEP_UPSTREAM_CLOSE_MS 100
+
+/* A kept client's body is all read: its upstream's idle timeout becomes KEEP_UPSTREAM_CLOSE_MS,
+ * and the thread sweeps soon enough to honour it (sweep_idle, keep_client_now). */
+static void keep_body_read(struct engine_thread *t, struct relay *r)
+{
+	r->idle_ms = KEEP_UPSTREAM_CLOSE_MS;
+	r->last_activity_ms = t->now_ms;
+	if (t->min_idle == 0 || t->min_idle > KEEP_UPSTREAM_CLOSE_MS)
+		t->min_idle = KEEP_UPSTREAM_CLOSE_MS;
+	if (t->next_sweep > t->now_ms + KEEP_UPSTREAM_CLOSE_MS)
+		t->next_sweep = t->now_ms + KEEP_UPSTREAM_CLOSE_MS;
+}
+
 /* The upstream's connect failed (or timed out), or it failed before its response head was
  * whole, under a response-head hook: rather than reset or just close the client, JS is asked
  * for the reply in the response's place (a 502 or 504), as for an exchange that failed in JS.
@@ -602,10 +632,42 @@ static void head_done(struct engine_thread *t, struct cmd *c)
 		r->head_state = HEAD_NONE;
 		if (c->then == HEAD_THEN_END)
 			x->eof = true; /* nothing more from the upstream reaches the client */
+		if (c->then == HEAD_THEN_KEEP && r->hold_down) {
+			r->keep_client = true;
+			r->keep_remaining = c->keep_body;
+			if (r->keep_remaining == 0) /* the body came with the head */
+				keep_body_read(t, r);
+		}
 	}
 	x->drained = false; /* the upstream's edges were spent while JS had the head */
 	r->last_activity_ms = t->now_ms;
 	pump(t, r, SIDE_UP);
+}
+
+/* A holdClient relay still holding its client (struct relay): not once the upstream failed
+ * (up_dead) or ended otherwise than with a kept client (drop_down), whose bytes are drained. */
+static bool holding(const struct relay *r)
+{
+	return r->hold_down && !r->drop_down && !r->up_dead;
+}
+
+/* The client of a holdClient relay has had exactly its response (HEAD_THEN_KEEP, the body's
+ * length and no byte past it) and can be kept. */
+static bool keep_done(const struct relay *r)
+{
+	return holding(r) && r->keep_client && r->keep_remaining == 0 && !r->keep_spoiled && !has_output(&r->dir[SIDE_UP]);
+}
+
+/* Ends a relay whose client is kept: the upstream is closed, the client handed back to JS.
+ * Normally at the upstream's EOF (it was asked to close: it is the one that waits in
+ * TIME_WAIT, as for any exchange served in the engine); one that stays open once the body is
+ * out is closed by us after KEEP_UPSTREAM_CLOSE_MS (its idle timeout from then on, see
+ * sweep_idle), so that the client's next request does not wait on it. */
+static void keep_client_now(struct engine_thread *t, struct relay *r)
+{
+	r->kept = true;
+	first_end(r, SIDE_UP);
+	finish(t, r);
 }
 
 /* Moves bytes for one direction (reading side `d`, writing side 1-d) until the source has
@@ -668,6 +730,16 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			return;
 		}
 		if (x->eof) {
+			if (!x->shut && d == SIDE_UP && r->hold_down && !r->drop_down) {
+				/* The response is over (struct relay, hold_down): the client is kept when it
+				 * got exactly its body; otherwise it is closed, its bytes drained first. */
+				if (keep_done(r)) {
+					keep_client_now(t, r);
+					return;
+				}
+				r->drop_down = true;
+				r->dir[SIDE_DOWN].drained = false; /* its edges were spent while it was held */
+			}
 			if (!x->shut) {
 				x->shut = true;
 				/* Upstream EOF reaches the client: its subflows may start closing now. */
@@ -681,7 +753,9 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 					finish(t, r);
 					return;
 				}
-				if (r->up_dead && 1 - d == SIDE_UP) { /* its connect failed: never touched */
+				/* Its connect failed (never touched), or it has ended and the client's bytes
+				 * are drained (drop_down): no FIN to pass on. */
+				if ((r->up_dead || r->drop_down) && 1 - d == SIDE_UP) {
 					if (r->dir[1 - d].shut)
 						finish(t, r);
 					return;
@@ -693,9 +767,13 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				}
 				if (r->dir[1 - d].shut)
 					finish(t, r);
+				else if (r->drop_down && d == SIDE_UP)
+					pump(t, r, SIDE_DOWN); /* the drain starts: read the client to its EOF */
 			}
 			return;
 		}
+		if (d == SIDE_DOWN && holding(r) && r->skip_down == 0)
+			return; /* held: the client's next request waits in its socket */
 		x->buf = pool_get(t);
 		x->pooled = true;
 		if (x->buf == NULL) {
@@ -706,6 +784,9 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		/* Never past a pump's limit: the bytes after it belong to the next message. */
 		if (r->pump && !r->until_eof && r->remaining < want)
 			want = (size_t)r->remaining;
+		/* Held: only the request head JS already sent on, never a byte of the next request. */
+		if (d == SIDE_DOWN && holding(r) && r->skip_down < want)
+			want = (size_t)r->skip_down;
 		ssize_t n = recv(src, x->buf, want, 0);
 		if (n > 0) {
 			x->off = 0;
@@ -715,8 +796,20 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				x->off = k;
 				r->skip_down -= k;
 			}
-			if (d == SIDE_DOWN && r->up_dead)
-				x->off = x->len; /* read and dropped: see head_upstream_failed */
+			if (d == SIDE_DOWN && (r->up_dead || r->drop_down))
+				x->off = x->len; /* read and dropped: see head_upstream_failed, struct relay */
+			if (d == SIDE_UP && r->keep_client) {
+				/* A kept client gets its body's length and no more (struct relay). */
+				size_t got = x->len - x->off;
+				if (got > r->keep_remaining) {
+					x->len = x->off + (size_t)r->keep_remaining;
+					r->keep_spoiled = true;
+					got = (size_t)r->keep_remaining;
+				}
+				r->keep_remaining -= got;
+				if (got > 0 && r->keep_remaining == 0 && !r->keep_spoiled)
+					keep_body_read(t, r);
+			}
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
 			 * through the forward, 7.8 → 10.8 Gbit/s in one A/B) beats waiting for their edge. */
@@ -755,11 +848,6 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		mark_ready(t, r);
 }
 
-/* Bytes read (or a head) not yet all written. */
-static bool has_output(const struct direction *x)
-{
-	return x->off < x->len;
-}
 
 /* fd[SIDE_UP]'s first EPOLLOUT/EPOLLERR/EPOLLHUP edge since its connect(2): did it work? */
 static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
@@ -952,6 +1040,8 @@ static void run_commands(struct engine_thread *t)
 			acceptor_add(t, c->acceptor);
 		} else if (c->kind == CMD_ACC_STOP) {
 			acceptor_close(t, c->acceptor);
+		} else if (c->kind == CMD_ACC_ADOPT) {
+			acceptor_adopt(t, c->acceptor, c);
 		} else if (c->kind == CMD_HEAD) {
 			head_done(t, c);
 			head_cmd_free(c); /* what head_done did not take */
@@ -988,8 +1078,11 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 			continue;
 		if (t->now_ms - r->last_activity_ms >= r->idle_ms) {
 			/* Waiting for a response head: JS answers in its place (a 504), as the session
-			 * does when an upstream says nothing for the idle timeout. */
-			if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
+			 * does when an upstream says nothing for the idle timeout. A kept client's
+			 * upstream that did not close after the body: see keep_client_now. */
+			if (keep_done(r))
+				keep_client_now(t, r);
+			else if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
 				end_by_proxy(t, r, "idle");
 		}
 		else if (m == 0 || r->idle_ms < m)
@@ -1040,6 +1133,8 @@ static void *thread_main(void *arg)
 				timeout = sooner(timeout, t->accept_resume_ms - now_ms());
 			if (t->pending != NULL)
 				timeout = sooner(timeout, pending_due(t) - now_ms());
+			if (t->kept_count > 0 || t->kept_graveyard != NULL)
+				timeout = sooner(timeout, kept_due(t) - now_ms());
 			if (t->out_head != NULL)
 				timeout = sooner(timeout, flush_in_ms(t));
 		}
@@ -1080,6 +1175,8 @@ static void *thread_main(void *arg)
 			acceptors_resume(t);
 		if (t->pending != NULL)
 			pending_sweep(t);
+		if (t->kept_count > 0 || t->kept_graveyard != NULL)
+			kept_sweep(t);
 		if (flush_in_ms(t) == 0)
 			eng_flush(t);
 		bury(t);
@@ -1090,6 +1187,7 @@ static void *thread_main(void *arg)
 	while (t->acceptors != NULL)
 		acceptor_close(t, t->acceptors);
 	pending_free_all(t);
+	kept_sweep(t); /* the acceptors closed their kept clients: their entries are freed here */
 	while (t->relays != NULL)
 		end_by_proxy(t, t->relays, "engine-stopped");
 	eng_flush(t);
@@ -1249,6 +1347,7 @@ void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 		return;
 	if (m->subflows == NULL) {
 		ev_push(a, napi_get_undefined(env, &a->v[a->n]));
+		ev_number(env, a, m->kept ? m->kept_fd : -1);
 		return;
 	}
 	napi_value paths;
@@ -1263,6 +1362,7 @@ void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 	}
 	a->v[a->n] = paths;
 	ev_push(a, napi_ok);
+	ev_number(env, a, m->kept ? m->kept_fd : -1);
 }
 
 void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv)
@@ -1348,8 +1448,10 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 		/* As an acceptor's 'done' (ev_done_args), decoded by decodeRelaySummary in JS. */
 		struct ev_args a = { .ok = true };
 		ev_done_args(env, &a, m);
-		if (a.ok)
+		if (a.ok) {
+			m->kept = false; /* a kept client fd is JS's now */
 			eng_call_ref_args(env, m->on_done, a.n, a.v);
+		}
 	}
 	eng_delete_ref(env, m->on_done);
 	eng_delete_ref(env, m->on_connected);
@@ -1617,7 +1719,7 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 struct relay_opts {
 	double skip_down;
 	napi_value on_head;
-	bool sole, up_plain_tcp;
+	bool sole, up_plain_tcp, hold;
 	char via[VIA_MAX]; /* responseVia, "" if none */
 };
 
@@ -1653,7 +1755,7 @@ static bool relay_options(napi_env env, napi_value opts, struct relay_opts *o)
 	}
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "onResponseHead", &v));
 	if (!eng_arg_function(env, v, "options.onResponseHead", true, &o->on_head) || !opt_flag(env, opts, "soleOwner", &o->sole) ||
-	    !opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp))
+	    !opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp) || !opt_flag(env, opts, "holdClient", &o->hold))
 		return false;
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "responseVia", &v));
 	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
@@ -1701,6 +1803,7 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	r->skip_down = (uint64_t)o.skip_down;
 	r->sole = o.sole;
 	r->up_plain_tcp = o.up_plain_tcp;
+	r->hold_down = o.hold && o.on_head != NULL; /* only an exchange can keep its client */
 	if (o.via[0] != '\0' && o.on_head != NULL && (r->resp_via = strdup(o.via)) == NULL) {
 		free_relay_args(env, r);
 		return mpx_throw_errno(env, ENOMEM, "malloc");
@@ -1905,20 +2008,27 @@ napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info)
 	return out;
 }
 
-/* relayHeadDone(id, out, then, carry) → boolean: JS's answer to onResponseHead (see "response-head
- * hook"). out (Buffer or null) is written to the client in place of the bytes JS was given;
- * then: 0 relay the rest as it comes, 1 gather another head starting with carry (after a 1xx),
- * 2 nothing more from the upstream (the client gets a FIN after out). False when the relay has
- * ended meanwhile (its summary says how). */
+/* relayHeadDone(id, out, then, carry, keepBody) → boolean: JS's answer to onResponseHead (see
+ * "response-head hook"). out (Buffer or null) is written to the client in place of the bytes JS
+ * was given; then: 0 relay the rest as it comes, 1 gather another head starting with carry
+ * (after a 1xx), 2 nothing more from the upstream (the client gets a FIN after out), 3 relay
+ * keepBody more bytes and keep the client (a holdClient relay: struct relay; otherwise as 0).
+ * keepBody is ignored (pass -1) for the others. False when the relay has ended meanwhile (its
+ * summary says how). */
 napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 {
-	napi_value argv[4];
+	napi_value argv[5];
 	uint64_t id;
-	double then;
-	if (!mpx_get_args(env, info, 4, argv) || !eng_arg_id(env, argv[0], &id) || !eng_arg_number(env, argv[2], "then", &then))
+	double then, keep_body = -1;
+	if (!mpx_get_args(env, info, 5, argv) || !eng_arg_id(env, argv[0], &id) || !eng_arg_number(env, argv[2], "then", &then) ||
+	    !eng_arg_number(env, argv[4], "keepBody", &keep_body))
 		return NULL;
-	if (!(then == HEAD_THEN_RAW || then == HEAD_THEN_AGAIN || then == HEAD_THEN_END)) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "then must be 0 (relay), 1 (another head) or 2 (end)");
+	if (!(then == HEAD_THEN_RAW || then == HEAD_THEN_AGAIN || then == HEAD_THEN_END || then == HEAD_THEN_KEEP)) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "then must be 0 (relay), 1 (another head), 2 (end) or 3 (keep the client)");
+		return NULL;
+	}
+	if (then == HEAD_THEN_KEEP && !(keep_body >= 0 && keep_body <= MAX_SAFE_LENGTH && keep_body == (double)(uint64_t)keep_body)) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "keepBody must be an integer from 0 to 2^53 with then 3");
 		return NULL;
 	}
 	struct cmd *c = calloc(1, sizeof(*c));
@@ -1927,6 +2037,7 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 	c->kind = CMD_HEAD;
 	c->id = id;
 	c->then = (int)then;
+	c->keep_body = then == HEAD_THEN_KEEP ? (uint64_t)keep_body : 0;
 	if (!arg_head(env, argv[1], "out", &c->out, &c->out_len) || !arg_head(env, argv[3], "carry", &c->carry, &c->carry_len)) {
 		head_cmd_free(c);
 		return NULL;

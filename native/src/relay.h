@@ -55,13 +55,15 @@ napi_value mpx_js_pump_start(napi_env env, napi_callback_info info);
 napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info);
 /* acceptorStop(id) → boolean: closes the listening socket; its relays carry on. */
 napi_value mpx_js_acceptor_stop(napi_env env, napi_callback_info info);
+/* acceptorAdopt(id, fd, clientAddress, keptId) → boolean: a kept client back to its acceptor (acceptor.c). */
+napi_value mpx_js_acceptor_adopt(napi_env env, napi_callback_info info);
 /* relayStats(id) → { fromDownstream, fromUpstream } | null. For a pump: bytes read from fdFrom,
  * and bytes written to fdTo (head included; each write counted as it is issued, so JS can
  * never see fewer than the peer may already have). */
 napi_value mpx_js_relay_stats(napi_env env, napi_callback_info info);
 /* relayAbort(id) → boolean (false when the id is unknown or already finished) */
 napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
-/* relayHeadDone(id, out, then, carry) → boolean: the answer to relayStart's
+/* relayHeadDone(id, out, then, carry, keepBody) → boolean: the answer to relayStart's
  * options.onResponseHead (relay.c, "response-head hook"). */
 napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info);
 /* httpRewriteResponse(head, via) → Buffer | null (http-head.c; for its test). */

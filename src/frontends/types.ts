@@ -69,13 +69,18 @@ export interface HandedOverClient {
   head: Buffer | undefined;
   /** The upstream connect the engine issued from its request line. */
   early: EarlyConnect | undefined;
+  /** Given back by an earlier exchange served in the engine (HandedOver.kept). */
+  kept: boolean;
+  /** HandedOver.giveBack: the client back to the engine after an exchange that kept it open. */
+  giveBack(fd: number): boolean;
 }
 
 /** Frontend.engineExchange's yes: run it with the connection's context. */
 export interface EngineExchange {
-  /** Resolves when the exchange is over and accounted (never rejects). ctx.signal is not
-   *  watched (it may be shared by many exchanges): abort() cuts this one. */
-  run(ctx: ConnectionContext): Promise<void>;
+  /** Resolves when the exchange is over and accounted (never rejects): true when the client
+   *  went back to the engine with its slot (HandedOverClient.giveBack), false when it is
+   *  closed. ctx.signal is not watched (it may be shared by many exchanges): abort() cuts this one. */
+  run(ctx: ConnectionContext): Promise<boolean>;
   /** Cuts the exchange run with ctx (the listener's destroy). */
   abort(ctx: ConnectionContext): void;
 }
@@ -107,7 +112,7 @@ export interface HandoffPlan {
   waitMs: number;
   /** The engine's early connect, as the front-end's (Dial.adoptEarly). */
   adoptEarly(fd: number, target: TargetAddress, local: Endpoint): EarlyConnect | undefined;
-  /** Connect early only for a request whose whole head asks to close its connection (the ones
-   *  the engine may serve whole): the others may find a pooled upstream in JS. */
-  earlyCloseOnly?: boolean;
+  /** How long a client kept open by an exchange served in the engine waits there for its next
+   *  request before it is closed as idle (HTTP: the listener's keepAliveTimeoutMs). */
+  keptWaitMs: number;
 }

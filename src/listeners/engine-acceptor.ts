@@ -40,7 +40,8 @@ export type AcceptorEvent =
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
   | { kind: 'error'; errno: number; code: string; syscall: string }
   | { kind: 'stopped' }
-  | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean; head?: Buffer };
+  | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean; head?: Buffer; keptId: number }
+  | { kind: 'kept-end'; keptId: number; reason?: 'idle' | 'stopped' };
 
 /** Packed DestinationRules (packDestinationRules), for per-connection targets. */
 export interface PackedDestinations {
@@ -57,8 +58,9 @@ export interface AcceptorOptions {
   handoff?: boolean;
   /** handoff: connect early from an http:// request line to an IP literal (destinations check it). */
   early?: boolean;
-  /** handoff, early: only for a request whose whole head asks to close its connection. */
-  earlyCloseOnly?: boolean;
+  /** handoff: how long a kept client given back (acceptorAdopt) may wait for its next request
+   *  before it is closed (the listener's keepAliveTimeoutMs; default 60 000). */
+  keptWaitMs?: number;
   /** handoff: how long to wait for a client's first bytes. */
   handoffWaitMs?: number;
   /** A fixed target; or `destinations` for each connection's own (transparent). */
@@ -79,6 +81,9 @@ export interface AcceptorOptions {
 export interface NativeAcceptorApi {
   acceptorStart(listenFd: number, options: AcceptorOptions, onEvent: (e: AcceptorEvent) => void): number;
   acceptorStop(id: number): boolean;
+  /** A kept client back to the acceptor (native/src/acceptor.c): the fd and the client's slot
+   *  are the engine's on true; false (unknown or stopping) leaves both to the caller. */
+  acceptorAdopt(id: number, fd: number, clientAddress: string, keptId: number): boolean;
   relayAbort(id: number): boolean;
   dup(fd: number): number;
   close(fd: number): void;
@@ -120,7 +125,9 @@ function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
  *   4 error      errno, code, syscall
  *   5 stopped
  *   6 handoff    fd, upstreamFd, remote, local (address, port each), mptcp, target (address or
- *                null, port), upstreamLocal (address or null, port), head (the peeked bytes or null)
+ *                null, port), upstreamLocal (address or null, port), head (the peeked bytes or
+ *                null), keptId (0: a new client)
+ *   8 kept-end   keptId, reason (undefined: the client closed or reset; 'idle', 'stopped')
  */
 export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): AcceptorEvent {
   switch (kind) {
@@ -144,6 +151,7 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
         remote: nativeAddress(a[2], a[3]),
         local: nativeAddress(a[4], a[5]),
         mptcp: a[6] as boolean,
+        keptId: a[12] as number,
       };
       const target = nativeAddress(a[7], a[8]);
       if (target !== null) e.target = target;
@@ -152,6 +160,8 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
       if (a[11] !== null && a[11] !== undefined) e.head = a[11] as Buffer;
       return e;
     }
+    case 8:
+      return a[1] === undefined ? { kind: 'kept-end', keptId: a[0] as number } : { kind: 'kept-end', keptId: a[0] as number, reason: a[1] as 'idle' | 'stopped' };
     default:
       throw new Error(`the engine sent an acceptor event of unknown kind ${kind}`);
   }
@@ -209,6 +219,9 @@ export interface EngineAcceptorSettings {
   log: Logger;
   /** plan.handoff: takes each handed-over client (its fd and slot are the callee's). */
   onHandoff?(client: HandedOver): void;
+  /** plan.handoff: a client given back (HandedOver.giveBack) closed, reset or idled out before
+   *  its next request, or the acceptor stopped ('stopped'); its slot is released. */
+  onKeptEnd?(keptId: number, reason: 'idle' | 'stopped' | undefined): void;
 }
 
 /** A client the engine accepted, admitted and handed over (plan.handoff). */
@@ -225,6 +238,18 @@ export interface HandedOver {
   /** The client's first bytes as the engine peeked at them (still in the socket): its whole
    *  request head when it came within the hand-over's wait and 8 KiB. */
   head: Buffer | undefined;
+  /** A keep-alive client given back after an exchange the engine served (giveBack's keptId),
+   *  now with its next request: no early connect, so that a session may reuse an upstream. 0:
+   *  a new client. */
+  keptId: number;
+  /**
+   * Gives the client back to the engine once an exchange served there kept it open: it waits
+   * there for its next request and is handed over again with `keptId` (from 1, the caller's
+   * to choose), or is closed when it closes, resets or idles out first (onKeptEnd). True: the
+   * fd and the client's slot are the engine's; false (the listener is stopping): the fd is
+   * closed, the slot still the caller's.
+   */
+  giveBack(fd: number, keptId: number): boolean;
 }
 
 function endpointOf(a: NativeAddress | null): Endpoint {
@@ -266,8 +291,8 @@ export class EngineAcceptor {
       ? {
           handoff: true,
           early: true,
-          earlyCloseOnly: plan.handoff.earlyCloseOnly === true,
           handoffWaitMs: plan.handoff.waitMs,
+          keptWaitMs: plan.handoff.keptWaitMs,
           ...(destinationRules !== undefined ? { destinations: packDestinationRules(destinationRules) } : {}),
         }
       : plan.dial.address !== undefined && plan.dial.port !== undefined
@@ -346,6 +371,8 @@ export class EngineAcceptor {
         return;
       case 'handoff':
         return this.#handoff(e);
+      case 'kept-end':
+        return this.#s.onKeptEnd?.(e.keptId, e.reason);
     }
   }
 
@@ -358,7 +385,13 @@ export class EngineAcceptor {
       if (early === undefined) this.#api.close(e.upstreamFd);
       else if (this.#s.log.isEnabled('debug')) this.#s.log.debug('upstream connect begun by the engine', { listener: this.#s.listener, target: formatTarget(early.target) });
     }
-    this.#s.onHandoff!({ fd: e.fd, remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp, early, requestTarget, head: e.head });
+    const remote = endpointOf(e.remote);
+    const giveBack = (fd: number, keptId: number): boolean => {
+      if (this.#id !== undefined && this.#api.acceptorAdopt(this.#id, fd, remote.address, keptId)) return true;
+      this.#api.close(fd);
+      return false;
+    };
+    this.#s.onHandoff!({ fd: e.fd, remote, local: endpointOf(e.local), mptcp: e.mptcp, early, requestTarget, head: e.head, keptId: e.keptId, giveBack });
   }
 
   #accepted(e: Extract<AcceptorEvent, { kind: 'accepted' }>): void {

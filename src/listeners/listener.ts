@@ -50,6 +50,10 @@ export class ProxyListener {
    *  each. Their contexts share one signal, aborted by destroy() too: an AbortController per
    *  connection was a measurable share of such a connection's main-thread time. */
   readonly #exchanges = new Map<ConnectionContext, EngineExchange>();
+  /** Contexts of clients an engine-served exchange gave back to the engine (HandedOver.giveBack),
+   *  by kept id, until their next request comes (#adopt) or they end (#keptEnd). */
+  readonly #kept = new Map<number, ConnectionContext>();
+  #nextKeptId = 0;
   readonly #exchangeCut = new AbortController();
   /** Set when the engine accepts for this listener (see #acceptInEngine). */
   #engine: EngineAcceptor | undefined;
@@ -137,6 +141,7 @@ export class ProxyListener {
       maxPerClient: limiter.maxPerClient ?? 0,
       log,
       onHandoff: (h) => this.#adopt(h),
+      onKeptEnd: (id, reason) => this.#keptEnd(id, reason),
     });
     let fd: number | undefined;
     try {
@@ -212,21 +217,46 @@ export class ProxyListener {
    */
   #adopt(h: HandedOver): void {
     const { log, frontend } = this.#deps;
+    // A client an earlier exchange gave back, now with its next request: the same connection.
+    const resumed = h.keptId > 0 ? this.#kept.get(h.keptId) : undefined;
+    if (resumed !== undefined) this.#kept.delete(h.keptId);
     // Handed over as the acceptor stopped, after destroy() cut everything live.
-    if (this.#destroyed) return this.#drop(h);
-    // No socket at all when the front-end can have the engine serve the whole exchange.
-    const exchange = frontend.engineExchange?.(h);
+    if (this.#destroyed) {
+      this.#drop(h);
+      if (resumed !== undefined) publishConnEnded(resumed);
+      return;
+    }
+    // No socket at all when the front-end can have the engine serve the whole exchange. One
+    // that keeps its client gives it back to the engine under a new id, with this context.
+    let ctx: ConnectionContext | undefined;
+    const giveBack = (fd: number): boolean => {
+      const id = ++this.#nextKeptId;
+      this.#kept.set(id, ctx!);
+      if (h.giveBack(fd, id)) return true;
+      this.#kept.delete(id);
+      return false;
+    };
+    const exchange = frontend.engineExchange?.({ fd: h.fd, head: h.head, early: h.early, kept: h.keptId > 0, giveBack });
     if (exchange !== undefined) {
-      const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: { remote: h.remote, local: h.local, mptcp: h.mptcp }, log, signal: this.#exchangeCut.signal });
+      ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: { remote: h.remote, local: h.local, mptcp: h.mptcp }, log, signal: this.#exchangeCut.signal });
       this.#exchanges.set(ctx, exchange);
       publishConnOpen({ ctx });
-      let run: Promise<void>;
+      let run: Promise<boolean>;
       try {
         run = exchange.run(ctx);
       } catch (err) {
         run = Promise.reject(err); // #track logs it and releases the client's slot
       }
-      this.#track(run, undefined, h.remote.address, ctx, undefined);
+      // A client given back to the engine took its slot along (HandedOverClient.giveBack).
+      let slotGone = false;
+      this.#track(
+        run.then((givenBack) => void (slotGone = givenBack)),
+        undefined,
+        h.remote.address,
+        ctx,
+        undefined,
+        () => slotGone,
+      );
       return;
     }
     let socket: Socket;
@@ -237,7 +267,17 @@ export class ProxyListener {
       return this.#drop(h);
     }
     const early = h.early ?? frontend.preconnect?.(socket, h.requestTarget);
-    this.#serve(socket, h.remote.address, { remote: h.remote, local: h.local, mptcp: h.mptcp }, early);
+    this.#serve(socket, h.remote.address, { remote: h.remote, local: h.local, mptcp: h.mptcp }, early, resumed);
+  }
+
+  /** A client given back to the engine ended before its next request: its connection is over
+   *  (the engine released its slot). */
+  #keptEnd(id: number, reason: 'idle' | 'stopped' | undefined): void {
+    const ctx = this.#kept.get(id);
+    if (ctx === undefined) return;
+    this.#kept.delete(id);
+    ctx.end = { by: reason === undefined ? 'downstream' : 'proxy' };
+    publishConnEnded(ctx);
   }
 
   /** A handed-over client not served: its fd, its early connect and its slot all go. */
@@ -247,12 +287,15 @@ export class ProxyListener {
     this.#deps.limiter.release(h.remote.address);
   }
 
-  /** 2. the context, then 3. the front-end, for an admitted client (its slot taken). */
-  #serve(socket: Socket, client: string, facts: SocketFacts, early: EarlyConnect | undefined): void {
+  /** 2. the context (or `resumed`'s, for a client an exchange in the engine gave back), then
+   *  3. the front-end, for an admitted client (its slot taken). */
+  #serve(socket: Socket, client: string, facts: SocketFacts, early: EarlyConnect | undefined, resumed?: ConnectionContext): void {
     const { log, frontend } = this.#deps;
     const cut = new AbortController();
     this.#cuts.add(cut);
-    const ctx = createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: cut.signal });
+    // A resumed context keeps the listener's shared exchange signal, which destroy() aborts too.
+    const ctx = resumed ?? createConnectionContext({ listener: this.config.name, frontend: this.config.type, downstream: facts, log, signal: cut.signal });
+    if (resumed !== undefined) resumed.end = undefined; // the exchange's end was not the connection's
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     if (facts.mptcp) {
@@ -275,18 +318,26 @@ export class ProxyListener {
       socket.once('finish', sample);
       socket.once('end', sample);
     }
-    publishConnOpen({ ctx });
+    if (resumed === undefined) publishConnOpen({ ctx });
     // 3. hand over; the front-end resolves when the connection is over
     this.#track(frontend.handle(socket, ctx, early), new WeakRef(socket), client, ctx, cut);
   }
 
   /**
-   * Follows one front-end run to its end: releases the client's slot and publishes conn:close.
-   * It keeps only a weak reference to the socket: once the native relay has taken the fds over
+   * Follows one front-end run to its end: releases the client's slot and publishes conn:close
+   * (neither when `slotGone` says an exchange gave the client back to the engine: #keptEnd or
+   * the resumed session does, later). It keeps only a weak reference to the socket: once the native relay has taken the fds over
    * and destroyed the net.Socket, nothing here should keep that object (and its stream state)
    * alive for the rest of the connection.
    */
-  #track(run: Promise<void>, socketRef: WeakRef<Socket> | undefined, client: string, ctx: ConnectionContext, cut: AbortController | undefined): void {
+  #track(
+    run: Promise<void>,
+    socketRef: WeakRef<Socket> | undefined,
+    client: string,
+    ctx: ConnectionContext,
+    cut: AbortController | undefined,
+    slotGone?: () => boolean,
+  ): void {
     const running: Promise<void> = run
       .catch((err: unknown) => {
         // handle() must not throw; if it does, it is our bug — log it, keep serving.
@@ -294,8 +345,12 @@ export class ProxyListener {
         socketRef?.deref()?.destroy();
       })
       .finally(() => {
-        this.#deps.limiter.release(client);
-        publishConnEnded(ctx);
+        // Given back with its slot, the connection goes on: its end is published later.
+        const givenBack = slotGone?.() === true;
+        if (!givenBack) {
+          this.#deps.limiter.release(client);
+          publishConnEnded(ctx);
+        }
         this.#running.delete(running);
         if (cut !== undefined) this.#cuts.delete(cut);
         else this.#exchanges.delete(ctx);

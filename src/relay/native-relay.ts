@@ -60,6 +60,8 @@ export interface NativeRelaySummary {
   downstreamSubflows?: SubflowSample;
   /** The status of the response head the engine rewrote itself (options.responseVia). */
   httpStatus?: number;
+  /** options.holdClient and HeadThen.Keep: fdDown, left open for the caller (see onKept). */
+  keptFd?: number;
 }
 
 /** The engine's one report that a connecting upstream finished its handshake. */
@@ -84,6 +86,9 @@ export const enum HeadThen {
   Again = 1,
   /** Nothing more from the upstream: the client gets a FIN after the bytes. */
   End = 2,
+  /** Relay HeadDecision.keepBody more bytes, then keep the client open (a holdClient exchange:
+   *  EngineExchangeOptions.onKept gets it once the upstream has closed). */
+  Keep = 3,
 }
 
 /** relayStart's options (native/src/relay.c, "response-head hook"). */
@@ -101,6 +106,10 @@ export interface NativeRelayStartOptions {
    *  client closed after it); onResponseHead gets only the others. The summary's httpStatus
    *  then says the status. */
   responseVia?: string;
+  /** With onResponseHead: read nothing from fdDown past skipDown while the exchange runs (a
+   *  keep-alive client's next request stays in its socket), and keep it open after a response
+   *  answered with HeadThen.Keep (the summary's keptFd); otherwise it is drained and closed. */
+  holdClient?: boolean;
   /**
    * The upstream's first bytes, up to a whole head (`complete`; false when the upstream ended
    * or 256 KiB came without a blank line); or null, with the errno code and the syscall, when
@@ -116,6 +125,8 @@ export interface HeadDecision {
   then: HeadThen;
   /** then Again: the bytes already read of the next head. */
   carry?: Buffer | null;
+  /** then Keep: the response body's bytes still to come after `out` (its length minus those in `out`). */
+  keepBody?: number;
 }
 
 /** An upstream failure before its response head was whole (NativeRelayStartOptions.onResponseHead). */
@@ -135,6 +146,9 @@ export interface EngineExchangeOptions {
   responseVia: string | undefined;
   /** The others, and upstream failures before a whole head, come here. */
   onResponseHead: ResponseHeadHook;
+  /** A keep-alive client: held during the exchange (NativeRelayStartOptions.holdClient), and
+   *  given to onKept after a response answered with HeadThen.Keep (before the summary). */
+  onKept?: (fd: number) => void;
 }
 
 /** The addon's relay functions (present when the addon was built with native/src/relay.c). */
@@ -157,7 +171,7 @@ export interface NativeRelayEngine {
   ): number;
   /** The answer to options.onResponseHead: `out` goes to the client in place of the bytes JS
    *  was given, then the relay goes on as `then` says. False when the relay has ended. */
-  relayHeadDone(id: number, out: Buffer | null, then: HeadThen, carry: Buffer | null): boolean;
+  relayHeadDone(id: number, out: Buffer | null, then: HeadThen, carry: Buffer | null, keepBody: number): boolean;
   /** Live counters, read without locking the relay (relaxed atomics); null once it ended. */
   relayStats(id: number): NativeRelayCounters | null;
   /** Ends the relay with endedBy 'proxy', reason 'aborted'; false if it is unknown or over. */
@@ -220,7 +234,8 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
  * id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy), durationMs,
  * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, the HTTP
  * status of a response head the engine rewrote (0: none), subflow count (-1: no sample),
- * subflow paths. `kind` 'done' comes first, for an acceptor's event.
+ * subflow paths, the kept client fd (-1: none). `kind` 'done' comes first, for an acceptor's
+ * event.
  */
 export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & { kind: 'done' } {
   const e: NativeRelaySummary & { kind: 'done' } = {
@@ -241,6 +256,7 @@ export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & 
   if (a[10] === true) e.connectFailed = true;
   if ((a[11] as number) > 0) e.httpStatus = a[11] as number;
   if ((a[12] as number) >= 0) e.downstreamSubflows = { count: a[12] as number, paths: a[13] as string[] };
+  if ((a[14] as number) >= 0) e.keptFd = a[14] as number;
   return e;
 }
 
@@ -315,7 +331,7 @@ export const nativeRelay: Relay = async (downstream, upstream, ctx, opts = {}) =
  * Throws, with the fds still the caller's, when the engine refuses.
  */
 function startInEngine(
-  engine: NativeRelayEngine,
+  engine: NativeRelayEngine & Pick<MptcpNative, 'close'>,
   fdDown: number,
   fdUp: number,
   headToUp: Buffer | null,
@@ -339,6 +355,11 @@ function startInEngine(
     if (watch) ctx.signal.removeEventListener('abort', onAbort);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
     if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
+    if (s.keptFd !== undefined) {
+      // The client's next request is its owner's; with none to take it, the client is closed.
+      if (exchange?.onKept !== undefined) exchange.onKept(s.keptFd);
+      else engine.close(s.keptFd);
+    }
     liveRelays.delete(ctx);
     const summary = accountSummary(s, ctx, opts);
     // After accountSummary: the connect's owner says how the connection ended (ctx.end).
@@ -358,12 +379,13 @@ function startInEngine(
         engine.relayAbort(id);
         return;
       }
-      engine.relayHeadDone(id, d.out, d.then, d.carry ?? null);
+      engine.relayHeadDone(id, d.out, d.then, d.carry ?? null, d.keepBody ?? -1);
     };
     options = {
       skipDown: exchange.skipDown,
       onResponseHead: onHead,
       ...(exchange.responseVia !== undefined ? { responseVia: exchange.responseVia } : {}),
+      ...(exchange.onKept !== undefined ? { holdClient: true } : {}),
       // The acceptor's fds, never wrapped by Node (ConnectingRelay.startExchange).
       soleOwner: true,
       upPlainTcp: connect?.plainTcp === true,

@@ -947,26 +947,25 @@ test('HTTP: the engine accepts, waits for the request line and connects early wh
   assert.equal(linesWith(h, 'upstream connect begun by the engine').length, 2);
 });
 
-test('HTTP: with the upstream pool on the engine accepts too, and connects early only for a request that asks to close; no engine connect to a denied destination', { skip: noEngine }, async (t) => {
+test('HTTP: with the upstream pool on the engine accepts too, and connects early for a first request whether it asks to close or not; no engine connect to a denied destination', { skip: noEngine }, async (t) => {
   const origin = await httpOrigin(t);
   const pooled = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
   assert.equal(pooled.proxy.listeners[0]!.acceptsInEngine, true, 'the pool on: the engine accepts');
-  // No Connection: close: a keep-alive client, whose session runs on a Node socket and may
-  // find a pooled upstream; the engine does not connect for it.
+  // No Connection: close: a keep-alive client, whose first request the engine serves too.
   const kept = await connect(pooled.port());
-  let reply = '';
-  kept.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+  const replies = responseReader(kept);
   kept.write(`GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nHost: a\r\n\r\n`);
-  await waitFor(() => reply.endsWith('ok'), 'the response on the kept-alive connection');
+  const reply = await replies.next();
   kept.destroy();
-  assert.match(reply, /^HTTP\/1\.1 200 /);
-  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 0);
-  assert.equal(linesWith(pooled, 'http exchange served in the engine').length, 0);
-  assert.equal(origin.accepted, 1, 'one upstream connection: the session\'s own');
-  // "close" among other options, in any case, is a request to close: the engine connects and serves it.
-  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n`), /^HTTP\/1\.1 200 /);
+  assert.match(reply.head, /^HTTP\/1\.1 200 /);
+  assert.equal(reply.body, 'ok');
   assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 1);
   assert.equal(linesWith(pooled, 'http exchange served in the engine').length, 1);
+  assert.equal(origin.accepted, 1, 'one upstream connection: the engine\'s');
+  // "close" among other options, in any case, is a request to close: served the same way.
+  assert.match(await exchangeRaw(pooled.port(), `GET http://${HOST}:${origin.port}/ HTTP/1.1\r\nConnection: Keep-Alive, CLOSE\r\n\r\n`), /^HTTP\/1\.1 200 /);
+  assert.equal(linesWith(pooled, 'upstream connect begun by the engine').length, 2);
+  assert.equal(linesWith(pooled, 'http exchange served in the engine').length, 2);
   const denied = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], {
     log: { level: 'debug' },
     access: { allowClients: ['127.0.0.0/8'], denyPorts: [String(origin.port)] },
@@ -1184,7 +1183,7 @@ test('HTTP exchange in the engine: a refused connect gets a 502 from the engine 
   assert.equal(h.dialErrors.length, 1, 'dial:error published once');
 });
 
-test('HTTP exchange in the engine: only body-less Connection: close requests; a body goes to the session', { skip: noEngine }, async (t) => {
+test('HTTP exchange in the engine: only body-less HTTP/1.1 requests; a body, or HTTP/1.0, goes to the session', { skip: noEngine }, async (t) => {
   const origin = await scriptedOrigin(t, (s, head) => {
     const m = /Content-Length: (\d+)/i.exec(head);
     const want = m ? Number(m[1]) : 0;
@@ -1250,4 +1249,175 @@ test('HTTP exchange in the engine: an upstream that says nothing for relay.idleT
   assert.ok(performance.now() - started < 3000);
   await waitFor(() => h.closes.length === 1, 'conn:close');
   assert.equal(linesWith(h, 'request')[0]!.status, 504);
+});
+
+/** Reads the HTTP responses that come on one client connection, each by its Content-Length (or
+ *  to the connection's end without one). */
+function responseReader(c: net.Socket): { next(ms?: number): Promise<{ head: string; body: string }>; ended(): boolean } {
+  let buf = '';
+  let ended = false;
+  let wake: (() => void) | undefined;
+  c.on('data', (d: Buffer) => {
+    buf += d.toString('latin1');
+    wake?.();
+  });
+  const onEnd = (): void => {
+    ended = true;
+    wake?.();
+  };
+  c.on('end', onEnd);
+  c.on('close', onEnd);
+  return {
+    ended: () => ended,
+    async next(ms = 3000) {
+      const deadline = performance.now() + ms;
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end >= 0) {
+          const head = buf.slice(0, end + 4);
+          const m = /\r\ncontent-length: (\d+)\r\n/i.exec(head);
+          const whole = m === null ? (ended ? buf.length : -1) : end + 4 + Number(m[1]);
+          if (whole >= 0 && buf.length >= whole) {
+            const body = buf.slice(end + 4, whole);
+            buf = buf.slice(whole);
+            return { head, body };
+          }
+        }
+        if (ended) throw new Error(`the connection ended with ${JSON.stringify(buf.slice(0, 100))}`);
+        const left = deadline - performance.now();
+        if (left <= 0) throw new Error(`no whole response within ${ms} ms: ${JSON.stringify(buf.slice(0, 100))}`);
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, left);
+        });
+        wake = undefined;
+      }
+    },
+  };
+}
+
+const getKeepAlive = (port: number, path: string): string => `GET http://${HOST}:${port}${path} HTTP/1.1\r\nHost: a\r\n\r\n`;
+
+test('HTTP keep-alive in the engine: the first request is served there and the client kept; its next ones, pipelined too, go to a session on the same connection; one access line for all', { skip: noEngine }, async (t) => {
+  const origin = await httpOrigin(t); // Content-Length: 2, "ok", then it closes
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const c = await connect(h.port());
+  const replies = responseReader(c);
+  c.write(getKeepAlive(origin.port, '/1'));
+  const first = await replies.next();
+  assert.match(first.head, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.doesNotMatch(first.head, /\r\nConnection:/i, 'a keep-alive head: the client stays');
+  assert.match(first.head, /\r\nVia: 1\.1 mptcp-proxy\r\n/);
+  assert.equal(first.body, 'ok');
+  assert.equal(served(h), 1);
+  assert.match(origin.heads[0]!, /\r\nConnection: close\r\n/, 'the upstream is asked to close, as for any exchange in the engine');
+  c.write(getKeepAlive(origin.port, '/2'));
+  assert.equal((await replies.next()).body, 'ok');
+  c.write(getKeepAlive(origin.port, '/3') + getKeepAlive(origin.port, '/4'));
+  assert.equal((await replies.next()).body, 'ok');
+  assert.equal((await replies.next()).body, 'ok');
+  assert.equal(served(h), 1, 'the later requests: a session\'s');
+  assert.equal(replies.ended(), false);
+  c.end();
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(h.opens.length, 1, 'one connection, opened once');
+  const access = linesWith(h, 'access');
+  assert.equal(access.length, 1);
+  assert.equal(access[0]!.requests, 4);
+  const requests = linesWith(h, 'request');
+  assert.deepEqual(requests.map((r) => r.url), ['/1', '/2', '/3', '/4'].map((p) => `http://${HOST}:${origin.port}${p}`));
+  assert.ok(requests.every((r) => r.conn === access[0]!.conn), 'every request line names the one connection');
+  assert.deepEqual(origin.heads.map((hd) => hd.split(' ')[1]), ['/1', '/2', '/3', '/4']);
+  assert.equal(acceptor!.clientCount(HOST), 0, 'the client slot is released once');
+});
+
+test('HTTP keep-alive in the engine: a client that makes one request and closes is closed there, with no session; one idle for keepAliveTimeoutMs too, and one of a destroyed listener', { skip: noEngine }, async (t) => {
+  const origin = await httpOrigin(t);
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, keepAliveTimeoutMs: 300 }], { log: { level: 'debug' } });
+  const one = await connect(h.port());
+  const oneReplies = responseReader(one);
+  one.write(getKeepAlive(origin.port, '/one'));
+  assert.equal((await oneReplies.next()).body, 'ok');
+  one.end();
+  await waitFor(() => h.closes.length === 1, 'conn:close of the one-request client');
+  assert.equal(h.closes[0]!.endedBy, 'downstream');
+  assert.equal(linesWith(h, 'access')[0]!.requests, 1);
+  assert.equal(linesWith(h, 'access')[0]!.status, 200);
+  assert.equal(h.opens.length, 1, 'no second context: no session took the client');
+
+  const idle = await connect(h.port());
+  const idleReplies = responseReader(idle);
+  idle.write(getKeepAlive(origin.port, '/idle'));
+  assert.equal((await idleReplies.next()).body, 'ok');
+  const since = performance.now();
+  await waitFor(() => idleReplies.ended(), 'the idle client closed by the proxy', 3000);
+  const waited = performance.now() - since;
+  assert.ok(waited >= 200 && waited < 2500, `closed after ${waited.toFixed(0)} ms idle (keepAliveTimeoutMs 300)`);
+  await waitFor(() => h.closes.length === 2, 'conn:close of the idle client');
+  assert.equal(h.closes[1]!.endedBy, 'proxy');
+
+  const cut = await connect(h.port());
+  const cutReplies = responseReader(cut);
+  cut.write(getKeepAlive(origin.port, '/cut'));
+  assert.equal((await cutReplies.next()).body, 'ok');
+  await h.proxy.destroy();
+  await waitFor(() => cutReplies.ended(), 'the kept client closed with the listener', 3000);
+  await waitFor(() => h.closes.length === 3, 'conn:close of the kept client');
+  assert.equal(h.opens.length, 3);
+  assert.equal(acceptor!.clientCount(HOST), 0);
+});
+
+test('HTTP keep-alive in the engine: a request pipelined during the exchange waits in the client socket; a chunked response, or bytes past the Content-Length, close the client after the response; an upstream that stays open does not hold the client', { skip: noEngine }, async (t) => {
+  /** Bytes each origin connection got after its request head, by the path it asked for. */
+  const after = new Map<string, string>();
+  const origin = await scriptedOrigin(t, (s, head) => {
+    const path = head.split(' ')[1]!;
+    after.set(path, '');
+    s.on('data', (d: Buffer) => after.set(path, after.get(path)! + d.toString('latin1')));
+    s.on('error', () => {});
+    if (path === '/slow') setTimeout(() => s.end('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow'), 80);
+    else if (path === '/chunked') s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
+    else if (path === '/extra-now') s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA');
+    else if (path === '/extra-later') s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', () => setTimeout(() => s.end('EXTRA'), 30));
+    else if (path === '/stays-open') s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+    else s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+  });
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+
+  const c = await connect(h.port());
+  const replies = responseReader(c);
+  c.write(getKeepAlive(origin.port, '/slow'));
+  await waitFor(() => after.has('/slow'), 'the request at the origin');
+  c.write(getKeepAlive(origin.port, '/next'));
+  assert.equal((await replies.next()).body, 'slow');
+  assert.equal((await replies.next()).body, 'ok');
+  assert.equal(after.get('/slow'), '', 'nothing of the next request reached the first one\'s upstream');
+
+  for (const path of ['/chunked', '/extra-now']) {
+    const raw = await exchangeRaw(h.port(), getKeepAlive(origin.port, path));
+    const { head, body } = splitReply(raw);
+    assert.match(head, /^HTTP\/1\.1 200 OK\r\n/, path);
+    assert.match(head, /\r\nConnection: close\r\n/, `${path}: the client is told it will be closed`);
+    assert.equal(body.toString('latin1'), path === '/chunked' ? '2\r\nok\r\n0\r\n\r\n' : 'ok', `${path}: the body, and nothing past it`);
+  }
+  // Past the Content-Length after the head went out (a keep-alive one): the engine drops those
+  // bytes and closes the client after the body.
+  const spoiled = await connect(h.port());
+  const spoiledReplies = responseReader(spoiled);
+  spoiled.write(getKeepAlive(origin.port, '/extra-later'));
+  assert.equal((await spoiledReplies.next()).body, 'ok');
+  await waitFor(() => spoiledReplies.ended(), 'the client closed after a body with bytes past it');
+  assert.equal(await spoiledReplies.next().catch((err: Error) => err.message), 'the connection ended with ""', 'nothing past the body');
+
+  const open = await connect(h.port());
+  const openReplies = responseReader(open);
+  open.write(getKeepAlive(origin.port, '/stays-open'));
+  assert.equal((await openReplies.next()).body, 'ok');
+  open.write(getKeepAlive(origin.port, '/after-open'));
+  assert.equal((await openReplies.next(3000)).body, 'ok', 'the next request is served though the first upstream never closed');
+  open.end();
+  c.end();
+  assert.equal(served(h), 5, '/slow, the three closing ones and /stays-open');
+  await waitFor(() => h.closes.length === 5, 'conn:close for each connection');
+  assert.equal(acceptor!.clientCount(HOST), 0);
 });

@@ -18,9 +18,18 @@
  *   4. engine: relay the body until the upstream closes, then close the client.
  *
  * Which requests: absolute-form http:// to the IP literal the engine connects to, HTTP/1.1,
- * no body, and the client's last on its connection (`Connection: close`). Anything else — a
- * body, a keep-alive client, CONNECT, HTTP/1.0 (a chunked response would need decoding), a
- * malformed head (which gets its error reply) — goes to the HttpProxySession on a Node socket.
+ * no body, and the first on its connection. Anything else — a body, CONNECT, HTTP/1.0 (a
+ * chunked response would need decoding), a malformed head (which gets its error reply), a
+ * keep-alive client's later requests — goes to the HttpProxySession on a Node socket.
+ *
+ * A keep-alive client (no `Connection: close`) is held while its exchange runs (the engine
+ * reads nothing past its head: a next request waits in its socket), and when the response is
+ * framed by its length (or has no body) it gets a keep-alive head and stays open: the engine
+ * gives it back to its acceptor (HandedOverClient.giveBack), which waits for the next request
+ * and hands it over again, to a session — which may reuse an upstream, where the engine asked
+ * this one to close — or closes it when the client closes first (a one-request client such as
+ * a one-URL curl run: no Node socket at all). Any other response closes it, as for
+ * `Connection: close`.
  *
  * Why: a short request through a Node socket costs about 300 µs of main-thread CPU (accept,
  * stream machinery, end and destroy); here JS parses one head (two for an unusual response) and
@@ -46,6 +55,8 @@ type ExchangeEngine = Pick<ConnectingRelay, 'startExchange' | 'abort'>;
 
 interface Eligible {
   head: RequestHead;
+  /** The client wants its connection kept (no `Connection: close`). */
+  keepAlive: boolean;
   target: TargetAddress;
   upstreamHead: Buffer;
   /** Bytes of the client's stream the engine drops: its head as peeked. */
@@ -58,10 +69,10 @@ interface Eligible {
  */
 export function planEngineExchange(h: HandedOverClient, cfg: HttpListenerConfig, engine: ExchangeEngine | undefined, idleTimeoutMs: number): EngineExchange | undefined {
   const early = h.early;
-  if (engine === undefined || early?.takePending === undefined || h.head === undefined) return undefined;
+  if (engine === undefined || early?.takePending === undefined || h.head === undefined || h.kept) return undefined;
   const req = eligible(h.head, cfg, early.target);
   if (req === undefined) return undefined;
-  return { run: (ctx) => serve(h.fd, early, req, cfg, engine, idleTimeoutMs, ctx), abort: (ctx) => void engine.abort(ctx) };
+  return { run: (ctx) => serve(h, early, req, cfg, engine, idleTimeoutMs, ctx), abort: (ctx) => void engine.abort(ctx) };
 }
 
 function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddress): Eligible | undefined {
@@ -70,19 +81,19 @@ function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddr
     // Bytes after the head would be a body or a pipelined request: the session's to read.
     if (!pushed.done || pushed.rest.length > 0) return undefined;
     const head = parseRequestHead(pushed.head);
-    if (head.version !== '1.1' || clientWantsPersistence(head)) return undefined;
+    if (head.version !== '1.1') return undefined;
     const target = parseRequestTarget(head.method, head.target);
     if (target.form !== 'absolute' || formatTarget(target.target) !== formatTarget(connecting)) return undefined;
     // More than one Host is a 400, and a body needs the session's framing: its way, both.
     if (headerValues(head.headers, 'host').length > 1 || requestBodyFraming(head).kind !== 'none') return undefined;
     const upstreamHead = buildUpstreamRequestHead(head, { path: target.path, authority: target.authority, via: cfg.via, close: true });
-    return { head, target: target.target, upstreamHead, skip: bytes.length };
+    return { head, keepAlive: clientWantsPersistence(head), target: target.target, upstreamHead, skip: bytes.length };
   } catch {
     return undefined; // malformed: the session parses it again and replies with the error
   }
 }
 
-function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListenerConfig, engine: ExchangeEngine, idleTimeoutMs: number, ctx: ConnectionContext): Promise<void> {
+function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: HttpListenerConfig, engine: ExchangeEngine, idleTimeoutMs: number, ctx: ConnectionContext): Promise<boolean> {
   const startedAt = performance.now();
   ctx.target = req.target;
   ctx.access.requests = 1;
@@ -93,10 +104,13 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
   if (ctx.log.isEnabled('debug')) ctx.log.debug('http exchange served in the engine', { method: req.head.method, target: formatTarget(req.target) });
   const onResponseHead = (bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined): HeadDecision =>
     respond(bytes, complete, failure, req, cfg, pending, ctx, idleTimeoutMs);
+  // A kept client goes back to the acceptor before the summary (EngineExchangeOptions.onKept).
+  let givenBack = false;
+  const onKept = req.keepAlive ? (fd: number): void => void (givenBack = h.giveBack(fd)) : undefined;
   let started;
   try {
     started = engine.startExchange(
-      fd,
+      h.fd,
       {
         fd: pending.fd,
         timeoutMs: pending.timeoutMs,
@@ -106,14 +120,15 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
         onFailed: () => {},
       },
       req.upstreamHead,
-      { skipDown: req.skip, responseVia: nativeVia(cfg.via), onResponseHead },
+      // A keep-alive client's heads are all JS's: the engine's own rewrite closes the client.
+      { skipDown: req.skip, responseVia: req.keepAlive ? undefined : nativeVia(cfg.via), onResponseHead, ...(onKept ? { onKept } : {}) },
       ctx,
       { idleTimeoutMs },
     );
   } catch (err) {
     // The engine refused (stopped under us): it closed both fds; the client sees a close.
     ctx.log.error('the native engine refused an HTTP exchange', { err });
-    return Promise.resolve();
+    return Promise.resolve(false);
   }
   return started.then(() => {
     publishRequestDone({
@@ -126,6 +141,7 @@ function serve(fd: number, early: EarlyConnect, req: Eligible, cfg: HttpListener
       fromDownstream: ctx.bytes.fromDownstream,
       fromUpstream: ctx.bytes.fromUpstream,
     });
+    return givenBack;
   });
 }
 
@@ -182,13 +198,24 @@ function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailu
       if (rest.length === 0) return { out: Buffer.concat(interim), then: HeadThen.Again, carry: null };
       continue;
     }
+    let framing;
     try {
-      responseBodyFraming(res, req.head.method);
+      framing = responseBodyFraming(res, req.head.method);
     } catch (err) {
       // RFC 9112 §6.3: an invalid Content-Length in a response a proxy received is a 502.
       return fail(new UpstreamError(ErrorCode.UPSTREAM_PROTOCOL, req.target, 'invalid response framing', { cause: err }));
     }
     ctx.access.status = res.status;
+    // A keep-alive client stays open when it can tell where the body ends: its length, or none.
+    const bodyLength = framing.kind === 'length' ? framing.length : framing.kind === 'none' ? 0 : undefined;
+    if (req.keepAlive && bodyLength !== undefined) {
+      // Bytes past the body in what came with the head are neither the client's nor a clean
+      // upstream's: the client gets the body, then a FIN (the engine drops later ones itself).
+      const keep = pushed.rest.length <= bodyLength;
+      const head = buildDownstreamResponseHead(res, { via: cfg.via, close: !keep, http10KeepAlive: false, dechunk: false });
+      const out = Buffer.concat([...interim, head, keep ? pushed.rest : pushed.rest.subarray(0, bodyLength)]);
+      return keep ? { out, then: HeadThen.Keep, keepBody: bodyLength - pushed.rest.length } : { out, then: HeadThen.End };
+    }
     const head = buildDownstreamResponseHead(res, { via: cfg.via, close: true, http10KeepAlive: false, dechunk: false });
     return { out: Buffer.concat([...interim, head, pushed.rest]), then: HeadThen.Relay };
   }

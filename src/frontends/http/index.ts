@@ -77,7 +77,7 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
     handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run(),
     preconnect: (socket, known) => preconnect(socket, deps, pool, known),
     close: () => pool.close(),
-    engineAccept: () => engineAcceptPlan(deps, pool, idleTimeoutMs),
+    engineAccept: () => engineAcceptPlan(cfg, deps, pool, idleTimeoutMs),
     engineExchange: (client) => planEngineExchange(client, cfg, deps.relayConnecting, idleTimeoutMs),
   };
 }
@@ -97,7 +97,7 @@ const HANDOFF_WAIT_MS = 100;
  * Node's handle-type guess for the fd (measured, pool on, alternated: 300–320 against 320–360
  * µs of proxy CPU per connection).
  */
-function engineAcceptPlan(deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs: number): EngineAcceptPlan | undefined {
+function engineAcceptPlan(cfg: HttpListenerConfig, deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs: number): EngineAcceptPlan | undefined {
   if (deps.access.authRequired || (pool.enabled && deps.relayConnecting === undefined)) return undefined;
   const dial = deps.dial.planInEngineAnyTarget?.();
   const adopt = deps.dial.adoptEarly;
@@ -105,7 +105,7 @@ function engineAcceptPlan(deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs:
   return {
     dial,
     idleTimeoutMs,
-    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local), earlyCloseOnly: pool.enabled },
+    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local), keptWaitMs: cfg.keepAliveTimeoutMs },
   };
 }
 
@@ -212,6 +212,10 @@ class HttpProxySession {
     this.#deps = deps;
     this.#idleTimeoutMs = idleTimeoutMs > 0 ? idleTimeoutMs : undefined;
     this.#pump = deps.pump;
+    // A connection an exchange in the engine served first (it gave the client back): its
+    // requests and bytes go on from there.
+    if (typeof ctx.access.requests === 'number') this.#requests = ctx.access.requests;
+    this.#bytesAtRequestStart = { fromDownstream: ctx.bytes.fromDownstream, fromUpstream: ctx.bytes.fromUpstream };
     this.#down = new SocketReader(socket, (n) => {
       ctx.bytes.fromDownstream += n;
     });
