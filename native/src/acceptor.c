@@ -13,13 +13,18 @@
  * upstream connect its request line names (an IP literal the destination rules allow), and the
  * client — with that connecting upstream, if any — is handed to JS ('handoff'), which serves
  * it as a JS-accepted one. docs/design.md, "The upstream connect starts at accept".
+ *
+ * Kept clients (acceptorAdopt): a keep-alive client whose exchange the engine served comes
+ * back here to wait for its next request; its first byte hands it over again ('handoff' with
+ * JS's kept id), its end, a reset or keepAliveTimeoutMs closes it here ('kept-end').
+ * docs/design.md, "Exchanges served in the engine".
  */
 #include "relay.h"
 #include "engine.h"
 #include "common.h"
 #include "mptcp-uapi.h"
 #include "socket-ops.h"
-#include "http-head.h"
+#include "http-head.h" /* mpx_head_has_end */
 
 #include <errno.h>
 #include <netinet/tcp.h>

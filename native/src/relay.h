@@ -25,7 +25,9 @@
  * relayHeadDone; an upstream that fails first (its connect, a read, the idle timeout) asks it
  * for a reply too (bytes null, the errno code and syscall), instead of the client being reset
  * or closed (relay.c, "response-head hook"). options.responseVia: plain heads are rewritten by
- * the engine itself (http-head.c); options.soleOwner, upPlainTcp: see relay_options. */
+ * the engine itself (http-head.c); options.soleOwner, upPlainTcp: see relay_options;
+ * options.holdClient: a keep-alive client's exchange, which may keep it (struct relay, in
+ * engine.h; the summary's kept fd). */
 napi_value mpx_js_relay_start(napi_env env, napi_callback_info info);
 /* pumpStart(fdFrom, fdTo, head, length, idleTimeoutMs, onDone) → id: a one-way pump that
  * writes head to fdTo, then moves exactly `length` bytes (-1: until EOF) from fdFrom to
