@@ -135,6 +135,7 @@ struct relay {
 	 * client's bytes and drops them until its EOF, so that our close is a FIN. */
 	bool hold_down, drop_down, keep_client, keep_spoiled, kept;
 	uint64_t keep_remaining;
+	int64_t keep_close_due; /* the upstream's EOF is awaited until then (keep_wait_upstream), 0: not yet */
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */

@@ -555,16 +555,17 @@ static bool has_output(const struct direction *x)
  * out (keep_client_now). */
 #define KEEP_UPSTREAM_CLOSE_MS 100
 
-/* A kept client's body is all read: its upstream's idle timeout becomes KEEP_UPSTREAM_CLOSE_MS,
- * and the thread sweeps soon enough to honour it (sweep_idle, keep_client_now). */
-static void keep_body_read(struct engine_thread *t, struct relay *r)
+/* A kept client has its whole response, written, and the upstream has not closed yet: it has
+ * KEEP_UPSTREAM_CLOSE_MS to do so (keep_close_due), and the thread sweeps soon enough to see
+ * that (sweep_idle, keep_client_now). Not from the moment the body is read: a slow client can
+ * take far longer than that to take the rest of it, and its relay must not end before. */
+static void keep_wait_upstream(struct engine_thread *t, struct relay *r)
 {
-	r->idle_ms = KEEP_UPSTREAM_CLOSE_MS;
-	r->last_activity_ms = t->now_ms;
+	r->keep_close_due = t->now_ms + KEEP_UPSTREAM_CLOSE_MS;
 	if (t->min_idle == 0 || t->min_idle > KEEP_UPSTREAM_CLOSE_MS)
 		t->min_idle = KEEP_UPSTREAM_CLOSE_MS;
-	if (t->next_sweep > t->now_ms + KEEP_UPSTREAM_CLOSE_MS)
-		t->next_sweep = t->now_ms + KEEP_UPSTREAM_CLOSE_MS;
+	if (t->next_sweep > r->keep_close_due)
+		t->next_sweep = r->keep_close_due;
 }
 
 /* The upstream's connect failed (or timed out), or it failed before its response head was
@@ -635,8 +636,6 @@ static void head_done(struct engine_thread *t, struct cmd *c)
 		if (c->then == HEAD_THEN_KEEP && r->hold_down) {
 			r->keep_client = true;
 			r->keep_remaining = c->keep_body;
-			if (r->keep_remaining == 0) /* the body came with the head */
-				keep_body_read(t, r);
 		}
 	}
 	x->drained = false; /* the upstream's edges were spent while JS had the head */
@@ -660,8 +659,8 @@ static bool keep_done(const struct relay *r)
 
 /* Ends a relay whose client is kept: the upstream is closed, the client handed back to JS.
  * Normally at the upstream's EOF (it was asked to close: it is the one that waits in
- * TIME_WAIT, as for any exchange served in the engine); one that stays open once the body is
- * out is closed by us after KEEP_UPSTREAM_CLOSE_MS (its idle timeout from then on, see
+ * TIME_WAIT, as for any exchange served in the engine); one that stays open once the client
+ * has its whole response is closed by us KEEP_UPSTREAM_CLOSE_MS later (keep_wait_upstream,
  * sweep_idle), so that the client's next request does not wait on it. */
 static void keep_client_now(struct engine_thread *t, struct relay *r)
 {
@@ -719,8 +718,11 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 				return;
 			continue;
 		}
-		if (x->drained && !x->eof)
+		if (x->drained && !x->eof) {
+			if (d == SIDE_UP && r->keep_close_due == 0 && keep_done(r))
+				keep_wait_upstream(t, r); /* all written; the upstream's EOF is still due */
 			return; /* see struct direction: until the source's next EPOLLIN edge */
+		}
 		if (r->pump && (x->eof || (!r->until_eof && r->remaining == 0))) {
 			/* Everything read is written. Ending here, not at the next edge, is what keeps
 			 * ET correct when "from" still holds the next message's bytes: the fds leave
@@ -807,8 +809,6 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 					got = (size_t)r->keep_remaining;
 				}
 				r->keep_remaining -= got;
-				if (got > 0 && r->keep_remaining == 0 && !r->keep_spoiled)
-					keep_body_read(t, r);
 			}
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
@@ -839,8 +839,11 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		direction_release(t, x); /* nothing to read: an idle direction holds no buffer */
 		if (err == EINTR)
 			continue;
-		if (err == EAGAIN || err == EWOULDBLOCK)
+		if (err == EAGAIN || err == EWOULDBLOCK) {
+			if (d == SIDE_UP && r->keep_close_due == 0 && keep_done(r))
+				keep_wait_upstream(t, r); /* all written; the upstream's EOF is still due */
 			return;
+		}
 		eng_fail(t, r, d, err, "read");
 		return;
 	}
@@ -1074,15 +1077,21 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 			}
 			continue;
 		}
+		if (r->keep_close_due > 0 && keep_done(r)) {
+			/* A kept client's upstream that did not close after the body: keep_client_now. */
+			if (t->now_ms >= r->keep_close_due) {
+				keep_client_now(t, r);
+				continue;
+			}
+			if (m == 0 || KEEP_UPSTREAM_CLOSE_MS < m)
+				m = KEEP_UPSTREAM_CLOSE_MS;
+		}
 		if (r->idle_ms <= 0)
 			continue;
 		if (t->now_ms - r->last_activity_ms >= r->idle_ms) {
 			/* Waiting for a response head: JS answers in its place (a 504), as the session
-			 * does when an upstream says nothing for the idle timeout. A kept client's
-			 * upstream that did not close after the body: see keep_client_now. */
-			if (keep_done(r))
-				keep_client_now(t, r);
-			else if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
+			 * does when an upstream says nothing for the idle timeout. */
+			if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
 				end_by_proxy(t, r, "idle");
 		}
 		else if (m == 0 || r->idle_ms < m)
