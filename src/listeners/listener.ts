@@ -264,7 +264,9 @@ export class ProxyListener {
       socket = new Socket({ fd: h.fd, readable: true, writable: true, allowHalfOpen: true });
     } catch (err) {
       log.error('cannot take over a connection the engine accepted', { listener: this.config.name, client: h.remote.address, err });
-      return this.#drop(h);
+      this.#drop(h);
+      if (resumed !== undefined) publishConnEnded(resumed);
+      return;
     }
     const early = h.early ?? frontend.preconnect?.(socket, h.requestTarget);
     this.#serve(socket, h.remote.address, { remote: h.remote, local: h.local, mptcp: h.mptcp }, early, resumed);
