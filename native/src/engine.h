@@ -406,8 +406,8 @@ MPX_HIDDEN void ev_errno(napi_env env, struct ev_args *a, int err, const char *s
 /* A relay's end (not a pump's): id, fromDownstream, fromUpstream, endedBy (0 downstream,
  * 1 upstream, 2 proxy), durationMs, errno, code, syscall (undefined ×3 without an error),
  * reason, deniedBy, connectFailed, the HTTP status of a response head the engine rewrote (0:
- * none), the subflow count (-1: no sample) and paths. Decoded by
- * decodeRelaySummary (src/relay/native-relay.ts); keep both in step. */
+ * none), the subflow count (-1: no sample) and paths, the kept client fd (-1: none). Decoded
+ * by decodeRelaySummary (src/relay/native-relay.ts); keep both in step. */
 MPX_HIDDEN void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);
 /* The same with any number of arguments (an acceptor's positional events). */
