@@ -328,7 +328,7 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 			close(p->up);
 		mpx_client_release(&p->key);
 		p->fd = p->up = -1;
-		if (p->kept)
+		if (p->kept_id != 0)
 			kept_end_post(t, a, p->kept_id, NULL);
 		return;
 	}
@@ -341,7 +341,6 @@ static void handoff_finish(struct engine_thread *t, struct pending_client *p, co
 	m->peer = p->peer;
 	m->local = p->local;
 	m->down_mptcp = p->down_mptcp;
-	m->kept = p->kept;
 	m->kept_id = p->kept_id;
 	m->has_target = p->has_target;
 	if (p->has_target)
@@ -423,7 +422,7 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return false;
-	if (p->kept) {
+	if (p->kept_id != 0) {
 		/* Its next request, or its end: the first byte is enough, since a session serves
 		 * the rest of a kept client's requests (planEngineExchange). */
 		if (n > 0) {
@@ -455,7 +454,7 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
  * handoff_wait_ms). */
 static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer, const struct mpx_client_key *key, uint64_t kept_id)
 {
-	bool kept = kept_id != 0; /* JS's ids for kept clients start at 1 */
+	bool kept = kept_id != 0;
 	struct pending_client *p = calloc(1, sizeof(*p));
 	if (p == NULL) {
 		close(fd);
@@ -465,7 +464,6 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 	p->fd = fd;
 	p->up = -1;
 	p->acc = a;
-	p->kept = kept;
 	p->kept_id = kept_id;
 	p->dialed = kept; /* a kept client's next request goes to a session, with its pool */
 	p->peer = *peer;
@@ -474,7 +472,8 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 	getsockname(fd, (struct sockaddr *)&p->local, &len);
 	p->down_mptcp = client_is_mptcp(a, fd);
 	if (kept) {
-		/* On its acceptor's list first: handoff_try unlinks it when it is done with. */
+		/* On its acceptor's list first: from there on kept_unlink (in handoff_try, or below)
+		 * takes it off and frees it after the batch. */
 		p->deadline_ms = t->now_ms + a->kept_wait_ms;
 		p->prev = a->kept_tail;
 		if (a->kept_tail != NULL)
@@ -483,13 +482,13 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 			a->kept_head = p;
 		a->kept_tail = p;
 		t->kept_count++;
-		if (handoff_try(t, p))
-			return;
-	} else if (handoff_try(t, p)) {
-		free(p);
-		return;
 	} else {
 		p->deadline_ms = t->now_ms + a->handoff_wait_ms;
+	}
+	if (handoff_try(t, p)) {
+		if (!kept)
+			free(p);
+		return;
 	}
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)((uintptr_t)p | PEND_TAG) };
 	if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
@@ -502,10 +501,10 @@ static void handoff_begin(struct engine_thread *t, struct acceptor *a, int fd, c
 		return;
 	}
 	p->registered = true;
-	if (kept)
-		return;
-	p->next = t->pending;
-	t->pending = p;
+	if (!kept) {
+		p->next = t->pending;
+		t->pending = p;
+	}
 }
 
 void acceptor_adopt(struct engine_thread *t, struct acceptor *a, const struct cmd *c)
@@ -830,7 +829,7 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		ev_address(env, &a, m->fd_up >= 0 ? &m->up_local : &none);
 		if (a.ok) /* the peeked bytes, or null */
 			ev_push(&a, m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
-		ev_number(env, &a, m->kept ? (double)m->kept_id : 0);
+		ev_number(env, &a, (double)m->kept_id);
 		break;
 	case MSG_KEPT_END:
 		ev_number(env, &a, (double)m->kept_id);

@@ -135,7 +135,7 @@ struct relay {
 	 * client's bytes and drops them until its EOF, so that our close is a FIN. */
 	bool hold_down, drop_down, keep_client, keep_spoiled, kept;
 	uint64_t keep_remaining;
-	int64_t keep_close_due; /* the upstream's EOF is awaited until then (keep_wait_upstream), 0: not yet */
+	int64_t keep_close_due; /* the upstream's EOF is awaited until then (keep_await_upstream_eof), 0: not yet */
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -244,10 +244,10 @@ struct msg {
 	napi_ref on_head; /* MSG_HEAD: the relay's hook (not owned); MSG_DONE: owned, to delete */
 	int http_status; /* MSG_DONE: the relay's http_status */
 	/* MSG_DONE: the client fd a keep-alive exchange kept open (struct relay, kept), JS's once
-	 * delivered (kept cleared then); an undelivered message closes it. MSG_HANDOFF: the client
-	 * is one such, given back (acceptorAdopt) and now sending its next request; kept_id is
-	 * JS's id for it. MSG_KEPT_END: such a client closed, reset or idled out (reason "idle")
-	 * before its next request, or its acceptor stopped (reason "stopped"), kept_id saying which. */
+	 * delivered (kept cleared then); an undelivered message closes it. MSG_HANDOFF: kept_id not
+	 * 0 when the client is one such, given back (acceptorAdopt) and now sending its next
+	 * request. MSG_KEPT_END: such a client closed, reset or idled out (reason "idle") before its
+	 * next request, or its acceptor stopped (reason "stopped"), kept_id saying which. */
 	bool kept;
 	int kept_fd;
 	uint64_t kept_id;
@@ -320,10 +320,10 @@ struct pending_client {
 	/* The early connect, issued once the request line is in (dialed), while the rest of the
 	 * head may still be on its way: its fd (-1: none) and where the line said to go. */
 	bool dialed, has_target;
-	/* A kept-alive client given back after an exchange served in the engine (acceptorAdopt),
-	 * with JS's id for it: no early connect (its next request goes to a session, which may
-	 * reuse an upstream), and its EOF or reset is closed here (MSG_KEPT_END tells JS). */
-	bool kept;
+	/* Not 0: a kept-alive client given back after an exchange served in the engine
+	 * (acceptorAdopt), with JS's id for it (from 1): no early connect (its next request goes to
+	 * a session, which may reuse an upstream), and its EOF or reset is closed here
+	 * (MSG_KEPT_END tells JS). */
 	uint64_t kept_id;
 	int up;
 	struct sockaddr_storage target;

@@ -555,12 +555,17 @@ static bool has_output(const struct direction *x)
  * out (keep_client_now). */
 #define KEEP_UPSTREAM_CLOSE_MS 100
 
-/* A kept client has its whole response, written, and the upstream has not closed yet: it has
- * KEEP_UPSTREAM_CLOSE_MS to do so (keep_close_due), and the thread sweeps soon enough to see
- * that (sweep_idle, keep_client_now). Not from the moment the body is read: a slow client can
- * take far longer than that to take the rest of it, and its relay must not end before. */
-static void keep_wait_upstream(struct engine_thread *t, struct relay *r)
+static bool keep_done(const struct relay *r);
+
+/* Called when the upstream has nothing more to read for now: once a kept client has its whole
+ * response, written, and the upstream has not closed yet, it has KEEP_UPSTREAM_CLOSE_MS to do
+ * so (keep_close_due), and the thread sweeps soon enough to see that (sweep_idle,
+ * keep_client_now). Not from the moment the body is read: a slow client can take far longer
+ * than that to take the rest of it, and its relay must not end before. */
+static void keep_await_upstream_eof(struct engine_thread *t, struct relay *r)
 {
+	if (r->keep_close_due != 0 || !keep_done(r))
+		return;
 	r->keep_close_due = t->now_ms + KEEP_UPSTREAM_CLOSE_MS;
 	if (t->min_idle == 0 || t->min_idle > KEEP_UPSTREAM_CLOSE_MS)
 		t->min_idle = KEEP_UPSTREAM_CLOSE_MS;
@@ -660,7 +665,7 @@ static bool keep_done(const struct relay *r)
 /* Ends a relay whose client is kept: the upstream is closed, the client handed back to JS.
  * Normally at the upstream's EOF (it was asked to close: it is the one that waits in
  * TIME_WAIT, as for any exchange served in the engine); one that stays open once the client
- * has its whole response is closed by us KEEP_UPSTREAM_CLOSE_MS later (keep_wait_upstream,
+ * has its whole response is closed by us KEEP_UPSTREAM_CLOSE_MS later (keep_await_upstream_eof,
  * sweep_idle), so that the client's next request does not wait on it. */
 static void keep_client_now(struct engine_thread *t, struct relay *r)
 {
@@ -719,8 +724,8 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			continue;
 		}
 		if (x->drained && !x->eof) {
-			if (d == SIDE_UP && r->keep_close_due == 0 && keep_done(r))
-				keep_wait_upstream(t, r); /* all written; the upstream's EOF is still due */
+			if (d == SIDE_UP)
+				keep_await_upstream_eof(t, r);
 			return; /* see struct direction: until the source's next EPOLLIN edge */
 		}
 		if (r->pump && (x->eof || (!r->until_eof && r->remaining == 0))) {
@@ -732,7 +737,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			return;
 		}
 		if (x->eof) {
-			if (!x->shut && d == SIDE_UP && r->hold_down && !r->drop_down) {
+			if (!x->shut && d == SIDE_UP && holding(r)) {
 				/* The response is over (struct relay, hold_down): the client is kept when it
 				 * got exactly its body; otherwise it is closed, its bytes drained first. */
 				if (keep_done(r)) {
@@ -840,8 +845,8 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 		if (err == EINTR)
 			continue;
 		if (err == EAGAIN || err == EWOULDBLOCK) {
-			if (d == SIDE_UP && r->keep_close_due == 0 && keep_done(r))
-				keep_wait_upstream(t, r); /* all written; the upstream's EOF is still due */
+			if (d == SIDE_UP)
+				keep_await_upstream_eof(t, r);
 			return;
 		}
 		eng_fail(t, r, d, err, "read");
@@ -1356,21 +1361,20 @@ void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 		return;
 	if (m->subflows == NULL) {
 		ev_push(a, napi_get_undefined(env, &a->v[a->n]));
-		ev_number(env, a, m->kept ? m->kept_fd : -1);
-		return;
-	}
-	napi_value paths;
-	if (napi_create_array_with_length(env, m->subflows->npaths, &paths) != napi_ok) {
-		a->ok = false;
-		return;
-	}
-	for (uint32_t i = 0; i < m->subflows->npaths && a->ok; i++) {
-		napi_value str;
-		if (napi_create_string_utf8(env, m->subflows->paths[i], NAPI_AUTO_LENGTH, &str) != napi_ok || napi_set_element(env, paths, i, str) != napi_ok)
+	} else {
+		napi_value paths;
+		if (napi_create_array_with_length(env, m->subflows->npaths, &paths) != napi_ok) {
 			a->ok = false;
+			return;
+		}
+		for (uint32_t i = 0; i < m->subflows->npaths && a->ok; i++) {
+			napi_value str;
+			if (napi_create_string_utf8(env, m->subflows->paths[i], NAPI_AUTO_LENGTH, &str) != napi_ok || napi_set_element(env, paths, i, str) != napi_ok)
+				a->ok = false;
+		}
+		a->v[a->n] = paths;
+		ev_push(a, napi_ok);
 	}
-	a->v[a->n] = paths;
-	ev_push(a, napi_ok);
 	ev_number(env, a, m->kept ? m->kept_fd : -1);
 }
 

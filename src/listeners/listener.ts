@@ -328,9 +328,9 @@ export class ProxyListener {
   /**
    * Follows one front-end run to its end: releases the client's slot and publishes conn:close
    * (neither when `slotGone` says an exchange gave the client back to the engine: #keptEnd or
-   * the resumed session does, later). It keeps only a weak reference to the socket: once the native relay has taken the fds over
-   * and destroyed the net.Socket, nothing here should keep that object (and its stream state)
-   * alive for the rest of the connection.
+   * the resumed session does, later). It keeps only a weak reference to the socket: once the
+   * native relay has taken the fds over and destroyed the net.Socket, nothing here should keep
+   * that object (and its stream state) alive for the rest of the connection.
    */
   #track(
     run: Promise<void>,

@@ -2,7 +2,6 @@
  * Which relay carries a connection once its front-end is done: the native epoll engine
  * (relay.engine: native, the default) or the JS one. Both honour the contract in ./types.ts.
  */
-import { relayDefaults } from '../config/defaults.js';
 import type { Logger } from '../core/logger.js';
 import { canPumpNative, pumpNative, type BodyPump } from './native-pump.js';
 import { connectingRelay, loadNativeRelayEngine, nativeRelay, type ConnectingRelay } from './native-relay.js';
@@ -35,11 +34,11 @@ export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}):
   // runs of the bench, whose forward variant has no config file (like
   // MPTCP_PROXY_ENGINE_CONNECT); not config keys.
   const cap = opts.capBuffers;
-  const notsentOverride = /^\d+$/.test(process.env.MPTCP_PROXY_CAP_NOTSENT ?? '') ? Number(process.env.MPTCP_PROXY_CAP_NOTSENT) : undefined;
   if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap?.(0, 1, 0);
-  else if (cap !== undefined || notsentOverride !== undefined) {
-    const c = cap ?? { enabled: true, minBytes: relayDefaults.capBuffersMinBytes, rateMbit: relayDefaults.capBuffersRateMbit, notsentBytes: relayDefaults.capBuffersNotsentBytes };
-    native.relaySetQueueCap?.(c.enabled ? c.minBytes : 0, c.rateMbit, c.enabled ? (notsentOverride ?? c.notsentBytes) : 0);
+  else if (cap !== undefined) {
+    const forced = process.env.MPTCP_PROXY_CAP_NOTSENT ?? '';
+    const notsent = /^\d+$/.test(forced) ? Number(forced) : cap.notsentBytes;
+    native.relaySetQueueCap?.(cap.enabled ? cap.minBytes : 0, cap.rateMbit, cap.enabled ? notsent : 0);
   }
   return nativeRelay;
 }
