@@ -12,7 +12,9 @@
         "src/admission.c",
         "src/destination.c",
         "src/queue-cap.c",
-        "src/http-head.c"
+        "src/http-head.c",
+        "src/http-head-js.c",
+        "src/chunked.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-lpthread"],

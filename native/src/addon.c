@@ -6,6 +6,7 @@
 #include <node_api.h>
 
 #include "common.h"
+#include "http-head-js.h"
 #include "mptcp-info.h"
 #include "admission.h"
 #include "relay.h"
@@ -40,6 +41,9 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "relayAbort", NULL, mpx_js_relay_abort, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayHeadDone", NULL, mpx_js_relay_head_done, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "httpRewriteResponse", NULL, mpx_js_http_rewrite_response, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "httpRewriteResponseEx", NULL, mpx_js_http_rewrite_response_ex, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "httpRewriteRequest", NULL, mpx_js_http_rewrite_request, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "httpChunkedScan", NULL, mpx_js_http_chunked_scan, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetThreads", NULL, mpx_js_relay_set_threads, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relaySetQueueCap", NULL, mpx_js_relay_set_queue_cap, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "relayEngineStop", NULL, mpx_js_relay_engine_stop, NULL, NULL, NULL, napi_enumerable, NULL },
