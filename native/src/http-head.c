@@ -23,7 +23,6 @@
 
 #include <stdbool.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/types.h>
 
 /* Field lines handled; a head with more is JS's (its limits are 1000 for responses and
@@ -56,9 +55,25 @@ static bool is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
+/* Case-insensitive equality as JS's toLowerCase() sees it for the ASCII names and options compared
+ * here: ASCII letters only, whatever the C locale says (strncasecmp would follow it). */
+static bool same_ci(const char *a, const char *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+		if (x >= 'A' && x <= 'Z')
+			x += 'a' - 'A';
+		if (y >= 'A' && y <= 'Z')
+			y += 'a' - 'A';
+		if (x != y)
+			return false;
+	}
+	return true;
+}
+
 static bool equals_ci(const char *s, size_t len, const char *lname)
 {
-	return len == strlen(lname) && strncasecmp(s, lname, len) == 0;
+	return len == strlen(lname) && same_ci(s, lname, len);
 }
 
 static bool name_is(const struct field *f, const char *lname)
@@ -202,7 +217,7 @@ static bool mark_dropped(struct field *f, size_t nf, bool drop_host, ssize_t *la
 	for (size_t i = 0; i < nf; i++) {
 		f[i].drop = hop_by_hop(&f[i]) || (drop_host && name_is(&f[i], "host"));
 		for (size_t k = 0; k < nlisted && !f[i].drop; k++)
-			f[i].drop = f[i].name_len == listed_len[k] && strncasecmp(f[i].name, listed[k], listed_len[k]) == 0;
+			f[i].drop = f[i].name_len == listed_len[k] && same_ci(f[i].name, listed[k], listed_len[k]);
 		if (!f[i].drop && name_is(&f[i], "via"))
 			*last_via = (ssize_t)i;
 	}
@@ -439,7 +454,7 @@ size_t mpx_http_rewrite_request(const char *in, size_t len, const char *authorit
 	for (size_t i = 0; i < target_len; i++)
 		if (target[i] < 0x21 || target[i] > 0x7e || target[i] == '#')
 			return 0;
-	if (target_len < 7 || strncasecmp(target, "http://", 7) != 0)
+	if (target_len < 7 || !same_ci(target, "http://", 7))
 		return 0;
 	const char *rest = target + 7;
 	size_t rest_len = target_len - 7, auth_len = 0;

@@ -25,7 +25,7 @@ struct mpx_response_info {
  * buildDownstreamResponseHead does with `via` as the pseudonym, close: C, http10KeepAlive and
  * dechunk false, where C = !client_keeps or a body delimited by the upstream's close; `info`
  * says what the head holds. 0 when the head is not one it handles (or `out` is too small): JS's
- * then. */
+ * then, and `info` is left as it was. */
 size_t mpx_http_rewrite_response_ex(const char *in, size_t len, const char *via, bool client_keeps, bool head_request, char *out, size_t cap,
 				    struct mpx_response_info *info);
 
@@ -45,7 +45,8 @@ struct mpx_request_info {
  * an upstream connection already open to `authority`, into `out` (at most `cap` bytes): what
  * rewrite.ts's buildUpstreamRequestHead gives with close: false, when the head is a bodiless
  * `GET http://<authority>... HTTP/1.1` within JS's limits (max_head_bytes, max_fields) that JS
- * would accept. 0 for anything else, a head not yet whole included (JS's then). */
+ * would accept; `info` says where its parts are. 0 for anything else, a head not yet whole
+ * included (JS's then; `info` left as it was). */
 size_t mpx_http_rewrite_request(const char *in, size_t len, const char *authority, const char *via, size_t max_head_bytes, size_t max_fields,
 				char *out, size_t cap, struct mpx_request_info *info);
 

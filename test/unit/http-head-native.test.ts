@@ -1,8 +1,15 @@
 /**
- * The engine's own response-head rewrite (native/src/http-head.c) against rewrite.ts's: on every
- * head of a corpus, the C rewrite either declines (null: JS rewrites it, with its full checks) or
- * produces byte for byte what buildDownstreamResponseHead does for a client closed after the
- * response — and it does handle the plain heads real origins send.
+ * The engine's own head rewrites (native/src/http-head.c) against rewrite.ts's: on every head of
+ * a corpus, and on random mutations of them, the C rewrite either declines (null: JS does it, with
+ * its full checks) or produces byte for byte what the TS code does — and it does handle the plain
+ * heads real origins and clients send.
+ *
+ * - httpRewriteResponse: buildDownstreamResponseHead for a client closed after the response;
+ * - httpRewriteResponseEx: the same for a client kept or closed, after a GET or a HEAD, with the
+ *   body's framing (responseBodyFraming) and the upstream's persistence beside it;
+ * - httpRewriteRequest: a request head the engine forwards on a kept upstream connection,
+ *   against HeadDecoder → parseRequestHead → parseRequestTarget → buildUpstreamRequestHead; every
+ *   head JS rejects the engine must decline.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
