@@ -451,9 +451,11 @@ size_t mpx_http_rewrite_request(const char *in, size_t len, const char *authorit
 	size_t target_len = (size_t)(sp - target);
 	/* TARGET (visible ASCII), and parseRequestTarget: absolute-form `http://` (any case), no
 	 * fragment, an authority without userinfo that parseAuthority takes — and ours exactly. */
-	for (size_t i = 0; i < target_len; i++)
-		if (target[i] < 0x21 || target[i] > 0x7e || target[i] == '#')
+	for (size_t i = 0; i < target_len; i++) {
+		unsigned char c = (unsigned char)target[i];
+		if (c < 0x21 || c > 0x7e || c == '#')
 			return 0;
+	}
 	if (target_len < 7 || !same_ci(target, "http://", 7))
 		return 0;
 	const char *rest = target + 7;
