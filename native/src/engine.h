@@ -9,6 +9,7 @@
 #define MPX_ENGINE_H
 
 #include "admission.h"
+#include "chunked.h"
 #include "destination.h"
 
 #include <node_api.h>
@@ -136,6 +137,35 @@ struct relay {
 	bool hold_down, drop_down, keep_client, keep_spoiled, kept;
 	uint64_t keep_remaining;
 	int64_t keep_close_due; /* the upstream's EOF is awaited until then (keep_await_upstream_eof), 0: not yet */
+	/* options.headRequest: the (first) request is a HEAD, whose response has no body. */
+	bool head_request;
+	/* A kept client's response body is chunked (the engine rewrote its head): the chunk
+	 * framing is followed (chunked.c) to find where it ends, as keep_remaining does for a
+	 * length. */
+	bool chunk_active;
+	struct mpx_chunked chunk;
+	/* Keep-alive loop (options.loopAuthority; relay.c, "keep-alive loop"): the upstream was
+	 * asked to stay open too, and when a response leaves it reusable (up_keeps), the client's
+	 * next request is read here (loop_wait) and, when it is a plain GET to the same authority,
+	 * rewritten in C (http-head.c) and sent on the same upstream. Anything else hands the
+	 * client back to JS as a kept one, its request still unread in its socket. */
+	char *loop_authority; /* NULL: no loop */
+	size_t loop_max_head, loop_max_fields;
+	int64_t loop_idle_ms; /* how long the client may take to start its next request */
+	bool up_keeps, loop_wait;
+	/* A loop request's head, left in the client's socket until the response's first byte
+	 * (then skipped): an upstream that closed meanwhile hands the client back with its
+	 * request intact, for JS to send on a new connection. */
+	uint64_t loop_pending_skip;
+	/* Exchanges: the current one is not yet reported (ex_open); each one the loop moves past
+	 * is reported to JS (MSG_EXCHANGE, options.onExchange), `exchanges` counts them. A loop
+	 * request's method and target are ex_method/ex_target (NULL for the first: JS has them). */
+	bool ex_open;
+	uint32_t exchanges;
+	char *ex_method, *ex_target;
+	double ex_started_ms;
+	uint64_t ex_down0, ex_up0;
+	napi_ref on_exchange;
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -209,7 +239,7 @@ struct engine_thread {
 	struct pending_client *kept_graveyard; /* kept entries done with during this batch */
 };
 
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD, MSG_KEPT_END };
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD, MSG_KEPT_END, MSG_EXCHANGE };
 
 struct msg {
 	enum msg_kind kind;
@@ -251,6 +281,14 @@ struct msg {
 	bool kept;
 	int kept_fd;
 	uint64_t kept_id;
+	/* MSG_EXCHANGE (an exchange the keep-alive loop moved past; from_down, from_up,
+	 * duration_ms and http_status are its own) and MSG_DONE (the one still open, if ex_open):
+	 * data holds "method\0target\0" for a request the loop read, NULL for the first. MSG_DONE
+	 * also says how many exchanges were reported. on_exchange: the relay's callback (deleted
+	 * with MSG_DONE). */
+	napi_ref on_exchange;
+	bool ex_open;
+	uint32_t exchanges;
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -388,7 +426,7 @@ MPX_HIDDEN bool eng_set_double(napi_env env, napi_value obj, const char *key, do
 MPX_HIDDEN const char *eng_errno_code(int err, char namebuf[32]);
 /* Positional arguments for a JS callback (an acceptor's events, a relay's end): V8 builds the
  * objects from literals in JS far faster than C can set their properties one by one. */
-#define EV_ARGS_MAX 20
+#define EV_ARGS_MAX 24
 struct ev_args {
 	napi_value v[EV_ARGS_MAX];
 	size_t n;
@@ -406,7 +444,9 @@ MPX_HIDDEN void ev_errno(napi_env env, struct ev_args *a, int err, const char *s
 /* A relay's end (not a pump's): id, fromDownstream, fromUpstream, endedBy (0 downstream,
  * 1 upstream, 2 proxy), durationMs, errno, code, syscall (undefined ×3 without an error),
  * reason, deniedBy, connectFailed, the HTTP status of a response head the engine rewrote (0:
- * none), the subflow count (-1: no sample) and paths, the kept client fd (-1: none). Decoded
+ * none), the subflow count (-1: no sample) and paths, the kept client fd (-1: none), the
+ * exchanges reported (MSG_EXCHANGE), whether one is still open and, when it is a loop request,
+ * its method and target (undefined ×2 otherwise). Decoded
  * by decodeRelaySummary (src/relay/native-relay.ts); keep both in step. */
 MPX_HIDDEN void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);

@@ -224,6 +224,8 @@ static bool msg_is_urgent(const struct msg *m)
 		return false;
 	case MSG_DONE:
 		return m->pump;
+	case MSG_EXCHANGE: /* a report, like 'done' (the loop is already on to the next request) */
+		return false;
 	default:
 		return true;
 	}
@@ -291,6 +293,27 @@ static void sample_downstream(struct relay *r)
 	r->subflows = s;
 }
 
+/* The open loop request's "method\0target\0" for a message (malloc'd, *len its size), NULL
+ * when it is the first request or there is none; the relay's copies are freed either way. */
+static char *exchange_names(struct relay *r, size_t *len)
+{
+	char *out = NULL;
+	*len = 0;
+	if (r->ex_method != NULL && r->ex_target != NULL) {
+		size_t ml = strlen(r->ex_method) + 1, tl = strlen(r->ex_target) + 1;
+		out = malloc(ml + tl);
+		if (out != NULL) {
+			memcpy(out, r->ex_method, ml);
+			memcpy(out + ml, r->ex_target, tl);
+			*len = ml + tl;
+		}
+	}
+	free(r->ex_method);
+	free(r->ex_target);
+	r->ex_method = r->ex_target = NULL;
+	return out;
+}
+
 static void finish(struct engine_thread *t, struct relay *r)
 {
 	if (r->finished)
@@ -323,6 +346,8 @@ static void finish(struct engine_thread *t, struct relay *r)
 	r->head_carry = NULL;
 	free(r->resp_via);
 	r->resp_via = NULL;
+	free(r->loop_authority);
+	r->loop_authority = NULL;
 	hash_remove(r);
 	if (r->counted) {
 		mpx_client_release(&r->client);
@@ -342,6 +367,8 @@ static void finish(struct engine_thread *t, struct relay *r)
 	if (m == NULL) {
 		free(r->subflows);
 		r->subflows = NULL;
+		size_t ignored;
+		free(exchange_names(r, &ignored));
 		if (r->kept)
 			close(r->fd[SIDE_DOWN]);
 		return; /* out of memory: the JS promise stays pending, but no fd or buffer leaks */
@@ -356,6 +383,11 @@ static void finish(struct engine_thread *t, struct relay *r)
 	m->on_head = r->on_head; /* deleted with the message: no head message can follow this one */
 	r->on_head = NULL;
 	m->http_status = r->http_status;
+	m->on_exchange = r->on_exchange; /* deleted with the message, after any MSG_EXCHANGE before it */
+	r->on_exchange = NULL;
+	m->ex_open = r->ex_open;
+	m->exchanges = r->exchanges;
+	m->data = exchange_names(r, &m->data_len);
 	m->connect_failed = r->connect_failed;
 	m->subflows = r->subflows;
 	r->subflows = NULL;
@@ -417,6 +449,11 @@ static void mark_ready(struct engine_thread *t, struct relay *r)
  * the upstream side. A plain head it rewrites itself when the relay has responseVia
  * (http-head.c, head_whole); what is plain, and where a head ends, is http-head.c's to say. */
 
+/* The keep-alive loop's steps (below). */
+static void loop_wait_next(struct engine_thread *t, struct relay *r);
+static void loop_give_back(struct engine_thread *t, struct relay *r);
+static void loop_consume_request(struct engine_thread *t, struct relay *r);
+
 /* Posts what was gathered (or, after the upstream failed, nothing: err and syscall say how)
  * and waits for relayHeadDone. */
 static void head_post(struct engine_thread *t, struct relay *r, bool complete, int err, const char *syscall)
@@ -446,9 +483,27 @@ static void head_post(struct engine_thread *t, struct relay *r, bool complete, i
 
 static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int err, const char *syscall, const char *reason);
 
+static bool holding(const struct relay *r);
+static size_t keep_body_bytes(struct relay *r, const char *p, size_t len);
+
+/* A kept client's response, as the head the engine rewrote frames it: how its end is found
+ * (keep_remaining for a length or no body, the chunk framing for a chunked one), and whether the
+ * upstream stays usable for the loop's next request. */
+static void keep_framing(struct relay *r, const struct mpx_response_info *info)
+{
+	r->keep_client = true;
+	r->keep_remaining = info->body == MPX_BODY_LENGTH ? info->length : 0;
+	r->chunk_active = info->body == MPX_BODY_CHUNKED;
+	if (r->chunk_active)
+		mpx_chunked_init(&r->chunk);
+	r->up_keeps = r->loop_authority != NULL && info->upstream_keeps;
+}
+
 /* A whole head gathered: rewritten here when it is a plain one and the relay has responseVia
  * (then the rewritten head and the body bytes that came with it are the direction's output and
- * the head is dealt with: true), else posted to JS (false). */
+ * the head is dealt with: true), else posted to JS (false). A held client whose response can be
+ * delimited (a length, no body, chunked) gets a keep-alive head and is kept (keep_framing);
+ * otherwise the head says Connection: close. */
 static bool head_whole(struct engine_thread *t, struct relay *r)
 {
 	size_t hl = r->resp_via != NULL ? mpx_http_head_end(r->head_buf, r->head_len) : 0;
@@ -456,16 +511,20 @@ static bool head_whole(struct engine_thread *t, struct relay *r)
 		size_t cap = hl + strlen(r->resp_via) + 64; /* dropping fields only shrinks it */
 		size_t rest = r->head_len - hl;
 		char *out = malloc(cap + rest);
-		int status = 0;
-		size_t n = out != NULL ? mpx_http_rewrite_response(r->head_buf, r->head_len, r->resp_via, out, cap, &status) : 0;
+		struct mpx_response_info info = { 0 };
+		size_t n = out != NULL ? mpx_http_rewrite_response_ex(r->head_buf, r->head_len, r->resp_via, holding(r), r->head_request, out, cap, &info) : 0;
 		if (n > 0) {
 			struct direction *x = &r->dir[SIDE_UP];
+			if (holding(r) && !info.client_closed) {
+				keep_framing(r, &info);
+				rest = keep_body_bytes(r, r->head_buf + hl, rest);
+			}
 			memcpy(out + n, r->head_buf + hl, rest);
 			x->buf = out;
 			x->off = 0;
 			x->len = n + rest;
 			x->pooled = false;
-			r->http_status = status;
+			r->http_status = info.status;
 			r->head_state = HEAD_NONE;
 			head_buf_release(t, r);
 			return true;
@@ -507,7 +566,10 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 	}
 	for (;;) {
 		if (x->eof) {
-			head_post(t, r, false, 0, NULL);
+			if (r->loop_pending_skip > 0 && r->head_len == 0)
+				loop_give_back(t, r); /* as head_upstream_failed */
+			else
+				head_post(t, r, false, 0, NULL);
 			return false;
 		}
 		size_t before = r->head_len;
@@ -516,6 +578,11 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 			r->head_len += (size_t)n;
 			atomic_fetch_add_explicit(&x->bytes, (uint64_t)n, memory_order_relaxed);
 			r->last_activity_ms = t->now_ms;
+			if (r->loop_pending_skip > 0) {
+				loop_consume_request(t, r);
+				if (r->finished)
+					return false;
+			}
 			if (mpx_head_has_end(r->head_buf, r->head_len, before))
 				return head_whole(t, r);
 			if (r->head_len == HEAD_MAX) {
@@ -566,6 +633,10 @@ static void keep_await_upstream_eof(struct engine_thread *t, struct relay *r)
 {
 	if (r->keep_close_due != 0 || !keep_done(r))
 		return;
+	if (r->up_keeps) {
+		loop_wait_next(t, r); /* the upstream stays: the client's next request may use it */
+		return;
+	}
 	r->keep_close_due = t->now_ms + KEEP_UPSTREAM_CLOSE_MS;
 	if (t->min_idle == 0 || t->min_idle > KEEP_UPSTREAM_CLOSE_MS)
 		t->min_idle = KEEP_UPSTREAM_CLOSE_MS;
@@ -582,6 +653,13 @@ static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int e
 {
 	if (r->on_head == NULL || r->head_state != HEAD_GATHERING)
 		return false;
+	if (r->loop_pending_skip > 0) {
+		/* A kept upstream that failed before answering the loop's request (one closing its
+		 * idle connection as the request went out): the request is still in the client's
+		 * socket, and JS sends it on a new connection. */
+		loop_give_back(t, r);
+		return true;
+	}
 	bool connecting = r->connecting;
 	r->connecting = false;
 	if (connecting)
@@ -659,7 +737,36 @@ static bool holding(const struct relay *r)
  * length and no byte past it) and can be kept. */
 static bool keep_done(const struct relay *r)
 {
-	return holding(r) && r->keep_client && r->keep_remaining == 0 && !r->keep_spoiled && !has_output(&r->dir[SIDE_UP]);
+	return holding(r) && r->keep_client && r->keep_remaining == 0 && !r->chunk_active && !r->keep_spoiled && !has_output(&r->dir[SIDE_UP]);
+}
+
+/* Of `len` bytes from the upstream for a kept client, how many are the rest of its body: up to
+ * its length, or to the end of its chunk framing. Bytes past it are neither the client's nor a
+ * clean upstream's (keep_spoiled: the client is closed after its body), as is a chunk framing
+ * error (nothing more reaches the client). */
+static size_t keep_body_bytes(struct relay *r, const char *p, size_t len)
+{
+	if (r->chunk_active) {
+		bool ended = false;
+		size_t k = mpx_chunked_scan(&r->chunk, p, len, &ended);
+		if (k == (size_t)-1) {
+			r->chunk_active = false;
+			r->keep_spoiled = true;
+			return 0;
+		}
+		if (ended) {
+			r->chunk_active = false;
+			if (k < len)
+				r->keep_spoiled = true;
+		}
+		return k;
+	}
+	if (len > r->keep_remaining) {
+		len = (size_t)r->keep_remaining;
+		r->keep_spoiled = true;
+	}
+	r->keep_remaining -= len;
+	return len;
 }
 
 /* Ends a relay whose client is kept: the upstream is closed, the client handed back to JS.
@@ -674,6 +781,152 @@ static void keep_client_now(struct engine_thread *t, struct relay *r)
 	finish(t, r);
 }
 
+/* ---- keep-alive loop (options.loopAuthority) ----
+ *
+ * A keep-alive client's exchanges served one after another on one upstream connection, with
+ * no JS in between (JS hears of each one afterwards, MSG_EXCHANGE): once a response leaves both
+ * the client (keep_done) and the upstream (up_keeps) open, the relay waits for the client's next
+ * request (loop_wait). A whole head that http-head.c rewrites (a plain GET to the same authority
+ * that keeps the connection) is sent upstream and the response handled as the first one was;
+ * anything else — and an upstream that closes or speaks while idle — hands the client back to
+ * JS as a kept one (loop_give_back), its request unread, for a session on a Node socket. */
+
+/* The exchange just done, to JS (options.onExchange), with its own bytes and duration. */
+static void exchange_report(struct engine_thread *t, struct relay *r)
+{
+	if (!r->ex_open)
+		return;
+	r->ex_open = false;
+	r->exchanges++;
+	uint64_t down = atomic_load_explicit(&r->dir[SIDE_DOWN].bytes, memory_order_relaxed);
+	uint64_t up = atomic_load_explicit(&r->dir[SIDE_UP].bytes, memory_order_relaxed);
+	struct msg *m = r->on_exchange != NULL ? calloc(1, sizeof(*m)) : NULL;
+	if (m != NULL) {
+		m->kind = MSG_EXCHANGE;
+		m->id = r->id;
+		m->on_exchange = r->on_exchange;
+		m->http_status = r->http_status;
+		m->from_down = down - r->ex_down0;
+		m->from_up = up - r->ex_up0;
+		m->duration_ms = now_ms_precise() - r->ex_started_ms;
+		m->data = exchange_names(r, &m->data_len);
+		eng_post(t, m);
+	} else {
+		size_t ignored;
+		free(exchange_names(r, &ignored));
+	}
+	r->ex_down0 = down;
+	r->ex_up0 = up;
+	r->http_status = 0;
+}
+
+/* The client goes back to JS as a kept one, whatever it has sent since still in its socket;
+ * the upstream is closed. */
+static void loop_give_back(struct engine_thread *t, struct relay *r)
+{
+	if (r->loop_pending_skip > 0) { /* its request was not served here: it is JS's now */
+		r->ex_open = false;
+		size_t ignored;
+		free(exchange_names(r, &ignored));
+	}
+	r->loop_wait = false;
+	r->loop_pending_skip = 0;
+	keep_client_now(t, r);
+}
+
+static void loop_next_request(struct engine_thread *t, struct relay *r);
+
+/* A response is wholly out and both connections stay: report it, wait for the next request. */
+static void loop_wait_next(struct engine_thread *t, struct relay *r)
+{
+	exchange_report(t, r);
+	r->loop_wait = true;
+	r->keep_client = false;
+	r->keep_remaining = 0;
+	r->up_keeps = false;
+	r->keep_close_due = 0;
+	r->last_activity_ms = t->now_ms;
+	r->dir[SIDE_DOWN].drained = false; /* the request may be in already: its edge came while held */
+	loop_next_request(t, r);
+}
+
+/* loop_wait: a look (MSG_PEEK) at what the client has sent; a whole head is taken on or handed
+ * back, a partial one waits for more (its next edge), the client's EOF ends the relay. */
+static void loop_next_request(struct engine_thread *t, struct relay *r)
+{
+	struct direction *x = &r->dir[SIDE_DOWN];
+	if (x->drained)
+		return;
+	char *buf = pool_get(t);
+	if (buf == NULL) {
+		eng_fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
+		return;
+	}
+	size_t want = r->loop_max_head + 1 < RELAY_BUF_SIZE ? r->loop_max_head + 1 : RELAY_BUF_SIZE;
+	ssize_t n;
+	do
+		n = recv(r->fd[SIDE_DOWN], buf, want, MSG_PEEK);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		int err = errno;
+		pool_put(t, buf);
+		if (n == 0) { /* the client closed between requests: the usual end of a kept-alive connection */
+			r->loop_wait = false;
+			first_end(r, SIDE_DOWN);
+			finish(t, r);
+		} else if (err == EAGAIN || err == EWOULDBLOCK) {
+			x->drained = true;
+		} else {
+			eng_fail(t, r, SIDE_DOWN, err, "read");
+		}
+		return;
+	}
+	r->last_activity_ms = t->now_ms;
+	if (!mpx_head_has_end(buf, (size_t)n, 0)) {
+		pool_put(t, buf);
+		if ((size_t)n >= want)
+			loop_give_back(t, r); /* too long a head for us: JS replies 431 */
+		else
+			x->drained = true; /* the rest of the head raises the next edge */
+		return;
+	}
+	size_t cap = (size_t)n + strlen(r->loop_authority) + strlen(r->resp_via) + 64;
+	char *out = malloc(cap);
+	struct mpx_request_info info = { 0 };
+	size_t len = out != NULL ? mpx_http_rewrite_request(buf, (size_t)n, r->loop_authority, r->resp_via, r->loop_max_head, r->loop_max_fields, out, cap, &info) : 0;
+	if (len == 0 || !info.client_keeps) {
+		/* Not one for the loop (another method or host, a body, Connection: close...). */
+		free(out);
+		pool_put(t, buf);
+		loop_give_back(t, r);
+		return;
+	}
+	r->ex_method = strndup(buf, info.method_len);
+	r->ex_target = strndup(buf + info.target_off, info.target_len);
+	pool_put(t, buf);
+	r->loop_wait = false;
+	r->ex_open = true;
+	r->ex_started_ms = now_ms_precise();
+	r->loop_pending_skip = info.head_len;
+	r->keep_spoiled = false;
+	r->head_state = HEAD_GATHERING;
+	direction_release(t, x);
+	x->buf = out;
+	x->off = 0;
+	x->len = len;
+	x->pooled = false;
+	pump(t, r, SIDE_DOWN); /* the head goes upstream now */
+}
+
+/* The response's first byte is in: the request head it answers leaves the client's socket. */
+static void loop_consume_request(struct engine_thread *t, struct relay *r)
+{
+	r->skip_down = r->loop_pending_skip;
+	r->loop_pending_skip = 0;
+	r->dir[SIDE_DOWN].drained = false;
+	pump(t, r, SIDE_DOWN);
+}
+
 /* Moves bytes for one direction (reading side `d`, writing side 1-d) until the source has
  * nothing (EAGAIN), the destination is full (short write / EAGAIN), EOF, or BURST buffers. */
 static void pump(struct engine_thread *t, struct relay *r, int d)
@@ -684,6 +937,11 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 	/* Nothing moves before the upstream's handshake is done; connect_done() pumps both ways. */
 	if (r->connecting)
 		return;
+	if (r->loop_wait) {
+		if (d == SIDE_DOWN)
+			loop_next_request(t, r);
+		return; /* the upstream's events while idle: on_event */
+	}
 	struct direction *x = &r->dir[d];
 	int src = r->fd[d], dst = r->fd[1 - d];
 	for (int i = 0; i < BURST && !r->finished;) {
@@ -805,16 +1063,8 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			}
 			if (d == SIDE_DOWN && (r->up_dead || r->drop_down))
 				x->off = x->len; /* read and dropped: see head_upstream_failed, struct relay */
-			if (d == SIDE_UP && r->keep_client) {
-				/* A kept client gets its body's length and no more (struct relay). */
-				size_t got = x->len - x->off;
-				if (got > r->keep_remaining) {
-					x->len = x->off + (size_t)r->keep_remaining;
-					r->keep_spoiled = true;
-					got = (size_t)r->keep_remaining;
-				}
-				r->keep_remaining -= got;
-			}
+			if (d == SIDE_UP && r->keep_client) /* its body and no more (struct relay) */
+				x->len = x->off + keep_body_bytes(r, x->buf + x->off, x->len - x->off);
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
 			 * through the forward, 7.8 → 10.8 Gbit/s in one A/B) beats waiting for their edge. */
@@ -950,6 +1200,11 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 			if (getsockopt(r->fd[SIDE_DOWN], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
 				eng_fail(t, r, SIDE_DOWN, err, "read");
 		}
+		return;
+	}
+	if (r->loop_wait && side == SIDE_UP && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+		/* An idle upstream that closes, resets or speaks out of turn is done for the loop. */
+		loop_give_back(t, r);
 		return;
 	}
 	if (ev & EPOLLERR) {
@@ -1091,16 +1346,17 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 			if (m == 0 || KEEP_UPSTREAM_CLOSE_MS < m)
 				m = KEEP_UPSTREAM_CLOSE_MS;
 		}
-		if (r->idle_ms <= 0)
+		int64_t idle = r->loop_wait && r->loop_idle_ms > 0 ? r->loop_idle_ms : r->idle_ms;
+		if (idle <= 0)
 			continue;
-		if (t->now_ms - r->last_activity_ms >= r->idle_ms) {
+		if (t->now_ms - r->last_activity_ms >= idle) {
 			/* Waiting for a response head: JS answers in its place (a 504), as the session
 			 * does when an upstream says nothing for the idle timeout. */
 			if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
 				end_by_proxy(t, r, "idle");
 		}
-		else if (m == 0 || r->idle_ms < m)
-			m = r->idle_ms;
+		else if (m == 0 || idle < m)
+			m = idle;
 	}
 	*min_idle = m;
 	t->connect_due = due;
@@ -1338,6 +1594,15 @@ void ev_errno(napi_env env, struct ev_args *a, int err, const char *syscall)
  * durationMs, then errno, code, syscall (undefined ×3 without an error), reason, deniedBy,
  * connectFailed, the HTTP status of a head the engine rewrote (0: none), the subflow count
  * (-1: no sample) and paths. */
+/* Two arguments: the method and target of a loop request (undefined ×2 for the first). */
+static void exchange_args(napi_env env, struct ev_args *a, const struct msg *m)
+{
+	const char *method = m->data != NULL ? m->data : NULL;
+	const char *target = method != NULL ? method + strlen(method) + 1 : NULL;
+	ev_string(env, a, method);
+	ev_string(env, a, target);
+}
+
 void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 {
 	ev_number(env, a, (double)m->id);
@@ -1376,6 +1641,9 @@ void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 		ev_push(a, napi_ok);
 	}
 	ev_number(env, a, m->kept ? m->kept_fd : -1);
+	ev_number(env, a, m->exchanges);
+	ev_bool(env, a, m->ex_open);
+	exchange_args(env, a, m);
 }
 
 void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv)
@@ -1453,6 +1721,19 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 		eng_msg_free(m);
 		return;
 	}
+	if (m->kind == MSG_EXCHANGE) {
+		/* onExchange(method | undefined, target | undefined, status, fromDownstream, fromUpstream, durationMs) */
+		struct ev_args a = { .ok = true };
+		exchange_args(env, &a, m);
+		ev_number(env, &a, m->http_status);
+		ev_number(env, &a, (double)m->from_down);
+		ev_number(env, &a, (double)m->from_up);
+		ev_number(env, &a, m->duration_ms);
+		if (a.ok)
+			eng_call_ref_args(env, m->on_exchange, a.n, a.v);
+		eng_msg_free(m);
+		return;
+	}
 	if (m->pump) {
 		napi_value summary = pump_summary_object(env, m);
 		if (summary != NULL)
@@ -1469,6 +1750,7 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 	eng_delete_ref(env, m->on_done);
 	eng_delete_ref(env, m->on_connected);
 	eng_delete_ref(env, m->on_head);
+	eng_delete_ref(env, m->on_exchange);
 	eng_msg_free(m);
 	if (js->live > 0 && --js->live == 0 && !js->released)
 		napi_unref_threadsafe_function(env, js->tsfn);
@@ -1665,7 +1947,9 @@ static void free_relay_args(napi_env env, struct relay *r)
 	eng_delete_ref(env, r->on_done);
 	eng_delete_ref(env, r->on_connected);
 	eng_delete_ref(env, r->on_head);
+	eng_delete_ref(env, r->on_exchange);
 	free(r->resp_via);
+	free(r->loop_authority);
 	free(r);
 }
 
@@ -1725,15 +2009,20 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 /* The longest Via pseudonym the engine writes itself (responseVia, httpRewriteResponse). */
 #define VIA_MAX 128
 
+/* The longest authority (host:port) the keep-alive loop compares requests with. */
+#define LOOP_AUTHORITY_MAX 300
+
 /* relayStart's options (undefined: none): { skipDown?: bytes, onResponseHead?: function,
  * responseVia?: string, soleOwner?: the fds are the only ones on their sockets and non-blocking
  * already (handed over by an acceptor, never wrapped by Node), upPlainTcp?: fdUp is an
  * IPPROTO_TCP socket }. */
 struct relay_opts {
 	double skip_down;
-	napi_value on_head;
-	bool sole, up_plain_tcp, hold;
+	napi_value on_head, on_exchange;
+	bool sole, up_plain_tcp, hold, head_request;
 	char via[VIA_MAX]; /* responseVia, "" if none */
+	char loop_authority[LOOP_AUTHORITY_MAX]; /* "" if none */
+	double loop_max_head, loop_max_fields, loop_idle_ms;
 };
 
 static bool opt_flag(napi_env env, napi_value opts, const char *key, bool *out)
@@ -1770,9 +2059,34 @@ static bool relay_options(napi_env env, napi_value opts, struct relay_opts *o)
 	if (!eng_arg_function(env, v, "options.onResponseHead", true, &o->on_head) || !opt_flag(env, opts, "soleOwner", &o->sole) ||
 	    !opt_flag(env, opts, "upPlainTcp", &o->up_plain_tcp) || !opt_flag(env, opts, "holdClient", &o->hold))
 		return false;
+	if (!opt_flag(env, opts, "headRequest", &o->head_request))
+		return false;
 	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "responseVia", &v));
 	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
-	return t == napi_undefined || mpx_arg_string(env, v, "options.responseVia", o->via, sizeof(o->via));
+	if (t != napi_undefined && !mpx_arg_string(env, v, "options.responseVia", o->via, sizeof(o->via)))
+		return false;
+	/* The keep-alive loop: loopAuthority, with its limits and onExchange. */
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "loopAuthority", &v));
+	NAPI_CALL_BOOL(env, napi_typeof(env, v, &t));
+	if (t == napi_undefined)
+		return true;
+	if (!mpx_arg_string(env, v, "options.loopAuthority", o->loop_authority, sizeof(o->loop_authority)))
+		return false;
+	static const char *const keys[] = { "loopMaxHeadBytes", "loopMaxFields", "loopIdleMs" };
+	double *vals[] = { &o->loop_max_head, &o->loop_max_fields, &o->loop_idle_ms };
+	for (size_t i = 0; i < 3; i++) {
+		NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, keys[i], &v));
+		if (!eng_arg_number(env, v, keys[i], vals[i]))
+			return false;
+		if (!(*vals[i] >= 1 && *vals[i] <= 2147483647.0)) {
+			char msg[120];
+			snprintf(msg, sizeof(msg), "options.%s must be from 1 to 2^31-1", keys[i]);
+			napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+			return false;
+		}
+	}
+	NAPI_CALL_BOOL(env, napi_get_named_property(env, opts, "onExchange", &v));
+	return eng_arg_function(env, v, "options.onExchange", false, &o->on_exchange);
 }
 
 /* On success the engine owns both fds and closes them; on a throw the caller still does.
@@ -1817,9 +2131,27 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	r->sole = o.sole;
 	r->up_plain_tcp = o.up_plain_tcp;
 	r->hold_down = o.hold && o.on_head != NULL; /* only an exchange can keep its client */
+	r->head_request = o.head_request;
+	r->ex_open = o.on_head != NULL;
 	if (o.via[0] != '\0' && o.on_head != NULL && (r->resp_via = strdup(o.via)) == NULL) {
 		free_relay_args(env, r);
 		return mpx_throw_errno(env, ENOMEM, "malloc");
+	}
+	/* The loop needs a held client and the engine's own head rewrites. */
+	if (o.loop_authority[0] != '\0' && r->hold_down && r->resp_via != NULL) {
+		r->loop_max_head = (size_t)o.loop_max_head;
+		r->loop_max_fields = (size_t)o.loop_max_fields;
+		r->loop_idle_ms = (int64_t)o.loop_idle_ms;
+		napi_status st = napi_create_reference(env, o.on_exchange, 1, &r->on_exchange);
+		if (st != napi_ok) {
+			free_relay_args(env, r);
+			mpx_throw_napi_failure(env, st, "napi_create_reference");
+			return NULL;
+		}
+		if ((r->loop_authority = strdup(o.loop_authority)) == NULL) {
+			free_relay_args(env, r);
+			return mpx_throw_errno(env, ENOMEM, "malloc");
+		}
 	}
 	if (o.on_head != NULL) {
 		napi_status st = napi_create_reference(env, o.on_head, 1, &r->on_head);

@@ -62,6 +62,32 @@ export interface NativeRelaySummary {
   httpStatus?: number;
   /** options.holdClient and HeadThen.Keep: fdDown, left open for the caller (see onKept). */
   keptFd?: number;
+  /** An exchange relay (options.onResponseHead): its exchanges, as EngineExchangeEnd says. */
+  exchanges?: EngineExchangeEnd;
+}
+
+/** One exchange of an engine relay, reported when the keep-alive loop moved past it
+ *  (options.onExchange): its own bytes and duration. */
+export interface EngineExchangeReport {
+  /** A request the loop read (undefined for the relay's first: the caller has its own). */
+  method?: string;
+  target?: string;
+  /** The response's status when the engine rewrote its head. */
+  status?: number;
+  fromDownstream: number;
+  fromUpstream: number;
+  durationMs: number;
+}
+
+/** How an exchange relay's exchanges stood at its end. */
+export interface EngineExchangeEnd {
+  /** Exchanges reported before (EngineExchangeReport). */
+  reported: number;
+  /** One more was under way or done but not reported (the relay ended with it). */
+  open: boolean;
+  /** That one's request, when the loop read it. */
+  method?: string;
+  target?: string;
 }
 
 /** The engine's one report that a connecting upstream finished its handshake. */
@@ -106,6 +132,19 @@ export interface NativeRelayStartOptions {
    *  client closed after it); onResponseHead gets only the others. The summary's httpStatus
    *  then says the status. */
   responseVia?: string;
+  /** With responseVia: the request is a HEAD (its response has no body, whatever it says). */
+  headRequest?: boolean;
+  /** With holdClient and responseVia: the keep-alive loop (native/src/relay.c) — the upstream
+   *  connection goes to this authority and was asked to stay open; later plain GETs to it are
+   *  served on it in the engine, each reported to onExchange. */
+  loopAuthority?: string;
+  /** The loop's limits for a request head (the listener's maxHeaderBytes and maxHeaderCount). */
+  loopMaxHeadBytes?: number;
+  loopMaxFields?: number;
+  /** How long the client may take to send its next request (keepAliveTimeoutMs). */
+  loopIdleMs?: number;
+  /** onExchange(method, target, status (0: not rewritten by the engine), fromDownstream, fromUpstream, durationMs). */
+  onExchange?: (method: string | undefined, target: string | undefined, status: number, fromDownstream: number, fromUpstream: number, durationMs: number) => void;
   /** With onResponseHead: read nothing from fdDown past skipDown while the exchange runs (a
    *  keep-alive client's next request stays in its socket), and keep it open after a response
    *  answered with HeadThen.Keep (the summary's keptFd); otherwise it is drained and closed. */
@@ -149,6 +188,21 @@ export interface EngineExchangeOptions {
   /** A keep-alive client: held during the exchange (NativeRelayStartOptions.holdClient), and
    *  given to onKept after a response answered with HeadThen.Keep (before the summary). */
   onKept?: (fd: number) => void;
+  /** The request is a HEAD (NativeRelayStartOptions.headRequest). */
+  headRequest?: boolean;
+  /** The keep-alive loop (NativeRelayStartOptions.loopAuthority), with onKept. */
+  loop?: EngineExchangeLoop;
+  /** How the exchanges stood at the end, before the summary resolves. */
+  onEnd?: (end: EngineExchangeEnd) => void;
+}
+
+/** EngineExchangeOptions.loop. */
+export interface EngineExchangeLoop {
+  authority: string;
+  maxHeadBytes: number;
+  maxFields: number;
+  idleMs: number;
+  onExchange: (report: EngineExchangeReport) => void;
 }
 
 /** The addon's relay functions (present when the addon was built with native/src/relay.c). */
@@ -234,8 +288,9 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
  * id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy), durationMs,
  * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, the HTTP
  * status of a response head the engine rewrote (0: none), subflow count (-1: no sample),
- * subflow paths, the kept client fd (-1: none). `kind` 'done' comes first, for an acceptor's
- * event.
+ * subflow paths, the kept client fd (-1: none), the exchanges reported, whether one is open,
+ * and its method and target when the keep-alive loop read it. `kind` 'done' comes first, for
+ * an acceptor's event.
  */
 export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & { kind: 'done' } {
   const e: NativeRelaySummary & { kind: 'done' } = {
@@ -257,6 +312,14 @@ export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & 
   if ((a[11] as number) > 0) e.httpStatus = a[11] as number;
   if ((a[12] as number) >= 0) e.downstreamSubflows = { count: a[12] as number, paths: a[13] as string[] };
   if ((a[14] as number) >= 0) e.keptFd = a[14] as number;
+  if (a[15] !== undefined) {
+    const end: EngineExchangeEnd = { reported: a[15] as number, open: a[16] === true };
+    if (a[17] !== undefined) {
+      end.method = a[17] as string;
+      end.target = a[18] as string;
+    }
+    e.exchanges = end;
+  }
   return e;
 }
 
@@ -355,6 +418,7 @@ function startInEngine(
     if (watch) ctx.signal.removeEventListener('abort', onAbort);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
     if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
+    if (s.exchanges !== undefined) exchange?.onEnd?.(s.exchanges);
     if (s.keptFd !== undefined) {
       // The client's next request is its owner's; with none to take it, the client is closed.
       if (exchange?.onKept !== undefined) exchange.onKept(s.keptFd);
@@ -386,6 +450,8 @@ function startInEngine(
       onResponseHead: onHead,
       ...(exchange.responseVia !== undefined ? { responseVia: exchange.responseVia } : {}),
       ...(exchange.onKept !== undefined ? { holdClient: true } : {}),
+      ...(exchange.headRequest === true ? { headRequest: true } : {}),
+      ...(exchange.loop !== undefined ? loopOptions(exchange.loop) : {}),
       // The acceptor's fds, never wrapped by Node (ConnectingRelay.startExchange).
       soleOwner: true,
       upPlainTcp: connect?.plainTcp === true,
@@ -397,6 +463,23 @@ function startInEngine(
   if (ctx.signal.aborted) onAbort();
   else if (watch) ctx.signal.addEventListener('abort', onAbort, { once: true });
   return summary;
+}
+
+/** relayStart's options for the keep-alive loop. */
+function loopOptions(loop: EngineExchangeLoop): NativeRelayStartOptions {
+  return {
+    loopAuthority: loop.authority,
+    loopMaxHeadBytes: loop.maxHeadBytes,
+    loopMaxFields: loop.maxFields,
+    loopIdleMs: loop.idleMs,
+    onExchange: (method, target, status, fromDownstream, fromUpstream, durationMs) => {
+      const report: EngineExchangeReport = { fromDownstream, fromUpstream, durationMs };
+      if (method !== undefined) report.method = method;
+      if (target !== undefined) report.target = target;
+      if (status > 0) report.status = status;
+      loop.onExchange(report);
+    },
+  };
 }
 
 /** An upstream socket whose connect(2) is in progress, for the engine to complete. */

@@ -1253,6 +1253,22 @@ test('HTTP exchange in the engine: an upstream that says nothing for relay.idleT
 
 /** Reads the HTTP responses that come on one client connection, each by its Content-Length (or
  *  to the connection's end without one). */
+/** Where the chunked body starting at `from` ends in `buf` (after its trailers), -1 if not yet. */
+function chunkedEnd(buf: string, from: number): number {
+  let i = from;
+  for (;;) {
+    const eol = buf.indexOf('\r\n', i);
+    if (eol < 0) return -1;
+    const size = parseInt(buf.slice(i, eol).split(';')[0]!, 16);
+    if (size === 0) {
+      const end = buf.indexOf('\r\n\r\n', eol - 2);
+      return end < 0 ? -1 : end + 4;
+    }
+    i = eol + 2 + size + 2;
+    if (i > buf.length) return -1;
+  }
+}
+
 function responseReader(c: net.Socket): { next(ms?: number): Promise<{ head: string; body: string }>; ended(): boolean } {
   let buf = '';
   let ended = false;
@@ -1276,7 +1292,15 @@ function responseReader(c: net.Socket): { next(ms?: number): Promise<{ head: str
         if (end >= 0) {
           const head = buf.slice(0, end + 4);
           const m = /\r\ncontent-length: (\d+)\r\n/i.exec(head);
-          const whole = m === null ? (ended ? buf.length : -1) : end + 4 + Number(m[1]);
+          const whole = /^HTTP\/1\.1 (204|304) /.test(head)
+            ? end + 4
+            : /\r\ntransfer-encoding: chunked\r\n/i.test(head)
+              ? chunkedEnd(buf, end + 4)
+              : m === null
+                ? ended
+                  ? buf.length
+                  : -1
+                : end + 4 + Number(m[1]);
           if (whole >= 0 && buf.length >= whole) {
             const body = buf.slice(end + 4, whole);
             buf = buf.slice(whole);
@@ -1310,7 +1334,7 @@ test('HTTP keep-alive in the engine: the first request is served there and the c
   assert.match(first.head, /\r\nVia: 1\.1 mptcp-proxy\r\n/);
   assert.equal(first.body, 'ok');
   assert.equal(served(h), 1);
-  assert.match(origin.heads[0]!, /\r\nConnection: close\r\n/, 'the upstream is asked to close, as for any exchange in the engine');
+  assert.doesNotMatch(origin.heads[0]!, /\r\nConnection:/i, 'a GET: the upstream is asked to stay, for the keep-alive loop (this one closes all the same)');
   c.write(getKeepAlive(origin.port, '/2'));
   assert.equal((await replies.next()).body, 'ok');
   c.write(getKeepAlive(origin.port, '/3') + getKeepAlive(origin.port, '/4'));
@@ -1367,7 +1391,7 @@ test('HTTP keep-alive in the engine: a client that makes one request and closes 
   assert.equal(acceptor!.clientCount(HOST), 0);
 });
 
-test('HTTP keep-alive in the engine: a request pipelined during the exchange waits in the client socket; a chunked response, or bytes past the Content-Length, close the client after the response; an upstream that stays open does not hold the client', { skip: noEngine }, async (t) => {
+test('HTTP keep-alive in the engine: a request pipelined during the exchange waits in the client socket; a chunked response keeps the client; bytes past the Content-Length close it after the body; an upstream asked to close that stays open does not hold the client', { skip: noEngine }, async (t) => {
   /** Bytes each origin connection got after its request head, by the path it asked for. */
   const after = new Map<string, string>();
   const origin = await scriptedOrigin(t, (s, head) => {
@@ -1375,7 +1399,9 @@ test('HTTP keep-alive in the engine: a request pipelined during the exchange wai
     after.set(path, '');
     s.on('data', (d: Buffer) => after.set(path, after.get(path)! + d.toString('latin1')));
     s.on('error', () => {});
-    if (path === '/slow') setTimeout(() => s.end('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow'), 80);
+    // Connection: close — no keep-alive loop, which could send the next request on here once
+    // the response is out: what this checks is that nothing of it comes during the exchange.
+    if (path === '/slow') setTimeout(() => s.end('HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow'), 80);
     else if (path === '/chunked') s.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n');
     else if (path === '/extra-now') s.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA');
     else if (path === '/extra-later') s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', () => setTimeout(() => s.end('EXTRA'), 30));
@@ -1393,31 +1419,45 @@ test('HTTP keep-alive in the engine: a request pipelined during the exchange wai
   assert.equal((await replies.next()).body, 'ok');
   assert.equal(after.get('/slow'), '', 'nothing of the next request reached the first one\'s upstream');
 
-  for (const path of ['/chunked', '/extra-now']) {
-    const raw = await exchangeRaw(h.port(), getKeepAlive(origin.port, path));
-    const { head, body } = splitReply(raw);
-    assert.match(head, /^HTTP\/1\.1 200 OK\r\n/, path);
-    assert.match(head, /\r\nConnection: close\r\n/, `${path}: the client is told it will be closed`);
-    assert.equal(body.toString('latin1'), path === '/chunked' ? '2\r\nok\r\n0\r\n\r\n' : 'ok', `${path}: the body, and nothing past it`);
-  }
-  // Past the Content-Length after the head went out (a keep-alive one): the engine drops those
-  // bytes and closes the client after the body.
+  // A chunked body is followed to its end: the client stays, and its next request is served.
+  const chunked = await connect(h.port());
+  const chunkedReplies = responseReader(chunked);
+  chunked.write(getKeepAlive(origin.port, '/chunked'));
+  const cr = await chunkedReplies.next();
+  assert.doesNotMatch(cr.head, /\r\nConnection:/i, 'a keep-alive head');
+  assert.equal(cr.body, '2\r\nok\r\n0\r\n\r\n');
+  chunked.write(getKeepAlive(origin.port, '/after-chunked'));
+  assert.equal((await chunkedReplies.next()).body, 'ok');
+  chunked.end();
+  // Bytes past the Content-Length in the head's own read: the body, nothing past it, a close.
+  const raw = await exchangeRaw(h.port(), getKeepAlive(origin.port, '/extra-now'));
+  const { head, body } = splitReply(raw);
+  assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(body.toString('latin1'), 'ok', 'the body, and nothing past it');
+  // Past the Content-Length once the response is out (the keep-alive loop is waiting for the
+  // client's next request then): that upstream is done for, the client is not — it got exactly
+  // its response, and its next request is served on a new connection.
   const spoiled = await connect(h.port());
   const spoiledReplies = responseReader(spoiled);
   spoiled.write(getKeepAlive(origin.port, '/extra-later'));
   assert.equal((await spoiledReplies.next()).body, 'ok');
-  await waitFor(() => spoiledReplies.ended(), 'the client closed after a body with bytes past it');
-  assert.equal(await spoiledReplies.next().catch((err: Error) => err.message), 'the connection ended with ""', 'nothing past the body');
+  await sleep(100);
+  spoiled.write(getKeepAlive(origin.port, '/after-extra'));
+  const afterExtra = await spoiledReplies.next();
+  assert.match(afterExtra.head, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(afterExtra.body, 'ok', 'nothing past the first body reached the client');
+  spoiled.end();
 
   const open = await connect(h.port());
   const openReplies = responseReader(open);
-  open.write(getKeepAlive(origin.port, '/stays-open'));
+  // Not a GET, so no keep-alive loop: the upstream is asked to close, and this one does not.
+  open.write(getKeepAlive(origin.port, '/stays-open').replace(/^GET/, 'DELETE'));
   assert.equal((await openReplies.next()).body, 'ok');
   open.write(getKeepAlive(origin.port, '/after-open'));
   assert.equal((await openReplies.next(3000)).body, 'ok', 'the next request is served though the first upstream never closed');
   open.end();
   c.end();
-  assert.equal(served(h), 5, '/slow, the three closing ones and /stays-open');
+  assert.equal(served(h), 5, '/slow, /chunked, the two with bytes past the body, and /stays-open');
   await waitFor(() => h.closes.length === 5, 'conn:close for each connection');
   assert.equal(acceptor!.clientCount(HOST), 0);
 });
@@ -1477,4 +1517,168 @@ test('HTTP keep-alive in the engine: a client that stops reading for a while sti
   c.end();
   await waitFor(() => h.closes.length === 1, 'conn:close');
   assert.equal(linesWith(h, 'access')[0]!.requests, 2);
+});
+
+/**
+ * An origin that keeps its connections: each request head (read whole, one at a time) is
+ * answered by `respond` (a string, or a function writing to the socket itself; `close` ends the
+ * connection after it). Counts connections and records every head with its connection number.
+ */
+async function keepAliveOrigin(
+  t: TestContext,
+  respond: (path: string, conn: number, s: net.Socket) => string | { raw: string; close?: boolean } | 'drop' | undefined,
+): Promise<{ port: number; heads: Array<{ conn: number; head: string }>; readonly accepted: number }> {
+  const heads: Array<{ conn: number; head: string }> = [];
+  let accepted = 0;
+  const srv = net.createServer((s) => {
+    const conn = ++accepted;
+    let buf = '';
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+        const head = buf.slice(0, end + 4);
+        buf = buf.slice(end + 4);
+        const cl = /\r\ncontent-length: (\d+)\r\n/i.exec(head);
+        if (cl !== null) buf = buf.slice(Number(cl[1])); // a request body: not looked at
+        heads.push({ conn, head });
+        const r = respond(head.split(' ')[1]!, conn, s);
+        if (r === 'drop') s.destroy();
+        else if (typeof r === 'string') s.write(r);
+        else if (r !== undefined) r.close ? s.end(r.raw) : s.write(r.raw);
+      }
+    });
+  });
+  srv.listen(0, HOST);
+  await once(srv, 'listening');
+  t.after(() => srv.close());
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    heads,
+    get accepted() {
+      return accepted;
+    },
+  };
+}
+
+const okReply = (body: string): string => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+
+test('HTTP keep-alive loop in the engine: a client\'s sequential GETs all go on one upstream connection with no session; heads rewritten in C; one request line each and one access line', { skip: noEngine }, async (t) => {
+  const origin = await keepAliveOrigin(t, (path) =>
+    path === '/chunked'
+      ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n'
+      : path === '/empty'
+        ? 'HTTP/1.1 204 No Content\r\n\r\n'
+        : okReply(`body of ${path}`),
+  );
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, keepAliveTimeoutMs: 400 }], { log: { level: 'debug' } });
+  const c = await connect(h.port());
+  const replies = responseReader(c);
+  const paths = ['/1', '/2?q=x', '/chunked', '/empty', '/5'];
+  for (const p of paths) {
+    c.write(`GET http://${HOST}:${origin.port}${p} HTTP/1.1\r\nHost: ignored\r\nUser-Agent: t\r\nConnection: x-gone\r\nX-Gone: 1\r\nProxy-Connection: keep-alive\r\n\r\n`);
+    const r = await replies.next();
+    if (p === '/chunked') {
+      assert.match(r.head, /\r\nTransfer-Encoding: chunked\r\n/);
+      assert.doesNotMatch(r.head, /Content-Length/i, 'Content-Length removed beside Transfer-Encoding');
+      assert.doesNotMatch(r.head, /\r\nConnection:/i, 'the client stays');
+      assert.equal(r.body, '3;x=y\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n');
+      continue;
+    }
+    if (p === '/empty') {
+      assert.match(r.head, /^HTTP\/1\.1 204 No Content\r\n/);
+      continue;
+    }
+    assert.match(r.head, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.doesNotMatch(r.head, /\r\nConnection:/i);
+    assert.match(r.head, /\r\nVia: 1\.1 mptcp-proxy\r\n/);
+    assert.equal(r.body, `body of ${p}`);
+  }
+  assert.equal(origin.accepted, 1, 'one upstream connection for all five');
+  assert.equal(served(h), 1, 'handed over once, then the engine served them all');
+  for (const { head } of origin.heads) {
+    assert.match(head, /^GET \/[^ ]* HTTP\/1\.1\r\nHost: 127\.0\.0\.1:\d+\r\nUser-Agent: t\r\nVia: 1\.1 mptcp-proxy\r\n\r\n$/, head);
+  }
+  assert.deepEqual(origin.heads.map((x) => x.head.split(' ')[1]), paths);
+  // Idle for keepAliveTimeoutMs between requests: closed by the proxy, quietly.
+  const since = performance.now();
+  await waitFor(() => replies.ended(), 'the idle client closed', 3000);
+  assert.ok(performance.now() - since < 2500);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  const requests = linesWith(h, 'request');
+  assert.deepEqual(requests.map((r) => r.url), paths.map((p) => `http://${HOST}:${origin.port}${p}`));
+  assert.deepEqual(requests.map((r) => r.status), [200, 200, 200, 204, 200]);
+  assert.ok(requests.every((r) => r.method === 'GET' && (r.bytesDown as number) > 0 && (r.bytesUp as number) > 0), JSON.stringify(requests));
+  const access = linesWith(h, 'access');
+  assert.equal(access.length, 1);
+  assert.equal(access[0]!.requests, 5);
+  assert.equal(acceptor!.clientCount(HOST), 0);
+});
+
+test('HTTP keep-alive loop in the engine: what it does not take — a body, another host, Connection: close — goes to a session on the same connection, served right', { skip: noEngine }, async (t) => {
+  const origin = await keepAliveOrigin(t, (path) => okReply(path));
+  const other = await keepAliveOrigin(t, (path) => okReply(`other ${path}`));
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const c = await connect(h.port());
+  const replies = responseReader(c);
+  c.write(getKeepAlive(origin.port, '/a'));
+  assert.equal((await replies.next()).body, '/a');
+  c.write(getKeepAlive(origin.port, '/b'));
+  assert.equal((await replies.next()).body, '/b');
+  c.write(`POST http://${HOST}:${origin.port}/post HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody`);
+  assert.equal((await replies.next()).body, '/post');
+  c.write(getKeepAlive(other.port, '/x'));
+  assert.equal((await replies.next()).body, 'other /x');
+  c.write(`GET http://${HOST}:${origin.port}/last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+  const last = await replies.next();
+  assert.equal(last.body, '/last');
+  assert.match(last.head, /\r\nConnection: close\r\n/);
+  await waitFor(() => replies.ended(), 'closed after Connection: close');
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(served(h), 1);
+  assert.equal(origin.heads.filter((x) => x.conn === 1).length, 2, '/a and /b on the loop\'s upstream');
+  assert.deepEqual(linesWith(h, 'request').map((r) => (r.url as string).replace(/^http:\/\/[^/]+/, '')), ['/a', '/b', '/post', '/x', '/last']);
+  assert.equal(linesWith(h, 'access')[0]!.requests, 5);
+});
+
+test('HTTP keep-alive loop in the engine: an upstream that closes while idle, or drops the next request unanswered, costs the client nothing — a new connection serves it', { skip: noEngine }, async (t) => {
+  let droppedOnce = false;
+  const origin = await keepAliveOrigin(t, (path, conn, s) => {
+    if (path === '/then-close') {
+      s.write(okReply('first'));
+      setTimeout(() => s.end(), 30);
+      return undefined;
+    }
+    if (path === '/dropped' && !droppedOnce) {
+      droppedOnce = true;
+      return 'drop';
+    }
+    return okReply(`${path} on ${conn}`);
+  });
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0` }], { log: { level: 'debug' } });
+  const c = await connect(h.port());
+  const replies = responseReader(c);
+  c.write(getKeepAlive(origin.port, '/then-close'));
+  assert.equal((await replies.next()).body, 'first');
+  await sleep(150); // the upstream's FIN comes while the loop waits for the next request
+  c.write(getKeepAlive(origin.port, '/after'));
+  assert.equal((await replies.next()).body, '/after on 2');
+  c.end();
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+
+  // The upstream reads the loop's request and closes without a byte: the client gets its
+  // response from a new connection all the same.
+  const d = await connect(h.port());
+  const dReplies = responseReader(d);
+  d.write(getKeepAlive(origin.port, '/first'));
+  assert.equal((await dReplies.next()).body, '/first on 3');
+  d.write(getKeepAlive(origin.port, '/dropped'));
+  const dropped = await dReplies.next();
+  assert.match(dropped.head, /^HTTP\/1\.1 200 OK\r\n/);
+  // On another connection: a new one, or the first client's session's, pooled since.
+  assert.match(dropped.body, /^\/dropped on [124]$/);
+  d.end();
+  await waitFor(() => h.closes.length === 2, 'conn:close');
+  const reqs = linesWith(h, 'request').map((r) => `${(r.url as string).replace(/^http:\/\/[^/]+/, '')} ${r.status}`);
+  assert.deepEqual(reqs, ['/then-close 200', '/after 200', '/first 200', '/dropped 200'], 'one line per request, none for the dropped attempt');
 });

@@ -7,33 +7,40 @@
  * request is one the proxy forwards unchanged but for the heads, JS only rewrites those heads
  * and the engine moves everything else:
  *
- *   1. here: parse and check the request head; rewrite it for the upstream, with
- *      `Connection: close`, so that the response ends where the upstream's stream does;
+ *   1. here: parse and check the request head; rewrite it for the upstream — with
+ *      `Connection: close` unless the keep-alive loop (below) may follow, so that the response
+ *      ends where the upstream's stream does;
  *   2. engine: drop the client's head from its socket, send ours once the connect completes,
  *      gather the response head; a plain one it rewrites itself (native/src/http-head.c, the
  *      same bytes as rewrite.ts), any other it gives back;
  *   3. here (respond): rewrite that response head (our status-line version, hop-by-hop fields
- *      out, Via, `Connection: close`; 1xx heads forwarded), or reply 502/504 in its place, also
- *      when the upstream failed before its head was whole;
- *   4. engine: relay the body until the upstream closes, then close the client.
+ *      out, Via, our Connection decision; 1xx heads forwarded), or reply 502/504 in its place,
+ *      also when the upstream failed before its head was whole;
+ *   4. engine: relay the body to its end — the upstream's EOF, or for a kept client its length
+ *      or chunk framing.
  *
  * Which requests: absolute-form http:// to the IP literal the engine connects to, HTTP/1.1,
  * no body, and the first on its connection. Anything else — a body, CONNECT, HTTP/1.0 (a
- * chunked response would need decoding), a malformed head (which gets its error reply), a
- * keep-alive client's later requests — goes to the HttpProxySession on a Node socket.
+ * chunked response would need decoding), a malformed head (which gets its error reply) — goes
+ * to the HttpProxySession on a Node socket.
  *
  * A keep-alive client (no `Connection: close`) is held while its exchange runs (the engine
- * reads nothing past its head: a next request waits in its socket), and when the response is
- * framed by its length (or has no body) it gets a keep-alive head and stays open: the engine
- * gives it back to its acceptor (HandedOverClient.giveBack), which waits for the next request
- * and hands it over again, to a session — which may reuse an upstream, where the engine asked
- * this one to close — or closes it when the client closes first (a one-request client such as
- * a one-URL curl run: no Node socket at all). Any other response closes it, as for
- * `Connection: close`.
+ * reads nothing past its head: a next request waits in its socket), and when its response can
+ * be delimited (a length, no body, chunked) it gets a keep-alive head and stays open. Then:
+ * - the keep-alive loop, for a GET: the upstream was asked to stay open too, and while both do,
+ *   the engine reads the client's next request itself; a plain GET to the same authority
+ *   (http-head.c decides, with rewrite.ts's bytes) goes out on the same upstream connection and
+ *   its response comes back as the first one's did — no JS on the way, each exchange reported
+ *   afterwards (ExchangeAccount: one request line each);
+ * - otherwise (another request, an upstream that closed or answered `Connection: close`), the
+ *   engine gives the client back to its acceptor (HandedOverClient.giveBack), which waits for
+ *   the next request and hands it over again, to a session — or closes it when the client
+ *   closes first (a one-request client such as a one-URL curl run: no Node socket at all).
+ * A response that cannot be delimited closes the client, as for `Connection: close`.
  *
  * Why: a short request through a Node socket costs about 300 µs of main-thread CPU (accept,
- * stream machinery, end and destroy); here JS parses one head (two for an unusual response) and
- * writes two log lines.
+ * stream machinery, end and destroy), and a kept-alive one about 100 µs each way; here JS parses
+ * one head (two for an unusual response) and writes the log lines.
  */
 import type { HttpListenerConfig } from '../../config/types.js';
 import type { ConnectionContext } from '../../core/context.js';
@@ -41,7 +48,7 @@ import { publishRequestDone } from '../../core/channels.js';
 import { ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
 import { HeadThen } from '../../relay/native-relay.js';
-import type { ConnectingRelay, HeadDecision, UpstreamFailure } from '../../relay/native-relay.js';
+import type { ConnectingRelay, EngineExchangeEnd, EngineExchangeLoop, EngineExchangeReport, HeadDecision, UpstreamFailure } from '../../relay/native-relay.js';
 import type { EarlyConnect, PendingConnect } from '../../upstream/types.js';
 import type { EngineExchange, HandedOverClient } from '../types.js';
 import { requestBodyFraming, responseBodyFraming } from './framing.js';
@@ -57,6 +64,9 @@ interface Eligible {
   head: RequestHead;
   /** The client wants its connection kept (no `Connection: close`). */
   keepAlive: boolean;
+  /** The keep-alive loop: the request line's authority, when the upstream is asked to stay
+   *  open and the client's later GETs to it are the engine's too (see the header). */
+  loopAuthority: string | undefined;
   target: TargetAddress;
   upstreamHead: Buffer;
   /** Bytes of the client's stream the engine drops: its head as peeked. */
@@ -86,8 +96,11 @@ function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddr
     if (target.form !== 'absolute' || formatTarget(target.target) !== formatTarget(connecting)) return undefined;
     // More than one Host is a 400, and a body needs the session's framing: its way, both.
     if (headerValues(head.headers, 'host').length > 1 || requestBodyFraming(head).kind !== 'none') return undefined;
-    const upstreamHead = buildUpstreamRequestHead(head, { path: target.path, authority: target.authority, via: cfg.via, close: true });
-    return { head, keepAlive: clientWantsPersistence(head), target: target.target, upstreamHead, skip: bytes.length };
+    const keepAlive = clientWantsPersistence(head);
+    // The loop rewrites heads in C: a GET (the requests it takes), with a Via it can write.
+    const loop = keepAlive && head.method === 'GET' && nativeVia(cfg.via) !== undefined;
+    const upstreamHead = buildUpstreamRequestHead(head, { path: target.path, authority: target.authority, via: cfg.via, close: !loop });
+    return { head, keepAlive, loopAuthority: loop ? target.authority : undefined, target: target.target, upstreamHead, skip: bytes.length };
   } catch {
     return undefined; // malformed: the session parses it again and replies with the error
   }
@@ -107,6 +120,20 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
   // A kept client goes back to the acceptor before the summary (EngineExchangeOptions.onKept).
   let givenBack = false;
   const onKept = req.keepAlive ? (fd: number): void => void (givenBack = h.giveBack(fd)) : undefined;
+  // One request line per exchange: the loop's as the engine reports them, the last at the end.
+  const requests = new ExchangeAccount(ctx, req.head, startedAt);
+  const loop: EngineExchangeLoop | undefined =
+    req.loopAuthority === undefined
+      ? undefined
+      : {
+          authority: req.loopAuthority,
+          maxHeadBytes: cfg.maxHeaderBytes,
+          maxFields: cfg.maxHeaderCount,
+          idleMs: cfg.keepAliveTimeoutMs,
+          onExchange: (e) => requests.reported(e),
+        };
+  let end: EngineExchangeEnd | undefined;
+  const via = nativeVia(cfg.via);
   let started;
   try {
     started = engine.startExchange(
@@ -120,8 +147,15 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
         onFailed: () => {},
       },
       req.upstreamHead,
-      // A keep-alive client's heads are all JS's: the engine's own rewrite closes the client.
-      { skipDown: req.skip, responseVia: req.keepAlive ? undefined : nativeVia(cfg.via), onResponseHead, ...(onKept ? { onKept } : {}) },
+      {
+        skipDown: req.skip,
+        responseVia: via,
+        onResponseHead,
+        onEnd: (e) => void (end = e),
+        ...(req.head.method === 'HEAD' ? { headRequest: true } : {}),
+        ...(onKept ? { onKept } : {}),
+        ...(loop ? { loop } : {}),
+      },
       ctx,
       { idleTimeoutMs },
     );
@@ -131,18 +165,64 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
     return Promise.resolve(false);
   }
   return started.then(() => {
+    requests.ended(end);
+    return givenBack;
+  });
+}
+
+/**
+ * The request lines of an engine relay's exchanges: each one the keep-alive loop moved past
+ * (reported by the engine with its own bytes and duration), then the one the relay ended with,
+ * if any, from what is left of the connection's totals. ctx.access follows the latest request,
+ * so that a session taking the client over goes on from there.
+ */
+class ExchangeAccount {
+  #count = 0;
+  #fromDownstream = 0;
+  #fromUpstream = 0;
+  #lastEnd: number;
+
+  constructor(
+    private readonly ctx: ConnectionContext,
+    private readonly first: RequestHead,
+    startedAt: number,
+  ) {
+    this.#lastEnd = startedAt;
+  }
+
+  reported(e: EngineExchangeReport): void {
+    this.#count += 1;
+    this.#fromDownstream += e.fromDownstream;
+    this.#fromUpstream += e.fromUpstream;
+    this.#lastEnd = performance.now();
+    if (e.status !== undefined) this.ctx.access.status = e.status;
+    this.#publish(e.method, e.target, e.durationMs, e.fromDownstream, e.fromUpstream);
+  }
+
+  /** The relay's end: `end` undefined is an engine that reports no loop (one exchange, open). */
+  ended(end: EngineExchangeEnd | undefined): void {
+    if (end !== undefined && !end.open) return;
+    const ctx = this.ctx;
+    this.#publish(end?.method, end?.target, performance.now() - this.#lastEnd, ctx.bytes.fromDownstream - this.#fromDownstream, ctx.bytes.fromUpstream - this.#fromUpstream);
+  }
+
+  #publish(method: string | undefined, target: string | undefined, durationMs: number, fromDownstream: number, fromUpstream: number): void {
+    const ctx = this.ctx;
+    const first = method === undefined;
+    ctx.access.requests = first ? 1 : ctx.access.requests === undefined ? 1 : (ctx.access.requests as number) + 1;
+    ctx.access.method = first ? this.first.method : method;
+    ctx.access.url = first ? this.first.target : target;
     publishRequestDone({
       ctx,
       clientSubflows: ctx.downstreamSubflows,
-      method: req.head.method,
-      url: req.head.target,
+      method: ctx.access.method,
+      url: ctx.access.url,
       status: typeof ctx.access.status === 'number' ? ctx.access.status : undefined,
-      durationMs: performance.now() - startedAt,
-      fromDownstream: ctx.bytes.fromDownstream,
-      fromUpstream: ctx.bytes.fromUpstream,
+      durationMs,
+      fromDownstream,
+      fromUpstream,
     });
-    return givenBack;
-  });
+  }
 }
 
 /**
