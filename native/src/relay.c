@@ -583,8 +583,12 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 				if (r->finished)
 					return false;
 			}
-			if (mpx_head_has_end(r->head_buf, r->head_len, before))
+			if (mpx_head_has_end(r->head_buf, r->head_len, before)) {
+				/* As pump's reads: a short one emptied the queue, so once the response is
+				 * written the direction waits for the next edge instead of reading EAGAIN. */
+				x->drained = (size_t)n < HEAD_MAX - before && (size_t)n < DRAINED_MAX && !r->hup[SIDE_UP];
 				return head_whole(t, r);
+			}
 			if (r->head_len == HEAD_MAX) {
 				head_post(t, r, false, 0, NULL);
 				return false;
@@ -1203,8 +1207,12 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 		return;
 	}
 	if (r->loop_wait && side == SIDE_UP && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-		/* An idle upstream that closes, resets or speaks out of turn is done for the loop. */
-		loop_give_back(t, r);
+		/* An idle upstream that closes, resets or speaks out of turn is done for the loop. Not
+		 * one whose edge is stale: a response in two segments raises two, and the first read
+		 * may have taken both (the look says EAGAIN then). */
+		char c;
+		if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) || recv(r->fd[SIDE_UP], &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+			loop_give_back(t, r);
 		return;
 	}
 	if (ev & EPOLLERR) {
