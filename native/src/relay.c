@@ -1357,7 +1357,13 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 		int64_t idle = r->loop_wait && r->loop_idle_ms > 0 ? r->loop_idle_ms : r->idle_ms;
 		if (idle <= 0)
 			continue;
-		if (t->now_ms - r->last_activity_ms >= idle) {
+		if (t->now_ms - r->last_activity_ms >= idle && r->loop_wait) {
+			/* keepAliveTimeoutMs with no next request: closed quietly, as a session or the
+			 * acceptor closes an idle kept-alive client (no error, ended by the proxy). */
+			r->loop_wait = false;
+			first_end(r, SIDE_PROXY);
+			finish(t, r);
+		} else if (t->now_ms - r->last_activity_ms >= idle) {
 			/* Waiting for a response head: JS answers in its place (a 504), as the session
 			 * does when an upstream says nothing for the idle timeout. */
 			if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))

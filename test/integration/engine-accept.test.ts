@@ -1605,6 +1605,8 @@ test('HTTP keep-alive loop in the engine: a client\'s sequential GETs all go on 
   await waitFor(() => replies.ended(), 'the idle client closed', 3000);
   assert.ok(performance.now() - since < 2500);
   await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.equal(h.closes[0]!.endedBy, 'proxy');
+  assert.equal(errorCode(h.closes[0]!), undefined, 'an idle keep-alive client is closed quietly, as a session does');
   const requests = linesWith(h, 'request');
   assert.deepEqual(requests.map((r) => r.url), paths.map((p) => `http://${HOST}:${origin.port}${p}`));
   assert.deepEqual(requests.map((r) => r.status), [200, 200, 200, 204, 200]);
