@@ -27,6 +27,7 @@ import {
 import type { RequestHead, RequestTarget, ResponseHead } from '../../src/frontends/http/parser.js';
 import { responseBodyFraming } from '../../src/frontends/http/framing.js';
 import { buildDownstreamResponseHead, buildUpstreamRequestHead } from '../../src/frontends/http/rewrite.js';
+import { mutator } from '../helpers/mutator.js';
 
 type Rewrite = (head: Buffer, via: string) => Buffer | null;
 
@@ -116,23 +117,10 @@ test('the engine declines the others (JS rewrites them or answers 502), and neve
 });
 
 test('random mutations of plain heads: the engine matches JS or declines', { skip }, () => {
-  // A deterministic generator: bytes flipped, inserted and removed at random places.
-  let seed = 12345;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed % n;
-  };
-  const alphabet = ['\r', '\n', ' ', '\t', ':', ',', '\x00', '\x7f', '\xe9', 'a', 'Z', '0', '9', 'Via', 'Connection', 'close'];
+  const { rand, mutate } = mutator(12345, ['\r', '\n', ' ', '\t', ':', ',', '\x00', '\x7f', '\xe9', 'a', 'Z', '0', '9', 'Via', 'Connection', 'close']);
   let handled = 0;
   for (let i = 0; i < 3000; i++) {
-    let text = plain[rand(plain.length)]!;
-    const edits = 1 + rand(3);
-    for (let e = 0; e < edits; e++) {
-      const at = rand(text.length);
-      const op = rand(3);
-      const piece = alphabet[rand(alphabet.length)]!;
-      text = op === 0 ? text.slice(0, at) + piece + text.slice(at) : op === 1 ? text.slice(0, at) + text.slice(at + 1) : text.slice(0, at) + piece + text.slice(at + 1);
-    }
+    const text = mutate(plain[rand(plain.length)]!);
     const head = Buffer.from(text, 'latin1');
     const c = rewrite!(head, 'mptcp-proxy');
     if (c === null) continue;
@@ -293,27 +281,6 @@ test('the generalised response rewrite declines what JS refuses or what it does 
   }
   assert.equal(rewriteEx!(Buffer.from('HTTP/1.1 200 OK\r\nContent-Length: 4\r\n', 'latin1'), 'v', true, false), null);
 });
-
-/** A deterministic generator: bytes flipped, inserted and removed at random places. */
-function mutator(seed0: number, alphabet: readonly string[]): { rand: (n: number) => number; mutate: (text: string) => string } {
-  let seed = seed0;
-  const rand = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed % n;
-  };
-  const mutate = (text0: string): string => {
-    let text = text0;
-    const edits = 1 + rand(3);
-    for (let e = 0; e < edits; e++) {
-      const at = rand(text.length);
-      const op = rand(3);
-      const piece = alphabet[rand(alphabet.length)]!;
-      text = op === 0 ? text.slice(0, at) + piece + text.slice(at) : op === 1 ? text.slice(0, at) + text.slice(at + 1) : text.slice(0, at) + piece + text.slice(at + 1);
-    }
-    return text;
-  };
-  return { rand, mutate };
-}
 
 test('random mutations of response heads: the generalised rewrite matches JS or declines', { skip: skipEx }, () => {
   const alphabet = ['\r', '\n', ' ', '\t', ':', ',', '\x00', '\x7f', '\xe9', '\xa0', 'a', 'Z', '0', '9', 'Via', 'Connection', 'close', 'keep-alive', 'chunked', 'Transfer-Encoding', 'Content-Length', 'HTTP/1.0'];
