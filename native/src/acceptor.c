@@ -413,6 +413,120 @@ int64_t kept_due(const struct engine_thread *t)
 /* Peeks at a waiting client: true when it has been handed over (its request head is in, the
  * peek buffer is full without its end, or the socket has nothing more to give), false to wait.
  * The upstream connect starts as soon as the request line is in, not the whole head. */
+/* The authority of an absolute-form http:// request line (between "http://" and the path),
+ * NUL-terminated in out; false when there is none or it does not fit. http-head.c checks the
+ * rest (and that it is the authority parseRequestTarget would take). */
+static bool request_authority(const char *buf, size_t n, char *out, size_t cap)
+{
+	const char *eol = memmem(buf, n, "\r\n", 2);
+	const char *sp = eol != NULL ? memchr(buf, ' ', (size_t)(eol - buf)) : NULL;
+	if (sp == NULL || eol - sp < 8 || strncasecmp(sp + 1, "http://", 7) != 0)
+		return false;
+	const char *h = sp + 8, *e = h;
+	while (e < eol && *e != '/' && *e != '?' && *e != ' ')
+		e++;
+	size_t len = (size_t)(e - h);
+	if (len == 0 || len >= cap)
+		return false;
+	memcpy(out, h, len);
+	out[len] = '\0';
+	return true;
+}
+
+/*
+ * A client's first request served here, from accept to its end, with no hand-over: when its
+ * whole head is in, the early connect was issued (the destination rules allowed it), and the
+ * C rewrite takes it (a plain GET to that authority: http-head.c). The relay is an exchange as
+ * engine-exchange.ts starts one (held client, the engine's response-head rewrite, the
+ * keep-alive loop for a client that keeps its connection), and its request stays in the
+ * client's socket until the response's first byte: an upstream that fails before answering
+ * hands the client back (MSG_DONE's kept fd) for a session to serve it, with its own dial and
+ * error reply. JS hears 'accepted' (with the target), 'exchange' per exchange, 'done', and
+ * 'head' for a response head the engine declines. False: not one for this (nothing done but
+ * the early connect), the client is handed over as usual.
+ */
+static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, const char *buf, size_t n)
+{
+	struct acceptor *a = p->acc;
+	char authority[LOOP_AUTHORITY_MAX];
+	handoff_dial(a, p, buf, n);
+	if (p->up < 0 || !request_authority(buf, n, authority, sizeof(authority)))
+		return false;
+	/* + "Connection: close\r\n" for a client that closes (rewrite.ts's close: true) */
+	size_t cap = n + strlen(authority) + strlen(a->http_via) + 64 + 19;
+	char *out = malloc(cap);
+	struct mpx_request_info info = { 0 };
+	size_t len = out != NULL ? mpx_http_rewrite_request(buf, n, authority, a->http_via, a->http_max_head, a->http_max_fields, out, cap, &info) : 0;
+	struct relay *r = len > 0 ? calloc(1, sizeof(*r)) : NULL;
+	struct msg *m = r != NULL ? acc_msg(a, MSG_ACCEPTED) : NULL;
+	if (m != NULL) {
+		r->req_head = malloc(info.head_len);
+		r->resp_via = strdup(a->http_via);
+		r->ex_method = strndup(buf, info.method_len);
+		r->ex_target = strndup(buf + info.target_off, info.target_len);
+		if (info.client_keeps)
+			r->loop_authority = strdup(authority);
+	}
+	if (m == NULL || r->req_head == NULL || r->resp_via == NULL || r->ex_method == NULL || r->ex_target == NULL ||
+	    (info.client_keeps && r->loop_authority == NULL)) {
+		if (r != NULL) {
+			free(r->req_head), free(r->resp_via), free(r->ex_method), free(r->ex_target), free(r->loop_authority);
+			free(r);
+		}
+		free(m), free(out);
+		return false; /* out of memory, or not one the engine takes: JS's */
+	}
+	if (!info.client_keeps) { /* Connection: close, last, as buildUpstreamRequestHead puts it */
+		memcpy(out + len - 2, "Connection: close\r\n\r\n", 21);
+		len += 19;
+	}
+	memcpy(r->req_head, buf, info.head_len);
+	r->req_head_len = info.head_len;
+	r->fd[SIDE_DOWN] = p->fd;
+	r->fd[SIDE_UP] = p->up;
+	r->ended_by = SIDE_NONE;
+	r->idle_ms = a->idle_ms;
+	r->started_ms = t->now_ms;
+	r->started_precise_ms = now_ms_precise();
+	r->connecting = true; /* issued at the request line: connect_done sees how it went */
+	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
+	r->acc = a->js;
+	r->sole = true;
+	r->up_plain_tcp = !a->up_mptcp;
+	r->client = p->key;
+	r->counted = true;
+	r->sample_down = p->down_mptcp;
+	r->id = atomic_fetch_add(&g_next_id, 1);
+	r->hold_down = true;
+	r->client_keeps = info.client_keeps;
+	r->head_state = HEAD_GATHERING;
+	r->loop_max_head = a->http_max_head;
+	r->loop_max_fields = a->http_max_fields;
+	r->loop_idle_ms = a->kept_wait_ms;
+	r->loop_pending_skip = info.head_len;
+	r->ex_open = true;
+	r->ex_started_ms = r->started_precise_ms;
+	r->dir[SIDE_DOWN].buf = out;
+	r->dir[SIDE_DOWN].len = len;
+	for (int s = 0; s < 2; s++)
+		atomic_init(&r->dir[s].bytes, 0);
+	m->id = r->id;
+	m->peer = p->peer;
+	m->local = p->local;
+	socklen_t sl = sizeof(m->up_local);
+	getsockname(p->up, (struct sockaddr *)&m->up_local, &sl);
+	m->down_mptcp = p->down_mptcp;
+	m->has_target = true;
+	m->up_target = p->target;
+	p->fd = p->up = -1; /* the relay's */
+	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
+	eng_post(t, m);
+	r->thread = t;
+	eng_hash_insert(r);
+	eng_add_relay(t, r);
+	return true;
+}
+
 static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 {
 	char buf[HANDOFF_PEEK];
@@ -445,6 +559,8 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
 		p->registered = false;
 	}
+	if (n > 0 && p->acc->http_serve && mpx_head_has_end(buf, (size_t)n, 0) && serve_at_accept(t, p, buf, (size_t)n))
+		return true;
 	handoff_finish(t, p, buf, n > 0 ? (size_t)n : 0);
 	return true;
 }
@@ -804,12 +920,33 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		ev_number(env, &a, m->connect_ms);
 		ev_bool(env, &a, m->up_mptcp);
 		break;
-	case MSG_ACCEPTED:
+	case MSG_ACCEPTED: {
 		ev_number(env, &a, (double)m->id);
 		ev_address(env, &a, &m->peer);
 		ev_address(env, &a, &m->local);
 		ev_address(env, &a, &m->up_local);
 		ev_bool(env, &a, m->down_mptcp);
+		struct sockaddr_storage none = { .ss_family = AF_UNSPEC };
+		ev_address(env, &a, m->has_target ? &m->up_target : &none); /* an exchange's target */
+		break;
+	}
+	case MSG_HEAD: {
+		/* id, bytes | null, complete, code, syscall (undefined ×2 without a failure), request head */
+		char namebuf[32];
+		ev_number(env, &a, (double)m->id);
+		if (a.ok)
+			ev_push(&a, m->data != NULL ? napi_create_buffer_copy(env, m->data_len, m->data, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
+		ev_bool(env, &a, m->complete);
+		ev_string(env, &a, m->err != 0 ? eng_errno_code(m->err, namebuf) : NULL);
+		ev_string(env, &a, m->err != 0 ? (m->syscall != NULL ? m->syscall : "read") : NULL);
+		if (a.ok)
+			ev_push(&a, m->req != NULL ? napi_create_buffer_copy(env, m->req_len, m->req, NULL, &a.v[a.n]) : napi_get_null(env, &a.v[a.n]));
+		break;
+	}
+	case MSG_EXCHANGE:
+		/* id, then as onExchange: method, target, status, fromDownstream, fromUpstream, durationMs */
+		ev_number(env, &a, (double)m->id);
+		eng_exchange_args(env, &a, m);
 		break;
 	case MSG_DENIED:
 		ev_address(env, &a, &m->peer);
@@ -841,6 +978,8 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 	}
 	if (a.ok && m->kind == MSG_HANDOFF)
 		m->fd_down = m->fd_up = -1; /* JS's now, whatever its callback does with them */
+	if (a.ok && m->kind == MSG_DONE)
+		m->kept = false; /* a kept client fd (an exchange's) is JS's now */
 	if (a.ok)
 		eng_call_ref_args(env, m->acc->on_event, a.n, a.v);
 	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
@@ -900,6 +1039,18 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 			return false;
 		a->handoff_wait_ms = (int64_t)wait;
 		a->kept_wait_ms = (int64_t)kept_wait;
+		/* httpVia: serve plain first requests here (serve_at_accept), with the head limits. */
+		if (!opt_value(env, opts, "httpVia", &kv, &kt))
+			return false;
+		if (kt != napi_undefined) {
+			double max_head, max_fields;
+			if (!mpx_arg_string(env, kv, "options.httpVia", a->http_via, sizeof(a->http_via)) ||
+			    !opt_number(env, opts, "httpMaxHeadBytes", 1, 1048575, &max_head) || !opt_number(env, opts, "httpMaxFields", 1, 100000, &max_fields))
+				return false;
+			a->http_serve = a->http_via[0] != '\0';
+			a->http_max_head = (uint32_t)max_head;
+			a->http_max_fields = (uint32_t)max_fields;
+		}
 		a->has_dest = t == napi_object;
 		if (a->has_dest && !mpx_dest_policy_from_js(env, v, &a->dest))
 			return false;

@@ -37,6 +37,10 @@
 #define HASH_BUCKETS 4096
 #define EPOLL_BATCH 128
 #define SOL_TCP_LEVEL IPPROTO_TCP
+/* The longest Via pseudonym the engine writes itself (responseVia, an acceptor's httpVia). */
+#define ACC_VIA_MAX 128
+/* The longest authority (host:port) the keep-alive loop compares requests with. */
+#define LOOP_AUTHORITY_MAX 300
 /* Connections an acceptor takes per wake-up before letting its thread's relays run. */
 #define ACCEPT_BURST 16
 /* How long an acceptor rests after accept(2) ran out of fds or memory (EMFILE...). */
@@ -139,6 +143,10 @@ struct relay {
 	int64_t keep_close_due; /* the upstream's EOF is awaited until then (keep_await_upstream_eof), 0: not yet */
 	/* options.headRequest: the (first) request is a HEAD, whose response has no body. */
 	bool head_request;
+	/* The client wants its connection kept (no Connection: close): a held client (hold_down)
+	 * gets a keep-alive response head only then. A JS-started exchange holds only such a
+	 * client; an acceptor's holds every one until its response starts (loop_pending_skip). */
+	bool client_keeps;
 	/* A kept client's response body is chunked (the engine rewrote its head): the chunk
 	 * framing is followed (chunked.c) to find where it ends, as keep_remaining does for a
 	 * length. */
@@ -166,6 +174,10 @@ struct relay {
 	double ex_started_ms;
 	uint64_t ex_down0, ex_up0;
 	napi_ref on_exchange;
+	/* An exchange an acceptor started itself (serve_at_accept): the request head it read, for
+	 * JS's reply when the response head is one the engine declines (MSG_HEAD's req). */
+	char *req_head;
+	size_t req_head_len;
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -289,6 +301,10 @@ struct msg {
 	napi_ref on_exchange;
 	bool ex_open;
 	uint32_t exchanges;
+	/* MSG_ACCEPTED of an exchange the acceptor serves itself: its request's target
+	 * (has_target, up_target). MSG_HEAD of one: the request head the response answers. */
+	char *req;
+	size_t req_len;
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -335,6 +351,14 @@ struct acceptor {
 	 * soon as it is handed over or closed (into the thread's kept_graveyard). */
 	int64_t kept_wait_ms;
 	struct pending_client *kept_head, *kept_tail;
+	/* Handoff (HTTP) with options.httpVia: a client whose whole first request head is one the
+	 * engine's C rewrite takes (http-head.c: a plain GET to the early connect's target) is not
+	 * handed over but served here, from accept to its end (serve_at_accept): JS hears of it as
+	 * of a forwarded connection ('accepted', 'exchange', 'done'), and 'head' for a response
+	 * head the engine declines. */
+	bool http_serve;
+	char http_via[ACC_VIA_MAX];
+	uint32_t http_max_head, http_max_fields;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */
 	struct acceptor *gnext; /* g_engine.acceptors (JS thread) */
@@ -449,6 +473,10 @@ MPX_HIDDEN void ev_errno(napi_env env, struct ev_args *a, int err, const char *s
  * its method and target (undefined ×2 otherwise). Decoded
  * by decodeRelaySummary (src/relay/native-relay.ts); keep both in step. */
 MPX_HIDDEN void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m);
+/* An exchange's report (MSG_EXCHANGE): method, target (undefined ×2 for a relay's first request
+ * when JS started it), status (0: the engine did not rewrite its head), fromDownstream,
+ * fromUpstream, durationMs. */
+MPX_HIDDEN void eng_exchange_args(napi_env env, struct ev_args *a, const struct msg *m);
 MPX_HIDDEN void eng_call_ref(napi_env env, napi_ref ref, napi_value arg);
 /* The same with any number of arguments (an acceptor's positional events). */
 MPX_HIDDEN void eng_call_ref_args(napi_env env, napi_ref ref, size_t argc, const napi_value *argv);

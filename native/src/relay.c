@@ -189,6 +189,7 @@ void eng_msg_free(struct msg *m)
 		close(m->kept_fd); /* not delivered: nobody would ever close it */
 	free(m->subflows);
 	free(m->data);
+	free(m->req);
 	free(m);
 }
 
@@ -223,7 +224,8 @@ static bool msg_is_urgent(const struct msg *m)
 	case MSG_DENIED:
 		return false;
 	case MSG_DONE:
-		return m->pump;
+		/* A pump's end, or a kept client's hand-back: its next request may be waiting. */
+		return m->pump || m->kept;
 	case MSG_EXCHANGE: /* a report, like 'done' (the loop is already on to the next request) */
 		return false;
 	default:
@@ -314,11 +316,24 @@ static char *exchange_names(struct relay *r, size_t *len)
 	return out;
 }
 
+/* A held client's socket may hold bytes we never read (a request left there until its response
+ * started, or the next one): read and dropped before our close, so that the client sees a FIN,
+ * not the RST close() sends for unread data. Bounded: a client that keeps sending gets the RST. */
+static void drain_held(struct relay *r)
+{
+	char scratch[4096];
+	for (int i = 0; i < 16; i++)
+		if (recv(r->fd[SIDE_DOWN], scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
+			return;
+}
+
 static void finish(struct engine_thread *t, struct relay *r)
 {
 	if (r->finished)
 		return;
 	r->finished = true;
+	if (r->hold_down && !r->kept && !r->connecting)
+		drain_held(r);
 	/* Error, idle, abort or engine stop before either half-close: sample before closing. */
 	sample_downstream(r);
 	if (r->connecting) {
@@ -348,8 +363,11 @@ static void finish(struct engine_thread *t, struct relay *r)
 	r->resp_via = NULL;
 	free(r->loop_authority);
 	r->loop_authority = NULL;
+	free(r->req_head);
+	r->req_head = NULL;
 	hash_remove(r);
-	if (r->counted) {
+	/* A kept client takes its slot along: JS gives both back to the acceptor (acceptorAdopt). */
+	if (r->counted && !r->kept) {
 		mpx_client_release(&r->client);
 		r->counted = false;
 	}
@@ -471,6 +489,11 @@ static void head_post(struct engine_thread *t, struct relay *r, bool complete, i
 	m->kind = MSG_HEAD;
 	m->id = r->id;
 	m->on_head = r->on_head;
+	m->acc = r->acc; /* an acceptor's exchange: to its callback, with the request head */
+	if (r->acc != NULL && r->req_head != NULL && (m->req = malloc(r->req_head_len)) != NULL) {
+		memcpy(m->req, r->req_head, r->req_head_len);
+		m->req_len = r->req_head_len;
+	}
 	m->complete = complete;
 	m->data = data;
 	m->data_len = r->head_len;
@@ -512,10 +535,11 @@ static bool head_whole(struct engine_thread *t, struct relay *r)
 		size_t rest = r->head_len - hl;
 		char *out = malloc(cap + rest);
 		struct mpx_response_info info = { 0 };
-		size_t n = out != NULL ? mpx_http_rewrite_response_ex(r->head_buf, r->head_len, r->resp_via, holding(r), r->head_request, out, cap, &info) : 0;
+		bool keeps = holding(r) && r->client_keeps;
+		size_t n = out != NULL ? mpx_http_rewrite_response_ex(r->head_buf, r->head_len, r->resp_via, keeps, r->head_request, out, cap, &info) : 0;
 		if (n > 0) {
 			struct direction *x = &r->dir[SIDE_UP];
-			if (holding(r) && !info.client_closed) {
+			if (keeps && !info.client_closed) {
 				keep_framing(r, &info);
 				rest = keep_body_bytes(r, r->head_buf + hl, rest);
 			}
@@ -655,7 +679,7 @@ static void keep_await_upstream_eof(struct engine_thread *t, struct relay *r)
  * our close after the reply sends a FIN. False when there is no hook or its head is dealt with. */
 static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int err, const char *syscall, const char *reason)
 {
-	if (r->on_head == NULL || r->head_state != HEAD_GATHERING)
+	if (r->head_state != HEAD_GATHERING) /* only an exchange gathers heads */
 		return false;
 	if (r->loop_pending_skip > 0) {
 		/* A kept upstream that failed before answering the loop's request (one closing its
@@ -804,10 +828,11 @@ static void exchange_report(struct engine_thread *t, struct relay *r)
 	r->exchanges++;
 	uint64_t down = atomic_load_explicit(&r->dir[SIDE_DOWN].bytes, memory_order_relaxed);
 	uint64_t up = atomic_load_explicit(&r->dir[SIDE_UP].bytes, memory_order_relaxed);
-	struct msg *m = r->on_exchange != NULL ? calloc(1, sizeof(*m)) : NULL;
+	struct msg *m = r->on_exchange != NULL || r->acc != NULL ? calloc(1, sizeof(*m)) : NULL;
 	if (m != NULL) {
 		m->kind = MSG_EXCHANGE;
 		m->id = r->id;
+		m->acc = r->acc;
 		m->on_exchange = r->on_exchange;
 		m->http_status = r->http_status;
 		m->from_down = down - r->ex_down0;
@@ -907,6 +932,14 @@ static void loop_next_request(struct engine_thread *t, struct relay *r)
 	}
 	r->ex_method = strndup(buf, info.method_len);
 	r->ex_target = strndup(buf + info.target_off, info.target_len);
+	if (r->acc != NULL) { /* an acceptor's exchange keeps the head for JS (struct relay, req_head) */
+		free(r->req_head);
+		r->req_head_len = 0;
+		if ((r->req_head = malloc(info.head_len)) != NULL) {
+			memcpy(r->req_head, buf, info.head_len);
+			r->req_head_len = info.head_len;
+		}
+	}
 	pool_put(t, buf);
 	r->loop_wait = false;
 	r->ex_open = true;
@@ -1617,6 +1650,15 @@ static void exchange_args(napi_env env, struct ev_args *a, const struct msg *m)
 	ev_string(env, a, target);
 }
 
+void eng_exchange_args(napi_env env, struct ev_args *a, const struct msg *m)
+{
+	exchange_args(env, a, m);
+	ev_number(env, a, m->http_status);
+	ev_number(env, a, (double)m->from_down);
+	ev_number(env, a, (double)m->from_up);
+	ev_number(env, a, m->duration_ms);
+}
+
 void ev_done_args(napi_env env, struct ev_args *a, const struct msg *m)
 {
 	ev_number(env, a, (double)m->id);
@@ -1738,11 +1780,7 @@ static void deliver(napi_env env, struct js_side *js, struct msg *m)
 	if (m->kind == MSG_EXCHANGE) {
 		/* onExchange(method | undefined, target | undefined, status, fromDownstream, fromUpstream, durationMs) */
 		struct ev_args a = { .ok = true };
-		exchange_args(env, &a, m);
-		ev_number(env, &a, m->http_status);
-		ev_number(env, &a, (double)m->from_down);
-		ev_number(env, &a, (double)m->from_up);
-		ev_number(env, &a, m->duration_ms);
+		eng_exchange_args(env, &a, m);
 		if (a.ok)
 			eng_call_ref_args(env, m->on_exchange, a.n, a.v);
 		eng_msg_free(m);
@@ -2021,10 +2059,7 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 #define MAX_SAFE_LENGTH 9007199254740992.0
 
 /* The longest Via pseudonym the engine writes itself (responseVia, httpRewriteResponse). */
-#define VIA_MAX 128
-
-/* The longest authority (host:port) the keep-alive loop compares requests with. */
-#define LOOP_AUTHORITY_MAX 300
+#define VIA_MAX ACC_VIA_MAX
 
 /* relayStart's options (undefined: none): { skipDown?: bytes, onResponseHead?: function,
  * responseVia?: string, soleOwner?: the fds are the only ones on their sockets and non-blocking
@@ -2145,6 +2180,7 @@ napi_value mpx_js_relay_start(napi_env env, napi_callback_info info)
 	r->sole = o.sole;
 	r->up_plain_tcp = o.up_plain_tcp;
 	r->hold_down = o.hold && o.on_head != NULL; /* only an exchange can keep its client */
+	r->client_keeps = r->hold_down;
 	r->head_request = o.head_request;
 	r->ex_open = o.on_head != NULL;
 	if (o.via[0] != '\0' && o.on_head != NULL && (r->resp_via = strdup(o.via)) == NULL) {

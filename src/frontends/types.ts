@@ -16,7 +16,7 @@ import type { Dial, EarlyConnect, EngineDialPlan } from '../upstream/types.js';
 import type { TargetAddress } from '../core/errors.js';
 import type { Relay } from '../relay/types.js';
 import type { BodyPump } from '../relay/native-pump.js';
-import type { ConnectingRelay } from '../relay/native-relay.js';
+import type { ConnectingRelay, EngineExchangeEnd, EngineExchangeReport, HeadDecision, UpstreamFailure } from '../relay/native-relay.js';
 import type { AccessPolicy } from '../access/types.js';
 
 export interface FrontendDeps {
@@ -115,4 +115,28 @@ export interface HandoffPlan {
   /** How long a client kept open by an exchange served in the engine waits there for its next
    *  request before it is closed as idle (HTTP: the listener's keepAliveTimeoutMs). */
   keptWaitMs: number;
+  /** The engine serves a plain first request itself, from accept to its end, with no
+   *  hand-over (native/src/acceptor.c, serve_at_accept); the rest are handed over. */
+  serve?: HandoffServe;
+}
+
+/** HandoffPlan.serve: what the engine needs to serve an HTTP exchange from accept. */
+export interface HandoffServe {
+  /** The Via pseudonym both heads get (printable ASCII the engine writes byte for byte). */
+  via: string;
+  /** The listener's request-head limits (maxHeaderBytes, maxHeaderCount). */
+  maxHeadBytes: number;
+  maxFields: number;
+  /** The client's bytes for a response head the engine declines (or an upstream that failed
+   *  within one), as for an exchange JS started (engine-exchange.ts). */
+  respond(ctx: ConnectionContext, request: Buffer, bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined): HeadDecision;
+  /** The request lines of one such connection: each exchange the engine reports, then the one
+   *  it ended with. */
+  requests(ctx: ConnectionContext): ExchangeRequests;
+}
+
+/** HandoffServe.requests. */
+export interface ExchangeRequests {
+  reported(report: EngineExchangeReport): void;
+  ended(end: EngineExchangeEnd | undefined): void;
 }

@@ -27,21 +27,23 @@ import type { Logger } from '../core/logger.js';
 import { ipToBytes, parseCanonicalIp, type Cidr } from '../access/cidr.js';
 import type { PortRange } from '../access/ports.js';
 import type { DestinationRules } from '../access/types.js';
-import type { EngineAcceptPlan } from '../frontends/types.js';
+import type { EngineAcceptPlan, ExchangeRequests } from '../frontends/types.js';
 import type { EarlyConnect } from '../upstream/types.js';
-import { accountSummary, decodeRelaySummary, loadNativeRelayEngine, type NativeRelaySummary } from '../relay/native-relay.js';
+import { accountSummary, decodeRelaySummary, loadNativeRelayEngine, type EngineExchangeReport, type HeadThen, type NativeRelaySummary, type UpstreamFailure } from '../relay/native-relay.js';
 import type { NativeAddress } from '../mptcp/native.js';
 
 /** What acceptorStart reports (native/src/relay.h). */
 export type AcceptorEvent =
-  | { kind: 'accepted'; id: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal: NativeAddress | null; mptcp: boolean }
+  | { kind: 'accepted'; id: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal: NativeAddress | null; mptcp: boolean; target?: NativeAddress }
   | { kind: 'connected'; id: number; connectMs: number; mptcp: boolean }
   | ({ kind: 'done' } & NativeRelaySummary)
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
   | { kind: 'error'; errno: number; code: string; syscall: string }
   | { kind: 'stopped' }
   | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean; head?: Buffer; keptId: number }
-  | { kind: 'kept-end'; keptId: number; reason?: 'idle' | 'stopped' };
+  | { kind: 'kept-end'; keptId: number; reason?: 'idle' | 'stopped' }
+  | { kind: 'head'; id: number; bytes: Buffer | null; complete: boolean; failure?: UpstreamFailure; request: Buffer | null }
+  | { kind: 'exchange'; id: number; report: EngineExchangeReport };
 
 /** Packed DestinationRules (packDestinationRules), for per-connection targets. */
 export interface PackedDestinations {
@@ -63,6 +65,11 @@ export interface AcceptorOptions {
   keptWaitMs?: number;
   /** handoff: how long to wait for a client's first bytes. */
   handoffWaitMs?: number;
+  /** handoff: serve a plain first request in the engine from accept (HandoffPlan.serve), with
+   *  this Via pseudonym and these request-head limits. */
+  httpVia?: string;
+  httpMaxHeadBytes?: number;
+  httpMaxFields?: number;
   /** A fixed target; or `destinations` for each connection's own (transparent). */
   upstreamAddress?: string;
   upstreamPort?: number;
@@ -85,6 +92,8 @@ export interface NativeAcceptorApi {
    *  are the engine's on true; false (unknown or stopping) leaves both to the caller. */
   acceptorAdopt(id: number, fd: number, clientAddress: string, keptId: number): boolean;
   relayAbort(id: number): boolean;
+  /** The answer to a 'head' event (NativeRelayEngine.relayHeadDone). */
+  relayHeadDone(id: number, out: Buffer | null, then: HeadThen, carry: Buffer | null, keepBody: number): boolean;
   dup(fd: number): number;
   close(fd: number): void;
   clientAcquire(address: string, max: number): boolean;
@@ -120,14 +129,19 @@ function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
  *   0 done       a relay's end, as decodeRelaySummary (src/relay/native-relay.ts) reads it
  *   1 connected  id, connectMs, mptcp
  *   2 accepted   id, remote (address, port), local (address, port), upstreamLocal (address,
- *                port), mptcp
+ *                port), mptcp, target (address or null, port: an exchange served from accept)
  *   3 denied     remote (address, port), reason
  *   4 error      errno, code, syscall
  *   5 stopped
  *   6 handoff    fd, upstreamFd, remote, local (address, port each), mptcp, target (address or
  *                null, port), upstreamLocal (address or null, port), head (the peeked bytes or
  *                null), keptId (0: a new client)
+ *   7 head       id, bytes (or null), complete, code, syscall (undefined ×2 without a failure),
+ *                request head (an exchange served from accept: a response head the engine
+ *                declined, answered with relayHeadDone)
  *   8 kept-end   keptId, reason (undefined: the client closed or reset; 'idle', 'stopped')
+ *   9 exchange   id, method, target (undefined ×2: the first request of a relay JS started),
+ *                status (0: not rewritten by the engine), fromDownstream, fromUpstream, durationMs
  */
 export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): AcceptorEvent {
   switch (kind) {
@@ -135,8 +149,12 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
       return decodeRelaySummary(a);
     case 1:
       return { kind: 'connected', id: a[0] as number, connectMs: a[1] as number, mptcp: a[2] as boolean };
-    case 2:
-      return { kind: 'accepted', id: a[0] as number, remote: nativeAddress(a[1], a[2]), local: nativeAddress(a[3], a[4]), upstreamLocal: nativeAddress(a[5], a[6]), mptcp: a[7] as boolean };
+    case 2: {
+      const e: Extract<AcceptorEvent, { kind: 'accepted' }> = { kind: 'accepted', id: a[0] as number, remote: nativeAddress(a[1], a[2]), local: nativeAddress(a[3], a[4]), upstreamLocal: nativeAddress(a[5], a[6]), mptcp: a[7] as boolean };
+      const target = nativeAddress(a[8], a[9]);
+      if (target !== null) e.target = target;
+      return e;
+    }
     case 3:
       return { kind: 'denied', remote: nativeAddress(a[0], a[1]), reason: a[2] as 'client-network' | 'client-limit' };
     case 4:
@@ -160,8 +178,20 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
       if (a[11] !== null && a[11] !== undefined) e.head = a[11] as Buffer;
       return e;
     }
+    case 7: {
+      const e: Extract<AcceptorEvent, { kind: 'head' }> = { kind: 'head', id: a[0] as number, bytes: a[1] as Buffer | null, complete: a[2] as boolean, request: a[5] as Buffer | null };
+      if (a[3] !== undefined) e.failure = { code: a[3] as string, syscall: a[4] as string };
+      return e;
+    }
     case 8:
       return a[1] === undefined ? { kind: 'kept-end', keptId: a[0] as number } : { kind: 'kept-end', keptId: a[0] as number, reason: a[1] as 'idle' | 'stopped' };
+    case 9: {
+      const report: EngineExchangeReport = { fromDownstream: a[4] as number, fromUpstream: a[5] as number, durationMs: a[6] as number };
+      if (a[1] !== undefined) report.method = a[1] as string;
+      if (a[2] !== undefined) report.target = a[2] as string;
+      if ((a[3] as number) > 0) report.status = a[3] as number;
+      return { kind: 'exchange', id: a[0] as number, report };
+    }
     default:
       throw new Error(`the engine sent an acceptor event of unknown kind ${kind}`);
   }
@@ -222,6 +252,9 @@ export interface EngineAcceptorSettings {
   /** plan.handoff: a client given back (HandedOver.giveBack) closed, reset or idled out before
    *  its next request, or the acceptor stopped ('stopped'); its slot is released. */
   onKeptEnd?(keptId: number, reason: 'idle' | 'stopped' | undefined): void;
+  /** plan.handoff.serve: an exchange served from accept kept its client open; the connection
+   *  (ctx) goes on, and the caller says under which id (as HandedOver.giveBack's keptId). */
+  onKept?(ctx: ConnectionContext): number;
 }
 
 /** A client the engine accepted, admitted and handed over (plan.handoff). */
@@ -265,7 +298,7 @@ export class EngineAcceptor {
   readonly #s: EngineAcceptorSettings;
   /** Accepted and not yet done, by relay id; with the upstream's local address (known at
    *  accept, recorded in ctx.upstream at 'connected'). */
-  readonly #live = new Map<number, { ctx: ConnectionContext; upstreamLocal: Endpoint }>();
+  readonly #live = new Map<number, { ctx: ConnectionContext; upstreamLocal: Endpoint; requests?: ExchangeRequests }>();
   /** One signal for all of this acceptor's connections: aborted by abortAll (nothing listens
    *  on it per connection, so one shared signal costs nothing per connection). */
   readonly #cut = new AbortController();
@@ -293,6 +326,7 @@ export class EngineAcceptor {
           early: true,
           handoffWaitMs: plan.handoff.waitMs,
           keptWaitMs: plan.handoff.keptWaitMs,
+          ...(plan.handoff.serve ? { httpVia: plan.handoff.serve.via, httpMaxHeadBytes: plan.handoff.serve.maxHeadBytes, httpMaxFields: plan.handoff.serve.maxFields } : {}),
           ...(destinationRules !== undefined ? { destinations: packDestinationRules(destinationRules) } : {}),
         }
       : plan.dial.address !== undefined && plan.dial.port !== undefined
@@ -373,6 +407,11 @@ export class EngineAcceptor {
         return this.#handoff(e);
       case 'kept-end':
         return this.#s.onKeptEnd?.(e.keptId, e.reason);
+      case 'exchange':
+        this.#live.get(e.id)?.requests?.reported(e.report);
+        return;
+      case 'head':
+        return this.#head(e);
     }
   }
 
@@ -402,20 +441,52 @@ export class EngineAcceptor {
       log: this.#s.log,
       signal: this.#cut.signal,
     });
-    ctx.target = this.#s.plan.target ?? { host: ctx.downstream.local.address, port: ctx.downstream.local.port };
-    this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal) });
+    if (e.target !== undefined) {
+      // An HTTP exchange served from accept: its request's target; one request line each.
+      ctx.target = { host: unmapAddress(e.target.address), port: e.target.port };
+      this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal), requests: this.#s.plan.handoff?.serve?.requests(ctx) });
+      if (ctx.log.isEnabled('debug')) ctx.log.debug('http exchange served in the engine', { target: formatTarget(ctx.target), from: 'accept' });
+    } else {
+      ctx.target = this.#s.plan.target ?? { host: ctx.downstream.local.address, port: ctx.downstream.local.port };
+      this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal) });
+    }
     publishConnOpen({ ctx });
     this.#s.plan.onAccepted?.(ctx);
     // Accepted by the engine before abortAll, announced after it: cut it as abortAll would.
     if (this.#cut.signal.aborted) this.#api.relayAbort(e.id);
   }
 
+  /** A response head the engine declined in an exchange served from accept: JS's reply. */
+  #head(e: Extract<AcceptorEvent, { kind: 'head' }>): void {
+    const ctx = this.#live.get(e.id)?.ctx;
+    const serve = this.#s.plan.handoff?.serve;
+    if (ctx === undefined || serve === undefined || e.request === null) {
+      this.#api.relayAbort(e.id);
+      return;
+    }
+    try {
+      const d = serve.respond(ctx, e.request, e.bytes, e.complete, e.failure);
+      this.#api.relayHeadDone(e.id, d.out, d.then, d.carry ?? null, d.keepBody ?? -1);
+    } catch (err) {
+      // A bug of ours, not the peer's: the relay must not wait for an answer forever.
+      ctx.log.error('response head hook failed; the exchange is cut', { err });
+      this.#api.relayAbort(e.id);
+    }
+  }
+
   #done(s: Extract<AcceptorEvent, { kind: 'done' }>): void {
-    const ctx = this.#live.get(s.id)?.ctx;
-    if (ctx === undefined) return;
+    const live = this.#live.get(s.id);
+    if (live === undefined) return;
+    const ctx = live.ctx;
     this.#live.delete(s.id);
     if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
+    if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
     const summary = accountSummary(s, ctx, { idleTimeoutMs: this.#s.plan.idleTimeoutMs });
+    live.requests?.ended(s.exchanges);
+    if (s.keptFd !== undefined && this.#keep(ctx, s.keptFd)) {
+      this.#drainedCheck();
+      return; // the connection goes on: its next request is handed over with it
+    }
     if (s.connectFailed) {
       // As tunnelTo's failed dial: the proxy ended it, and says so once.
       const dial = this.#s.plan.dial;
@@ -427,6 +498,26 @@ export class EngineAcceptor {
       dialFailed(ctx, ctx.target!, error);
     }
     publishConnEnded(ctx);
+    this.#drainedCheck();
+  }
+
+  /** An exchange served from accept kept its client (a keep-alive one whose next request is
+   *  not the engine's, or whose upstream failed before answering): back to the acceptor with
+   *  its slot, to be handed over with its next request. False: closed (the slot released). */
+  #keep(ctx: ConnectionContext, fd: number): boolean {
+    const keptId = this.#s.onKept?.(ctx);
+    const address = ctx.downstream.remote.address;
+    if (keptId !== undefined && this.#id !== undefined && this.#api.acceptorAdopt(this.#id, fd, address, keptId)) return true;
+    this.#api.close(fd);
+    this.#api.clientRelease(address);
+    if (keptId !== undefined) {
+      this.#s.onKeptEnd?.(keptId, 'stopped'); // its access line
+      return true;
+    }
+    return false;
+  }
+
+  #drainedCheck(): void {
     if (this.#live.size === 0) {
       const drained = this.#onDrained;
       this.#onDrained = undefined;

@@ -142,6 +142,12 @@ export class ProxyListener {
       log,
       onHandoff: (h) => this.#adopt(h),
       onKeptEnd: (id, reason) => this.#keptEnd(id, reason),
+      onKept: (ctx) => {
+        // An exchange served from accept kept its client: as HandedOverClient.giveBack does.
+        const id = ++this.#nextKeptId;
+        this.#kept.set(id, ctx);
+        return id;
+      },
     });
     let fd: number | undefined;
     try {

@@ -176,15 +176,18 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
  * if any, from what is left of the connection's totals. ctx.access follows the latest request,
  * so that a session taking the client over goes on from there.
  */
-class ExchangeAccount {
+export class ExchangeAccount {
   #count = 0;
+  #published = 0;
   #fromDownstream = 0;
   #fromUpstream = 0;
   #lastEnd: number;
 
+  /** `first`: the relay's first request as JS parsed it (undefined: the engine reports its
+   *  method and target with it, as for the loop's). */
   constructor(
     private readonly ctx: ConnectionContext,
-    private readonly first: RequestHead,
+    private readonly first: Pick<RequestHead, 'method' | 'target'> | undefined,
     startedAt: number,
   ) {
     this.#lastEnd = startedAt;
@@ -208,10 +211,10 @@ class ExchangeAccount {
 
   #publish(method: string | undefined, target: string | undefined, durationMs: number, fromDownstream: number, fromUpstream: number): void {
     const ctx = this.ctx;
-    const first = method === undefined;
-    ctx.access.requests = first ? 1 : ctx.access.requests === undefined ? 1 : (ctx.access.requests as number) + 1;
-    ctx.access.method = first ? this.first.method : method;
-    ctx.access.url = first ? this.first.target : target;
+    this.#published += 1;
+    ctx.access.requests = this.#published;
+    ctx.access.method = method ?? this.first?.method;
+    ctx.access.url = target ?? this.first?.target;
     publishRequestDone({
       ctx,
       clientSubflows: ctx.downstreamSubflows,
@@ -230,12 +233,21 @@ class ExchangeAccount {
  * (1xx) heads and the final head rewritten, with the body bytes that came along — or an error
  * reply in the response's place, as HttpProxySession would send.
  */
-function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, req: Eligible, cfg: HttpListenerConfig, pending: PendingConnect, ctx: ConnectionContext, idleTimeoutMs: number): HeadDecision {
+function respond(
+  bytes: Buffer | null,
+  complete: boolean,
+  failure: UpstreamFailure | undefined,
+  req: Pick<Eligible, 'head' | 'keepAlive' | 'target'>,
+  cfg: HttpListenerConfig,
+  pending: PendingConnect | undefined,
+  ctx: ConnectionContext,
+  idleTimeoutMs: number,
+): HeadDecision {
   const interim: Buffer[] = [];
   // ctx.target is req.target (serve), so the log line names it as the session's does.
   const fail = (err: ProxyError): HeadDecision => ({ out: Buffer.concat([...interim, replyToError(err, ctx, req.head.method)]), then: HeadThen.End });
   if (failure !== undefined) {
-    if (failure.syscall === 'connect') {
+    if (failure.syscall === 'connect' && pending !== undefined) {
       const cause = Object.assign(new Error(`connect ${failure.code}`), { code: failure.code, syscall: 'connect' });
       return fail(pending.failed(cause, failure.code === 'ETIMEDOUT'));
     }
@@ -301,10 +313,22 @@ function respond(bytes: Buffer | null, complete: boolean, failure: UpstreamFailu
   }
 }
 
+/**
+ * HandoffServe.respond: the reply for a response head the engine declined in an exchange it
+ * serves from accept (no JS saw its request: `request` is the head it read, a plain GET).
+ */
+export function respondAtAccept(ctx: ConnectionContext, request: Buffer, bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, cfg: HttpListenerConfig, idleTimeoutMs: number): HeadDecision {
+  const pushed = new HeadDecoder({ maxBytes: cfg.maxHeaderBytes, maxCount: cfg.maxHeaderCount }).push(request);
+  if (!pushed.done) throw new Error('the engine sent a request head that is not whole');
+  const head = parseRequestHead(pushed.head);
+  const target = parseRequestTarget(head.method, head.target);
+  return respond(bytes, complete, failure, { head, keepAlive: clientWantsPersistence(head), target: target.target }, cfg, undefined, ctx, idleTimeoutMs);
+}
+
 /** The Via pseudonym for the engine's own response-head rewrite: printable ASCII that fits its
  *  buffer, so that its bytes are rewrite.ts's latin1 ones; otherwise none (JS rewrites every
  *  head). */
-function nativeVia(via: string): string | undefined {
+export function nativeVia(via: string): string | undefined {
   return via.length > 0 && via.length <= 100 && /^[\x21-\x7e]+$/.test(via) ? via : undefined;
 }
 

@@ -24,7 +24,7 @@ import { peekReceived, readSubflowCount } from '../../mptcp/index.js';
 import type { EarlyConnect } from '../../upstream/types.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
-import type { EngineAcceptPlan, Frontend, FrontendDeps } from '../types.js';
+import type { EngineAcceptPlan, Frontend, FrontendDeps, HandoffServe } from '../types.js';
 import { ChunkedDecoder, requestBodyFraming, responseBodyFraming } from './framing.js';
 import type { BodyFraming } from './framing.js';
 import {
@@ -44,7 +44,7 @@ import { buildDownstreamResponseHead, buildInterimResponseHead, buildUpstreamReq
 import { CONNECT_ESTABLISHED, httpStatusFor, replyToError } from './status.js';
 import { READ_TIMEOUT, SocketReader, writeAll } from './socket-io.js';
 import { UpstreamPool } from './pool.js';
-import { planEngineExchange } from './engine-exchange.js';
+import { ExchangeAccount, nativeVia, planEngineExchange, respondAtAccept } from './engine-exchange.js';
 import type { PoolableUpstream } from './pool.js';
 import { PumpHandoverError } from '../../relay/native-pump.js';
 import type { BodyPump, PumpProgress, PumpResult as NativePumpResult } from '../../relay/native-pump.js';
@@ -102,10 +102,22 @@ function engineAcceptPlan(cfg: HttpListenerConfig, deps: FrontendDeps, pool: Ups
   const dial = deps.dial.planInEngineAnyTarget?.();
   const adopt = deps.dial.adoptEarly;
   if (dial === undefined || adopt === undefined) return undefined;
+  // Served from accept when the engine serves exchanges and can write our Via itself.
+  const via = nativeVia(cfg.via);
+  const serve: HandoffServe | undefined =
+    deps.relayConnecting === undefined || via === undefined
+      ? undefined
+      : {
+          via,
+          maxHeadBytes: cfg.maxHeaderBytes,
+          maxFields: cfg.maxHeaderCount,
+          respond: (ctx, request, bytes, complete, failure) => respondAtAccept(ctx, request, bytes, complete, failure, cfg, idleTimeoutMs),
+          requests: (ctx) => new ExchangeAccount(ctx, undefined, ctx.startedAt),
+        };
   return {
     dial,
     idleTimeoutMs,
-    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local), keptWaitMs: cfg.keepAliveTimeoutMs },
+    handoff: { waitMs: HANDOFF_WAIT_MS, adoptEarly: (fd, target, local) => adopt(fd, target, local), keptWaitMs: cfg.keepAliveTimeoutMs, ...(serve ? { serve } : {}) },
   };
 }
 
