@@ -1723,3 +1723,25 @@ test('HTTP keep-alive loop in the engine: responses in two segments (head, then 
   await waitFor(() => h.closes.length === 1, 'conn:close');
   assert.equal(linesWith(h, 'request').length, 300);
 });
+
+test('HTTP served from accept: an upstream that takes the request and closes without a byte costs the client nothing — a session sends it again and the client gets its response; one request line', { skip: noEngine }, async (t) => {
+  let first = true;
+  const origin = await keepAliveOrigin(t, (path, conn) => {
+    if (first) {
+      first = false;
+      return 'drop';
+    }
+    return okReply(`${path} on ${conn}`);
+  });
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, upstreamIdleTimeoutMs: 0 }], { log: { level: 'debug' } });
+  const raw = await exchangeRaw(h.port(), `GET http://${HOST}:${origin.port}/once HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+  const { head, body } = splitReply(raw);
+  assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(body.toString('latin1'), '/once on 2');
+  await assertServed(h, 1, 'the engine took it from accept first');
+  assert.equal(origin.accepted, 2);
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.deepEqual(linesWith(h, 'request').map((r) => r.status), [200], 'one request line: the attempt the upstream dropped is not one');
+  assert.equal(linesWith(h, 'access')[0]!.requests, 1);
+  assert.equal(acceptor!.clientCount(HOST), 0);
+});
