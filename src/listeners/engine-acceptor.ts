@@ -17,7 +17,10 @@
  *
  * For an HTTP listener (plan.handoff) the engine accepts and admits, waits for the client's
  * request line, may start the upstream connect it names, and hands the client over ('handoff'):
- * the listener serves it as a JS-accepted one, with that connect as its EarlyConnect.
+ * the listener serves it as a JS-accepted one, with that connect as its EarlyConnect. With
+ * plan.handoff.serve, a plain first GET is not handed over: the engine serves it from accept
+ * (native/src/acceptor.c, serve_at_accept) and JS hears it as a forwarded connection, plus one
+ * 'exchange' per request (its request line) and 'head' for a response head the engine declines.
  */
 import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
 import { publishConnEnded, publishConnOpen } from '../core/channels.js';

@@ -19,6 +19,9 @@
  *   4. engine: relay the body to its end — the upstream's EOF, or for a kept client its length
  *      or chunk framing.
  *
+ * (A plain GET does not even come here: the acceptor serves it from accept with the same relay,
+ * its heads rewritten in C — HandoffPlan.serve, respondAtAccept for the heads it declines.)
+ *
  * Which requests: absolute-form http:// to the IP literal the engine connects to, HTTP/1.1,
  * no body, and the first on its connection. Anything else — a body, CONNECT, HTTP/1.0 (a
  * chunked response would need decoding), a malformed head (which gets its error reply) — goes
