@@ -2,7 +2,7 @@
  * Results: the JSON document, the markdown tables, and the issue's targets checked against the
  * figures of this run (each miss says by how much).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MachineInfo } from './lib/machine.js';
 import { fmt, fmtSummary, type Summary } from './lib/stats.js';
@@ -198,10 +198,21 @@ export function renderMarkdown(r: BenchResults): string {
   return `${L.join('\n')}\n`;
 }
 
-/** Write results-<date>.json/.md (and latest.md); returns the paths. */
+/** The first of results-<date>, results-<date>b, c... with no file in outDir yet: a second run on
+ *  the same day must not overwrite the first's committed results. */
+export function freeStamp(outDir: string, day: string): string {
+  for (let i = 0; i < 26; i++) {
+    const stamp = i === 0 ? day : day + String.fromCharCode(0x61 + i);
+    if (!existsSync(join(outDir, `results-${stamp}.json`)) && !existsSync(join(outDir, `results-${stamp}.md`))) return stamp;
+  }
+  return `${day}-${Date.now()}`;
+}
+
+/** Write results-<date>.json/.md (a letter after the date when that day has results already;
+ *  and latest.md); returns the paths. */
 export function writeResults(r: BenchResults, outDir: string, writeLatest: boolean): string[] {
   mkdirSync(outDir, { recursive: true });
-  const stamp = r.date.slice(0, 10) + (r.quick ? '-quick' : '');
+  const stamp = freeStamp(outDir, r.date.slice(0, 10) + (r.quick ? '-quick' : ''));
   const md = renderMarkdown(r);
   const files = [join(outDir, `results-${stamp}.json`), join(outDir, `results-${stamp}.md`)];
   writeFileSync(files[0] as string, `${JSON.stringify(r, null, 2)}\n`);

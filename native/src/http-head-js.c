@@ -15,9 +15,8 @@
 #include "common.h"
 #include "http-head.h"
 
-/* As relay.c's responseVia. */
+/* As relay.c's responseVia and the loop's authority (engine.h). */
 #define VIA_MAX 128
-/* host:port, or [v6]:port, with room to spare. */
 #define AUTHORITY_MAX 300
 
 static bool set_bool(napi_env env, napi_value obj, const char *key, bool v)
@@ -40,6 +39,18 @@ static bool set_latin1(napi_env env, napi_value obj, const char *key, const char
 	napi_value v;
 	NAPI_CALL_BOOL(env, napi_create_string_latin1(env, s, len, &v));
 	return mpx_set_value(env, obj, key, v);
+}
+
+/* A wrapper's answer: obj (null when the rewrite declined), or NULL with an exception pending
+ * when building it failed; `buf` (the rewrite's output) is freed either way. */
+static napi_value answer(napi_env env, bool ok, napi_value obj, char *buf, const char *what)
+{
+	free(buf);
+	if (!ok) {
+		mpx_throw_napi_failure(env, napi_generic_failure, what);
+		return NULL;
+	}
+	return obj;
 }
 
 napi_value mpx_js_http_rewrite_response_ex(napi_env env, napi_callback_info info)
@@ -67,12 +78,7 @@ napi_value mpx_js_http_rewrite_response_ex(napi_env env, napi_callback_info info
 		     mpx_set_i32(env, obj, "body", ri.body) && mpx_set_u64(env, obj, "length", ri.length) &&
 		     set_bool(env, obj, "upstreamKeeps", ri.upstream_keeps) && set_bool(env, obj, "clientClosed", ri.client_closed);
 	}
-	free(buf);
-	if (!ok) {
-		mpx_throw_napi_failure(env, napi_generic_failure, "httpRewriteResponseEx");
-		return NULL;
-	}
-	return obj;
+	return answer(env, ok, obj, buf, "httpRewriteResponseEx");
 }
 
 napi_value mpx_js_http_rewrite_request(napi_env env, napi_callback_info info)
@@ -105,12 +111,7 @@ napi_value mpx_js_http_rewrite_request(napi_env env, napi_callback_info info)
 		     set_bool(env, obj, "clientKeeps", ri.client_keeps) && set_latin1(env, obj, "method", (const char *)data, ri.method_len) &&
 		     set_latin1(env, obj, "target", (const char *)data + ri.target_off, ri.target_len);
 	}
-	free(buf);
-	if (!ok) {
-		mpx_throw_napi_failure(env, napi_generic_failure, "httpRewriteRequest");
-		return NULL;
-	}
-	return obj;
+	return answer(env, ok, obj, buf, "httpRewriteRequest");
 }
 
 napi_value mpx_js_http_chunked_scan(napi_env env, napi_callback_info info)
