@@ -88,9 +88,11 @@ const HANDOFF_WAIT_MS = 100;
 
 /**
  * Frontend.engineAccept for the HTTP proxy: the engine accepts and admits, waits for the
- * request head, starts the upstream connect its request line names and hands the client over
- * (docs/design.md, "The upstream connect starts at accept"); a request it can serve whole goes
- * back to it with no Node socket (engineExchange, ./engine-exchange.ts). Not when credentials
+ * request head, starts the upstream connect its request line names and — for a plain GET whose
+ * heads it rewrites in C — serves the exchange itself from there (HandoffPlan.serve: docs/design.md,
+ * "Served from accept"); any other client is handed over (docs/design.md, "The upstream connect
+ * starts at accept"), and a request the engine can still serve whole goes back to it with no
+ * Node socket (engineExchange, ./engine-exchange.ts). Not when credentials
  * are required (nothing starts for a client before it has proved who it is). With the upstream
  * pool on, only when the engine can serve exchanges: a hand-over that ends on a Node socket
  * costs more than Node's own accept — the engine thread's wake-up, the hand-over message and
