@@ -2,6 +2,7 @@
  * A small HTTP(S) origin for netns tests, run as its own process inside a namespace:
  *   GET  /blob/<bytes>  → <bytes> of deterministic content (DEFAULT_DOWNLOAD_SEED), Content-Length
  *   POST /sha256        → the SHA-256 (hex) of the request body
+ *   GET  /peer          → the remote port of the connection it came on (which connection served it)
  * Prints "listening <port>" once bound. With --cert and --key it serves HTTPS.
  *
  *   node peer-http-server.js [--host 0.0.0.0] [--port 0] [--cert cert.pem --key key.pem]
@@ -42,6 +43,11 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
       res.end();
     };
     pump();
+    return;
+  }
+  if (req.method === 'GET' && req.url === '/peer') {
+    const port = String(req.socket.remotePort ?? 0);
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': port.length }).end(port);
     return;
   }
   if (req.method === 'POST' && req.url === '/sha256') {

@@ -113,6 +113,23 @@ describe('HTTP front-end moves 64 MiB bodies for a two-path MPTCP client with ei
       t.diagnostic(`${engine}: ${((DOWNLOADS[0] + DOWNLOADS[1]) * 8 / 1e6 / seconds).toFixed(0)} Mbit/s over ${line.clientSubflows} subflows`);
     });
 
+    test(`${engine}: small GETs on one keep-alive MPTCP connection all go on one upstream connection (the engine's keep-alive loop with native)`, async () => {
+      const proxy = proxies.get(engine)!;
+      const proxyUrl = `http://${tb.hosts.prx.wired}:${PORTS[engine]}`;
+      // /peer answers with the port of the connection it came on: one port for all, one
+      // upstream connection. With native, the first GET is served from accept and the rest by
+      // the loop; the session of the JS engine keeps its upstream too.
+      const out = await inCli(`mptcpize run curl -sS --fail --max-time 30 -x ${proxyUrl} -w ' %{num_connects}\\n'` + ` ${originUrl}/peer`.repeat(4));
+      const rows = out.trim().split('\n').map((l) => l.trim().split(' '));
+      assert.deepEqual(rows.map((r) => r[1]), ['1', '0', '0', '0'], `curl reused its connection to the proxy: ${out}`);
+      assert.equal(new Set(rows.map((r) => r[0])).size, 1, `one upstream connection served all four: ${out}`);
+      const line = await proxy.nextAccess();
+      assertMptcpTwoSubflows(line, `${engine} keep-alive GETs`);
+      assert.equal(line.requests, 4);
+      const requests = requestLines(proxy, line.conn);
+      assert.deepEqual(requests.map((r) => [r.status, r.url]), Array(4).fill([200, `${originUrl}/peer`]), 'one request line each');
+    });
+
     test(`${engine}: a 16 MiB Content-Length upload reaches the origin intact`, async () => {
       const proxy = proxies.get(engine)!;
       const proxyUrl = `http://${tb.hosts.prx.wired}:${PORTS[engine]}`;
