@@ -1427,6 +1427,12 @@ static int sooner(int timeout, int64_t left)
 	return timeout < 0 || left < timeout ? (int)left : timeout;
 }
 
+/* Kept clients wait on this thread's acceptors, or entries of theirs wait to be freed. */
+static bool has_kept(const struct engine_thread *t)
+{
+	return t->kept_count > 0 || t->kept_graveyard != NULL;
+}
+
 static void *thread_main(void *arg)
 {
 	struct engine_thread *t = arg;
@@ -1450,7 +1456,7 @@ static void *thread_main(void *arg)
 				timeout = sooner(timeout, t->accept_resume_ms - now_ms());
 			if (t->pending != NULL)
 				timeout = sooner(timeout, pending_due(t) - now_ms());
-			if (t->kept_count > 0 || t->kept_graveyard != NULL)
+			if (has_kept(t))
 				timeout = sooner(timeout, kept_due(t) - now_ms());
 			if (t->out_head != NULL)
 				timeout = sooner(timeout, flush_in_ms(t));
@@ -1492,7 +1498,7 @@ static void *thread_main(void *arg)
 			acceptors_resume(t);
 		if (t->pending != NULL)
 			pending_sweep(t);
-		if (t->kept_count > 0 || t->kept_graveyard != NULL)
+		if (has_kept(t))
 			kept_sweep(t);
 		if (flush_in_ms(t) == 0)
 			eng_flush(t);
