@@ -22,7 +22,7 @@
  * (native/src/acceptor.c, serve_at_accept) and JS hears it as a forwarded connection, plus one
  * 'exchange' per request (its request line) and 'head' for a response head the engine declines.
  */
-import { recordSubflowSample, unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
+import { unmapAddress, createConnectionContext, type ConnectionContext, type Endpoint, type FrontendKind } from '../core/context.js';
 import { publishConnEnded, publishConnOpen } from '../core/channels.js';
 import { dialFailed } from '../frontends/tunnel.js';
 import { formatTarget, type TargetAddress } from '../core/errors.js';
@@ -482,8 +482,6 @@ export class EngineAcceptor {
     if (live === undefined) return;
     const ctx = live.ctx;
     this.#live.delete(s.id);
-    if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
-    if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
     const summary = accountSummary(s, ctx, { idleTimeoutMs: this.#s.plan.idleTimeoutMs });
     live.requests?.ended(s.exchanges);
     if (s.keptFd !== undefined && this.#keep(ctx, s.keptFd)) {

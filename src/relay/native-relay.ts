@@ -416,8 +416,6 @@ function startInEngine(
   const onAbort = (): void => void abortLive(engine, ctx);
   const onDone = (s: NativeRelaySummary): void => {
     if (watch) ctx.signal.removeEventListener('abort', onAbort);
-    if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
-    if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
     if (s.exchanges !== undefined) exchange?.onEnd?.(s.exchanges);
     if (s.keptFd !== undefined) {
       // The client's next request is its owner's; with none to take it, the client is closed.
@@ -610,9 +608,12 @@ function fallBack(down: Socket, up: Socket, ctx: ConnectionContext, opts: RelayO
   return relayBothWays(down, up, ctx, opts);
 }
 
-/** An engine summary into ctx (bytes, end) and the Relay contract's summary. (Shared with the
+/** An engine summary into ctx (the subflow sample, the status of a response head the engine
+ *  rewrote, bytes, end) and the Relay contract's summary. (Shared with the
  *  engine's acceptor, src/listeners/engine-acceptor.ts.) */
 export function accountSummary(s: NativeRelaySummary, ctx: ConnectionContext, opts: RelayOptions): RelaySummary {
+  if (s.downstreamSubflows !== undefined) recordSubflowSample(ctx, s.downstreamSubflows);
+  if (s.httpStatus !== undefined) ctx.access.status = s.httpStatus;
   ctx.bytes.fromDownstream += s.fromDownstream;
   ctx.bytes.fromUpstream += s.fromUpstream;
   const error = summaryError(s, opts);

@@ -79,16 +79,17 @@ interface Eligible {
 /**
  * The exchange, when the handed-over client's request can be served in the engine (see the
  * header); undefined otherwise, with nothing touched: the caller serves it on a Node socket.
+ * `via`: nativeVia(cfg.via), worked out once per listener.
  */
-export function planEngineExchange(h: HandedOverClient, cfg: HttpListenerConfig, engine: ExchangeEngine | undefined, idleTimeoutMs: number): EngineExchange | undefined {
+export function planEngineExchange(h: HandedOverClient, cfg: HttpListenerConfig, engine: ExchangeEngine | undefined, idleTimeoutMs: number, via: string | undefined): EngineExchange | undefined {
   const early = h.early;
   if (engine === undefined || early?.takePending === undefined || h.head === undefined || h.kept) return undefined;
-  const req = eligible(h.head, cfg, early.target);
+  const req = eligible(h.head, cfg, early.target, via !== undefined);
   if (req === undefined) return undefined;
-  return { run: (ctx) => serve(h, early, req, cfg, engine, idleTimeoutMs, ctx), abort: (ctx) => void engine.abort(ctx) };
+  return { run: (ctx) => serve(h, early, req, cfg, via, engine, idleTimeoutMs, ctx), abort: (ctx) => void engine.abort(ctx) };
 }
 
-function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddress): Eligible | undefined {
+function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddress, engineWritesVia: boolean): Eligible | undefined {
   try {
     const pushed = new HeadDecoder({ maxBytes: cfg.maxHeaderBytes, maxCount: cfg.maxHeaderCount }).push(bytes);
     // Bytes after the head would be a body or a pipelined request: the session's to read.
@@ -101,7 +102,7 @@ function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddr
     if (headerValues(head.headers, 'host').length > 1 || requestBodyFraming(head).kind !== 'none') return undefined;
     const keepAlive = clientWantsPersistence(head);
     // The loop rewrites heads in C: a GET (the requests it takes), with a Via it can write.
-    const loop = keepAlive && head.method === 'GET' && nativeVia(cfg.via) !== undefined;
+    const loop = keepAlive && head.method === 'GET' && engineWritesVia;
     const upstreamHead = buildUpstreamRequestHead(head, { path: target.path, authority: target.authority, via: cfg.via, close: !loop });
     return { head, keepAlive, loopAuthority: loop ? target.authority : undefined, target: target.target, upstreamHead, skip: bytes.length };
   } catch {
@@ -109,7 +110,7 @@ function eligible(bytes: Buffer, cfg: HttpListenerConfig, connecting: TargetAddr
   }
 }
 
-function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: HttpListenerConfig, engine: ExchangeEngine, idleTimeoutMs: number, ctx: ConnectionContext): Promise<boolean> {
+function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: HttpListenerConfig, via: string | undefined, engine: ExchangeEngine, idleTimeoutMs: number, ctx: ConnectionContext): Promise<boolean> {
   const startedAt = performance.now();
   ctx.target = req.target;
   ctx.access.requests = 1;
@@ -136,7 +137,6 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
           onExchange: (e) => requests.reported(e),
         };
   let end: EngineExchangeEnd | undefined;
-  const via = nativeVia(cfg.via);
   let started;
   try {
     started = engine.startExchange(
@@ -180,7 +180,6 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
  * so that a session taking the client over goes on from there.
  */
 export class ExchangeAccount {
-  #count = 0;
   #published = 0;
   #fromDownstream = 0;
   #fromUpstream = 0;
@@ -197,7 +196,6 @@ export class ExchangeAccount {
   }
 
   reported(e: EngineExchangeReport): void {
-    this.#count += 1;
     this.#fromDownstream += e.fromDownstream;
     this.#fromUpstream += e.fromUpstream;
     this.#lastEnd = performance.now();

@@ -72,13 +72,15 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
   // One idle upstream pool per listener (see pool.ts, also for why sharing it across this
   // listener's sessions is safe with respect to the destination access check).
   const pool = new UpstreamPool({ idleTimeoutMs: cfg.upstreamIdleTimeoutMs });
+  // The Via pseudonym the engine writes itself (undefined: JS rewrites every response head).
+  const engineVia = nativeVia(cfg.via);
   return {
     kind: 'http',
     handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run(),
     preconnect: (socket, known) => preconnect(socket, deps, pool, known),
     close: () => pool.close(),
-    engineAccept: () => engineAcceptPlan(cfg, deps, pool, idleTimeoutMs),
-    engineExchange: (client) => planEngineExchange(client, cfg, deps.relayConnecting, idleTimeoutMs),
+    engineAccept: () => engineAcceptPlan(cfg, deps, pool, idleTimeoutMs, engineVia),
+    engineExchange: (client) => planEngineExchange(client, cfg, deps.relayConnecting, idleTimeoutMs, engineVia),
   };
 }
 
@@ -99,13 +101,12 @@ const HANDOFF_WAIT_MS = 100;
  * Node's handle-type guess for the fd (measured, pool on, alternated: 300–320 against 320–360
  * µs of proxy CPU per connection).
  */
-function engineAcceptPlan(cfg: HttpListenerConfig, deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs: number): EngineAcceptPlan | undefined {
+function engineAcceptPlan(cfg: HttpListenerConfig, deps: FrontendDeps, pool: UpstreamPool, idleTimeoutMs: number, via: string | undefined): EngineAcceptPlan | undefined {
   if (deps.access.authRequired || (pool.enabled && deps.relayConnecting === undefined)) return undefined;
   const dial = deps.dial.planInEngineAnyTarget?.();
   const adopt = deps.dial.adoptEarly;
   if (dial === undefined || adopt === undefined) return undefined;
   // Served from accept when the engine serves exchanges and can write our Via itself.
-  const via = nativeVia(cfg.via);
   const serve: HandoffServe | undefined =
     deps.relayConnecting === undefined || via === undefined
       ? undefined
