@@ -413,6 +413,43 @@ int64_t kept_due(const struct engine_thread *t)
 /* Peeks at a waiting client: true when it has been handed over (its request head is in, the
  * peek buffer is full without its end, or the socket has nothing more to give), false to wait.
  * The upstream connect starts as soon as the request line is in, not the whole head. */
+/* A relay on an admitted client `fd` and its upstream `up` (-1 when the connect failed at once),
+ * whose connect(2) is in progress: as every acceptor's relay starts — its fds the engine's alone,
+ * the client's slot counted in it, its events to the acceptor's callback. */
+static void relay_init(struct engine_thread *t, struct acceptor *a, struct relay *r, int fd, int up, const struct mpx_client_key *key)
+{
+	r->fd[SIDE_DOWN] = fd;
+	r->fd[SIDE_UP] = up;
+	r->ended_by = SIDE_NONE;
+	r->idle_ms = a->idle_ms;
+	r->started_ms = t->now_ms;
+	r->started_precise_ms = now_ms_precise();
+	r->connecting = true;
+	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
+	r->acc = a->js;
+	r->sole = true;
+	r->up_plain_tcp = !a->up_mptcp;
+	r->client = *key;
+	r->counted = true;
+	r->id = atomic_fetch_add(&g_next_id, 1);
+	for (int s = 0; s < 2; s++)
+		atomic_init(&r->dir[s].bytes, 0);
+}
+
+/* 'accepted' for relay r: the client's addresses, and the upstream socket's local one (read after
+ * its connect(2), so that the SYN leaves first). */
+static void accepted_fill(struct msg *m, const struct relay *r, const struct sockaddr_storage *peer, const struct sockaddr_storage *local, bool down_mptcp)
+{
+	m->id = r->id;
+	m->peer = *peer;
+	m->local = *local;
+	if (r->fd[SIDE_UP] >= 0) {
+		socklen_t len = sizeof(m->up_local);
+		getsockname(r->fd[SIDE_UP], (struct sockaddr *)&m->up_local, &len);
+	}
+	m->down_mptcp = down_mptcp;
+}
+
 /* The authority of an absolute-form http:// request line (between "http://" and the path),
  * NUL-terminated in out; false when there is none or it does not fit. http-head.c checks the
  * rest (and that it is the authority parseRequestTarget would take). */
@@ -448,7 +485,7 @@ static bool request_authority(const char *buf, size_t n, char *out, size_t cap)
 static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, const char *buf, size_t n)
 {
 	struct acceptor *a = p->acc;
-	char authority[LOOP_AUTHORITY_MAX];
+	char authority[MPX_HTTP_AUTHORITY_MAX];
 	handoff_dial(a, p, buf, n);
 	if (p->up < 0 || !request_authority(buf, n, authority, sizeof(authority)))
 		return false;
@@ -482,21 +519,8 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	}
 	memcpy(r->req_head, buf, info.head_len);
 	r->req_head_len = info.head_len;
-	r->fd[SIDE_DOWN] = p->fd;
-	r->fd[SIDE_UP] = p->up;
-	r->ended_by = SIDE_NONE;
-	r->idle_ms = a->idle_ms;
-	r->started_ms = t->now_ms;
-	r->started_precise_ms = now_ms_precise();
-	r->connecting = true; /* issued at the request line: connect_done sees how it went */
-	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
-	r->acc = a->js;
-	r->sole = true;
-	r->up_plain_tcp = !a->up_mptcp;
-	r->client = p->key;
-	r->counted = true;
+	relay_init(t, a, r, p->fd, p->up, &p->key); /* its connect was issued at the request line */
 	r->sample_down = p->down_mptcp;
-	r->id = atomic_fetch_add(&g_next_id, 1);
 	r->hold_down = true;
 	r->client_keeps = info.client_keeps;
 	r->head_state = HEAD_GATHERING;
@@ -508,14 +532,7 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	r->ex_started_ms = r->started_precise_ms;
 	r->dir[SIDE_DOWN].buf = out;
 	r->dir[SIDE_DOWN].len = len;
-	for (int s = 0; s < 2; s++)
-		atomic_init(&r->dir[s].bytes, 0);
-	m->id = r->id;
-	m->peer = p->peer;
-	m->local = p->local;
-	socklen_t sl = sizeof(m->up_local);
-	getsockname(p->up, (struct sockaddr *)&m->up_local, &sl);
-	m->down_mptcp = p->down_mptcp;
+	accepted_fill(m, r, &p->peer, &p->local, p->down_mptcp);
 	m->has_target = true;
 	m->up_target = p->target;
 	p->fd = p->up = -1; /* the relay's */
@@ -734,22 +751,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	if (denied != NULL)
 		syscall = "connect";
 	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
-	r->fd[SIDE_DOWN] = fd;
-	r->fd[SIDE_UP] = up;
-	r->ended_by = SIDE_NONE;
-	r->idle_ms = a->idle_ms;
-	r->started_ms = t->now_ms;
-	r->started_precise_ms = now_ms_precise();
-	r->connecting = true;
-	r->connect_deadline_ms = r->started_ms + a->connect_timeout_ms;
-	r->acc = a->js;
-	r->sole = true;
-	r->up_plain_tcp = !a->up_mptcp;
-	r->client = key;
-	r->counted = true;
-	r->id = atomic_fetch_add(&g_next_id, 1);
-	for (int s = 0; s < 2; s++)
-		atomic_init(&r->dir[s].bytes, 0);
+	relay_init(t, a, r, fd, up, &key);
 
 	struct msg *m = acc_msg(a, MSG_ACCEPTED);
 	if (m == NULL) {
@@ -763,15 +765,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 		free(r);
 		return;
 	}
-	m->id = r->id;
-	m->peer = *peer;
-	m->local = local;
-	socklen_t len;
-	if (up >= 0) {
-		len = sizeof(m->up_local);
-		getsockname(up, (struct sockaddr *)&m->up_local, &len);
-	}
-	m->down_mptcp = client_is_mptcp(a, fd);
+	accepted_fill(m, r, peer, &local, client_is_mptcp(a, fd));
 	r->sample_down = m->down_mptcp;
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	eng_post(t, m);

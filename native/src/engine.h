@@ -11,6 +11,7 @@
 #include "admission.h"
 #include "chunked.h"
 #include "destination.h"
+#include "http-head.h"
 
 #include <node_api.h>
 #include <pthread.h>
@@ -37,10 +38,6 @@
 #define HASH_BUCKETS 4096
 #define EPOLL_BATCH 128
 #define SOL_TCP_LEVEL IPPROTO_TCP
-/* The longest Via pseudonym the engine writes itself (responseVia, an acceptor's httpVia). */
-#define ACC_VIA_MAX 128
-/* The longest authority (host:port) the keep-alive loop compares requests with. */
-#define LOOP_AUTHORITY_MAX 300
 /* Connections an acceptor takes per wake-up before letting its thread's relays run. */
 #define ACCEPT_BURST 16
 /* How long an acceptor rests after accept(2) ran out of fds or memory (EMFILE...). */
@@ -357,7 +354,7 @@ struct acceptor {
 	 * of a forwarded connection ('accepted', 'exchange', 'done'), and 'head' for a response
 	 * head the engine declines. */
 	bool http_serve;
-	char http_via[ACC_VIA_MAX];
+	char http_via[MPX_HTTP_VIA_MAX];
 	uint32_t http_max_head, http_max_fields;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */

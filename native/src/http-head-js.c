@@ -15,9 +15,6 @@
 #include "common.h"
 #include "http-head.h"
 
-/* As relay.c's responseVia and the loop's authority (engine.h). */
-#define VIA_MAX 128
-#define AUTHORITY_MAX 300
 
 static bool set_bool(napi_env env, napi_value obj, const char *key, bool v)
 {
@@ -53,15 +50,38 @@ static napi_value answer(napi_env env, bool ok, napi_value obj, char *buf, const
 	return obj;
 }
 
+/* The response wrappers' first two arguments: the head (a Buffer) and the Via pseudonym. */
+static bool head_and_via(napi_env env, napi_value *argv, const uint8_t **data, size_t *len, char via[MPX_HTTP_VIA_MAX])
+{
+	return mpx_arg_buffer(env, argv[0], "The \"head\" argument must be a Buffer", data, len) && mpx_arg_string(env, argv[1], "via", via, MPX_HTTP_VIA_MAX);
+}
+
+napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2], out;
+	const uint8_t *data = NULL;
+	size_t len = 0;
+	char via[MPX_HTTP_VIA_MAX];
+	if (!mpx_get_args(env, info, 2, argv) || !head_and_via(env, argv, &data, &len, via))
+		return NULL;
+	size_t cap = len + strlen(via) + 64;
+	char *buf = malloc(cap);
+	if (buf == NULL)
+		return mpx_throw_errno(env, ENOMEM, "malloc");
+	int status = 0;
+	size_t n = mpx_http_rewrite_response((const char *)data, len, via, buf, cap, &status);
+	bool ok = (n > 0 ? napi_create_buffer_copy(env, n, buf, NULL, &out) : napi_get_null(env, &out)) == napi_ok;
+	return answer(env, ok, out, buf, "httpRewriteResponse");
+}
+
 napi_value mpx_js_http_rewrite_response_ex(napi_env env, napi_callback_info info)
 {
 	napi_value argv[4], obj;
 	const uint8_t *data = NULL;
 	size_t len = 0;
-	char via[VIA_MAX];
+	char via[MPX_HTTP_VIA_MAX];
 	bool client_keeps, head_request;
-	if (!mpx_get_args(env, info, 4, argv) || !mpx_arg_buffer(env, argv[0], "The \"head\" argument must be a Buffer", &data, &len) ||
-	    !mpx_arg_string(env, argv[1], "via", via, sizeof(via)) || !mpx_arg_bool(env, argv[2], "clientKeeps", &client_keeps) ||
+	if (!mpx_get_args(env, info, 4, argv) || !head_and_via(env, argv, &data, &len, via) || !mpx_arg_bool(env, argv[2], "clientKeeps", &client_keeps) ||
 	    !mpx_arg_bool(env, argv[3], "headRequest", &head_request))
 		return NULL;
 	size_t cap = len + strlen(via) + 64; /* dropping fields only shrinks it */
@@ -86,7 +106,7 @@ napi_value mpx_js_http_rewrite_request(napi_env env, napi_callback_info info)
 	napi_value argv[5], obj;
 	const uint8_t *data = NULL;
 	size_t len = 0;
-	char authority[AUTHORITY_MAX], via[VIA_MAX];
+	char authority[MPX_HTTP_AUTHORITY_MAX], via[MPX_HTTP_VIA_MAX];
 	int32_t max_head_bytes, max_fields;
 	if (!mpx_get_args(env, info, 5, argv) || !mpx_arg_buffer(env, argv[0], "The \"head\" argument must be a Buffer", &data, &len) ||
 	    !mpx_arg_string(env, argv[1], "authority", authority, sizeof(authority)) || !mpx_arg_string(env, argv[2], "via", via, sizeof(via)) ||

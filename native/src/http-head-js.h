@@ -8,6 +8,9 @@
 
 #include <node_api.h>
 
+/* httpRewriteResponse(head, via) → Buffer | null (mpx_http_rewrite_response: a client closed
+ * after the response). */
+napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info);
 /* httpRewriteResponseEx(head, via, clientKeeps, headRequest) → { out, status, body, length,
  * upstreamKeeps, clientClosed } | null (mpx_http_rewrite_response_ex). */
 napi_value mpx_js_http_rewrite_response_ex(napi_env env, napi_callback_info info);

@@ -7,6 +7,12 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+/* Buffer sizes (NUL included): the longest Via pseudonym the engine writes itself (relayStart's
+ * responseVia, an acceptor's httpVia), and the longest authority (host:port) it compares a
+ * request's with (the keep-alive loop, serve_at_accept). */
+#define MPX_HTTP_VIA_MAX 128
+#define MPX_HTTP_AUTHORITY_MAX 300
 #include <stdint.h>
 
 /* How a response's body is delimited: framing.ts's BodyFraming kinds. */

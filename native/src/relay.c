@@ -472,6 +472,25 @@ static void loop_wait_next(struct engine_thread *t, struct relay *r);
 static void loop_give_back(struct engine_thread *t, struct relay *r);
 static void loop_consume_request(struct engine_thread *t, struct relay *r);
 
+/* A request still in the client's socket (the loop's, or one served from accept: their heads
+ * leave it at the response's first byte) whose upstream ended or failed before answering — one
+ * closing its idle connection as the request went out: the client goes back to JS, which sends
+ * the request on a new connection. False when the response had begun. */
+static bool loop_unanswered(struct engine_thread *t, struct relay *r)
+{
+	if (r->loop_pending_skip == 0)
+		return false;
+	loop_give_back(t, r);
+	return true;
+}
+
+/* A read of n bytes where want were asked for emptied the source's queue (struct direction,
+ * drained): short, not a bulk flow's, and no hang-up pending that only reading on would see. */
+static bool read_drained(const struct relay *r, int d, size_t n, size_t want)
+{
+	return n < want && n < DRAINED_MAX && !r->hup[d];
+}
+
 /* Posts what was gathered (or, after the upstream failed, nothing: err and syscall say how)
  * and waits for relayHeadDone. */
 static void head_post(struct engine_thread *t, struct relay *r, bool complete, int err, const char *syscall)
@@ -590,9 +609,7 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 	}
 	for (;;) {
 		if (x->eof) {
-			if (r->loop_pending_skip > 0 && r->head_len == 0)
-				loop_give_back(t, r); /* as head_upstream_failed */
-			else
+			if (!loop_unanswered(t, r))
 				head_post(t, r, false, 0, NULL);
 			return false;
 		}
@@ -610,7 +627,7 @@ static bool head_gather(struct engine_thread *t, struct relay *r)
 			if (mpx_head_has_end(r->head_buf, r->head_len, before)) {
 				/* As pump's reads: a short one emptied the queue, so once the response is
 				 * written the direction waits for the next edge instead of reading EAGAIN. */
-				x->drained = (size_t)n < HEAD_MAX - before && (size_t)n < DRAINED_MAX && !r->hup[SIDE_UP];
+				x->drained = read_drained(r, SIDE_UP, (size_t)n, HEAD_MAX - before);
 				return head_whole(t, r);
 			}
 			if (r->head_len == HEAD_MAX) {
@@ -681,13 +698,8 @@ static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int e
 {
 	if (r->head_state != HEAD_GATHERING) /* only an exchange gathers heads */
 		return false;
-	if (r->loop_pending_skip > 0) {
-		/* A kept upstream that failed before answering the loop's request (one closing its
-		 * idle connection as the request went out): the request is still in the client's
-		 * socket, and JS sends it on a new connection. */
-		loop_give_back(t, r);
+	if (loop_unanswered(t, r))
 		return true;
-	}
 	bool connecting = r->connecting;
 	r->connecting = false;
 	if (connecting)
@@ -1105,7 +1117,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
 			 * through the forward, 7.8 → 10.8 Gbit/s in one A/B) beats waiting for their edge. */
-			x->drained = (size_t)n < want && (size_t)n < DRAINED_MAX && !r->hup[d];
+			x->drained = read_drained(r, d, (size_t)n, want);
 			if (r->pump && !r->until_eof)
 				r->remaining -= (uint64_t)n;
 			/* A whole buffer's worth was queued: a bulk flow, whose queues are our delay. */
@@ -1390,20 +1402,20 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 		int64_t idle = r->loop_wait && r->loop_idle_ms > 0 ? r->loop_idle_ms : r->idle_ms;
 		if (idle <= 0)
 			continue;
-		if (t->now_ms - r->last_activity_ms >= idle && r->loop_wait) {
+		if (t->now_ms - r->last_activity_ms < idle) {
+			if (m == 0 || idle < m)
+				m = idle;
+		} else if (r->loop_wait) {
 			/* keepAliveTimeoutMs with no next request: closed quietly, as a session or the
 			 * acceptor closes an idle kept-alive client (no error, ended by the proxy). */
 			r->loop_wait = false;
 			first_end(r, SIDE_PROXY);
 			finish(t, r);
-		} else if (t->now_ms - r->last_activity_ms >= idle) {
-			/* Waiting for a response head: JS answers in its place (a 504), as the session
-			 * does when an upstream says nothing for the idle timeout. */
-			if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle"))
-				end_by_proxy(t, r, "idle");
+		} else if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle")) {
+			/* Waiting for a response head, JS answers in its place (a 504, head_upstream_failed),
+			 * as the session does when an upstream says nothing for the idle timeout. */
+			end_by_proxy(t, r, "idle");
 		}
-		else if (m == 0 || idle < m)
-			m = idle;
 	}
 	*min_idle = m;
 	t->connect_due = due;
@@ -2064,8 +2076,6 @@ static struct relay *new_relay(napi_env env, napi_value *argv, const char *a, co
 /* 2^53: the largest length a JS number carries exactly. */
 #define MAX_SAFE_LENGTH 9007199254740992.0
 
-/* The longest Via pseudonym the engine writes itself (responseVia, httpRewriteResponse). */
-#define VIA_MAX ACC_VIA_MAX
 
 /* relayStart's options (undefined: none): { skipDown?: bytes, onResponseHead?: function,
  * responseVia?: string, soleOwner?: the fds are the only ones on their sockets and non-blocking
@@ -2075,8 +2085,8 @@ struct relay_opts {
 	double skip_down;
 	napi_value on_head, on_exchange;
 	bool sole, up_plain_tcp, hold, head_request;
-	char via[VIA_MAX]; /* responseVia, "" if none */
-	char loop_authority[LOOP_AUTHORITY_MAX]; /* "" if none */
+	char via[MPX_HTTP_VIA_MAX]; /* responseVia, "" if none */
+	char loop_authority[MPX_HTTP_AUTHORITY_MAX]; /* "" if none */
 	double loop_max_head, loop_max_fields, loop_idle_ms;
 };
 
@@ -2383,29 +2393,6 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
 	}
 	napi_value out;
 	NAPI_CALL(env, napi_get_boolean(env, queued, &out));
-	return out;
-}
-
-/* httpRewriteResponse(head, via) → Buffer | null: http-head.c's rewrite on its own, for the test
- * that holds it to rewrite.ts's (test/unit/http-head-native.test.ts). */
-napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info)
-{
-	napi_value argv[2], out;
-	const uint8_t *data = NULL;
-	size_t len = 0;
-	char via[VIA_MAX];
-	if (!mpx_get_args(env, info, 2, argv) || !mpx_arg_buffer(env, argv[0], "The \"head\" argument must be a Buffer", &data, &len) ||
-	    !mpx_arg_string(env, argv[1], "via", via, sizeof(via)))
-		return NULL;
-	size_t cap = len + strlen(via) + 64;
-	char *buf = malloc(cap);
-	if (buf == NULL)
-		return mpx_throw_errno(env, ENOMEM, "malloc");
-	int status = 0;
-	size_t n = mpx_http_rewrite_response((const char *)data, len, via, buf, cap, &status);
-	napi_status st = n > 0 ? napi_create_buffer_copy(env, n, buf, NULL, &out) : napi_get_null(env, &out);
-	free(buf);
-	NAPI_CALL(env, st);
 	return out;
 }
 

@@ -68,8 +68,6 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info);
 /* relayHeadDone(id, out, then, carry, keepBody) → boolean: the answer to relayStart's
  * options.onResponseHead (relay.c, "response-head hook"). */
 napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info);
-/* httpRewriteResponse(head, via) → Buffer | null (http-head.c; for its test). */
-napi_value mpx_js_http_rewrite_response(napi_env env, napi_callback_info info);
 /* relaySetThreads(n): engine thread count, applied when the engine next starts. */
 napi_value mpx_js_relay_set_threads(napi_env env, napi_callback_info info);
 /* relaySetQueueCap(floorBytes, rateMbit, notsentBytes): the queue caps for bulk flows (queue-cap.c). */
