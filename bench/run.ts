@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { createTestbed, testbedSkipReason } from '../testbed/index.js';
 import { ensurePeers } from './peers/install.js';
 import { describeMachine } from './lib/machine.js';
+import { machineCpu, machineStealShare } from './lib/proc.js';
 import type { BenchContext, BenchOptions } from './lib/context.js';
 import { commandLog } from './variants.js';
 import { runAggregation, runThroughput } from './scenarios/transfer.js';
@@ -76,6 +77,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const startedAt = new Date();
+  const machineAtStart = machineCpu();
   const wanted = (s: ScenarioName): boolean => !opts.only || opts.only.includes(s);
   const programs = ['mptcpize', 'curl', 'nginx', 'haproxy', 'squid', ...(wanted('conversion-delay') ? ['tcpdump'] : [])];
   const peers = ensurePeers(programs, log);
@@ -131,6 +133,7 @@ async function main(): Promise<number> {
     rmSync(dir, { recursive: true, force: true });
   }
   results.durationSeconds = Math.round((Date.now() - startedAt.getTime()) / 1000);
+  results.hostSteal = machineStealShare(machineAtStart, machineCpu());
   results.targets = evaluateTargets(results);
   const files = writeResults(results, opts.out, opts.writeLatest);
   log(`bench: wrote ${files.join(', ')}`);

@@ -33,6 +33,13 @@ export function fmtSummary(s: Summary | undefined, digits = 0): string {
   return s.n > 1 ? `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : fmt(s.median, digits);
 }
 
+/** Shares (0–1) as percentages: "3%", or "3% (max 35%)" over several runs. */
+export function fmtShares(s: Summary | undefined): string {
+  if (!s) return '–';
+  const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
+  return s.n > 1 && Math.round(s.max * 100) !== Math.round(s.median * 100) ? `${pct(s.median)} (max ${pct(s.max)})` : pct(s.median);
+}
+
 /**
  * Runs `once(entry, rep)` `reps` times for every entry, round the entries (rep 1 of each, then
  * rep 2...): the machine is shared and drifts over minutes, and a ratio is fairest between runs

@@ -8,8 +8,8 @@
  * bench/load/conn-load.ts in cli, MPTCP through our addon; each run is bounded in time and count.
  */
 import { fileURLToPath } from 'node:url';
-import { cpuDelta, groupCpu } from '../lib/proc.js';
-import { fmtSummary, repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
+import { cpuDelta, groupCpu, machineCpu, machineStealShare, stealNote } from '../lib/proc.js';
+import { fmtShares, fmtSummary, repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
 import { ensureBlobFile, blobFileName, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import {
@@ -37,6 +37,8 @@ export interface ConnRateRow {
   /** The proxy's CPU (user + system, all its processes) per connection, µs. On a shared
    * 2-core machine the rate depends on what everything else costs too; this is the proxy's part. */
   proxyCpuUsPerConn?: Summary;
+  /** Share of the machine's time the host stole during each run (machineStealShare). */
+  steal?: Summary;
   ok: number;
   errors: number;
   firstError?: string;
@@ -44,7 +46,7 @@ export interface ConnRateRow {
 }
 
 interface LoadResult { ok: number; errors: number; firstError?: string; rate: number; p50Ms?: number; elapsedMs: number }
-interface MeasuredRun extends LoadResult { proxyCpuUsPerConn?: number }
+interface MeasuredRun extends LoadResult { proxyCpuUsPerConn?: number; steal: number }
 
 export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRow[]; bounds: { durationMs: number; maxRequests: number; concurrency: number }; skipped: Record<string, string>; markdown: string[] }> {
   const { tb } = ctx;
@@ -162,19 +164,21 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       await repeatRoundRobin(ctx.opts.reps, warmed, async (e, rep) => {
         const cpuOf = async (): Promise<Map<number, number> | undefined> => (e.t.proxy ? groupCpu(tb.hosts.prx.ns, e.t.proxy.proc.pid) : undefined);
         const cpuBefore = await cpuOf();
+        const machineBefore = machineCpu();
         const proc = spawnLogged(tb, 'cli', [process.execPath, CONN_LOAD, ...e.t.args, ...bounds]);
         if (rep > 0) commandLog.pop();
         const r = await proc.waitForJson<LoadResult & { event: string }>((v) => v.event === 'done', { timeoutMs: durationMs + 30_000 });
         // Read the proxy's CPU as the load ends (before the client's exit), so its closing work is
         // in and nothing after is.
         const cpuAfter = await cpuOf();
+        const steal = machineStealShare(machineBefore, machineCpu());
         await proc.waitForExit(5_000);
         const proxyCpuUsPerConn = cpuBefore && cpuAfter && r.ok > 0 ? (cpuDelta(cpuBefore, cpuAfter) / r.ok) * 1e6 : undefined;
-        e.runs.push({ ...r, proxyCpuUsPerConn });
+        e.runs.push({ ...r, proxyCpuUsPerConn, steal });
         e.row.ok += r.ok;
         e.row.errors += r.errors;
         e.row.firstError ??= r.firstError;
-        ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s${proxyCpuUsPerConn !== undefined ? `, proxy CPU ${proxyCpuUsPerConn.toFixed(0)} µs/conn` : ''} (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})`);
+        ctx.log(`  conn-rate ${load} ${e.t.variant} rep ${rep + 1}: ${r.rate.toFixed(0)}/s${proxyCpuUsPerConn !== undefined ? `, proxy CPU ${proxyCpuUsPerConn.toFixed(0)} µs/conn` : ''} (${r.ok} ok, ${r.errors} errors${r.firstError ? `: ${r.firstError}` : ''})${stealNote(steal)}`);
       }, (e, err) => {
         e.row.error = (err as Error).message;
       });
@@ -182,18 +186,19 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
         e.row.rate = summarize(e.runs.map((r) => r.rate));
         e.row.p50Ms = summarize(e.runs.map((r) => r.p50Ms ?? NaN));
         if (e.t.proxy) e.row.proxyCpuUsPerConn = summarize(e.runs.map((r) => r.proxyCpuUsPerConn ?? NaN));
+        e.row.steal = summarize(e.runs.map((r) => r.steal));
         rows.push(e.row);
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
-    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes; echo = 100 bytes sent and the same 100 bytes read back, then close.`, '');
-    md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | proxy CPU µs/conn | CPU ÷ HAProxy | ok | errors |', '|---|---|---|---|---|---|---|---|---|---|');
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes; echo = 100 bytes sent and the same 100 bytes read back, then close. Host steal = the share of the machine's time the host ran someone else during the runs (/proc/stat), median (max): a run with steal is slower for reasons that are not the variant's.`, '');
+    md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | proxy CPU µs/conn | CPU ÷ HAProxy | host steal | ok | errors |', '|---|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;
       const ratio = (r: number | undefined): string => (r && row.rate ? (row.rate.median / r).toFixed(2) : '–');
       const haproxyCpu = rows.find((x) => x.load === row.load && x.variant === 'haproxy')?.proxyCpuUsPerConn?.median;
       const cpuRatio = haproxyCpu && row.proxyCpuUsPerConn ? (row.proxyCpuUsPerConn.median / haproxyCpu).toFixed(2) : '–';
-      md.push(`| ${row.load} | ${row.variant} | ${fmtSummary(row.rate, 0)} | ${ratio(ref('haproxy'))} | ${ratio(ref('direct'))} | ${fmtSummary(row.p50Ms, 2)} | ${row.proxyCpuUsPerConn ? fmtSummary(row.proxyCpuUsPerConn, 0) : '–'} | ${cpuRatio} | ${row.ok} | ${row.errors}${row.firstError ? ` (${row.firstError})` : ''}${row.error ? ` ERROR ${row.error.slice(0, 100)}` : ''} |`);
+      md.push(`| ${row.load} | ${row.variant} | ${fmtSummary(row.rate, 0)} | ${ratio(ref('haproxy'))} | ${ratio(ref('direct'))} | ${fmtSummary(row.p50Ms, 2)} | ${row.proxyCpuUsPerConn ? fmtSummary(row.proxyCpuUsPerConn, 0) : '–'} | ${cpuRatio} | ${fmtShares(row.steal)} | ${row.ok} | ${row.errors}${row.firstError ? ` (${row.firstError})` : ''}${row.error ? ` ERROR ${row.error.slice(0, 100)}` : ''} |`);
     }
     for (const [k, v] of Object.entries(skipped)) md.push(`- ${k}: ${v}`);
     return { rows, bounds: { durationMs, maxRequests, concurrency }, skipped, markdown: md };

@@ -18,6 +18,7 @@ import { basename, join } from 'node:path';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { readPcap, SYN, ACK, type TcpPacket } from '../lib/pcap.js';
+import { STEAL_NOTABLE, stealNote, withSteal } from '../lib/proc.js';
 import { percentile, fmt } from '../lib/stats.js';
 import { ensureBlobFile, blobFileName, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
@@ -31,6 +32,37 @@ export interface DelayRow {
   samples: number;
   p50Ms?: number;
   p90Ms?: number;
+  /** Share of the machine's time the host stole during the kept capture's exchanges. */
+  steal?: number;
+  /** Captures taken (calmCapture): more than 1 when the host stole. */
+  tries?: number;
+}
+
+/** How many times a capture is taken while the host steals ≥ STEAL_NOTABLE (full runs). */
+const CALM_TRIES = 3;
+
+/**
+ * Takes a capture of `run` and analyses it; while the host steals STEAL_NOTABLE or more of the
+ * machine's time during `run`, takes it again, up to `tries` times, and keeps the calmest. The
+ * same rule for every variant: a delay measured while the host runs someone else holds the
+ * host's scheduling, not only the proxy's work (two of 2026-12-03's full runs had our and
+ * HAProxy's keep-alive delays doubled together), and the report shows each row's steal either
+ * way. The pcap left in `file` is the last try's.
+ */
+async function calmCapture(ctx: BenchContext, file: string, filter: string, tries: number, run: () => Promise<void>, analyze: (pkts: TcpPacket[]) => Record<string, number[]>): Promise<{ samples: Record<string, number[]>; steal: number; tries: number }> {
+  let best: { samples: Record<string, number[]>; steal: number; tries: number } | undefined;
+  let logged = 0;
+  for (let i = 1; i <= tries; i++) {
+    const { steal } = await capture(ctx, file, filter, () => withSteal(run));
+    // A try again runs the same commands: the command log keeps the first try's.
+    if (i === 1) logged = commandLog.length;
+    else commandLog.length = logged;
+    if (best === undefined || !(steal >= best.steal)) best = { samples: analyze(readPcap(file)), steal, tries: i };
+    best.tries = i;
+    if (!(steal >= STEAL_NOTABLE)) break;
+    ctx.log(`  conversion-delay ${basename(file)}: try ${i}${stealNote(steal)}${i < tries ? '; again' : ''}`);
+  }
+  return best!;
 }
 
 async function capture<T>(ctx: BenchContext, file: string, filter: string, fn: () => Promise<T>): Promise<T> {
@@ -228,29 +260,26 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
         // steady state, not of its first connections (for ours, V8 compiles the hot path
         // during the first few hundred: warm, SYN → upstream SYN p50 fell from ≈0.6 to ≈0.25 ms).
         await exchange(warmup);
-        await capture(ctx, smallFile, filter, () => exchange(exchanges));
-        const small = analyzeSmall(readPcap(smallFile), c.port, 8080, c.http);
-        for (const [kind, v] of Object.entries(small)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90) });
+        const tries = ctx.opts.quick ? 1 : CALM_TRIES;
+        const pushRows = (m: { samples: Record<string, number[]>; steal: number; tries: number }): void => {
+          for (const [kind, v] of Object.entries(m.samples)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90), steal: m.steal, tries: m.tries });
+        };
+        pushRows(await calmCapture(ctx, smallFile, filter, tries, () => exchange(exchanges), (p) => analyzeSmall(p, c.port, 8080, c.http)));
         const keepFile = join(ctx.dir, `${c.variant}-keepalive.pcap`);
         // Its own warm-up: the Connection: close GETs above may take another path through the
         // proxy than a kept-alive client's requests (ours serves them in the engine, and its
         // keep-alive session would otherwise be measured cold: +40 µs p50, seen in A/B runs).
         await exchange(warmup, 'http-keepalive');
-        await capture(ctx, keepFile, filter, () => exchange(exchanges, 'http-keepalive'));
-        const kept = analyzeKeepAlive(readPcap(keepFile), c.port, 8080);
-        for (const [kind, v] of Object.entries(kept)) rows.push({ variant: c.variant, kind, samples: v.length, p50Ms: percentile(v, 50), p90Ms: percentile(v, 90) });
-        {
-          const bulkFile = join(ctx.dir, `${c.variant}-bulk.pcap`);
-          await capture(ctx, bulkFile, filter, async () => {
-            const url = c.http ? `-x http://${prx}:${c.port} http://${srv}:8080/${blobFileName(bulk)}` : `http://${prx}:${c.port}/${blobFileName(bulk)}`;
-            const cmd = `mptcpize run curl -sS --fail --max-time 60 ${url} | openssl dgst -sha256 -r`;
-            commandLog.push(`[cli] ${cmd}`);
-            const r = await tb.exec('cli', ['sh', '-c', cmd], { timeoutMs: 70_000 });
-            if (r.stdout.trim().split(/\s+/)[0] !== expectedSha256(bulk)) throw new Error(`bulk download corrupt: ${r.stdout} ${r.stderr}`);
-          });
-          const d = analyzeBulk(readPcap(bulkFile), c.port, 8080, c.http);
-          rows.push({ variant: c.variant, kind: 'bulk-down', samples: d.length, p50Ms: percentile(d, 50), p90Ms: percentile(d, 90) });
-        }
+        pushRows(await calmCapture(ctx, keepFile, filter, tries, () => exchange(exchanges, 'http-keepalive'), (p) => analyzeKeepAlive(p, c.port, 8080)));
+        const bulkFile = join(ctx.dir, `${c.variant}-bulk.pcap`);
+        const url = c.http ? `-x http://${prx}:${c.port} http://${srv}:8080/${blobFileName(bulk)}` : `http://${prx}:${c.port}/${blobFileName(bulk)}`;
+        const cmd = `mptcpize run curl -sS --fail --max-time 60 ${url} | openssl dgst -sha256 -r`;
+        commandLog.push(`[cli] ${cmd}`);
+        const download = async (): Promise<void> => {
+          const r = await tb.exec('cli', ['sh', '-c', cmd], { timeoutMs: 70_000 });
+          if (r.stdout.trim().split(/\s+/)[0] !== expectedSha256(bulk)) throw new Error(`bulk download corrupt: ${r.stdout} ${r.stderr}`);
+        };
+        pushRows(await calmCapture(ctx, bulkFile, filter, tries, download, (p) => ({ 'bulk-down': analyzeBulk(p, c.port, 8080, c.http) })));
         ctx.log(`  conversion-delay ${c.variant}: ${rows.filter((r) => r.variant === c.variant).map((r) => `${r.kind} p50 ${fmt(r.p50Ms, 3)} ms (n=${r.samples})`).join(', ')}`);
       } catch (err) {
         skipped[c.variant] = (err as Error).message;
@@ -263,11 +292,11 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
     await Promise.all(procs.map((p) => p.proc.stop(1_000)));
   }
   const md = ['## 5. Conversion delay (packet captures on prx)', ''];
-  md.push(`tcpdump -i any on prx; after ${warmup} uncaptured warm-up GETs (again before the keep-alive rows, on a kept-alive connection), ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small; our HTTP proxy with its upstream pool off, so that every request dials as Squid's do), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out, on a new connection per GET (for an HTTP proxy, small-up then includes the upstream's handshake); small-up/down (keep-alive) = the same for ${exchanges} sequential GETs on one client connection (processing only: the small-exchange target is checked on these rows); bulk-down = server packet in → the packet out to the client carrying its first byte.`, '');
-  md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy |', '|---|---|---|---|---|---|');
+  md.push(`tcpdump -i any on prx; after ${warmup} uncaptured warm-up GETs (again before the keep-alive rows, on a kept-alive connection), ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small; our HTTP proxy with its upstream pool off, so that every request dials as Squid's do), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out, on a new connection per GET (for an HTTP proxy, small-up then includes the upstream's handshake); small-up/down (keep-alive) = the same for ${exchanges} sequential GETs on one client connection (processing only: the small-exchange target is checked on these rows); bulk-down = server packet in → the packet out to the client carrying its first byte. Host steal = the share of the machine's time the host ran someone else during the captured exchanges (/proc/stat); a capture during which it was ${(STEAL_NOTABLE * 100).toFixed(0)}% or more is taken again, up to ${CALM_TRIES} times in all, for every variant alike, and the calmest kept (its tries in brackets).`, '');
+  md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy | host steal |', '|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const ha = rows.find((x) => x.variant === 'haproxy' && x.kind === r.kind)?.p50Ms;
-    md.push(`| ${r.variant} | ${r.kind} | ${r.samples} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p90Ms, 3)} | ${ha && r.p50Ms !== undefined ? (r.p50Ms / ha).toFixed(2) : '–'} |`);
+    md.push(`| ${r.variant} | ${r.kind} | ${r.samples} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p90Ms, 3)} | ${ha && r.p50Ms !== undefined ? (r.p50Ms / ha).toFixed(2) : '–'} | ${r.steal === undefined || !Number.isFinite(r.steal) ? '–' : `${(r.steal * 100).toFixed(0)}%`}${(r.tries ?? 1) > 1 ? ` (${r.tries} tries)` : ''} |`);
   }
   for (const [k, v] of Object.entries(skipped)) md.push(`- ${k}: ${v}`);
   return { rows, skipped, markdown: md };

@@ -9,7 +9,7 @@
  */
 import type { TestbedProcess } from '../../testbed/index.js';
 import { runBlobClient, startBlobServer, BLOB_CLIENT_PATH } from '../../test/helpers/peer-programs.js';
-import { cpuDelta, groupCpu, machineBusyShare, machineCpu } from '../lib/proc.js';
+import { cpuDelta, groupCpu, machineBusyShare, machineCpu, machineStealShare, stealNote } from '../lib/proc.js';
 import { repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
 import { blobFileName, ensureBlobFile, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
@@ -41,6 +41,8 @@ export interface TransferRun {
   /** Share of the machine's cores busy during the run (client, proxy, server and kernel
    *  together): near 1, the run is bounded by the machine, not by the variant alone. */
   machineBusy?: number;
+  /** Share of the machine's time the host stole during the run (machineStealShare). */
+  steal?: number;
   /** Every transfer's length matched (and its SHA-256, when `sha256Checked`). */
   bytesChecked: boolean;
   /** The bodies were hashed in this run (false: length only, see TransferRow.hashCheck). */
@@ -56,6 +58,7 @@ export interface TransferRow {
   mbit?: Summary;
   cpuSecondsPerGB?: Summary;
   machineBusy?: Summary;
+  steal?: Summary;
   /** aggregation only: share of the sum of the path rates. */
   shareOfPathSum?: Summary;
   runs: TransferRun[];
@@ -221,6 +224,7 @@ async function runOnce(ctx: BenchContext, origins: Origins, t: TransferTarget, b
     wallMs: Math.round(wallMs),
     proxyCpuSeconds: cpuBefore && cpuAfter ? cpuDelta(cpuBefore, cpuAfter) : undefined,
     machineBusy: machineBusyShare(machineBefore, machineAfter),
+    steal: machineStealShare(machineBefore, machineAfter),
     bytesChecked: ok,
     sha256Checked: hash || t.kind === 'blob',
     transfers: parallel,
@@ -256,11 +260,12 @@ async function measure(ctx: BenchContext, origins: Origins, targets: TransferTar
     await repeatRoundRobin(ctx.opts.reps, checked, async (e, rep) => {
       const run = await runOnce(ctx, origins, e.t, bytes, parallel, timeoutMs, hashTimed(e.t));
       e.row.runs.push(run);
-      ctx.log(`  ${scenario} ${e.t.variant} ×${parallel} rep ${rep + 1}: ${run.mbit.toFixed(0)} Mbit/s${run.proxyCpuSeconds !== undefined ? `, proxy CPU ${run.proxyCpuSeconds.toFixed(2)} s` : ''}, ${run.sha256Checked ? 'sha256' : 'length'} checked`);
+      ctx.log(`  ${scenario} ${e.t.variant} ×${parallel} rep ${rep + 1}: ${run.mbit.toFixed(0)} Mbit/s${run.proxyCpuSeconds !== undefined ? `, proxy CPU ${run.proxyCpuSeconds.toFixed(2)} s` : ''}, ${run.sha256Checked ? 'sha256' : 'length'} checked${stealNote(run.steal)}`);
     }, failed);
     for (const { t, row } of entries) {
       row.mbit = summarize(row.runs.map((r) => r.mbit));
       row.machineBusy = summarize(row.runs.map((r) => r.machineBusy ?? NaN));
+      row.steal = summarize(row.runs.map((r) => r.steal ?? NaN));
       if (t.proxy) row.cpuSecondsPerGB = summarize(row.runs.map((r) => (r.proxyCpuSeconds ?? NaN) / (r.bytes / 1e9)));
       if (pathSumMbit) row.shareOfPathSum = summarize(row.runs.map((r) => r.mbit / pathSumMbit));
       rows.push(row);
