@@ -449,7 +449,7 @@ enum mpx_summary_result mpx_subflow_summary(int fd, bool want_paths, struct mpx_
 			continue;
 		char *p = out->paths[out->npaths++];
 		size_t used = format_endpoint(&a->sa_local, p, MPX_PATH_LEN);
-		used += (size_t)snprintf(p + used, MPX_PATH_LEN - used, " \xe2\x86\x92 "); /* U+2192 */
+		used += (size_t)snprintf(p + used, MPX_PATH_LEN - used, " -> "); /* as subflowAddresses() */
 		format_endpoint(&a->sa_remote, p + used, MPX_PATH_LEN - used);
 	}
 	if (out->count < out->npaths)

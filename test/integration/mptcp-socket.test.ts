@@ -153,7 +153,7 @@ test('MPTCP listener and connectMptcp client exchange 1 MiB each way and both en
     assert.ok(sf.bytesSent >= MiB, `${name} subflow sent at least 1 MiB (got ${sf.bytesSent})`);
     assert.ok(sf.bytesReceived >= MiB, `${name} subflow received at least 1 MiB (got ${sf.bytesReceived})`);
     assert.ok(sf.rttUs > 0, `${name} subflow has an RTT sample`);
-    assert.equal(subflowAddresses(sf), `${socket.localAddress}:${socket.localPort} → ${socket.remoteAddress}:${socket.remotePort}`);
+    assert.equal(subflowAddresses(sf), `${socket.localAddress}:${socket.localPort} -> ${socket.remoteAddress}:${socket.remotePort}`);
   }
 });
 
@@ -304,7 +304,7 @@ for (const [label, listenHost, connectHost, serverRemote] of [
       assert.equal(readSubflowCount(socket), slow.count);
     }
     // The exact text, not just agreement with the TS formatter: IPv6 in brackets, mapped IPv4 bare.
-    assert.equal(native.subflowSummary(socketFd(server))?.paths[0]?.split(' → ')[1], serverRemote(client.localPort ?? 0));
+    assert.equal(native.subflowSummary(socketFd(server))?.paths[0]?.split(' -> ')[1], serverRemote(client.localPort ?? 0));
   });
 }
 

@@ -310,7 +310,7 @@ describe('native relay: MPTCP downstream', () => {
     t.after(() => servers.close());
     const p = await mptcpPairs(servers.proxy, servers.upServer);
     t.after(() => [p.client, p.down, p.up, p.server].forEach((s) => s.destroy()));
-    const expected = `${HOST}:${p.down.localPort} → ${HOST}:${p.client.localPort}`;
+    const expected = `${HOST}:${p.down.localPort} -> ${HOST}:${p.client.localPort}`;
     for (const sample of [true, false]) {
       const q = sample ? p : await mptcpPairs(servers.proxy, servers.upServer);
       if (!sample) t.after(() => [q.client, q.down, q.up, q.server].forEach((s) => s.destroy()));
@@ -336,7 +336,7 @@ describe('native relay: MPTCP downstream', () => {
     const p = await mptcpPairs(servers.proxy, servers.upServer);
     t.after(() => [p.client, p.server].forEach((s) => s.destroy()));
     const ctx = mptcpContext(p);
-    const expected = `${HOST}:${portOf(servers.proxy)} → ${HOST}:${p.client.localPort}`;
+    const expected = `${HOST}:${portOf(servers.proxy)} -> ${HOST}:${p.client.localPort}`;
     const done = relay(p.down, p.up, ctx);
     p.server.on('data', (c: Buffer) => p.server.write(c));
     p.server.once('end', () => p.server.end());

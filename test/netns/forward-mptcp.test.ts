@@ -62,8 +62,8 @@ describe(`tcp-forward (${engine} relay) converts a two-path MPTCP client to one 
     assert.equal(line.clientMptcp, true, 'the proxy saw an MPTCP client');
     assert.equal(line.clientSubflows, 2, `the proxy saw two subflows: ${JSON.stringify(line.clientPaths)}`);
     const paths = line.clientPaths ?? [];
-    assert.ok(paths.some((p) => p.includes(`→ ${tb.hosts.cli.wired}:`)), `a subflow from the wired address: ${paths.join(', ')}`);
-    assert.ok(paths.some((p) => p.includes(`→ ${tb.hosts.cli.wless}:`)), `a subflow from the wless address: ${paths.join(', ')}`);
+    assert.ok(paths.some((p) => p.includes(`-> ${tb.hosts.cli.wired}:`)), `a subflow from the wired address: ${paths.join(', ')}`);
+    assert.ok(paths.some((p) => p.includes(`-> ${tb.hosts.cli.wless}:`)), `a subflow from the wless address: ${paths.join(', ')}`);
     assert.equal(line.upstreamMptcp, false, 'the upstream is plain TCP');
     assert.equal(line.bytesUp, 8 + 32 * MB, 'header + upload counted');
     assert.equal(line.bytesDown, 32 * MB);

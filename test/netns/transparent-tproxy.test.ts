@@ -140,8 +140,8 @@ describe('transparent front-end: TPROXY serves two-subflow MPTCP clients, REDIRE
     assert.equal(line.clientMptcp, true);
     assert.equal(line.clientSubflows, 2, `both subflows reached the same MPTCP connection: ${JSON.stringify(line.clientPaths)}`);
     const paths = line.clientPaths ?? [];
-    assert.ok(paths.some((p) => p.includes(`→ ${tb.hosts.cli.wired}:`)), `a subflow from the wired address: ${paths.join(', ')}`);
-    assert.ok(paths.some((p) => p.includes(`→ ${tb.hosts.cli.wless}:`)), `the MP_JOIN subflow from the wless address: ${paths.join(', ')}`);
+    assert.ok(paths.some((p) => p.includes(`-> ${tb.hosts.cli.wired}:`)), `a subflow from the wired address: ${paths.join(', ')}`);
+    assert.ok(paths.some((p) => p.includes(`-> ${tb.hosts.cli.wless}:`)), `the MP_JOIN subflow from the wless address: ${paths.join(', ')}`);
     assert.equal(line.bytesUp, 8 + 8 * MB);
     assert.equal(line.bytesDown, 8 * MB);
   });

@@ -51,3 +51,30 @@ test('log lines carry bound fields, serialize errors with code and cause, and re
   assert.equal(line.err.cause.code, 'ECONNRESET');
   assert.equal(line.big, '12');
 });
+
+test('JSON lines: the joined fast path and the merged slow path give the same objects, keys in order', () => {
+  const lines: string[] = [];
+  const root = createLogger({ level: 'debug', format: 'json', sink: { write: (l) => lines.push(l) } });
+  const parse = (): Record<string, unknown> => JSON.parse(lines.at(-1)!) as Record<string, unknown>;
+  root.info('plain');
+  assert.deepEqual(Object.keys(parse()), ['time', 'level', 'msg']);
+  root.info('empty fields', {});
+  assert.deepEqual(Object.keys(parse()), ['time', 'level', 'msg']);
+  root.info('with "quotes"\n', { a: 1, skipped: undefined, s: 'x"y', list: ['p -> q'] });
+  assert.deepEqual(parse(), { time: parse().time, level: 'info', msg: 'with "quotes"\n', a: 1, s: 'x"y', list: ['p -> q'] });
+  const child = root.child({ conn: 'c1', none: undefined }).child({ listener: 'l' });
+  child.warn('bound', { n: 2 });
+  assert.deepEqual(Object.keys(parse()), ['time', 'level', 'msg', 'conn', 'listener', 'n']);
+  child.warn('bound only');
+  assert.deepEqual(Object.keys(parse()), ['time', 'level', 'msg', 'conn', 'listener']);
+  // A field repeating a key of the line: the last value, in the first one's place (Object.assign).
+  child.error('override', { conn: 'c2', msg: 'field msg', z: true });
+  assert.deepEqual(parse(), { time: parse().time, level: 'error', msg: 'field msg', conn: 'c2', listener: 'l', z: true });
+  assert.deepEqual(Object.keys(parse()), ['time', 'level', 'msg', 'conn', 'listener', 'z']);
+  // Bound fields that need the replacer, or name a head key, take the slow path for every line.
+  const odd = root.child({ err: new Error('bound'), level: 'bound level' });
+  odd.info('odd', { k: 1n });
+  assert.deepEqual(parse(), { time: parse().time, level: 'bound level', msg: 'odd', err: { name: 'Error', message: 'bound' }, k: '1' });
+  for (const l of lines) assert.ok(l.endsWith('}\n') && !l.slice(0, -1).includes('\n'), `one line each: ${l}`);
+  assert.match(String(parse().time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+});

@@ -94,7 +94,7 @@ test('an unknown TCP state number is reported, not hidden', () => {
   assert.equal(toSubflowInfo({ ...rawSubflow, tcp: { state: 99 } }).state, 'UNKNOWN(99)');
 });
 
-test('subflowAddresses formats "local → remote" with brackets for IPv6 and ? for a missing end', () => {
-  assert.equal(subflowAddresses(toSubflowInfo(rawSubflow)), '[2001:db8::1]:40000 → 10.0.0.2:8080');
-  assert.equal(subflowAddresses({ local: null, remote: { family: 4, address: '10.0.0.2', port: 1 } }), '? → 10.0.0.2:1');
+test('subflowAddresses formats "local -> remote" (ASCII) with brackets for IPv6 and ? for a missing end', () => {
+  assert.equal(subflowAddresses(toSubflowInfo(rawSubflow)), '[2001:db8::1]:40000 -> 10.0.0.2:8080');
+  assert.equal(subflowAddresses({ local: null, remote: { family: 4, address: '10.0.0.2', port: 1 } }), '? -> 10.0.0.2:1');
 });
