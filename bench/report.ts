@@ -46,6 +46,16 @@ export interface BenchResults {
 
 const med = (s: Summary | undefined): number | undefined => s?.median;
 
+/** A miss as a percentage: one decimal under 1 % ("short by 0.5%", not "short by 0%"). */
+function missPercent(share: number): string {
+  return `${(share * 100).toFixed(share < 0.01 ? 1 : 0)}%`;
+}
+
+/** The factor a miss needs: three decimals under 1.01× ("1.005×", not "1.00×"). */
+function missFactor(f: number): string {
+  return `${f.toFixed(f < 1.01 ? 3 : 2)}×`;
+}
+
 function ratioCheck(target: string, variant: string, value: number | undefined, reference: number | undefined, factor: number, refName: string, higherIsBetter = true): TargetCheck | undefined {
   if (value === undefined || reference === undefined || reference === 0) return undefined;
   const ratio = value / reference;
@@ -53,8 +63,8 @@ function ratioCheck(target: string, variant: string, value: number | undefined, 
   const check: TargetCheck = { target, variant, measured: `${ratio.toFixed(2)}× ${refName}`, required: `${higherIsBetter ? '≥' : '≤'} ${factor}× ${refName}`, met };
   if (!met) {
     check.miss = higherIsBetter
-      ? `short by ${(((factor - ratio) / factor) * 100).toFixed(0)}% (needs ${(factor / ratio).toFixed(2)}× more)`
-      : `over by ${(((ratio - factor) / factor) * 100).toFixed(0)}% (needs ${(ratio / factor).toFixed(2)}× less)`;
+      ? `short by ${missPercent((factor - ratio) / factor)} (needs ${missFactor(factor / ratio)} more)`
+      : `over by ${missPercent((ratio - factor) / factor)} (needs ${missFactor(ratio / factor)} less)`;
   }
   return check;
 }
@@ -100,9 +110,9 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
     }
   }
   const ag = r.scenarios.aggregation?.rows ?? [];
-  const agDirect = med(ag.find((x) => x.variant === 'direct')?.mbit);
+  const agDirect = ag.find((x) => x.variant === 'direct');
   for (const row of ag.filter((x) => isOurs(x.variant))) {
-    out.push(ratioCheck('aggregation ≥ direct MPTCP', row.variant, med(row.mbit), agDirect, 1, 'direct'));
+    out.push(stolen(ratioCheck('aggregation ≥ direct MPTCP', row.variant, med(row.mbit), med(agDirect?.mbit), 1, 'direct'), row.steal?.max, agDirect?.steal?.max));
   }
   const cr = r.scenarios.connRate as { rows?: { load: string; variant: string; rate?: Summary; steal?: Summary }[] } | undefined;
   for (const load of ['http', 'http-one', 'echo']) {

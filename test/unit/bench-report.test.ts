@@ -64,3 +64,16 @@ test('targets carry the most the host stole in the runs compared, and the report
   assert.match(md, /\| connection rate \(echo\) ≥ 1\.0× HAProxy \| ours-forward \|.*\| \*\*no\*\* \|.*\| 12% \(contended\) \|/);
   assert.match(md, /\| SYN conversion p50 ≤ 0\.1 ms \|.*\| yes \|.*\| 0% \|/);
 });
+
+test('a narrow miss says by how much, not "short by 0%"', () => {
+  const results: BenchResults = {
+    date: '2026-12-03T12:00:00.000Z', quick: true, reps: 1, engines: ['default'],
+    machine: { kernel: 'Linux', cpuModel: 'cpu', cores: 2, memoryGiB: 1, node: 'v20', congestionControl: 'bbr', peers: {} },
+    peers: { available: [], missing: {} },
+    scenarios: { connRate: { rows: [{ load: 'http', variant: 'ours-http', rate: summarize([995]) }, { load: 'http', variant: 'haproxy', rate: summarize([1000]) }] } },
+    errors: {}, targets: [], commands: [], durationSeconds: 1,
+  };
+  const [check] = evaluateTargets(results);
+  assert.equal(check?.met, false);
+  assert.equal(check?.miss, 'short by 0.5% (needs 1.005× more)');
+});
