@@ -743,13 +743,19 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	/* Where to: the fixed target, or (transparent) where the client was going, if allowed. */
 	struct sockaddr_storage local, to = a->up;
 	socklen_t local_len = sizeof(local), to_len = a->up_len;
-	getsockname(fd, (struct sockaddr *)&local, &local_len);
-	const char *denied = a->transparent ? transparent_target(a, &local, &to, &to_len) : NULL;
+	const char *denied = NULL;
+	if (a->transparent) {
+		getsockname(fd, (struct sockaddr *)&local, &local_len);
+		denied = transparent_target(a, &local, &to, &to_len);
+	}
 	int up = -1;
 	const char *syscall = NULL;
 	int err = denied != NULL ? EACCES : acceptor_dial(a, &to, to_len, &up, &syscall);
 	if (denied != NULL)
 		syscall = "connect";
+	/* A fixed target's client address is only for 'accepted': asked once the SYN is out. */
+	if (!a->transparent)
+		getsockname(fd, (struct sockaddr *)&local, &local_len);
 	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
 	relay_init(t, a, r, fd, up, &key);
 

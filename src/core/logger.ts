@@ -110,18 +110,17 @@ class LineLogger implements Logger {
   readonly #format: LogFormat;
   readonly #sink: LogSink;
   readonly #fields: LogFields;
-  readonly #boundKeys: number;
-  /** The bound fields as JSON members (`,"conn":"c1"`), serialized once for every line; undefined
-   *  when they need the replacer (an Error or a bigint), which the slow path applies. */
-  readonly #boundJson: string | undefined;
+  #boundKeys = -1;
+  /** The bound fields as JSON members (`,"conn":"c1"`), serialized at the first line and kept for
+   *  the next ones (a connection's child logger is made for every connection and most never
+   *  log); undefined when they need the slow path (boundMembers). */
+  #boundJson: string | undefined;
 
   constructor(opts: Required<LoggerOptions>) {
     this.level = opts.level;
     this.#format = opts.format;
     this.#sink = opts.sink;
     this.#fields = opts.fields;
-    this.#boundKeys = Object.keys(opts.fields).length;
-    this.#boundJson = boundMembers(opts.fields);
   }
 
   isEnabled(level: LogLevel): boolean {
@@ -144,6 +143,10 @@ class LineLogger implements Logger {
    */
   #jsonLine(level: LogLevel, msg: string, fields: LogFields | undefined): string {
     const head = `{"time":"${isoNow()}","level":"${level}","msg":${JSON.stringify(msg)}`;
+    if (this.#boundKeys < 0) {
+      this.#boundKeys = Object.keys(this.#fields).length;
+      this.#boundJson = boundMembers(this.#fields);
+    }
     const bound = this.#boundJson;
     if (bound !== undefined && (fields === undefined || (!needsReplacer(fields) && !collides(fields, this.#fields, this.#boundKeys)))) {
       if (fields === undefined) return `${head}${bound}}\n`;
@@ -163,7 +166,7 @@ class LineLogger implements Logger {
   error(msg: string, fields?: LogFields): void { this.#log('error', msg, fields); }
 
   child(fields: LogFields): Logger {
-    return new LineLogger({ level: this.level, format: this.#format, sink: this.#sink, fields: { ...this.#fields, ...fields } });
+    return new LineLogger({ level: this.level, format: this.#format, sink: this.#sink, fields: Object.assign({}, this.#fields, fields) });
   }
 }
 
