@@ -1745,3 +1745,34 @@ test('HTTP served from accept: an upstream that takes the request and closes wit
   assert.equal(linesWith(h, 'access')[0]!.requests, 1);
   assert.equal(acceptor!.clientCount(HOST), 0);
 });
+
+test('HTTP keep-alive loop in the engine: a chunked response whose head C declines (Transfer-Encoding: gzip, chunked) is answered by JS, from accept or in the loop, and the next GET on the connection is served at once', { skip: noEngine }, async (t) => {
+  const origin = await keepAliveOrigin(t, (path) =>
+    path === '/gz' ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n' : okReply(`body of ${path}`),
+  );
+  const h = await startHarness(t, [{ type: 'http', listen: `${HOST}:0`, keepAliveTimeoutMs: 5000 }], { log: { level: 'debug' } });
+  const c = await connect(h.port());
+  let got = '';
+  c.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  const until = async (pred: () => boolean, what: string, ms: number): Promise<number> => {
+    const since = performance.now();
+    await waitFor(pred, `${what}: ${JSON.stringify(got)}`, ms);
+    return performance.now() - since;
+  };
+  // First a plain GET (served from accept), so that /gz comes through the keep-alive loop.
+  c.write(`GET http://${HOST}:${origin.port}/1 HTTP/1.1\r\nHost: x\r\n\r\n`);
+  await until(() => got.endsWith('body of /1'), 'the first response', 3000);
+  got = '';
+  c.write(`GET http://${HOST}:${origin.port}/gz HTTP/1.1\r\nHost: x\r\n\r\n`);
+  await until(() => got.endsWith('0\r\n\r\n'), 'the chunked response', 3000);
+  assert.match(got, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(got, /\r\nTransfer-Encoding: gzip, chunked\r\n/);
+  assert.doesNotMatch(got, /\r\nConnection: close/i, 'the client stays');
+  got = '';
+  c.write(`GET http://${HOST}:${origin.port}/2 HTTP/1.1\r\nHost: x\r\n\r\n`);
+  const took = await until(() => got.endsWith('body of /2'), 'the second response', 3000);
+  assert.ok(took < 1000, `the next GET answered in ${took.toFixed(0)} ms, not after an idle wait`);
+  c.destroy();
+  await waitFor(() => h.closes.length === 1, 'conn:close');
+  assert.deepEqual(linesWith(h, 'request').map((r) => [r.url, r.status]), ['/1', '/gz', '/2'].map((p) => [`http://${HOST}:${origin.port}${p}`, 200]));
+});
