@@ -76,7 +76,9 @@ export function createHttpFrontend(cfg: HttpListenerConfig, deps: FrontendDeps, 
   const engineVia = nativeVia(cfg.via);
   return {
     kind: 'http',
-    handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run(),
+    // A CONNECT tunnel's session ends once the relay has both sockets: only the relay's end is
+    // awaited from then on, so that an idle tunnel holds no session, socket or reader.
+    handle: (socket, ctx, early) => new HttpProxySession(socket, ctx, cfg, deps, idleTimeoutMs, pool, early).run().then((tunnel) => tunnel?.ended),
     preconnect: (socket, known) => preconnect(socket, deps, pool, known),
     close: () => pool.close(),
     engineAccept: () => engineAcceptPlan(cfg, deps, pool, idleTimeoutMs, engineVia),
@@ -152,6 +154,12 @@ function preconnect(socket: Socket, deps: FrontendDeps, pool: UpstreamPool, know
  *  request body: if the server closed the pooled connection as we wrote, such a request is
  *  retried on a fresh dial with nothing lost (HAProxy's `http-reuse safe`). */
 const POOL_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** A CONNECT the relay carries: `ended` settles (never rejects) when the relay is done. Wrapped
+ *  in an object so that an async function returning it does not wait for it. */
+interface TunnelStarted {
+  ended: Promise<void>;
+}
 
 interface ProxyRequest {
   head: RequestHead;
@@ -236,9 +244,10 @@ class HttpProxySession {
     });
   }
 
-  async run(): Promise<void> {
+  /** Serves the connection; for a CONNECT, returns once the relay carries it (TunnelStarted). */
+  async run(): Promise<TunnelStarted | undefined> {
     try {
-      await this.#serve();
+      return await this.#serve();
     } catch (err) {
       // Every phase maps its own errors; reaching here is a bug, not a client problem.
       this.#ctx.log.error('http front-end internal error', { err });
@@ -247,7 +256,7 @@ class HttpProxySession {
     }
   }
 
-  async #serve(): Promise<void> {
+  async #serve(): Promise<TunnelStarted | undefined> {
     for (;;) {
       // 1. read request head
       const head = await this.#readRequestHead(this.#requests === 0);
@@ -264,8 +273,7 @@ class HttpProxySession {
         const req = await this.#decide(head, startedAt);
         if (req.target.form === 'authority') {
           // 3. dial + 4. tunnel: after this the relay owns both sockets.
-          await this.#tunnel(req);
-          return;
+          return await this.#tunnel(req);
         }
         // 3. dial (or reuse) + 4. forward
         keepGoing = await this.#forward(req);
@@ -444,8 +452,9 @@ class HttpProxySession {
 
   // ---- 4. forward / tunnel ------------------------------------------------------------------
 
-  /** CONNECT: dial, reply 200, hand both sockets to the relay and wait for its summary. */
-  async #tunnel(req: ProxyRequest): Promise<void> {
+  /** CONNECT: dial, reply 200, hand both sockets to the relay; its end is TunnelStarted.ended
+   *  (undefined: the client went before the reply). */
+  async #tunnel(req: ProxyRequest): Promise<TunnelStarted | undefined> {
     this.#takeEarly(undefined);
     this.#releaseUpstream(true);
     const { socket: upstream } = await this.#dial(req.target.target);
@@ -460,7 +469,7 @@ class HttpProxySession {
       upstream.off('error', onEarlyError);
       upstream.destroy();
       this.#ctx.log.debug('client gone before CONNECT reply was written', { err });
-      return;
+      return undefined;
     }
     this.#ctx.access.status = 200;
     // Bytes the client sent after the CONNECT head (e.g. a TLS ClientHello) go upstream first.
@@ -471,20 +480,18 @@ class HttpProxySession {
     upstream.off('error', onEarlyError);
     if (earlyError) this.#ctx.log.debug('upstream error before relay started', { err: earlyError });
     this.#account(req.head, req.startedAt);
-    try {
-      const summary = await this.#deps.relay(this.#client, upstream, this.#ctx, {
-        downstreamHead,
-        ...(this.#idleTimeoutMs ? { idleTimeoutMs: this.#idleTimeoutMs } : {}),
-      });
-      this.#ctx.log.debug('CONNECT tunnel closed', {
-        target: formatTarget(req.target.target),
-        endedBy: summary.endedBy,
-        fromDownstream: summary.fromDownstream,
-        fromUpstream: summary.fromUpstream,
-      });
-    } catch (err) {
-      this.#ctx.log.error('relay failed', { err });
-    }
+    // The relay's end is followed by closures that see only the log and the target: the
+    // session (its sockets, reader and request) is garbage once run() returns.
+    const log = this.#ctx.log;
+    const target = formatTarget(req.target.target);
+    const ended = this.#deps.relay(this.#client, upstream, this.#ctx, {
+      downstreamHead,
+      ...(this.#idleTimeoutMs ? { idleTimeoutMs: this.#idleTimeoutMs } : {}),
+    }).then(
+      (summary) => log.debug('CONNECT tunnel closed', { target, endedBy: summary.endedBy, fromDownstream: summary.fromDownstream, fromUpstream: summary.fromUpstream }),
+      (err: unknown) => log.error('relay failed', { err }),
+    );
+    return { ended };
   }
 
   /**
