@@ -66,11 +66,19 @@ export interface Socks5FrontendOptions {
 export function createSocks5Frontend(cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions = {}): Frontend {
   return {
     kind: 'socks5',
-    handle: (socket, ctx) => handleSocks5Client(socket, ctx, cfg, deps, opts),
+    // Once the relay carries the connection the handler returns, and only the relay's end is
+    // awaited: an idle tunnel holds no handler frame, socket or reader (as HTTP CONNECT).
+    handle: (socket, ctx) => handleSocks5Client(socket, ctx, cfg, deps, opts).then((relayed) => relayed?.ended),
   };
 }
 
-async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions): Promise<void> {
+/** A connection the relay carries: `ended` settles (never rejects) when it is done; an object,
+ *  so that the async handler returning it does not wait for it. */
+interface Relayed {
+  ended: Promise<void>;
+}
+
+async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions): Promise<Relayed | undefined> {
   const closed = waitForClose(socket);
   // Present for the handler's whole life, so an 'error' between phases (when no phase is
   // listening) cannot become an uncaught exception.
@@ -94,16 +102,25 @@ async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: S
     ctx.bytes.fromDownstream += reader.consumedBytes;
     // 4. dial
     const upstream = await dialUpstream(socket, reader, request, ctx, deps);
-    if (upstream === undefined) return; // the client left while we dialed
+    if (upstream === undefined) return undefined; // the client left while we dialed
     // 5. reply
     sendSuccessReply(socket, upstream, ctx);
     // 6. relay
     const downstreamHead = reader.detach();
     ctx.log.debug('socks5 CONNECT', { target: formatTarget(request), user: ctx.access.user });
-    const summary = await deps.relay(socket, upstream, ctx, { downstreamHead, ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) });
-    ctx.access.endedBy = summary.endedBy;
+    const ended = deps.relay(socket, upstream, ctx, { downstreamHead, ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) }).then(
+      (summary) => {
+        ctx.access.endedBy = summary.endedBy;
+      },
+      (err: unknown) => {
+        ctx.end ??= { by: 'proxy', error: err instanceof Error ? err : new Error(String(err)) };
+        ctx.log.error('relay failed', { err });
+      },
+    );
+    return { ended };
   } catch (err) {
     recordFailure(err, socket, reader, ctx);
+    return undefined;
   } finally {
     clearTimeout(deadline);
     await closed;
