@@ -126,7 +126,7 @@ export function writeOursHttpConfig(
   name: string,
   port: number,
   allowNet: string,
-  extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean } = {},
+  extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; socksPort?: number } = {},
 ): string {
   // upstreamPool false: upstreamIdleTimeoutMs 0, every request dials (the delay scenario's
   // request-to-syn needs an upstream SYN per request).
@@ -136,6 +136,9 @@ export function writeOursHttpConfig(
   ];
   if (extra.forwardPort !== undefined && extra.forwardTo !== undefined) {
     listeners.push(`  - name: forward\n    type: tcp-forward\n    listen: "0.0.0.0:${extra.forwardPort}"\n    to: "${extra.forwardTo}"\n    mptcp: on\n    backlog: 4096`);
+  }
+  if (extra.socksPort !== undefined) {
+    listeners.push(`  - name: socks\n    type: socks5\n    listen: "0.0.0.0:${extra.socksPort}"\n    mptcp: on\n    backlog: 4096`);
   }
   const yaml = `log:
   level: info

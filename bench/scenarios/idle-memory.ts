@@ -93,7 +93,7 @@ export async function runIdleMemory(ctx: BenchContext): Promise<{ rows: IdleRow[
   const echo = await startEcho(tb, srv, 7100, false);
   const procs: Started[] = [echo];
   try {
-    const cases: { variant: string; start: (env?: NodeJS.ProcessEnv) => Promise<Started>; port: number; mode: 'forward' | 'connect' }[] = [];
+    const cases: { variant: string; start: (env?: NodeJS.ProcessEnv) => Promise<Started>; port: number; mode: 'forward' | 'connect' | 'socks5' }[] = [];
     let port = 9300;
     for (const engine of ctx.opts.engines) {
       const ph = port++;
@@ -102,6 +102,9 @@ export async function runIdleMemory(ctx: BenchContext): Promise<{ rows: IdleRow[
       if (want('ours-forward')) cases.push({ variant: oursLabel('ours-forward', engine), port: pf, mode: 'forward', start: (env) => startOursConfig(tb, ctx.dir, `idle-fwd-${engine}`, ph, ctx.allowNet, engine, { forwardPort: pf, forwardTo: `${srv}:7100`, env }) });
       const ph2 = port++;
       if (want('ours-http')) cases.push({ variant: `${oursLabel('ours-http', engine)} CONNECT`, port: ph2, mode: 'connect', start: (env) => startOursConfig(tb, ctx.dir, `idle-http-${engine}`, ph2, ctx.allowNet, engine, { env }) });
+      const ph3 = port++;
+      const ps = port++;
+      if (want('ours-socks5')) cases.push({ variant: oursLabel('ours-socks5', engine), port: ps, mode: 'socks5', start: (env) => startOursConfig(tb, ctx.dir, `idle-socks-${engine}`, ph3, ctx.allowNet, engine, { socksPort: ps, env }) });
     }
     const pha = port++;
     if (want('haproxy') && ctx.peers.available.has('haproxy') && ctx.peers.available.has('mptcpize')) {
