@@ -18,6 +18,7 @@ import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, formatTarget
 import type { LogLevel } from '../../core/logger.js';
 import type { AccessPolicy } from '../../access/types.js';
 import type { Frontend, FrontendDeps } from '../types.js';
+import type { RelaySummary } from '../../relay/types.js';
 import {
   AuthMethod,
   Command,
@@ -108,16 +109,7 @@ async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: S
     // 6. relay
     const downstreamHead = reader.detach();
     ctx.log.debug('socks5 CONNECT', { target: formatTarget(request), user: ctx.access.user });
-    const ended = deps.relay(socket, upstream, ctx, { downstreamHead, ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) }).then(
-      (summary) => {
-        ctx.access.endedBy = summary.endedBy;
-      },
-      (err: unknown) => {
-        ctx.end ??= { by: 'proxy', error: err instanceof Error ? err : new Error(String(err)) };
-        ctx.log.error('relay failed', { err });
-      },
-    );
-    return { ended };
+    return followRelay(deps.relay(socket, upstream, ctx, { downstreamHead, ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}) }), ctx);
   } catch (err) {
     recordFailure(err, socket, reader, ctx);
     return undefined;
@@ -125,6 +117,25 @@ async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: S
     clearTimeout(deadline);
     await closed;
   }
+}
+
+/**
+ * The relay's end, seen by closures made here, outside handleSocks5Client: V8 keeps one context
+ * per function for everything its closures capture, so closures made in the handler would hold
+ * its socket and reader (captured by the handshake timer) for the tunnel's whole life — the heap
+ * showed one net.Socket per idle tunnel, retained through the relay's summary promise.
+ */
+function followRelay(summary: Promise<RelaySummary>, ctx: ConnectionContext): Relayed {
+  const ended = summary.then(
+    (s) => {
+      ctx.access.endedBy = s.endedBy;
+    },
+    (err: unknown) => {
+      ctx.end ??= { by: 'proxy', error: err instanceof Error ? err : new Error(String(err)) };
+      ctx.log.error('relay failed', { err });
+    },
+  );
+  return { ended };
 }
 
 // 1. method negotiation ---------------------------------------------------------------
