@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MachineInfo } from './lib/machine.js';
-import { fmt, fmtShares, fmtSummary, type Summary } from './lib/stats.js';
+import { fmt, fmtShare, fmtShares, fmtSummary, type Summary } from './lib/stats.js';
 import { STEAL_NOTABLE } from './lib/proc.js';
 import type { TransferRow } from './scenarios/transfer.js';
 
@@ -165,9 +165,9 @@ function transferTable(rows: TransferRow[], aggregation: boolean): string[] {
         ? `${row.runs.length}×${row.runs[0]?.transfers ?? 0} length ok; sha256 ok on 1×${((row.hashCheck?.bytes ?? 0) / 2 ** 20).toFixed(0)} MiB`
         : `${row.runs.length}×${row.runs[0]?.transfers ?? 0} sha256 ok`;
     if (aggregation) {
-      lines.push(`| ${row.variant} | ${fmtSummary(row.mbit, 1)} | ${row.shareOfPathSum ? `${(row.shareOfPathSum.median * 100).toFixed(0)}%` : '–'} | ${ratios.join(' | ')} | ${checked} |`);
+      lines.push(`| ${row.variant} | ${fmtSummary(row.mbit, 1)} | ${fmtShare(row.shareOfPathSum?.median)} | ${ratios.join(' | ')} | ${checked} |`);
     } else {
-      lines.push(`| ${row.variant} | ${row.parallel} | ${fmtSummary(row.mbit, 0)} | ${fmtSummary(row.cpuSecondsPerGB, 2)} | ${row.machineBusy && Number.isFinite(row.machineBusy.median) ? `${(row.machineBusy.median * 100).toFixed(0)}%` : '–'} | ${fmtShares(row.steal)} | ${ratios.join(' | ')} | ${checked} |`);
+      lines.push(`| ${row.variant} | ${row.parallel} | ${fmtSummary(row.mbit, 0)} | ${fmtSummary(row.cpuSecondsPerGB, 2)} | ${fmtShare(row.machineBusy?.median)} | ${fmtShares(row.steal)} | ${ratios.join(' | ')} | ${checked} |`);
     }
   }
   return lines;
@@ -216,7 +216,7 @@ export function renderMarkdown(r: BenchResults): string {
   else {
     L.push('| target | variant | measured | required | met | missed by | host steal |', '|---|---|---|---|---|---|---|');
     for (const t of r.targets) {
-      const steal = t.steal === undefined ? '–' : `${(t.steal * 100).toFixed(0)}%${t.steal >= STEAL_NOTABLE ? ' (contended)' : ''}`;
+      const steal = `${fmtShare(t.steal)}${t.steal !== undefined && t.steal >= STEAL_NOTABLE ? ' (contended)' : ''}`;
       L.push(`| ${t.target} | ${t.variant} | ${t.measured} | ${t.required} | ${t.met ? 'yes' : '**no**'} | ${t.miss ?? ''} | ${steal} |`);
     }
   }

@@ -33,11 +33,15 @@ export function fmtSummary(s: Summary | undefined, digits = 0): string {
   return s.n > 1 ? `${fmt(s.median, digits)} (${fmt(s.min, digits)}–${fmt(s.max, digits)})` : fmt(s.median, digits);
 }
 
+/** A share (0–1) as a whole percentage ("3%"); '–' when unknown. */
+export function fmtShare(x: number | undefined): string {
+  return x === undefined || !Number.isFinite(x) ? '–' : `${(x * 100).toFixed(0)}%`;
+}
+
 /** Shares (0–1) as percentages: "3%", or "3% (max 35%)" over several runs. */
 export function fmtShares(s: Summary | undefined): string {
   if (!s) return '–';
-  const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
-  return s.n > 1 && Math.round(s.max * 100) !== Math.round(s.median * 100) ? `${pct(s.median)} (max ${pct(s.max)})` : pct(s.median);
+  return s.n > 1 && Math.round(s.max * 100) !== Math.round(s.median * 100) ? `${fmtShare(s.median)} (max ${fmtShare(s.max)})` : fmtShare(s.median);
 }
 
 /**

@@ -19,7 +19,7 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { readPcap, SYN, ACK, type TcpPacket } from '../lib/pcap.js';
 import { STEAL_NOTABLE, stealNote, withSteal } from '../lib/proc.js';
-import { percentile, fmt } from '../lib/stats.js';
+import { percentile, fmt, fmtShare } from '../lib/stats.js';
 import { ensureBlobFile, blobFileName, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import { commandLog, spawnLogged, startHaproxy, startNginx, startOursConfig, startOursForward, startSquid, type Started } from '../variants.js';
@@ -50,19 +50,18 @@ const CALM_TRIES = 3;
  * way. The pcap left in `file` is the last try's.
  */
 async function calmCapture(ctx: BenchContext, file: string, filter: string, tries: number, run: () => Promise<void>, analyze: (pkts: TcpPacket[]) => Record<string, number[]>): Promise<{ samples: Record<string, number[]>; steal: number; tries: number }> {
-  let best: { samples: Record<string, number[]>; steal: number; tries: number } | undefined;
+  let best: { samples: Record<string, number[]>; steal: number } | undefined;
   let logged = 0;
-  for (let i = 1; i <= tries; i++) {
+  for (let i = 1; ; i++) {
     const { steal } = await capture(ctx, file, filter, () => withSteal(run));
     // A try again runs the same commands: the command log keeps the first try's.
     if (i === 1) logged = commandLog.length;
     else commandLog.length = logged;
-    if (best === undefined || !(steal >= best.steal)) best = { samples: analyze(readPcap(file)), steal, tries: i };
-    best.tries = i;
-    if (!(steal >= STEAL_NOTABLE)) break;
-    ctx.log(`  conversion-delay ${basename(file)}: try ${i}${stealNote(steal)}${i < tries ? '; again' : ''}`);
+    if (best === undefined || !(steal >= best.steal)) best = { samples: analyze(readPcap(file)), steal };
+    const calm = !(steal >= STEAL_NOTABLE);
+    if (!calm) ctx.log(`  conversion-delay ${basename(file)}: try ${i}${stealNote(steal)}${i < tries ? '; again' : ''}`);
+    if (calm || i >= tries) return { ...best, tries: i };
   }
-  return best!;
 }
 
 async function capture<T>(ctx: BenchContext, file: string, filter: string, fn: () => Promise<T>): Promise<T> {
@@ -296,7 +295,7 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
   md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy | host steal |', '|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const ha = rows.find((x) => x.variant === 'haproxy' && x.kind === r.kind)?.p50Ms;
-    md.push(`| ${r.variant} | ${r.kind} | ${r.samples} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p90Ms, 3)} | ${ha && r.p50Ms !== undefined ? (r.p50Ms / ha).toFixed(2) : '–'} | ${r.steal === undefined || !Number.isFinite(r.steal) ? '–' : `${(r.steal * 100).toFixed(0)}%`}${(r.tries ?? 1) > 1 ? ` (${r.tries} tries)` : ''} |`);
+    md.push(`| ${r.variant} | ${r.kind} | ${r.samples} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p90Ms, 3)} | ${ha && r.p50Ms !== undefined ? (r.p50Ms / ha).toFixed(2) : '–'} | ${fmtShare(r.steal)}${(r.tries ?? 1) > 1 ? ` (${r.tries} tries)` : ''} |`);
   }
   for (const [k, v] of Object.entries(skipped)) md.push(`- ${k}: ${v}`);
   return { rows, skipped, markdown: md };

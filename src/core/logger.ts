@@ -89,11 +89,11 @@ function isoNow(): string {
   return isoText;
 }
 
-/** True when `fields` names a key the line already has (time, level, msg or a bound field). */
-function collides(fields: LogFields, bound: LogFields, boundKeys: number): boolean {
+/** True when `fields` names a key the line already has (time, level, msg or a bound field;
+ *  `bound` is empty when no bound field has a value: an undefined one shows nowhere). */
+function collides(fields: LogFields, bound: LogFields | undefined): boolean {
   if ('time' in fields || 'level' in fields || 'msg' in fields) return true;
-  if (boundKeys === 0) return false;
-  for (const key in fields) if (key in bound) return true;
+  if (bound !== undefined) for (const key in fields) if (key in bound) return true;
   return false;
 }
 
@@ -110,11 +110,10 @@ class LineLogger implements Logger {
   readonly #format: LogFormat;
   readonly #sink: LogSink;
   readonly #fields: LogFields;
-  #boundKeys = -1;
   /** The bound fields as JSON members (`,"conn":"c1"`), serialized at the first line and kept for
    *  the next ones (a connection's child logger is made for every connection and most never
-   *  log); undefined when they need the slow path (boundMembers). */
-  #boundJson: string | undefined;
+   *  log); undefined when they need the slow path (boundMembers); null until the first line. */
+  #boundJson: string | undefined | null = null;
 
   constructor(opts: Required<LoggerOptions>) {
     this.level = opts.level;
@@ -143,12 +142,9 @@ class LineLogger implements Logger {
    */
   #jsonLine(level: LogLevel, msg: string, fields: LogFields | undefined): string {
     const head = `{"time":"${isoNow()}","level":"${level}","msg":${JSON.stringify(msg)}`;
-    if (this.#boundKeys < 0) {
-      this.#boundKeys = Object.keys(this.#fields).length;
-      this.#boundJson = boundMembers(this.#fields);
-    }
+    if (this.#boundJson === null) this.#boundJson = boundMembers(this.#fields);
     const bound = this.#boundJson;
-    if (bound !== undefined && (fields === undefined || (!needsReplacer(fields) && !collides(fields, this.#fields, this.#boundKeys)))) {
+    if (bound !== undefined && (fields === undefined || (!needsReplacer(fields) && !collides(fields, bound === '' ? undefined : this.#fields)))) {
       if (fields === undefined) return `${head}${bound}}\n`;
       const body = JSON.stringify(fields);
       return body.length === 2 ? `${head}${bound}}\n` : `${head}${bound},${body.slice(1)}\n`;

@@ -32,6 +32,17 @@ export interface FrontendDeps {
   log: Logger;
 }
 
+/**
+ * A connection a front-end has handed to the relay: `ended` settles (never rejects) when the
+ * relay is done. A front-end's handler returns it wrapped in this object, so that the handler's
+ * async frames end at the hand-over instead of awaiting the relay — they would otherwise hold
+ * the session, its destroyed net.Socket and reader for the tunnel's whole life — and handle()
+ * resolves with `ended` (HTTP CONNECT, SOCKS5).
+ */
+export interface RelayStarted {
+  ended: Promise<void>;
+}
+
 export interface Frontend {
   readonly kind: FrontendKind;
   /** `early`: what preconnect returned for this socket, now the front-end's to use or cancel. */

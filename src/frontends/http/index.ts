@@ -24,7 +24,7 @@ import { peekReceived, readSubflowCount } from '../../mptcp/index.js';
 import type { EarlyConnect } from '../../upstream/types.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, UpstreamError, formatTarget } from '../../core/errors.js';
 import type { TargetAddress } from '../../core/errors.js';
-import type { EngineAcceptPlan, Frontend, FrontendDeps, HandoffServe } from '../types.js';
+import type { EngineAcceptPlan, Frontend, FrontendDeps, HandoffServe, RelayStarted } from '../types.js';
 import { ChunkedDecoder, requestBodyFraming, responseBodyFraming } from './framing.js';
 import type { BodyFraming } from './framing.js';
 import {
@@ -155,12 +155,6 @@ function preconnect(socket: Socket, deps: FrontendDeps, pool: UpstreamPool, know
  *  retried on a fresh dial with nothing lost (HAProxy's `http-reuse safe`). */
 const POOL_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
-/** A CONNECT the relay carries: `ended` settles (never rejects) when the relay is done. Wrapped
- *  in an object so that an async function returning it does not wait for it. */
-interface TunnelStarted {
-  ended: Promise<void>;
-}
-
 interface ProxyRequest {
   head: RequestHead;
   target: RequestTarget;
@@ -244,8 +238,8 @@ class HttpProxySession {
     });
   }
 
-  /** Serves the connection; for a CONNECT, returns once the relay carries it (TunnelStarted). */
-  async run(): Promise<TunnelStarted | undefined> {
+  /** Serves the connection; for a CONNECT, returns once the relay carries it (RelayStarted). */
+  async run(): Promise<RelayStarted | undefined> {
     try {
       return await this.#serve();
     } catch (err) {
@@ -256,7 +250,7 @@ class HttpProxySession {
     }
   }
 
-  async #serve(): Promise<TunnelStarted | undefined> {
+  async #serve(): Promise<RelayStarted | undefined> {
     for (;;) {
       // 1. read request head
       const head = await this.#readRequestHead(this.#requests === 0);
@@ -452,9 +446,9 @@ class HttpProxySession {
 
   // ---- 4. forward / tunnel ------------------------------------------------------------------
 
-  /** CONNECT: dial, reply 200, hand both sockets to the relay; its end is TunnelStarted.ended
+  /** CONNECT: dial, reply 200, hand both sockets to the relay; its end is RelayStarted.ended
    *  (undefined: the client went before the reply). */
-  async #tunnel(req: ProxyRequest): Promise<TunnelStarted | undefined> {
+  async #tunnel(req: ProxyRequest): Promise<RelayStarted | undefined> {
     this.#takeEarly(undefined);
     this.#releaseUpstream(true);
     const { socket: upstream } = await this.#dial(req.target.target);

@@ -17,7 +17,7 @@ import type { ConnectionContext } from '../../core/context.js';
 import { AccessDeniedError, DownstreamError, ErrorCode, ProxyError, formatTarget } from '../../core/errors.js';
 import type { LogLevel } from '../../core/logger.js';
 import type { AccessPolicy } from '../../access/types.js';
-import type { Frontend, FrontendDeps } from '../types.js';
+import type { Frontend, FrontendDeps, RelayStarted } from '../types.js';
 import type { RelaySummary } from '../../relay/types.js';
 import {
   AuthMethod,
@@ -73,13 +73,7 @@ export function createSocks5Frontend(cfg: Socks5ListenerConfig, deps: FrontendDe
   };
 }
 
-/** A connection the relay carries: `ended` settles (never rejects) when it is done; an object,
- *  so that the async handler returning it does not wait for it. */
-interface Relayed {
-  ended: Promise<void>;
-}
-
-async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions): Promise<Relayed | undefined> {
+async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: Socks5ListenerConfig, deps: FrontendDeps, opts: Socks5FrontendOptions): Promise<RelayStarted | undefined> {
   const closed = waitForClose(socket);
   // Present for the handler's whole life, so an 'error' between phases (when no phase is
   // listening) cannot become an uncaught exception.
@@ -125,7 +119,7 @@ async function handleSocks5Client(socket: Socket, ctx: ConnectionContext, cfg: S
  * its socket and reader (captured by the handshake timer) for the tunnel's whole life — the heap
  * showed one net.Socket per idle tunnel, retained through the relay's summary promise.
  */
-function followRelay(summary: Promise<RelaySummary>, ctx: ConnectionContext): Relayed {
+function followRelay(summary: Promise<RelaySummary>, ctx: ConnectionContext): RelayStarted {
   const ended = summary.then(
     (s) => {
       ctx.access.endedBy = s.endedBy;
