@@ -299,6 +299,16 @@ static void handoff_dial(struct acceptor *a, struct pending_client *p, const cha
 	}
 }
 
+/* Where the request line in buf goes, when it names an IP literal the destination rules allow
+ * (handoff_dial's check, for a parked upstream taking the dial's place). */
+static bool request_target_allowed(const struct acceptor *a, const char *buf, size_t n, struct sockaddr_storage *to)
+{
+	struct mpx_client_key ip;
+	uint16_t port = 0;
+	socklen_t to_len = 0;
+	return n > 0 && request_line_target(buf, n, to, &to_len, &ip, &port) && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL);
+}
+
 /* JS's kept connection `kept_id` is over (MSG_KEPT_END): its access line can be written. */
 static void kept_end_post(struct engine_thread *t, struct acceptor *a, uint64_t kept_id, const char *reason)
 {
@@ -438,12 +448,14 @@ static void relay_init(struct engine_thread *t, struct acceptor *a, struct relay
 
 /* 'accepted' for relay r: the client's addresses, and the upstream socket's local one (read after
  * its connect(2), so that the SYN leaves first). */
-static void accepted_fill(struct msg *m, const struct relay *r, const struct sockaddr_storage *peer, const struct sockaddr_storage *local, bool down_mptcp)
+static void accepted_fill(struct msg *m, const struct relay *r, const struct sockaddr_storage *peer, const struct sockaddr_storage *local, bool down_mptcp, const struct sockaddr_storage *up_local)
 {
 	m->id = r->id;
 	m->peer = *peer;
 	m->local = *local;
-	if (r->fd[SIDE_UP] >= 0) {
+	if (up_local != NULL) {
+		m->up_local = *up_local; /* a parked connection's, known */
+	} else if (r->fd[SIDE_UP] >= 0) {
 		socklen_t len = sizeof(m->up_local);
 		getsockname(r->fd[SIDE_UP], (struct sockaddr *)&m->up_local, &len);
 	}
@@ -482,13 +494,36 @@ static bool request_authority(const char *buf, size_t n, char *out, size_t cap)
  * 'head' for a response head the engine declines. False: not one for this (nothing done but
  * the early connect), the client is handed over as usual.
  */
+/* serve_at_accept declines a request it took a parked upstream for: the connection goes back
+ * to the pool (or is closed), and the client is handed over with no early connect. */
+static void unreuse(struct engine_thread *t, struct pending_client *p, const struct park_take *got)
+{
+	if (!park_put(t, p->acc->js, &p->target, p->up, got->mptcp, p->acc->http_park_ms, false))
+		close(p->up);
+	p->up = -1;
+}
+
 static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, const char *buf, size_t n)
 {
 	struct acceptor *a = p->acc;
 	char authority[MPX_HTTP_AUTHORITY_MAX];
-	handoff_dial(a, p, buf, n);
-	if (p->up < 0 || !request_authority(buf, n, authority, sizeof(authority)))
+	/* An idle upstream to the request line's target, parked by an exchange before
+	 * (upstream-park.c), takes the dial's place; else the early connect, as before. */
+	struct park_take got = { .fd = -1 };
+	struct sockaddr_storage to;
+	bool reused = !p->dialed && a->http_park_ms > 0 && request_target_allowed(a, buf, n, &to) && park_take(t, a->js, &to, &got);
+	if (reused) {
+		p->dialed = p->has_target = true;
+		p->target = to;
+		p->up = got.fd;
+	} else {
+		handoff_dial(a, p, buf, n);
+	}
+	if (p->up < 0 || !request_authority(buf, n, authority, sizeof(authority))) {
+		if (reused)
+			unreuse(t, p, &got);
 		return false;
+	}
 	/* + "Connection: close\r\n" for a client that closes (rewrite.ts's close: true) */
 	size_t cap = n + strlen(authority) + strlen(a->http_via) + 64 + 19;
 	char *out = malloc(cap);
@@ -511,15 +546,28 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 			free(r);
 		}
 		free(m), free(out);
+		if (reused)
+			unreuse(t, p, &got);
 		return false; /* out of memory, or not one the engine takes: JS's */
 	}
-	if (!info.client_keeps) { /* Connection: close, last, as buildUpstreamRequestHead puts it */
+	/* A client that closes: with the pool on, the upstream is asked to stay all the same (its
+	 * response is framed, relay.c frame_up); else Connection: close, last, as
+	 * buildUpstreamRequestHead puts it. */
+	bool frame_up = !info.client_keeps && a->http_park_ms > 0;
+	if (!info.client_keeps && !frame_up) {
 		memcpy(out + len - 2, "Connection: close\r\n\r\n", 21);
 		len += 19;
 	}
 	memcpy(r->req_head, buf, info.head_len);
 	r->req_head_len = info.head_len;
 	relay_init(t, a, r, p->fd, p->up, &p->key); /* its connect was issued at the request line */
+	r->park_ms = a->http_park_ms;
+	r->up_target = p->target;
+	r->frame_up = frame_up;
+	if (reused) {
+		r->connecting = false; /* connected long ago: the request goes out at once */
+		r->up_mptcp = got.mptcp;
+	}
 	r->sample_down = p->down_mptcp;
 	r->hold_down = true;
 	r->client_keeps = info.client_keeps;
@@ -532,12 +580,21 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	r->ex_started_ms = r->started_precise_ms;
 	r->dir[SIDE_DOWN].buf = out;
 	r->dir[SIDE_DOWN].len = len;
-	accepted_fill(m, r, &p->peer, &p->local, p->down_mptcp);
+	accepted_fill(m, r, &p->peer, &p->local, p->down_mptcp, reused ? &got.local : NULL);
 	m->has_target = true;
 	m->up_target = p->target;
 	p->fd = p->up = -1; /* the relay's */
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	eng_post(t, m);
+	if (reused) {
+		/* 'connected' as connect_done says it, at once (connectMs 0: no connect was made). */
+		struct msg *c = acc_msg(a, MSG_CONNECTED);
+		if (c != NULL) {
+			c->id = r->id;
+			c->up_mptcp = got.mptcp;
+			eng_post(t, c);
+		}
+	}
 	r->thread = t;
 	eng_hash_insert(r);
 	eng_add_relay(t, r);
@@ -771,7 +828,7 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 		free(r);
 		return;
 	}
-	accepted_fill(m, r, peer, &local, client_is_mptcp(a, fd));
+	accepted_fill(m, r, peer, &local, client_is_mptcp(a, fd), NULL);
 	r->sample_down = m->down_mptcp;
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	eng_post(t, m);
@@ -857,6 +914,9 @@ void acceptor_close(struct engine_thread *t, struct acceptor *a)
 	 * closing Node server closes its idle ones. */
 	while (a->kept_head != NULL)
 		kept_close(t, a->kept_head, "stopped");
+	/* Its idle upstreams too; relays of its still running close theirs when they end. */
+	a->js->closed = true;
+	park_close(t, a->js);
 	if (a->spare >= 0)
 		close(a->spare);
 	a->spare = -1;
@@ -1050,6 +1110,11 @@ static bool acceptor_options(napi_env env, napi_value opts, struct acceptor *a)
 			a->http_serve = a->http_via[0] != '\0';
 			a->http_max_head = (uint32_t)max_head;
 			a->http_max_fields = (uint32_t)max_fields;
+			double park_ms = 0;
+			if (!opt_value(env, opts, "httpUpstreamIdleMs", &kv, &kt) ||
+			    (kt != napi_undefined && !opt_number(env, opts, "httpUpstreamIdleMs", 0, 3600000, &park_ms)))
+				return false;
+			a->http_park_ms = (int64_t)park_ms;
 		}
 		a->has_dest = t == napi_object;
 		if (a->has_dest && !mpx_dest_policy_from_js(env, v, &a->dest))

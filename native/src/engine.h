@@ -67,6 +67,7 @@ struct direction {
 
 struct engine_thread;
 struct acc_js;
+struct upstream_park;
 struct pending_client;
 
 struct relay {
@@ -175,6 +176,21 @@ struct relay {
 	 * JS's reply when the response head is one the engine declines (MSG_HEAD's req). */
 	char *req_head;
 	size_t req_head_len;
+	/* An exchange served from accept with the acceptor's upstream pool on (upstream-park.c):
+	 * park_ms is the pool's idle timeout (0: off), up_target where fd[SIDE_UP] goes (the pool's
+	 * key, with acc). park_up is set where the upstream is known to be idle and clean — a whole
+	 * response out, asked to keep the connection, nothing read since — and finish() then parks
+	 * it instead of closing it. up_mptcp: what connect_done (or the pool) said of it. */
+	int64_t park_ms;
+	struct sockaddr_storage up_target;
+	bool park_up, up_mptcp;
+	/* A client that closes (Connection: close) of an exchange served from accept with the pool
+	 * on: the upstream was asked to keep its connection all the same (frame_up), so the
+	 * response's end is found by its framing (framed: keep_remaining or the chunk framing, as
+	 * for a kept client, without keeping the client); there the client gets its FIN and the
+	 * upstream, idle, waits for the client's end to be parked (frame_done: nothing more is
+	 * read from it). resp_keeps: the response said the upstream keeps the connection. */
+	bool frame_up, framed, frame_done, resp_keeps;
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -186,10 +202,12 @@ enum pump_end { PUMP_RUNNING = 0, PUMP_DONE, PUMP_EOF };
 enum head_state { HEAD_NONE = 0, HEAD_GATHERING, HEAD_WAITING };
 /* relayHeadDone's "then": after the reply is written, relay the rest as it comes (RAW), gather
  * another head starting with the carry (AGAIN, after a 1xx), end the upstream side (END: a
- * reply in place of the response, e.g. a 502; the client gets a FIN after it), or relay the
+ * reply in place of the response, e.g. a 502; the client gets a FIN after it), relay the
  * keepBody bytes still due and keep the client open (KEEP: a holdClient relay, see struct
- * relay). */
-enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END, HEAD_THEN_KEEP };
+ * relay), or (FRAMED: a closing client whose upstream was asked to stay, struct relay
+ * frame_up) relay a body whose end its framing gives — keepBody bytes from the carry on, or
+ * the chunk framing for keepBody -1 — and close the client after it. */
+enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END, HEAD_THEN_KEEP, HEAD_THEN_FRAMED };
 /* The most a response head may be; more without its end is JS's to refuse (a 502). */
 #define HEAD_MAX (256u << 10) /* RESPONSE_HEAD_LIMITS.maxBytes in parser.ts */
 
@@ -246,6 +264,7 @@ struct engine_thread {
 	struct pending_client *pending; /* handoff acceptors' clients waiting for their first bytes */
 	size_t kept_count; /* kept clients waiting on this thread's acceptors (struct acceptor) */
 	struct pending_client *kept_graveyard; /* kept entries done with during this batch */
+	struct upstream_park *park; /* idle upstream connections (upstream-park.c); NULL until used */
 };
 
 enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD, MSG_KEPT_END, MSG_EXCHANGE };
@@ -310,6 +329,9 @@ struct msg {
 struct acc_js {
 	napi_ref on_event;
 	_Atomic int refs; /* the acceptor until 'stopped', plus each relay until its 'done' */
+	/* Its acceptor is closed (acceptor_close, on the acceptor's thread): relays it started that
+	 * end later close their upstreams rather than park them. */
+	bool closed;
 };
 
 /* A listening socket the engine accepts on itself (acceptorStart): admission, the upstream's
@@ -356,6 +378,9 @@ struct acceptor {
 	bool http_serve;
 	char http_via[MPX_HTTP_VIA_MAX];
 	uint32_t http_max_head, http_max_fields;
+	/* options.httpUpstreamIdleMs: the upstream pool's idle timeout for exchanges served here
+	 * (upstream-park.c); 0: every exchange dials and its upstream is closed after it. */
+	int64_t http_park_ms;
 	struct acc_js *js;
 	struct acceptor *next; /* the thread's list */
 	struct acceptor *gnext; /* g_engine.acceptors (JS thread) */
@@ -368,6 +393,10 @@ struct acceptor {
 /* A handoff acceptor's client waiting for its first bytes: its address | PEND_TAG (both low bits
  * set: test for it before ACC_TAG). */
 #define PEND_TAG ((uintptr_t)3)
+/* An idle upstream connection parked in the thread's pool (upstream-park.c): its entry's
+ * address | PARK_TAG. The low three bits of every tagged address are free (malloc aligns to 8
+ * at least), and relays, acceptors and pending clients use only the two lowest. */
+#define PARK_TAG ((uintptr_t)4)
 
 struct pending_client {
 	int fd;
@@ -500,5 +529,32 @@ MPX_HIDDEN void pending_free_all(struct engine_thread *t);
 /* Kept clients (struct acceptor): the idle ones closed and the done ones freed; the next due. */
 MPX_HIDDEN void kept_sweep(struct engine_thread *t);
 MPX_HIDDEN int64_t kept_due(const struct engine_thread *t);
+
+/* upstream-park.c: idle upstream connections of exchanges served from accept, per thread,
+ * keyed by the acceptor (its acc_js) and the target. */
+struct parked_upstream; /* one entry; its address | PARK_TAG is its epoll tag */
+/* What a taken connection brings: its fd, local address and whether it runs MPTCP. */
+struct park_take {
+	int fd;
+	struct sockaddr_storage local;
+	bool mptcp;
+};
+/* Parks an idle, clean upstream connection (relay.c decides it is one: struct relay,
+ * park_up) for idle_ms; registered: fd is on the thread's epoll already (under its relay's
+ * tag). True: the fd is the pool's now, the caller must not close it; false (a limit, memory,
+ * epoll): it is still the caller's. */
+MPX_HIDDEN bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, int fd, bool mptcp, int64_t idle_ms, bool registered);
+/* The most recently parked connection to `to` of `owner`'s, taken out of the pool (and off
+ * the epoll set); false when there is none. */
+MPX_HIDDEN bool park_take(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, struct park_take *out);
+/* True when a connection to `to` of `owner`'s is parked (nothing taken). */
+MPX_HIDDEN bool park_has(const struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to);
+/* An epoll event on a parked connection: the upstream closed, reset or spoke out of turn. */
+MPX_HIDDEN void park_event(struct engine_thread *t, struct parked_upstream *e);
+/* Closes the connections idle past their timeout; returns the next due time (0: none). */
+MPX_HIDDEN int64_t park_sweep(struct engine_thread *t);
+MPX_HIDDEN int64_t park_due(const struct engine_thread *t);
+/* Closes `owner`'s connections (its acceptor closed), or every one (NULL: the thread stops). */
+MPX_HIDDEN void park_close(struct engine_thread *t, const struct acc_js *owner);
 
 #endif

@@ -327,11 +327,23 @@ static void drain_held(struct relay *r)
 			return;
 }
 
+static bool has_output(const struct direction *x);
+
+/* An upstream known to be idle and clean (park_up, set where relay.c knows it) that is still
+ * so as the relay ends: no error, no hang-up or byte seen since, no request in flight on it. */
+static bool upstream_parkable(const struct relay *r)
+{
+	return r->park_up && r->park_ms > 0 && r->acc != NULL && !r->acc->closed && !r->connecting && !r->up_dead && r->err == 0 && r->reason == NULL && !r->hup[SIDE_UP] &&
+	       !r->dir[SIDE_UP].eof && !has_output(&r->dir[SIDE_UP]) && r->head_state == HEAD_NONE && r->loop_pending_skip == 0;
+}
+
 static void finish(struct engine_thread *t, struct relay *r)
 {
 	if (r->finished)
 		return;
 	r->finished = true;
+	/* The upstream goes to the pool (upstream-park.c) rather than closed, when it can. */
+	bool parked = upstream_parkable(r) && park_put(t, r->acc, &r->up_target, r->fd[SIDE_UP], r->up_mptcp, r->park_ms, r->registered);
 	if (r->hold_down && !r->kept && !r->connecting)
 		drain_held(r);
 	/* Error, idle, abort or engine stop before either half-close: sample before closing. */
@@ -350,9 +362,10 @@ static void finish(struct engine_thread *t, struct relay *r)
 		 * description, not the fd (epoll(7), "Will closing a file descriptor cause it to be
 		 * removed?"). A kept client leaves the set and stays open: MSG_DONE gives it to JS. */
 		bool keep = s == SIDE_DOWN && r->kept;
-		if (r->registered && (!r->sole || keep)) /* else close() removes them: no other fd is open */
+		bool pooled = s == SIDE_UP && parked; /* its registration is the pool's now */
+		if (r->registered && !pooled && (!r->sole || keep)) /* else close() removes them: no other fd is open */
 			epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[s], NULL);
-		if (!keep)
+		if (!keep && !pooled)
 			close(r->fd[s]);
 		direction_release(t, &r->dir[s]);
 	}
@@ -531,9 +544,11 @@ static size_t keep_body_bytes(struct relay *r, const char *p, size_t len);
 /* A kept client's response, as the head the engine rewrote frames it: how its end is found
  * (keep_remaining for a length or no body, the chunk framing for a chunked one), and whether the
  * upstream stays usable for the loop's next request. */
-static void keep_framing(struct relay *r, const struct mpx_response_info *info)
+static void keep_framing(struct relay *r, const struct mpx_response_info *info, bool keep_client)
 {
-	r->keep_client = true;
+	r->keep_client = keep_client;
+	r->framed = true;
+	r->resp_keeps = info->upstream_keeps;
 	r->keep_remaining = info->body == MPX_BODY_LENGTH ? info->length : 0;
 	r->chunk_active = info->body == MPX_BODY_CHUNKED;
 	if (r->chunk_active)
@@ -559,7 +574,12 @@ static bool head_whole(struct engine_thread *t, struct relay *r)
 		if (n > 0) {
 			struct direction *x = &r->dir[SIDE_UP];
 			if (keeps && !info.client_closed) {
-				keep_framing(r, &info);
+				keep_framing(r, &info, true);
+				rest = keep_body_bytes(r, r->head_buf + hl, rest);
+			} else if (r->frame_up && holding(r) && info.body != MPX_BODY_CLOSE) {
+				/* A closing client whose upstream was asked to stay: the body's end is
+				 * found by its framing (struct relay, frame_up). */
+				keep_framing(r, &info, false);
 				rest = keep_body_bytes(r, r->head_buf + hl, rest);
 			}
 			memcpy(out + n, r->head_buf + hl, rest);
@@ -666,6 +686,8 @@ static bool has_output(const struct direction *x)
 /* How long an upstream that was asked to close may stay open once a kept client's body is
  * out (keep_client_now). */
 #define KEEP_UPSTREAM_CLOSE_MS 100
+/* CMD_HEAD's keep_body for HEAD_THEN_FRAMED with keepBody -1: a chunked body. */
+#define FRAMED_CHUNKED UINT64_MAX
 
 static bool keep_done(const struct relay *r);
 
@@ -674,8 +696,16 @@ static bool keep_done(const struct relay *r);
  * so (keep_close_due), and the thread sweeps soon enough to see that (sweep_idle,
  * keep_client_now). Not from the moment the body is read: a slow client can take far longer
  * than that to take the rest of it, and its relay must not end before. */
+static void framed_close_client(struct engine_thread *t, struct relay *r);
+
 static void keep_await_upstream_eof(struct engine_thread *t, struct relay *r)
 {
+	if (r->framed && !r->keep_client) {
+		/* A closing client's framed body (frame_up): once it is all out, the client's end. */
+		if (!r->frame_done && holding(r) && r->keep_remaining == 0 && !r->chunk_active && !has_output(&r->dir[SIDE_UP]))
+			framed_close_client(t, r);
+		return;
+	}
 	if (r->keep_close_due != 0 || !keep_done(r))
 		return;
 	if (r->up_keeps) {
@@ -758,7 +788,27 @@ static void head_done(struct engine_thread *t, struct cmd *c)
 			x->eof = true; /* nothing more from the upstream reaches the client */
 		if (c->then == HEAD_THEN_KEEP && r->hold_down) {
 			r->keep_client = true;
+			r->framed = true;
 			r->keep_remaining = c->keep_body;
+		}
+		if (c->then == HEAD_THEN_FRAMED && holding(r)) {
+			/* The carry is the body's start: through the framing, then after the head. Not
+			 * parked afterwards (resp_keeps stays false): JS read this head, not us. */
+			r->framed = true;
+			r->keep_client = false;
+			r->chunk_active = c->keep_body == FRAMED_CHUNKED;
+			r->keep_remaining = r->chunk_active ? 0 : c->keep_body;
+			if (r->chunk_active)
+				mpx_chunked_init(&r->chunk);
+			size_t k = c->carry_len > 0 ? keep_body_bytes(r, c->carry, c->carry_len) : 0;
+			char *both = k > 0 ? realloc(x->buf, x->len + k) : x->buf;
+			if (both == NULL) {
+				eng_fail(t, r, SIDE_PROXY, ENOMEM, "malloc");
+				return;
+			}
+			memcpy(both + x->len, c->carry, k);
+			x->buf = both;
+			x->len += k;
 		}
 	}
 	x->drained = false; /* the upstream's edges were spent while JS had the head */
@@ -819,6 +869,29 @@ static void keep_client_now(struct engine_thread *t, struct relay *r)
 	r->kept = true;
 	first_end(r, SIDE_UP);
 	finish(t, r);
+}
+
+/* A closing client's response is wholly out, its end found by the framing (frame_up): the
+ * client gets its FIN now, as at an upstream's EOF, and its bytes are drained to its end; the
+ * upstream, asked to stay, is idle — parked when the relay ends if the response said it keeps
+ * the connection and sent nothing past its body. Nothing more is read from it (frame_done). */
+static void framed_close_client(struct engine_thread *t, struct relay *r)
+{
+	r->frame_done = true;
+	r->park_up = r->resp_keeps && !r->keep_spoiled;
+	first_end(r, SIDE_UP); /* as for the upstream's own close: the response ended it */
+	r->drop_down = true;
+	r->dir[SIDE_DOWN].drained = false; /* its edges were spent while it was held */
+	r->dir[SIDE_UP].shut = true;
+	sample_downstream(r);
+	if (shutdown(r->fd[SIDE_DOWN], SHUT_WR) < 0 && errno != ENOTCONN) {
+		eng_fail(t, r, SIDE_DOWN, errno, "shutdown");
+		return;
+	}
+	if (r->dir[SIDE_DOWN].shut)
+		finish(t, r);
+	else
+		pump(t, r, SIDE_DOWN); /* the drain: read the client to its EOF */
 }
 
 /* ---- keep-alive loop (options.loopAuthority) ----
@@ -883,6 +956,7 @@ static void loop_wait_next(struct engine_thread *t, struct relay *r)
 	exchange_report(t, r);
 	r->loop_wait = true;
 	r->keep_client = false;
+	r->framed = false;
 	r->keep_remaining = 0;
 	r->up_keeps = false;
 	r->keep_close_due = 0;
@@ -913,6 +987,7 @@ static void loop_next_request(struct engine_thread *t, struct relay *r)
 		pool_put(t, buf);
 		if (n == 0) { /* the client closed between requests: the usual end of a kept-alive connection */
 			r->loop_wait = false;
+			r->park_up = true; /* the upstream is idle between two requests: reusable */
 			first_end(r, SIDE_DOWN);
 			finish(t, r);
 		} else if (err == EAGAIN || err == EWOULDBLOCK) {
@@ -925,8 +1000,10 @@ static void loop_next_request(struct engine_thread *t, struct relay *r)
 	r->last_activity_ms = t->now_ms;
 	if (!mpx_head_has_end(buf, (size_t)n, 0)) {
 		pool_put(t, buf);
-		if ((size_t)n >= want)
+		if ((size_t)n >= want) {
+			r->park_up = true; /* nothing of it went upstream */
 			loop_give_back(t, r); /* too long a head for us: JS replies 431 */
+		}
 		else
 			x->drained = true; /* the rest of the head raises the next edge */
 		return;
@@ -936,9 +1013,11 @@ static void loop_next_request(struct engine_thread *t, struct relay *r)
 	struct mpx_request_info info = { 0 };
 	size_t len = out != NULL ? mpx_http_rewrite_request(buf, (size_t)n, r->loop_authority, r->resp_via, r->loop_max_head, r->loop_max_fields, out, cap, &info) : 0;
 	if (len == 0 || !info.client_keeps) {
-		/* Not one for the loop (another method or host, a body, Connection: close...). */
+		/* Not one for the loop (another method or host, a body, Connection: close...): a
+		 * session serves it, and the idle upstream may serve another exchange here. */
 		free(out);
 		pool_put(t, buf);
+		r->park_up = true;
 		loop_give_back(t, r);
 		return;
 	}
@@ -991,6 +1070,8 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			loop_next_request(t, r);
 		return; /* the upstream's events while idle: on_event */
 	}
+	if (d == SIDE_UP && r->frame_done)
+		return; /* its response is out and the client shut: nothing more is read from it */
 	struct direction *x = &r->dir[d];
 	int src = r->fd[d], dst = r->fd[1 - d];
 	for (int i = 0; i < BURST && !r->finished;) {
@@ -1112,7 +1193,7 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			}
 			if (d == SIDE_DOWN && (r->up_dead || r->drop_down))
 				x->off = x->len; /* read and dropped: see head_upstream_failed, struct relay */
-			if (d == SIDE_UP && r->keep_client) /* its body and no more (struct relay) */
+			if (d == SIDE_UP && r->framed) /* its body and no more (struct relay) */
 				x->len = x->off + keep_body_bytes(r, x->buf + x->off, x->len - x->off);
 			/* Only for small reads (an exchange): under a bulk flow more bytes arrive while
 			 * this buffer is written, and reading on at once (measured: 8 parallel downloads
@@ -1214,6 +1295,7 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 				const char *sc = NULL;
 				m->up_mptcp = mpx_subflow_summary(fd, false, &sum, &e, &sc) == MPX_SUMMARY_OK;
 			}
+			r->up_mptcp = m->up_mptcp; /* for the pool, if it is parked */
 			eng_post(t, m);
 		}
 	}
@@ -1249,6 +1331,15 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 			if (getsockopt(r->fd[SIDE_DOWN], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
 				eng_fail(t, r, SIDE_DOWN, err, "read");
 		}
+		return;
+	}
+	if (r->frame_done && side == SIDE_UP) {
+		/* The idle upstream of a closing client (framed_close_client): a hang-up or a byte
+		 * makes it unfit for the pool; a stale edge (the response's last segment) does not. */
+		char c;
+		if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+		    ((ev & EPOLLIN) && (recv(r->fd[SIDE_UP], &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))))
+			r->park_up = false;
 		return;
 	}
 	if (r->loop_wait && side == SIDE_UP && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
@@ -1409,6 +1500,7 @@ static void sweep_idle(struct engine_thread *t, int64_t *min_idle)
 			/* keepAliveTimeoutMs with no next request: closed quietly, as a session or the
 			 * acceptor closes an idle kept-alive client (no error, ended by the proxy). */
 			r->loop_wait = false;
+			r->park_up = true;
 			first_end(r, SIDE_PROXY);
 			finish(t, r);
 		} else if (!head_upstream_failed(t, r, ETIMEDOUT, "read", "idle")) {
@@ -1472,6 +1564,8 @@ static void *thread_main(void *arg)
 				timeout = sooner(timeout, kept_due(t) - now_ms());
 			if (t->out_head != NULL)
 				timeout = sooner(timeout, flush_in_ms(t));
+			if (park_due(t) > 0)
+				timeout = sooner(timeout, park_due(t) - now_ms());
 		}
 		int n = epoll_wait(t->epfd, events, EPOLL_BATCH, timeout);
 		t->now_ms = now_ms();
@@ -1483,7 +1577,9 @@ static void *thread_main(void *arg)
 				continue;
 			}
 			uintptr_t tag = (uintptr_t)events[i].data.u64;
-			if ((tag & 3) == PEND_TAG)
+			if ((tag & 7) == PARK_TAG)
+				park_event(t, (struct parked_upstream *)(tag & ~(uintptr_t)7));
+			else if ((tag & 3) == PEND_TAG)
 				pending_event(t, (struct pending_client *)(tag & ~(uintptr_t)3));
 			else if (tag & ACC_TAG)
 				acceptor_run(t, (struct acceptor *)(tag & ~(uintptr_t)3));
@@ -1512,6 +1608,8 @@ static void *thread_main(void *arg)
 			pending_sweep(t);
 		if (has_kept(t))
 			kept_sweep(t);
+		if (park_due(t) > 0 && t->now_ms >= park_due(t))
+			park_sweep(t);
 		if (flush_in_ms(t) == 0)
 			eng_flush(t);
 		bury(t);
@@ -1525,6 +1623,7 @@ static void *thread_main(void *arg)
 	kept_sweep(t); /* the acceptors closed their kept clients: their entries are freed here */
 	while (t->relays != NULL)
 		end_by_proxy(t, t->relays, "engine-stopped");
+	park_close(t, NULL); /* after the relays: none of them parks into a freed pool */
 	eng_flush(t);
 	bury(t);
 	bury_acceptors(t);
@@ -2400,8 +2499,10 @@ napi_value mpx_js_relay_abort(napi_env env, napi_callback_info info)
  * "response-head hook"). out (Buffer or null) is written to the client in place of the bytes JS
  * was given; then: 0 relay the rest as it comes, 1 gather another head starting with carry
  * (after a 1xx), 2 nothing more from the upstream (the client gets a FIN after out), 3 relay
- * keepBody more bytes and keep the client (a holdClient relay: struct relay; otherwise as 0).
- * keepBody is ignored (pass -1) for the others. False when the relay has ended meanwhile (its
+ * keepBody more bytes and keep the client (a holdClient relay: struct relay; otherwise as 0),
+ * 4 relay a body of keepBody bytes (-1: chunked) starting with carry, then close the client (an
+ * acceptor's exchange whose closing client's upstream was asked to stay: frame_up; otherwise
+ * as 0). keepBody is ignored (pass -1) for 0–2. False when the relay has ended meanwhile (its
  * summary says how). */
 napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 {
@@ -2411,12 +2512,13 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 	if (!mpx_get_args(env, info, 5, argv) || !eng_arg_id(env, argv[0], &id) || !eng_arg_number(env, argv[2], "then", &then) ||
 	    !eng_arg_number(env, argv[4], "keepBody", &keep_body))
 		return NULL;
-	if (!(then == HEAD_THEN_RAW || then == HEAD_THEN_AGAIN || then == HEAD_THEN_END || then == HEAD_THEN_KEEP)) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "then must be 0 (relay), 1 (another head), 2 (end) or 3 (keep the client)");
+	if (!(then == HEAD_THEN_RAW || then == HEAD_THEN_AGAIN || then == HEAD_THEN_END || then == HEAD_THEN_KEEP || then == HEAD_THEN_FRAMED)) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "then must be 0 (relay), 1 (another head), 2 (end), 3 (keep the client) or 4 (a framed body)");
 		return NULL;
 	}
-	if (then == HEAD_THEN_KEEP && !(keep_body >= 0 && keep_body <= MAX_SAFE_LENGTH && keep_body == (double)(uint64_t)keep_body)) {
-		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "keepBody must be an integer from 0 to 2^53 with then 3");
+	if ((then == HEAD_THEN_KEEP || (then == HEAD_THEN_FRAMED && keep_body != -1)) &&
+	    !(keep_body >= 0 && keep_body <= MAX_SAFE_LENGTH && keep_body == (double)(uint64_t)keep_body)) {
+		napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "keepBody must be an integer from 0 to 2^53 with then 3, or -1 with then 4");
 		return NULL;
 	}
 	struct cmd *c = calloc(1, sizeof(*c));
@@ -2425,7 +2527,7 @@ napi_value mpx_js_relay_head_done(napi_env env, napi_callback_info info)
 	c->kind = CMD_HEAD;
 	c->id = id;
 	c->then = (int)then;
-	c->keep_body = then == HEAD_THEN_KEEP ? (uint64_t)keep_body : 0;
+	c->keep_body = then == HEAD_THEN_KEEP ? (uint64_t)keep_body : then == HEAD_THEN_FRAMED ? (keep_body < 0 ? FRAMED_CHUNKED : (uint64_t)keep_body) : 0;
 	if (!arg_head(env, argv[1], "out", &c->out, &c->out_len) || !arg_head(env, argv[3], "carry", &c->carry, &c->carry_len)) {
 		head_cmd_free(c);
 		return NULL;

@@ -138,6 +138,10 @@ export interface HandoffServe {
   /** The listener's request-head limits (maxHeaderBytes, maxHeaderCount). */
   maxHeadBytes: number;
   maxFields: number;
+  /** The engine's own upstream pool (native/src/upstream-park.c): how long an upstream these
+   *  exchanges leave idle and reusable waits for the next one to its target (the listener's
+   *  upstreamIdleTimeoutMs, as the JS pool's); 0: each exchange dials and closes its own. */
+  upstreamIdleMs: number;
   /** The client's bytes for a response head the engine declines (or an upstream that failed
    *  within one), as for an exchange JS started (engine-exchange.ts). */
   respond(ctx: ConnectionContext, request: Buffer, bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined): HeadDecision;

@@ -73,6 +73,8 @@ export interface AcceptorOptions {
   httpVia?: string;
   httpMaxHeadBytes?: number;
   httpMaxFields?: number;
+  /** httpVia: the engine's upstream pool's idle timeout (HandoffServe.upstreamIdleMs; 0: off). */
+  httpUpstreamIdleMs?: number;
   /** A fixed target; or `destinations` for each connection's own (transparent). */
   upstreamAddress?: string;
   upstreamPort?: number;
@@ -329,7 +331,7 @@ export class EngineAcceptor {
           early: true,
           handoffWaitMs: plan.handoff.waitMs,
           keptWaitMs: plan.handoff.keptWaitMs,
-          ...(plan.handoff.serve ? { httpVia: plan.handoff.serve.via, httpMaxHeadBytes: plan.handoff.serve.maxHeadBytes, httpMaxFields: plan.handoff.serve.maxFields } : {}),
+          ...(plan.handoff.serve ? { httpVia: plan.handoff.serve.via, httpMaxHeadBytes: plan.handoff.serve.maxHeadBytes, httpMaxFields: plan.handoff.serve.maxFields, httpUpstreamIdleMs: plan.handoff.serve.upstreamIdleMs } : {}),
           ...(destinationRules !== undefined ? { destinations: packDestinationRules(destinationRules) } : {}),
         }
       : plan.dial.address !== undefined && plan.dial.port !== undefined

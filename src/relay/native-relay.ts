@@ -115,6 +115,11 @@ export const enum HeadThen {
   /** Relay HeadDecision.keepBody more bytes, then keep the client open (a holdClient exchange:
    *  EngineExchangeOptions.onKept gets it once the upstream has closed). */
   Keep = 3,
+  /** A closing client's response whose upstream was asked to stay (an exchange served from
+   *  accept with the engine's upstream pool on): relay a body of HeadDecision.keepBody bytes
+   *  (-1: chunked, its end found by the chunk framing) that starts with `carry`, then close the
+   *  client. */
+  Framed = 4,
 }
 
 /** relayStart's options (native/src/relay.c, "response-head hook"). */
@@ -162,9 +167,10 @@ export interface NativeRelayStartOptions {
 export interface HeadDecision {
   out: Buffer | null;
   then: HeadThen;
-  /** then Again: the bytes already read of the next head. */
+  /** then Again: the bytes already read of the next head; then Framed: the body's first bytes. */
   carry?: Buffer | null;
-  /** then Keep: the response body's bytes still to come after `out` (its length minus those in `out`). */
+  /** then Keep: the response body's bytes still to come after `out` (its length minus those in
+   *  `out`); then Framed: the body's length from `carry` on, or -1 for a chunked one. */
   keepBody?: number;
 }
 

@@ -238,7 +238,7 @@ function respond(
   bytes: Buffer | null,
   complete: boolean,
   failure: UpstreamFailure | undefined,
-  req: Pick<Eligible, 'head' | 'keepAlive' | 'target'>,
+  req: Pick<Eligible, 'head' | 'keepAlive' | 'target'> & { upstreamStays?: boolean },
   cfg: HttpListenerConfig,
   pending: PendingConnect | undefined,
   ctx: ConnectionContext,
@@ -310,6 +310,13 @@ function respond(
       return keep ? { out, then: HeadThen.Keep, keepBody: bodyLength - pushed.rest.length } : { out, then: HeadThen.End };
     }
     const head = buildDownstreamResponseHead(res, { via: cfg.via, close: true, http10KeepAlive: false, dechunk: false });
+    // A closing client whose upstream was asked to stay (the engine's pool): the upstream will
+    // not end the body by closing, so the engine finds its end by the framing, then closes the
+    // client. A close-delimited body ends with the upstream's close as ever.
+    if (req.upstreamStays === true && framing.kind !== 'close') {
+      const keepBody = framing.kind === 'chunked' ? -1 : (bodyLength ?? 0);
+      return { out: Buffer.concat([...interim, head]), then: HeadThen.Framed, carry: pushed.rest, keepBody };
+    }
     return { out: Buffer.concat([...interim, head, pushed.rest]), then: HeadThen.Relay };
   }
 }
@@ -318,12 +325,24 @@ function respond(
  * HandoffServe.respond: the reply for a response head the engine declined in an exchange it
  * serves from accept (no JS saw its request: `request` is the head it read, a plain GET).
  */
-export function respondAtAccept(ctx: ConnectionContext, request: Buffer, bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined, cfg: HttpListenerConfig, idleTimeoutMs: number): HeadDecision {
+export function respondAtAccept(
+  ctx: ConnectionContext,
+  request: Buffer,
+  bytes: Buffer | null,
+  complete: boolean,
+  failure: UpstreamFailure | undefined,
+  cfg: HttpListenerConfig,
+  idleTimeoutMs: number,
+  upstreamIdleMs: number,
+): HeadDecision {
   const pushed = new HeadDecoder({ maxBytes: cfg.maxHeaderBytes, maxCount: cfg.maxHeaderCount }).push(request);
   if (!pushed.done) throw new Error('the engine sent a request head that is not whole');
   const head = parseRequestHead(pushed.head);
   const target = parseRequestTarget(head.method, head.target);
-  return respond(bytes, complete, failure, { head, keepAlive: clientWantsPersistence(head), target: target.target }, cfg, undefined, ctx, idleTimeoutMs);
+  const keepAlive = clientWantsPersistence(head);
+  // The acceptor asks the upstream to stay for a closing client too when its pool is on
+  // (native/src/acceptor.c, serve_at_accept: frame_up), on the same two facts.
+  return respond(bytes, complete, failure, { head, keepAlive, target: target.target, upstreamStays: !keepAlive && upstreamIdleMs > 0 }, cfg, undefined, ctx, idleTimeoutMs);
 }
 
 /** The Via pseudonym for the engine's own response-head rewrite: printable ASCII that fits its

@@ -108,7 +108,9 @@ function engineAcceptPlan(cfg: HttpListenerConfig, deps: FrontendDeps, pool: Ups
   const dial = deps.dial.planInEngineAnyTarget?.();
   const adopt = deps.dial.adoptEarly;
   if (dial === undefined || adopt === undefined) return undefined;
-  // Served from accept when the engine serves exchanges and can write our Via itself.
+  // Served from accept when the engine serves exchanges and can write our Via itself; with the
+  // engine's own upstream pool when the listener's is on.
+  const upstreamIdleMs = pool.enabled ? cfg.upstreamIdleTimeoutMs : 0;
   const serve: HandoffServe | undefined =
     deps.relayConnecting === undefined || via === undefined
       ? undefined
@@ -116,7 +118,8 @@ function engineAcceptPlan(cfg: HttpListenerConfig, deps: FrontendDeps, pool: Ups
           via,
           maxHeadBytes: cfg.maxHeaderBytes,
           maxFields: cfg.maxHeaderCount,
-          respond: (ctx, request, bytes, complete, failure) => respondAtAccept(ctx, request, bytes, complete, failure, cfg, idleTimeoutMs),
+          upstreamIdleMs,
+          respond: (ctx, request, bytes, complete, failure) => respondAtAccept(ctx, request, bytes, complete, failure, cfg, idleTimeoutMs, upstreamIdleMs),
           requests: (ctx) => new ExchangeAccount(ctx, undefined, ctx.startedAt),
         };
   return {
