@@ -14,7 +14,8 @@
         "src/queue-cap.c",
         "src/http-head.c",
         "src/http-head-js.c",
-        "src/chunked.c"
+        "src/chunked.c",
+        "src/upstream-park.c"
       ],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "libraries": ["-lpthread"],
