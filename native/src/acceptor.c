@@ -587,11 +587,12 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	eng_post(t, m);
 	if (reused) {
-		/* 'connected' as connect_done says it, at once (connectMs 0: no connect was made). */
+		/* 'connected' at once, saying it is a parked connection (no connect was made). */
 		struct msg *c = acc_msg(a, MSG_CONNECTED);
 		if (c != NULL) {
 			c->id = r->id;
 			c->up_mptcp = got.mptcp;
+			c->up_reused = true;
 			eng_post(t, c);
 		}
 	}
@@ -979,6 +980,7 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		ev_number(env, &a, (double)m->id);
 		ev_number(env, &a, m->connect_ms);
 		ev_bool(env, &a, m->up_mptcp);
+		ev_bool(env, &a, m->up_reused);
 		break;
 	case MSG_ACCEPTED: {
 		ev_number(env, &a, (double)m->id);

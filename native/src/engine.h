@@ -283,6 +283,7 @@ struct msg {
 	bool connect_failed;
 	double connect_ms; /* MSG_CONNECTED: relayStart → handshake done, engine clock */
 	bool up_mptcp; /* MSG_CONNECTED: fdUp runs MPTCP (not plain TCP, not fallen back) */
+	bool up_reused; /* MSG_CONNECTED of an acceptor's exchange: a parked connection, not a connect */
 	struct acc_js *acc; /* an acceptor's event (or one of its relays'): goes to its callback */
 	struct sockaddr_storage peer, local, up_local; /* MSG_ACCEPTED (peer also MSG_DENIED) */
 	bool down_mptcp; /* MSG_ACCEPTED: the client runs MPTCP */

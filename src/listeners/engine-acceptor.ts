@@ -38,7 +38,7 @@ import type { NativeAddress } from '../mptcp/native.js';
 /** What acceptorStart reports (native/src/relay.h). */
 export type AcceptorEvent =
   | { kind: 'accepted'; id: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal: NativeAddress | null; mptcp: boolean; target?: NativeAddress }
-  | { kind: 'connected'; id: number; connectMs: number; mptcp: boolean }
+  | { kind: 'connected'; id: number; connectMs: number; mptcp: boolean; reused: boolean }
   | ({ kind: 'done' } & NativeRelaySummary)
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
   | { kind: 'error'; errno: number; code: string; syscall: string }
@@ -132,7 +132,7 @@ function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
  * acceptor_event: V8 builds these objects from literals far faster than C can set their
  * properties one by one). kind is enum msg_kind's number; the layouts, after it:
  *   0 done       a relay's end, as decodeRelaySummary (src/relay/native-relay.ts) reads it
- *   1 connected  id, connectMs, mptcp
+ *   1 connected  id, connectMs, mptcp, reused (a parked upstream an exchange took: no connect)
  *   2 accepted   id, remote (address, port), local (address, port), upstreamLocal (address,
  *                port), mptcp, target (address or null, port: an exchange served from accept)
  *   3 denied     remote (address, port), reason
@@ -153,7 +153,7 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
     case 0:
       return decodeRelaySummary(a);
     case 1:
-      return { kind: 'connected', id: a[0] as number, connectMs: a[1] as number, mptcp: a[2] as boolean };
+      return { kind: 'connected', id: a[0] as number, connectMs: a[1] as number, mptcp: a[2] as boolean, reused: a[3] === true };
     case 2: {
       const e: Extract<AcceptorEvent, { kind: 'accepted' }> = { kind: 'accepted', id: a[0] as number, remote: nativeAddress(a[1], a[2]), local: nativeAddress(a[3], a[4]), upstreamLocal: nativeAddress(a[5], a[6]), mptcp: a[7] as boolean };
       const target = nativeAddress(a[8], a[9]);
@@ -391,7 +391,9 @@ export class EngineAcceptor {
         return this.#accepted(e);
       case 'connected': {
         const live = this.#live.get(e.id);
-        if (live !== undefined) this.#s.plan.dial.connected(live.ctx, e.connectMs, e.mptcp, live.upstreamLocal);
+        if (live === undefined) return;
+        if (e.reused) this.#s.plan.dial.reused(live.ctx, e.mptcp, live.upstreamLocal);
+        else this.#s.plan.dial.connected(live.ctx, e.connectMs, e.mptcp, live.upstreamLocal);
         return;
       }
       case 'done':

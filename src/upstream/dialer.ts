@@ -297,6 +297,10 @@ function enginePlan(fixed: TargetAddress | undefined, cfg: UpstreamConfig, acces
     ...(cfg.bindAddress ? { bindAddress: cfg.bindAddress } : {}),
     connectTimeoutMs: cfg.connectTimeoutMs,
     connected: (ctx, connectMs, mptcp, local) => engineConnected(ctx, targetOf(ctx), local, useMptcp && mptcp, connectMs),
+    reused(ctx, mptcp, local) {
+      const t = targetOf(ctx);
+      ctx.upstream = { remote: { address: t.host, port: t.port }, local, mptcp: useMptcp && mptcp };
+    },
     failed: (ctx, err, timedOut) => engineConnectFailed(ctx, targetOf(ctx), err, timedOut, cfg),
     denied(ctx, engineRule) {
       const t = targetOf(ctx);

@@ -84,6 +84,9 @@ export interface EngineDialPlan {
   readonly connectTimeoutMs: number;
   /** ctx.target's handshake completed: records ctx.upstream and publishes upstream:connected. */
   connected(ctx: ConnectionContext, connectMs: number, mptcp: boolean, local: Endpoint): void;
+  /** An idle connection to ctx.target from the engine's pool took the dial's place: records
+   *  ctx.upstream only, as a session taking a pooled connection does (nothing was connected). */
+  reused(ctx: ConnectionContext, mptcp: boolean, local: Endpoint): void;
   /** ctx.target's dial failed or timed out: publishes dial:error, returns the dial's error. */
   failed(ctx: ConnectionContext, err: unknown, timedOut: boolean): UpstreamError;
   /** The engine's destination check refused ctx.target by `engineRule`: the policy's own

@@ -8,11 +8,13 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startProxy } from '../../src/main.js';
 import { validateConfig } from '../../src/config/schema.js';
+import { ChannelName } from '../../src/core/channels.js';
 import { createLogger } from '../../src/core/logger.js';
 import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
 
@@ -138,6 +140,10 @@ const lines = (p: Proxy, msg: string): LogLine[] => p.lines.filter((l) => l.msg 
 test('engine upstream pool: closing and keep-alive clients, one after another, share one upstream connection', { skip: noEngine }, async (t) => {
   const o = await origin(t, (s, head) => s.write(ok(`body of ${head.split(' ')[1]}`)));
   const p = await startHttpProxy(t);
+  let connects = 0;
+  const onConnected = (m: unknown): void => void ((m as { ctx: { listener: string } }).ctx.listener === 'pool' && connects++);
+  diagnosticsChannel.subscribe(ChannelName.upstreamConnected, onConnected);
+  t.after(() => diagnosticsChannel.unsubscribe(ChannelName.upstreamConnected, onConnected));
   for (let i = 0; i < 4; i++) {
     const close = i % 2 === 0;
     const reply = await fetchRaw(p.port, get(o.port, `/r${i}`, close), !close);
@@ -149,6 +155,7 @@ test('engine upstream pool: closing and keep-alive clients, one after another, s
     await waitFor(() => lines(p, 'access').length === i + 1, `access line ${i + 1}`);
   }
   assert.equal(o.accepted, 1, 'one upstream connection for all four');
+  assert.equal(connects, 1, 'upstream:connected once: a reused connection is not a connect');
   assert.equal(o.heads.length, 4);
   for (const head of o.heads) assert.doesNotMatch(head, /\r\nConnection: close\r\n/i, 'the upstream is asked to stay');
   const served = lines(p, 'http exchange served in the engine');
