@@ -117,7 +117,7 @@ export function evaluateTargets(r: BenchResults): TargetCheck[] {
   const cr = r.scenarios.connRate as { rows?: { load: string; variant: string; rate?: Summary; steal?: Summary }[] } | undefined;
   for (const load of ['http', 'http-one', 'echo']) {
     const rows = cr?.rows?.filter((x) => x.load === load) ?? [];
-    const haRow = rows.find((x) => x.variant.startsWith('haproxy'));
+    const haRow = rows.find((x) => x.variant === 'haproxy');
     for (const row of rows.filter((x) => isOurs(x.variant))) {
       out.push(stolen(ratioCheck(`connection rate (${load}) ≥ 1.0× HAProxy`, row.variant, med(row.rate), med(haRow?.rate), 1, 'HAProxy'), row.steal?.max, haRow?.steal?.max));
     }

@@ -11,6 +11,9 @@ export interface HaproxyFrontend {
   port: number;
   mode: 'tcp' | 'http';
   to: string; // host:port
+  /** HTTP: `http-reuse always` (any idle server connection serves any request, a client's
+   *  first included) instead of the default `safe` (a client's first request gets its own). */
+  reuseAlways?: boolean;
 }
 
 /** HAProxy 2.6, one thread (the issue's comparison point), no logging. */
@@ -34,6 +37,7 @@ export function writeHaproxyConfig(dir: string, frontends: readonly HaproxyFront
       `  default_backend be_${f.name}`,
       `backend be_${f.name}`,
       `  mode ${f.mode}`,
+      ...(f.reuseAlways ? ['  http-reuse always'] : []),
       `  server s1 ${f.to}`,
     );
   }

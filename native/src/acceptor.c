@@ -498,7 +498,7 @@ static bool request_authority(const char *buf, size_t n, char *out, size_t cap)
  * to the pool (or is closed), and the client is handed over with no early connect. */
 static void unreuse(struct engine_thread *t, struct pending_client *p, const struct park_take *got)
 {
-	if (!park_put(t, p->acc->js, &p->target, p->up, got->mptcp, p->acc->http_park_ms, false))
+	if (!park_put(t, p->acc->js, &p->target, &got->local, p->up, got->mptcp, p->acc->http_park_ms, true /* still on the set: park_take */))
 		close(p->up);
 	p->up = -1;
 }
@@ -567,7 +567,10 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	if (reused) {
 		r->connecting = false; /* connected long ago: the request goes out at once */
 		r->up_mptcp = got.mptcp;
+		r->on_epoll[SIDE_UP] = true; /* park_take left it on the set */
 	}
+	r->on_epoll[SIDE_DOWN] = p->registered; /* it waited there for its head */
+	p->registered = false;
 	r->sample_down = p->down_mptcp;
 	r->hold_down = true;
 	r->client_keeps = info.client_keeps;
@@ -581,6 +584,7 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	r->dir[SIDE_DOWN].buf = out;
 	r->dir[SIDE_DOWN].len = len;
 	accepted_fill(m, r, &p->peer, &p->local, p->down_mptcp, reused ? &got.local : NULL);
+	r->up_local = m->up_local; /* for the pool (park_put) */
 	m->has_target = true;
 	m->up_target = p->target;
 	p->fd = p->up = -1; /* the relay's */
@@ -629,13 +633,14 @@ static bool handoff_try(struct engine_thread *t, struct pending_client *p)
 			handoff_dial(p->acc, p, buf, (size_t)n);
 		return false;
 	}
+	/* Served here, the fd stays on the epoll set (its relay takes the registration over). */
+	if (n > 0 && p->acc->http_serve && mpx_head_has_end(buf, (size_t)n, 0) && serve_at_accept(t, p, buf, (size_t)n))
+		return true;
 	if (p->registered) {
 		/* Before the fd changes hands: once JS has it, it may close it and reuse the number. */
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->fd, NULL);
 		p->registered = false;
 	}
-	if (n > 0 && p->acc->http_serve && mpx_head_has_end(buf, (size_t)n, 0) && serve_at_accept(t, p, buf, (size_t)n))
-		return true;
 	handoff_finish(t, p, buf, n > 0 ? (size_t)n : 0);
 	return true;
 }

@@ -182,7 +182,7 @@ struct relay {
 	 * response out, asked to keep the connection, nothing read since — and finish() then parks
 	 * it instead of closing it. up_mptcp: what connect_done (or the pool) said of it. */
 	int64_t park_ms;
-	struct sockaddr_storage up_target;
+	struct sockaddr_storage up_target, up_local; /* up_local: as 'accepted' said it */
 	bool park_up, up_mptcp;
 	/* A client that closes (Connection: close) of an exchange served from accept with the pool
 	 * on: the upstream was asked to keep its connection all the same (frame_up), so the
@@ -191,6 +191,9 @@ struct relay {
 	 * upstream, idle, waits for the client's end to be parked (frame_done: nothing more is
 	 * read from it). resp_keeps: the response said the upstream keeps the connection. */
 	bool frame_up, framed, frame_done, resp_keeps;
+	/* fd[side] is on the thread's epoll set already (a client that waited there for its head, a
+	 * parked upstream): eng_add_relay re-tags it (EPOLL_CTL_MOD) instead of adding it. */
+	bool on_epoll[2];
 	struct relay *ready_next;
 	struct relay *next, *prev; /* the thread's list */
 	struct relay *hnext; /* hash chain (g_lock) */
@@ -541,17 +544,21 @@ struct park_take {
 	bool mptcp;
 };
 /* Parks an idle, clean upstream connection (relay.c decides it is one: struct relay,
- * park_up) for idle_ms; registered: fd is on the thread's epoll already (under its relay's
+ * park_up) to `to`, from `local`, for idle_ms; registered: fd is on the thread's epoll already (under its relay's
  * tag). True: the fd is the pool's now, the caller must not close it; false (a limit, memory,
  * epoll): it is still the caller's. */
-MPX_HIDDEN bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, int fd, bool mptcp, int64_t idle_ms, bool registered);
-/* The most recently parked connection to `to` of `owner`'s, taken out of the pool (and off
- * the epoll set); false when there is none. */
+MPX_HIDDEN bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, const struct sockaddr_storage *local, int fd, bool mptcp,
+			 int64_t idle_ms, bool registered);
+/* The most recently parked connection to `to` of `owner`'s, taken out of the pool (still on the
+ * thread's epoll set under the pool's tag: the caller re-tags it); false when there is none. */
 MPX_HIDDEN bool park_take(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, struct park_take *out);
 /* True when a connection to `to` of `owner`'s is parked (nothing taken). */
 MPX_HIDDEN bool park_has(const struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to);
-/* An epoll event on a parked connection: the upstream closed, reset or spoke out of turn. */
+/* An epoll event on a parked connection: the upstream closed, reset or spoke out of turn (or,
+ * taken or closed earlier in this batch, nothing). */
 MPX_HIDDEN void park_event(struct engine_thread *t, struct parked_upstream *e);
+/* Frees the entries let go during the batch (after it: events may still name them). */
+MPX_HIDDEN void park_bury(struct engine_thread *t);
 /* Closes the connections idle past their timeout; returns the next due time (0: none). */
 MPX_HIDDEN int64_t park_sweep(struct engine_thread *t);
 MPX_HIDDEN int64_t park_due(const struct engine_thread *t);

@@ -343,7 +343,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 		return;
 	r->finished = true;
 	/* The upstream goes to the pool (upstream-park.c) rather than closed, when it can. */
-	bool parked = upstream_parkable(r) && park_put(t, r->acc, &r->up_target, r->fd[SIDE_UP], r->up_mptcp, r->park_ms, r->registered);
+	bool parked = upstream_parkable(r) && park_put(t, r->acc, &r->up_target, &r->up_local, r->fd[SIDE_UP], r->up_mptcp, r->park_ms, r->registered);
 	if (r->hold_down && !r->kept && !r->connecting)
 		drain_held(r);
 	/* Error, idle, abort or engine stop before either half-close: sample before closing. */
@@ -872,26 +872,22 @@ static void keep_client_now(struct engine_thread *t, struct relay *r)
 }
 
 /* A closing client's response is wholly out, its end found by the framing (frame_up): the
- * client gets its FIN now, as at an upstream's EOF, and its bytes are drained to its end; the
- * upstream, asked to stay, is idle — parked when the relay ends if the response said it keeps
- * the connection and sent nothing past its body. Nothing more is read from it (frame_done). */
+ * relay ends here. The client gets its FIN and is closed at once, as HAProxy closes a client
+ * that asked to close: it may send nothing more (RFC 9112 §9.6), so waiting for its own FIN
+ * bought nothing but a wake-up; whatever it did send is read first (finish: drain_held), so the
+ * close is a FIN, not an RST. The upstream, asked to stay, is idle: parked if the response said
+ * it keeps the connection and sent nothing past its body (frame_done: nothing more is read). */
 static void framed_close_client(struct engine_thread *t, struct relay *r)
 {
 	r->frame_done = true;
 	r->park_up = r->resp_keeps && !r->keep_spoiled;
 	first_end(r, SIDE_UP); /* as for the upstream's own close: the response ended it */
-	r->drop_down = true;
-	r->dir[SIDE_DOWN].drained = false; /* its edges were spent while it was held */
-	r->dir[SIDE_UP].shut = true;
 	sample_downstream(r);
 	if (shutdown(r->fd[SIDE_DOWN], SHUT_WR) < 0 && errno != ENOTCONN) {
 		eng_fail(t, r, SIDE_DOWN, errno, "shutdown");
 		return;
 	}
-	if (r->dir[SIDE_DOWN].shut)
-		finish(t, r);
-	else
-		pump(t, r, SIDE_DOWN); /* the drain: read the client to its EOF */
+	finish(t, r);
 }
 
 /* ---- keep-alive loop (options.loopAuthority) ----
@@ -1393,7 +1389,7 @@ void eng_add_relay(struct engine_thread *t, struct relay *r)
 		 * are JS's and must not wake us. */
 		uint32_t want = !r->pump ? EPOLLIN | EPOLLOUT | EPOLLRDHUP : s == SIDE_DOWN ? EPOLLIN | EPOLLRDHUP : EPOLLOUT;
 		struct epoll_event ev = { .events = want | EPOLLET, .data.u64 = (uint64_t)(uintptr_t)r | (uint64_t)s };
-		if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, r->fd[s], &ev) < 0) {
+		if (epoll_ctl(t->epfd, r->on_epoll[s] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, r->fd[s], &ev) < 0) {
 			int err = errno;
 			if (s == 1)
 				epoll_ctl(t->epfd, EPOLL_CTL_DEL, r->fd[0], NULL);
@@ -1614,6 +1610,7 @@ static void *thread_main(void *arg)
 			eng_flush(t);
 		bury(t);
 		bury_acceptors(t);
+		park_bury(t);
 	}
 	/* Stopping: commands that raced the stop still hand us relays; end them all. */
 	run_commands(t);

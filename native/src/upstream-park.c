@@ -48,6 +48,9 @@ struct upstream_park {
 	struct parked_upstream *head;
 	unsigned count;
 	int64_t next_due; /* the earliest due_ms, 0 when empty */
+	/* Entries taken, closed or expired during this batch: an event for one may still be further
+	 * down the batch (its fd -1 then says it is gone), so they are freed after it (park_bury). */
+	struct parked_upstream *graveyard;
 };
 
 static bool same_target(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
@@ -78,6 +81,7 @@ static unsigned bucket_of(const struct acc_js *owner, const struct sockaddr_stor
 	return (unsigned)(h >> 58) % PARK_BUCKETS;
 }
 
+/* Takes e out of the pool into the graveyard (its fd is the caller's to close or keep). */
 static void unlink_entry(struct upstream_park *p, struct parked_upstream *e)
 {
 	if (e->bprev != NULL)
@@ -93,18 +97,22 @@ static void unlink_entry(struct upstream_park *p, struct parked_upstream *e)
 	if (e->next != NULL)
 		e->next->prev = e->prev;
 	p->count--;
+	e->fd = -1;
+	e->next = p->graveyard;
+	p->graveyard = e;
 }
 
-/* Unlinks, closes (which also takes it off the epoll set: the fd is the engine's alone) and
- * frees an entry. */
+/* Unlinks and closes an entry (which also takes its fd off the epoll set: the fd is the
+ * engine's alone). */
 static void drop(struct upstream_park *p, struct parked_upstream *e)
 {
+	int fd = e->fd;
 	unlink_entry(p, e);
-	close(e->fd);
-	free(e);
+	close(fd);
 }
 
-bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, int fd, bool mptcp, int64_t idle_ms, bool registered)
+bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, const struct sockaddr_storage *local, int fd, bool mptcp,
+	      int64_t idle_ms, bool registered)
 {
 	if (t->park == NULL && (t->park = calloc(1, sizeof(*t->park))) == NULL)
 		return false;
@@ -124,9 +132,7 @@ bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct 
 		free(e);
 		return false;
 	}
-	socklen_t len = sizeof(e->local);
-	if (getsockname(fd, (struct sockaddr *)&e->local, &len) != 0)
-		e->local.ss_family = AF_UNSPEC;
+	e->local = *local;
 	e->fd = fd;
 	e->owner = owner;
 	e->target = *to;
@@ -167,19 +173,29 @@ bool park_take(struct engine_thread *t, const struct acc_js *owner, const struct
 	struct parked_upstream *e = find(t->park, owner, to);
 	if (e == NULL)
 		return false;
-	unlink_entry(t->park, e);
-	/* Off the set before a relay adds it under its own tag (EPOLL_CTL_ADD would say EEXIST). */
-	epoll_ctl(t->epfd, EPOLL_CTL_DEL, e->fd, NULL);
+	/* Left on the epoll set: the relay that takes it re-tags it (EPOLL_CTL_MOD, struct relay
+	 * on_epoll); an event already fetched under this entry's tag finds it gone (fd -1). */
 	out->fd = e->fd;
 	out->local = e->local;
 	out->mptcp = e->mptcp;
-	free(e);
+	unlink_entry(t->park, e);
 	return true;
 }
 
 void park_event(struct engine_thread *t, struct parked_upstream *e)
 {
-	drop(t->park, e);
+	if (e->fd >= 0) /* else taken or closed earlier in this batch */
+		drop(t->park, e);
+}
+
+void park_bury(struct engine_thread *t)
+{
+	struct upstream_park *p = t->park;
+	while (p != NULL && p->graveyard != NULL) {
+		struct parked_upstream *e = p->graveyard;
+		p->graveyard = e->next;
+		free(e);
+	}
 }
 
 int64_t park_due(const struct engine_thread *t)
@@ -214,7 +230,8 @@ void park_close(struct engine_thread *t, const struct acc_js *owner)
 		if (owner == NULL || e->owner == owner)
 			drop(p, e);
 	}
-	if (owner == NULL) {
+	if (owner == NULL) { /* the thread stops: after its last batch */
+		park_bury(t);
 		free(p);
 		t->park = NULL;
 	}
