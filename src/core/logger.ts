@@ -76,15 +76,28 @@ function formatText(level: LogLevel, msg: string, fields: LogFields): string {
   return parts.join(' ') + '\n';
 }
 
-/** The ISO time of the current millisecond: a connection's lines (and a burst of connections')
- *  share it, and Date#toISOString was ≈1.2 µs of a ≈5 µs access line (Node 20). */
+/** "000" to "999": a line's milliseconds. */
+const MILLIS = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+
+/** The ISO time of the current millisecond, as Date#toISOString writes it. Date#toISOString was
+ *  ≈1.2 µs of a ≈5 µs access line (Node 20), and at a few thousand lines a second most lines
+ *  fall in a millisecond of their own: so the text up to the seconds is made once a second, and
+ *  each line adds its milliseconds (cpu-prof under short connections: 1.5 → ≈0.1 µs a line).
+ *  Years 0–9999 (toISOString's own plain form). */
 let isoMs = -1;
 let isoText = '';
+let isoSecond = -1;
+let isoPrefix = '';
 function isoNow(): string {
   const now = Date.now();
   if (now !== isoMs) {
     isoMs = now;
-    isoText = new Date(now).toISOString();
+    const second = Math.floor(now / 1000);
+    if (second !== isoSecond) {
+      isoSecond = second;
+      isoPrefix = new Date(second * 1000).toISOString().slice(0, 20); // "YYYY-MM-DDTHH:MM:SS."
+    }
+    isoText = `${isoPrefix}${MILLIS[now - second * 1000]!}Z`;
   }
   return isoText;
 }

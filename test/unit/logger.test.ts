@@ -78,3 +78,21 @@ test('JSON lines: the joined fast path and the merged slow path give the same ob
   for (const l of lines) assert.ok(l.endsWith('}\n') && !l.slice(0, -1).includes('\n'), `one line each: ${l}`);
   assert.match(String(parse().time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
 });
+
+test('a line\'s time is Date#toISOString of its millisecond, across second, minute and day boundaries', (t) => {
+  t.mock.timers.enable({ apis: ['Date'], now: Date.parse('2026-12-31T23:59:59.997Z') });
+  const lines: string[] = [];
+  const log = createLogger({ format: 'json', sink: { write: (l: string) => lines.push(l) } });
+  const times: string[] = [];
+  for (const step of [0, 0, 1, 1, 1, 4, 995, 1, 59_000, 3_600_000 + 7]) {
+    t.mock.timers.tick(step);
+    log.info('tick');
+    times.push(new Date(Date.now()).toISOString());
+  }
+  assert.deepEqual(
+    lines.map((l) => (JSON.parse(l) as { time: string }).time),
+    times,
+  );
+  assert.equal(times[4], '2027-01-01T00:00:00.000Z', 'the boundary is crossed');
+  assert.equal(times[5], '2027-01-01T00:00:00.004Z');
+});
