@@ -17,6 +17,7 @@ import { validateConfig } from '../../src/config/schema.js';
 import { ChannelName } from '../../src/core/channels.js';
 import { createLogger } from '../../src/core/logger.js';
 import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
+import { connectMptcp } from '../../src/mptcp/index.js';
 
 const HOST = '127.0.0.1';
 const noEngine = loadNativeAcceptor() === undefined ? 'the addon has no engine acceptor (acceptorStart)' : false;
@@ -104,8 +105,8 @@ const ok = (body: string): string => `HTTP/1.1 200 OK\r\nContent-Length: ${body.
 
 /** One request on a new client connection; the reply read to the proxy's close (a closing
  *  client) or, for a keep-alive one, to its Content-Length, then closed by the client. */
-async function fetchRaw(port: number, request: string, keepAlive = false, ms = 3000): Promise<string> {
-  const c = net.connect(port, HOST);
+async function fetchRaw(port: number, request: string, keepAlive = false, ms = 3000, mptcp = false): Promise<string> {
+  const c = mptcp ? connectMptcp({ host: HOST, port, mptcp: true }) : net.connect(port, HOST);
   c.on('error', () => {});
   await once(c, 'connect');
   c.write(request);
@@ -144,9 +145,10 @@ test('engine upstream pool: closing and keep-alive clients, one after another, s
   const onConnected = (m: unknown): void => void ((m as { ctx: { listener: string } }).ctx.listener === 'pool' && connects++);
   diagnosticsChannel.subscribe(ChannelName.upstreamConnected, onConnected);
   t.after(() => diagnosticsChannel.unsubscribe(ChannelName.upstreamConnected, onConnected));
+  // Plain TCP clients, then MPTCP ones (their socket's shutdown and close are MPTCP's).
   for (let i = 0; i < 4; i++) {
     const close = i % 2 === 0;
-    const reply = await fetchRaw(p.port, get(o.port, `/r${i}`, close), !close);
+    const reply = await fetchRaw(p.port, get(o.port, `/r${i}`, close), !close, 3000, i >= 2);
     assert.match(reply, /^HTTP\/1\.1 200 OK\r\n/);
     assert.ok(reply.endsWith(`body of /r${i}`), `request ${i}'s own body`);
     if (close) assert.match(reply, /\r\nConnection: close\r\n/, 'a closing client is told so');
@@ -170,6 +172,10 @@ test('engine upstream pool: closing and keep-alive clients, one after another, s
     [0, 1, 2, 3].map((i) => [`http://${HOST}:${o.port}/r${i}`, 200]),
   );
   assert.ok(lines(p, 'access').every((l) => l.upstream === `${HOST}:${o.port}`));
+  assert.deepEqual(
+    lines(p, 'access').map((l) => l.clientMptcp),
+    [false, false, true, true],
+  );
 });
 
 test('engine upstream pool: a chunked response to a closing client ends at its last chunk, and its upstream is reused', { skip: noEngine }, async (t) => {
