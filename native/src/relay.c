@@ -706,8 +706,20 @@ static void keep_await_upstream_eof(struct engine_thread *t, struct relay *r)
 			framed_close_client(t, r);
 		return;
 	}
-	if (r->keep_close_due != 0 || !keep_done(r))
+	if (r->keep_close_due != 0)
 		return;
+	if (!keep_done(r)) {
+		/* A kept client's body is out but the upstream sent bytes past it (keep_spoiled), or
+		 * broke its chunk framing: the client is done with, and the upstream, unclean, may well
+		 * stay open (the loop asked it to) — waiting for its EOF held the client until the idle
+		 * timeout. The relay ends: the client gets its FIN after a whole response (what it had
+		 * pipelined is dropped: drain_held), and the upstream is closed. */
+		if (holding(r) && r->keep_client && r->keep_spoiled && r->keep_remaining == 0 && !r->chunk_active && !has_output(&r->dir[SIDE_UP])) {
+			first_end(r, SIDE_UP);
+			finish(t, r);
+		}
+		return;
+	}
 	if (r->up_keeps) {
 		loop_wait_next(t, r); /* the upstream stays: the client's next request may use it */
 		return;

@@ -103,8 +103,21 @@ async function origin(t: TestContext, answer: Answer): Promise<Origin> {
 
 const ok = (body: string): string => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
 
+/** Whether `out` holds a whole response by its framing: a Content-Length, a last chunk (and
+ *  trailer section), or none for 204 and 304. */
+function responseComplete(out: string): boolean {
+  const end = out.indexOf('\r\n\r\n');
+  if (end < 0) return false;
+  const head = out.slice(0, end + 2);
+  const body = out.slice(end + 4);
+  if (/^HTTP\/1\.1 (204|304) /.test(head)) return true;
+  const len = /\r\nContent-Length: (\d+)\r\n/i.exec(head);
+  if (len !== null) return body.length >= Number(len[1]);
+  return /\r\nTransfer-Encoding: chunked\r\n/i.test(head) && /(^|\r\n)0\r\n([^\r]+\r\n)*\r\n$/.test(body);
+}
+
 /** One request on a new client connection; the reply read to the proxy's close (a closing
- *  client) or, for a keep-alive one, to its Content-Length, then closed by the client. */
+ *  client) or, for a keep-alive one, to its framing's end, then closed by the client. */
 async function fetchRaw(port: number, request: string, keepAlive = false, ms = 3000, mptcp = false): Promise<string> {
   const c = mptcp ? connectMptcp({ host: HOST, port, mptcp: true }) : net.connect(port, HOST);
   c.on('error', () => {});
@@ -114,9 +127,7 @@ async function fetchRaw(port: number, request: string, keepAlive = false, ms = 3
   const done = new Promise<void>((resolve) => {
     c.on('data', (d: Buffer) => {
       out += d.toString('latin1');
-      const end = out.indexOf('\r\n\r\n');
-      const len = /\r\nContent-Length: (\d+)\r\n/i.exec(out);
-      if (keepAlive && end >= 0 && len !== null && out.length - end - 4 >= Number(len[1])) resolve();
+      if (keepAlive && responseComplete(out)) resolve();
     });
     c.on('close', () => resolve());
   });
@@ -264,4 +275,82 @@ test('engine upstream pool off (upstreamIdleTimeoutMs 0): a closing client\'s up
   await waitFor(() => lines(p, 'access').length === 2, 'two access lines');
   assert.equal(o.accepted, 2);
   for (const head of o.heads) assert.match(head, /\r\nConnection: close\r\n/);
+});
+
+test('engine upstream pool: 300 exchanges from 12 concurrent clients over mixed response framings each get exactly their own response', { skip: noEngine }, async (t) => {
+  // The pool's invariant: a connection is reused only when the last response on it ended
+  // cleanly, so no byte of one response ever reaches another client. The origin answers each
+  // request with a shape picked from its path; every body names its request.
+  const shapes = ['length', 'chunked', 'chunked-trailer', 'empty', '204', 'close', 'http10-keep', 'big', 'extra'] as const;
+  type Shape = (typeof shapes)[number];
+  const bodyOf = (id: string, shape: Shape): string => (shape === 'big' ? `${id}:`.padEnd(200_000, 'b') : shape === 'empty' || shape === '204' ? '' : `${id}:${shape}`);
+  const o = await origin(t, (s, head) => {
+    const path = head.split(' ')[1]!; // /<id>/<shape>
+    const [, id, shape] = path.split('/') as [string, string, Shape];
+    const body = bodyOf(id, shape);
+    switch (shape) {
+      case 'chunked':
+        s.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+        break;
+      case 'chunked-trailer':
+        s.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\n${body.slice(0, 3)}\r\n${(body.length - 3).toString(16)}\r\n${body.slice(3)}\r\n0\r\nX-T: 1\r\n\r\n`);
+        break;
+      case '204':
+        s.write('HTTP/1.1 204 No Content\r\n\r\n');
+        break;
+      case 'close':
+        s.end(`HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        break;
+      case 'http10-keep':
+        s.write(`HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        break;
+      case 'extra': // a byte past its body: the connection must not serve anyone after this
+        s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}!`);
+        break;
+      default:
+        s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    }
+    if (/\r\nConnection: close\r\n/i.test(head)) s.end(); // as a real origin does
+  });
+  const p = await startHttpProxy(t);
+  let next = 0;
+  const failures: string[] = [];
+  const worker = async (w: number): Promise<void> => {
+    for (let n = next++; n < 300; n = next++) {
+      const shape = shapes[(n * 7 + w) % shapes.length]!;
+      const close = n % 3 !== 0;
+      const id = `c${n}`;
+      const raw = await fetchRaw(p.port, get(o.port, `/${id}/${shape}`, close), !close, 5000, n % 4 === 0);
+      const end = raw.indexOf('\r\n\r\n');
+      const bodyRaw = raw.slice(end + 4);
+      const want = bodyOf(id, shape);
+      const body = shape.startsWith('chunked') ? bodyRaw.replace(/^3;x=y\r\n(...)\r\n[0-9a-f]+\r\n/, '$1').replace(/^[0-9a-f]+\r\n/, '').replace(/\r\n0\r\n(X-T: 1\r\n)?\r\n$/, '') : bodyRaw;
+      if (end < 0 || body !== want) failures.push(`${id} ${shape} ${close ? 'close' : 'keep'}: ${JSON.stringify(raw.slice(0, 160))}`);
+    }
+  };
+  await Promise.all(Array.from({ length: 12 }, (_, w) => worker(w)));
+  assert.deepEqual(failures, [], 'every client got exactly its own response');
+  await waitFor(() => lines(p, 'access').length === 300, '300 access lines', 5000).catch((err: Error) => {
+    const seen = new Set(lines(p, 'access').map((l) => String(l.url)));
+    const missing = Array.from({ length: 300 }, (_, n) => n).filter((n) => ![...seen].some((u) => u.includes(`/c${n}/`)));
+    const ended = new Set(lines(p, 'access').map((l) => l.conn));
+    const open = [...new Set(p.lines.map((l) => l.conn).filter((c) => c !== undefined && !ended.has(c)))];
+    const about = p.lines.filter((l) => open.slice(0, 3).includes(l.conn)).map((l) => JSON.stringify(l)).join('\n');
+    throw new Error(`${err.message}; ${lines(p, 'access').length} lines; missing ${missing.slice(0, 12).map((n) => `c${n}`).join(' ')}\n${about}`);
+  });
+  assert.ok(o.accepted < 200, `upstream connections were reused (${o.accepted} for 300 exchanges)`);
+});
+
+test('a keep-alive client whose response comes with a byte past its Content-Length gets the body, then our FIN at once, though the upstream stays open', { skip: noEngine }, async (t) => {
+  // The upstream is asked to stay (the keep-alive loop) and never closes: before, the relay
+  // waited for its EOF, holding the client until the idle timeout.
+  const o = await origin(t, (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok!'));
+  const p = await startHttpProxy(t);
+  const started = performance.now();
+  const raw = await fetchRaw(p.port, get(o.port, '/', false), false, 2000); // read to our close
+  assert.ok(raw.endsWith('\r\n\r\nok'), `the body and nothing past it: ${JSON.stringify(raw)}`);
+  assert.ok(performance.now() - started < 1000, 'closed at once');
+  await waitFor(() => lines(p, 'access').length === 1, 'the access line');
+  assert.equal(lines(p, 'access')[0]!.status, 200);
+  await waitFor(() => o.open === 0, 'the unclean upstream closed by us (the origin never closes), not parked');
 });
