@@ -187,9 +187,9 @@ struct relay {
 	/* A client that closes (Connection: close) of an exchange served from accept with the pool
 	 * on: the upstream was asked to keep its connection all the same (frame_up), so the
 	 * response's end is found by its framing (framed: keep_remaining or the chunk framing, as
-	 * for a kept client, without keeping the client); there the client gets its FIN and the
-	 * upstream, idle, waits for the client's end to be parked (frame_done: nothing more is
-	 * read from it). resp_keeps: the response said the upstream keeps the connection. */
+	 * for a kept client, without keeping the client); there the relay ends (frame_done, once):
+	 * the client gets its FIN and the upstream is parked if the response said it keeps the
+	 * connection (resp_keeps). */
 	bool frame_up, framed, frame_done, resp_keeps;
 	/* fd[side] is on the thread's epoll set already (a client that waited there for its head, a
 	 * parked upstream): eng_add_relay re-tags it (EPOLL_CTL_MOD) instead of adding it. */

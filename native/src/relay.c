@@ -888,7 +888,7 @@ static void keep_client_now(struct engine_thread *t, struct relay *r)
  * that asked to close: it may send nothing more (RFC 9112 §9.6), so waiting for its own FIN
  * bought nothing but a wake-up; whatever it did send is read first (finish: drain_held), so the
  * close is a FIN, not an RST. The upstream, asked to stay, is idle: parked if the response said
- * it keeps the connection and sent nothing past its body (frame_done: nothing more is read). */
+ * it keeps the connection and sent nothing past its body. */
 static void framed_close_client(struct engine_thread *t, struct relay *r)
 {
 	r->frame_done = true;
@@ -1078,8 +1078,6 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 			loop_next_request(t, r);
 		return; /* the upstream's events while idle: on_event */
 	}
-	if (d == SIDE_UP && r->frame_done)
-		return; /* its response is out and the client shut: nothing more is read from it */
 	struct direction *x = &r->dir[d];
 	int src = r->fd[d], dst = r->fd[1 - d];
 	for (int i = 0; i < BURST && !r->finished;) {
@@ -1339,15 +1337,6 @@ static void on_event(struct engine_thread *t, struct relay *r, int side, uint32_
 			if (getsockopt(r->fd[SIDE_DOWN], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
 				eng_fail(t, r, SIDE_DOWN, err, "read");
 		}
-		return;
-	}
-	if (r->frame_done && side == SIDE_UP) {
-		/* The idle upstream of a closing client (framed_close_client): a hang-up or a byte
-		 * makes it unfit for the pool; a stale edge (the response's last segment) does not. */
-		char c;
-		if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
-		    ((ev & EPOLLIN) && (recv(r->fd[SIDE_UP], &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))))
-			r->park_up = false;
 		return;
 	}
 	if (r->loop_wait && side == SIDE_UP && (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
