@@ -354,3 +354,18 @@ test('a keep-alive client whose response comes with a byte past its Content-Leng
   assert.equal(lines(p, 'access')[0]!.status, 200);
   await waitFor(() => o.open === 0, 'the unclean upstream closed by us (the origin never closes), not parked');
 });
+
+test('a keep-alive client whose chunked response has a head the engine declines gets the body and our close at its last chunk, though the upstream stays open', { skip: noEngine }, async (t) => {
+  // A head of more than 100 fields goes to JS, which answers a chunked body for a keep-alive
+  // client with a closing head: the keep-alive loop had asked the upstream to stay, so only the
+  // chunk framing ends the reply (before, the relay waited for the upstream's close, and a
+  // client reading to ours hung).
+  const many = Array.from({ length: 120 }, (_, i) => `X-F${i}: v\r\n`).join('');
+  const o = await origin(t, (s) => s.write(`HTTP/1.1 200 OK\r\n${many}Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`));
+  const p = await startHttpProxy(t);
+  const raw = await fetchRaw(p.port, get(o.port, '/', false), false, 2000); // read to our close
+  assert.match(raw, /\r\nConnection: close\r\n/);
+  assert.ok(raw.endsWith('\r\n\r\n3\r\nabc\r\n0\r\n\r\n'), `the chunked body, then our close: ${JSON.stringify(raw)}`);
+  await waitFor(() => lines(p, 'access').length === 1, 'the access line');
+  await waitFor(() => o.open === 0, 'its upstream closed by us (not parked: JS read its head)');
+});

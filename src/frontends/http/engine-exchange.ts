@@ -120,7 +120,7 @@ function serve(h: HandedOverClient, early: EarlyConnect, req: Eligible, cfg: Htt
   if (pending === undefined) throw new Error('the early connect of a planned engine exchange was already used');
   if (ctx.log.isEnabled('debug')) ctx.log.debug('http exchange served in the engine', { method: req.head.method, target: formatTarget(req.target) });
   const onResponseHead = (bytes: Buffer | null, complete: boolean, failure: UpstreamFailure | undefined): HeadDecision =>
-    respond(bytes, complete, failure, req, cfg, pending, ctx, idleTimeoutMs);
+    respond(bytes, complete, failure, { ...req, upstreamStays: req.loopAuthority !== undefined }, cfg, pending, ctx, idleTimeoutMs);
   // A kept client goes back to the acceptor before the summary (EngineExchangeOptions.onKept).
   let givenBack = false;
   const onKept = req.keepAlive ? (fd: number): void => void (givenBack = h.giveBack(fd)) : undefined;
@@ -310,9 +310,11 @@ function respond(
       return keep ? { out, then: HeadThen.Keep, keepBody: bodyLength - pushed.rest.length } : { out, then: HeadThen.End };
     }
     const head = buildDownstreamResponseHead(res, { via: cfg.via, close: true, http10KeepAlive: false, dechunk: false });
-    // A closing client whose upstream was asked to stay (the engine's pool): the upstream will
-    // not end the body by closing, so the engine finds its end by the framing, then closes the
-    // client. A close-delimited body ends with the upstream's close as ever.
+    // The client is closed after this body, and its upstream was asked to stay (the keep-alive
+    // loop, or a closing client with the engine's pool on): the upstream will not end the body
+    // by closing, so the engine finds its end by the framing (a chunked one here: a length or no
+    // body went the Keep way above for a keep-alive client), then closes the client. A
+    // close-delimited body ends with the upstream's close as ever.
     if (req.upstreamStays === true && framing.kind !== 'close') {
       const keepBody = framing.kind === 'chunked' ? -1 : (bodyLength ?? 0);
       return { out: Buffer.concat([...interim, head]), then: HeadThen.Framed, carry: pushed.rest, keepBody };
@@ -340,9 +342,9 @@ export function respondAtAccept(
   const head = parseRequestHead(pushed.head);
   const target = parseRequestTarget(head.method, head.target);
   const keepAlive = clientWantsPersistence(head);
-  // The acceptor asks the upstream to stay for a closing client too when its pool is on
-  // (native/src/acceptor.c, serve_at_accept: frame_up), on the same two facts.
-  return respond(bytes, complete, failure, { head, keepAlive, target: target.target, upstreamStays: !keepAlive && upstreamIdleMs > 0 }, cfg, undefined, ctx, idleTimeoutMs);
+  // The acceptor asks the upstream to stay for a keep-alive client (the loop), and for a closing
+  // one too when its pool is on (native/src/acceptor.c, serve_at_accept: frame_up).
+  return respond(bytes, complete, failure, { head, keepAlive, target: target.target, upstreamStays: keepAlive || upstreamIdleMs > 0 }, cfg, undefined, ctx, idleTimeoutMs);
 }
 
 /** The Via pseudonym for the engine's own response-head rewrite: printable ASCII that fits its
