@@ -280,18 +280,34 @@ static bool request_line_target(const char *buf, size_t n, struct sockaddr_stora
  * rules allow (with early_close_only, one whose whole head asks to close). The target is noted
  * whether or not it is dialed here: JS's own preconnect then needs no second peek at the same
  * bytes. */
-static void handoff_dial(struct acceptor *a, struct pending_client *p, const char *buf, size_t n)
+/* Where a request line goes (request_line_target) and whether the destination rules allow it. */
+struct line_target {
+	bool has; /* an absolute-form http:// line to an IP literal */
+	bool allowed; /* has, and the destination rules allow it */
+	struct sockaddr_storage to;
+	socklen_t to_len;
+};
+
+static struct line_target line_target_of(const struct acceptor *a, const char *buf, size_t n)
 {
-	if (p->dialed)
-		return;
-	p->dialed = true;
+	struct line_target lt = { .to_len = 0 };
 	struct mpx_client_key ip;
 	uint16_t port = 0;
-	socklen_t to_len = 0;
-	p->has_target = n > 0 && request_line_target(buf, n, &p->target, &to_len, &ip, &port);
-	if (a->early && p->has_target && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL)) {
+	lt.has = n > 0 && request_line_target(buf, n, &lt.to, &lt.to_len, &ip, &port);
+	lt.allowed = lt.has && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL);
+	return lt;
+}
+
+/* The early connect to where the request line goes, once per client (p->dialed). */
+static void handoff_dial_to(struct acceptor *a, struct pending_client *p, const struct line_target *lt)
+{
+	p->dialed = true;
+	p->has_target = lt->has;
+	if (lt->has)
+		p->target = lt->to;
+	if (a->early && lt->allowed) {
 		const char *syscall = NULL;
-		if (acceptor_dial(a, &p->target, to_len, &p->up, &syscall) != 0) {
+		if (acceptor_dial(a, &p->target, lt->to_len, &p->up, &syscall) != 0) {
 			if (p->up >= 0)
 				close(p->up);
 			p->up = -1; /* the request's own dial will meet the failure and report it */
@@ -299,14 +315,12 @@ static void handoff_dial(struct acceptor *a, struct pending_client *p, const cha
 	}
 }
 
-/* Where the request line in buf goes, when it names an IP literal the destination rules allow
- * (handoff_dial's check, for a parked upstream taking the dial's place). */
-static bool request_target_allowed(const struct acceptor *a, const char *buf, size_t n, struct sockaddr_storage *to)
+static void handoff_dial(struct acceptor *a, struct pending_client *p, const char *buf, size_t n)
 {
-	struct mpx_client_key ip;
-	uint16_t port = 0;
-	socklen_t to_len = 0;
-	return n > 0 && request_line_target(buf, n, to, &to_len, &ip, &port) && (!a->has_dest || mpx_dest_check(&a->dest, &ip, port) == NULL);
+	if (p->dialed)
+		return;
+	struct line_target lt = line_target_of(a, buf, n);
+	handoff_dial_to(a, p, &lt);
 }
 
 /* JS's kept connection `kept_id` is over (MSG_KEPT_END): its access line can be written. */
@@ -482,6 +496,15 @@ static bool request_authority(const char *buf, size_t n, char *out, size_t cap)
 	return true;
 }
 
+/* serve_at_accept declines a request it took a parked upstream for: the connection goes back
+ * to the pool (or is closed), and the client is handed over with no early connect. */
+static void unreuse(struct engine_thread *t, struct pending_client *p, const struct park_take *got)
+{
+	if (!park_put(t, p->acc->js, &p->target, &got->local, p->up, got->mptcp, p->acc->http_park_ms, true /* still on the set: park_take */))
+		close(p->up);
+	p->up = -1;
+}
+
 /*
  * A client's first request served here, from accept to its end, with no hand-over: when its
  * whole head is in, the early connect was issued (the destination rules allowed it), and the
@@ -494,15 +517,6 @@ static bool request_authority(const char *buf, size_t n, char *out, size_t cap)
  * 'head' for a response head the engine declines. False: not one for this (nothing done but
  * the early connect), the client is handed over as usual.
  */
-/* serve_at_accept declines a request it took a parked upstream for: the connection goes back
- * to the pool (or is closed), and the client is handed over with no early connect. */
-static void unreuse(struct engine_thread *t, struct pending_client *p, const struct park_take *got)
-{
-	if (!park_put(t, p->acc->js, &p->target, &got->local, p->up, got->mptcp, p->acc->http_park_ms, true /* still on the set: park_take */))
-		close(p->up);
-	p->up = -1;
-}
-
 static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, const char *buf, size_t n)
 {
 	struct acceptor *a = p->acc;
@@ -510,14 +524,17 @@ static bool serve_at_accept(struct engine_thread *t, struct pending_client *p, c
 	/* An idle upstream to the request line's target, parked by an exchange before
 	 * (upstream-park.c), takes the dial's place; else the early connect, as before. */
 	struct park_take got = { .fd = -1 };
-	struct sockaddr_storage to;
-	bool reused = !p->dialed && a->http_park_ms > 0 && request_target_allowed(a, buf, n, &to) && park_take(t, a->js, &to, &got);
-	if (reused) {
-		p->dialed = p->has_target = true;
-		p->target = to;
-		p->up = got.fd;
-	} else {
-		handoff_dial(a, p, buf, n);
+	bool reused = false;
+	if (!p->dialed) {
+		struct line_target lt = line_target_of(a, buf, n);
+		reused = lt.allowed && a->http_park_ms > 0 && park_take(t, a->js, &lt.to, &got);
+		if (reused) {
+			p->dialed = p->has_target = true;
+			p->target = lt.to;
+			p->up = got.fd;
+		} else {
+			handoff_dial_to(a, p, &lt);
+		}
 	}
 	if (p->up < 0 || !request_authority(buf, n, authority, sizeof(authority))) {
 		if (reused)

@@ -151,7 +151,8 @@ struct relay {
 	bool chunk_active;
 	struct mpx_chunked chunk;
 	/* Keep-alive loop (options.loopAuthority; relay.c, "keep-alive loop"): the upstream was
-	 * asked to stay open too, and when a response leaves it reusable (up_keeps), the client's
+	 * asked to stay open too, and when a response leaves it reusable (up_keeps: also set for a
+	 * frame_up exchange, whose upstream goes to the pool), the client's
 	 * next request is read here (loop_wait) and, when it is a plain GET to the same authority,
 	 * rewritten in C (http-head.c) and sent on the same upstream. Anything else hands the
 	 * client back to JS as a kept one, its request still unread in its socket. */
@@ -187,10 +188,9 @@ struct relay {
 	/* A client that closes (Connection: close) of an exchange served from accept with the pool
 	 * on: the upstream was asked to keep its connection all the same (frame_up), so the
 	 * response's end is found by its framing (framed: keep_remaining or the chunk framing, as
-	 * for a kept client, without keeping the client); there the relay ends (frame_done, once):
-	 * the client gets its FIN and the upstream is parked if the response said it keeps the
-	 * connection (resp_keeps). */
-	bool frame_up, framed, frame_done, resp_keeps;
+	 * for a kept client, without keeping the client); there the relay ends: the client gets its
+	 * FIN and the upstream is parked if the response said it keeps the connection (up_keeps). */
+	bool frame_up, framed;
 	/* fd[side] is on the thread's epoll set already (a client that waited there for its head, a
 	 * parked upstream): eng_add_relay re-tags it (EPOLL_CTL_MOD) instead of adding it. */
 	bool on_epoll[2];
@@ -544,23 +544,21 @@ struct park_take {
 	bool mptcp;
 };
 /* Parks an idle, clean upstream connection (relay.c decides it is one: struct relay,
- * park_up) to `to`, from `local`, for idle_ms; registered: fd is on the thread's epoll already (under its relay's
- * tag). True: the fd is the pool's now, the caller must not close it; false (a limit, memory,
+ * park_up) to `to`, from `local`, for idle_ms; registered: fd is on the thread's epoll already
+ * (under its relay's tag). True: the fd is the pool's now, the caller must not close it; false (a limit, memory,
  * epoll): it is still the caller's. */
 MPX_HIDDEN bool park_put(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, const struct sockaddr_storage *local, int fd, bool mptcp,
 			 int64_t idle_ms, bool registered);
 /* The most recently parked connection to `to` of `owner`'s, taken out of the pool (still on the
  * thread's epoll set under the pool's tag: the caller re-tags it); false when there is none. */
 MPX_HIDDEN bool park_take(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, struct park_take *out);
-/* True when a connection to `to` of `owner`'s is parked (nothing taken). */
-MPX_HIDDEN bool park_has(const struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to);
 /* An epoll event on a parked connection: the upstream closed, reset or spoke out of turn (or,
  * taken or closed earlier in this batch, nothing). */
 MPX_HIDDEN void park_event(struct engine_thread *t, struct parked_upstream *e);
 /* Frees the entries let go during the batch (after it: events may still name them). */
 MPX_HIDDEN void park_bury(struct engine_thread *t);
-/* Closes the connections idle past their timeout; returns the next due time (0: none). */
-MPX_HIDDEN int64_t park_sweep(struct engine_thread *t);
+/* Closes the connections idle past their timeout (and works out the next due time). */
+MPX_HIDDEN void park_sweep(struct engine_thread *t);
 MPX_HIDDEN int64_t park_due(const struct engine_thread *t);
 /* Closes `owner`'s connections (its acceptor closed), or every one (NULL: the thread stops). */
 MPX_HIDDEN void park_close(struct engine_thread *t, const struct acc_js *owner);

@@ -543,17 +543,16 @@ static size_t keep_body_bytes(struct relay *r, const char *p, size_t len);
 
 /* A kept client's response, as the head the engine rewrote frames it: how its end is found
  * (keep_remaining for a length or no body, the chunk framing for a chunked one), and whether the
- * upstream stays usable for the loop's next request. */
+ * upstream stays usable afterwards: for the loop's next request, or (frame_up) for the pool. */
 static void keep_framing(struct relay *r, const struct mpx_response_info *info, bool keep_client)
 {
 	r->keep_client = keep_client;
 	r->framed = true;
-	r->resp_keeps = info->upstream_keeps;
 	r->keep_remaining = info->body == MPX_BODY_LENGTH ? info->length : 0;
 	r->chunk_active = info->body == MPX_BODY_CHUNKED;
 	if (r->chunk_active)
 		mpx_chunked_init(&r->chunk);
-	r->up_keeps = r->loop_authority != NULL && info->upstream_keeps;
+	r->up_keeps = (r->loop_authority != NULL || r->frame_up) && info->upstream_keeps;
 }
 
 /* A whole head gathered: rewritten here when it is a plain one and the relay has responseVia
@@ -702,7 +701,7 @@ static void keep_await_upstream_eof(struct engine_thread *t, struct relay *r)
 {
 	if (r->framed && !r->keep_client) {
 		/* A closing client's framed body (frame_up): once it is all out, the client's end. */
-		if (!r->frame_done && holding(r) && r->keep_remaining == 0 && !r->chunk_active && !has_output(&r->dir[SIDE_UP]))
+		if (holding(r) && r->keep_remaining == 0 && !r->chunk_active && !has_output(&r->dir[SIDE_UP]))
 			framed_close_client(t, r);
 		return;
 	}
@@ -805,9 +804,10 @@ static void head_done(struct engine_thread *t, struct cmd *c)
 		}
 		if (c->then == HEAD_THEN_FRAMED && holding(r)) {
 			/* The carry is the body's start: through the framing, then after the head. Not
-			 * parked afterwards (resp_keeps stays false): JS read this head, not us. */
+			 * parked afterwards (up_keeps false): JS read this head, not us. */
 			r->framed = true;
 			r->keep_client = false;
+			r->up_keeps = false;
 			r->chunk_active = c->keep_body == FRAMED_CHUNKED;
 			r->keep_remaining = r->chunk_active ? 0 : c->keep_body;
 			if (r->chunk_active)
@@ -891,8 +891,7 @@ static void keep_client_now(struct engine_thread *t, struct relay *r)
  * it keeps the connection and sent nothing past its body. */
 static void framed_close_client(struct engine_thread *t, struct relay *r)
 {
-	r->frame_done = true;
-	r->park_up = r->resp_keeps && !r->keep_spoiled;
+	r->park_up = r->up_keeps && !r->keep_spoiled;
 	first_end(r, SIDE_UP); /* as for the upstream's own close: the response ended it */
 	sample_downstream(r);
 	if (shutdown(r->fd[SIDE_DOWN], SHUT_WR) < 0 && errno != ENOTCONN) {

@@ -163,11 +163,6 @@ static struct parked_upstream *find(const struct upstream_park *p, const struct 
 	return NULL;
 }
 
-bool park_has(const struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to)
-{
-	return find(t->park, owner, to) != NULL;
-}
-
 bool park_take(struct engine_thread *t, const struct acc_js *owner, const struct sockaddr_storage *to, struct park_take *out)
 {
 	struct parked_upstream *e = find(t->park, owner, to);
@@ -203,11 +198,11 @@ int64_t park_due(const struct engine_thread *t)
 	return t->park != NULL && t->park->count > 0 ? t->park->next_due : 0;
 }
 
-int64_t park_sweep(struct engine_thread *t)
+void park_sweep(struct engine_thread *t)
 {
 	struct upstream_park *p = t->park;
 	if (p == NULL)
-		return 0;
+		return;
 	int64_t next = 0;
 	for (struct parked_upstream *e = p->head, *n; e != NULL; e = n) {
 		n = e->next;
@@ -217,7 +212,6 @@ int64_t park_sweep(struct engine_thread *t)
 			next = e->due_ms;
 	}
 	p->next_due = next;
-	return next;
 }
 
 void park_close(struct engine_thread *t, const struct acc_js *owner)
