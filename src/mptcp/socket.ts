@@ -202,7 +202,9 @@ export async function listenMptcp(server: net.Server, opts: ListenMptcpOptions):
   setUpListenFd(native, fd, opts, family);
   // From here Node owns the fd: on a listen error it closes its handle (net.js setupListenHandle).
   const ownFd = fd;
-  const address = await waitListening(server, () => server.listen({ fd: ownFd, backlog: opts.backlog ?? 511 }));
+  // The backlog goes as listen()'s second argument: for `{ fd }` Node ignores options.backlog and
+  // listens again with 511 (net.js passes only backlogFromArgs), which undid native.listen's.
+  const address = await waitListening(server, () => server.listen({ fd: ownFd }, opts.backlog ?? 511));
   return { mptcp, address, noDelayInherited: true };
 }
 

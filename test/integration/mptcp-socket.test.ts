@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import * as net from 'node:net';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
 import {
   connectMptcp,
@@ -333,6 +334,25 @@ test('listenMptcp mode off listens on plain TCP and reports mptcp false', async 
   assert.equal(result.mptcp, false);
   assert.equal(result.address.port, (server.address() as net.AddressInfo).port);
 });
+
+/** A listening socket's accept-queue limit, from `ss -ltn`'s Send-Q (the backlog the kernel uses). */
+function listenBacklog(port: number): number {
+  const out = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' }).trim();
+  const sendQ = Number(out.split(/\s+/)[2]);
+  assert.ok(Number.isInteger(sendQ), `no listening socket on port ${port} in ss output: ${JSON.stringify(out)}`);
+  return sendQ;
+}
+
+for (const mode of ['on', 'off'] as const) {
+  test(`listenMptcp honours the backlog option (mode ${mode}, own fd ${mode === 'on'})`, async (t) => {
+    if (mode === 'on' && skipUnlessMptcp(t)) return;
+    const server = net.createServer();
+    const result = await listenMptcp(server, { host: '127.0.0.1', port: 0, mode, backlog: 1234 });
+    t.after(() => closeServer(server));
+    // Node's default is 511: a listener that ignores the option shows that instead.
+    assert.equal(listenBacklog(result.address.port), 1234);
+  });
+}
 
 test('originalDestination: without a NAT entry a plain client gets the listener address; MPTCP under REDIRECT is refused with a clear error; tproxy reads the local address', async (t) => {
   if (skipUnlessMptcp(t)) return;
