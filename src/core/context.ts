@@ -35,9 +35,9 @@ export interface ConnectionContext {
   readonly listener: string;
   readonly frontend: FrontendKind;
   readonly downstream: SocketFacts;
-  /** performance.now() at accept, for durations. */
+  /** performance.now() at accept, for durations; the wall-clock time of accept is
+   *  performance.timeOrigin + startedAt (no Date made per connection for it). */
   readonly startedAt: number;
-  readonly startedAtWall: Date;
   readonly log: Logger;
   readonly bytes: ByteCounters;
   /** Aborted when the proxy cuts the connection (listener destroy): whoever owns the
@@ -75,7 +75,6 @@ export function createConnectionContext(opts: NewContextOptions): ConnectionCont
     frontend: opts.frontend,
     downstream: opts.downstream,
     startedAt: performance.now(),
-    startedAtWall: new Date(),
     log: opts.log.child({ conn: id }),
     bytes: { fromDownstream: 0, fromUpstream: 0 },
     // A signal of its own when none is given (tests, tools): one shared never-aborted signal

@@ -27,6 +27,24 @@ export interface Logger {
   error(msg: string, fields?: LogFields): void;
   isEnabled(level: LogLevel): boolean;
   child(fields: LogFields): Logger;
+  /**
+   * A writer for one line written thousands of times a second (the access log), taking its
+   * fields already serialized; undefined when this logger writes text, or its bound fields need
+   * the merged path (an Error, a bigint, a key of the head): the caller logs with fields then.
+   */
+  jsonMembersWriter(level: LogLevel, msg: string): JsonMembersWriter | undefined;
+}
+
+/** Logger.jsonMembersWriter's writer. */
+export interface JsonMembersWriter {
+  /** Keys the line already has: time, level, msg and the bound fields with a value. Members
+   *  must not repeat one (a caller whose fields might logs that line with fields instead). */
+  readonly taken: ReadonlySet<string>;
+  /** Writes {time, level, msg, ...bound, ...members}: `members` is JSON object members without
+   *  the braces (`"a":1,"b":"x"`, or ''), as JSON.stringify(fields).slice(1, -1) would give —
+   *  so the line is the one info(msg, fields) writes, without the fields object or the
+   *  serializer's walk over it (half of an access line's cost, Node 20). */
+  write(members: string): void;
 }
 
 export interface LoggerOptions {
@@ -167,6 +185,19 @@ class LineLogger implements Logger {
     // ≈20 µs and this in ≈2 µs (measured on Node 20).
     const record = Object.assign({ time: isoNow(), level, msg }, this.#fields, fields);
     return JSON.stringify(record, needsReplacer(record) ? replacer : undefined) + '\n';
+  }
+
+  jsonMembersWriter(level: LogLevel, msg: string): JsonMembersWriter | undefined {
+    if (this.#format !== 'json') return undefined;
+    if (this.#boundJson === null) this.#boundJson = boundMembers(this.#fields);
+    const bound = this.#boundJson;
+    if (bound === undefined) return undefined;
+    const taken = new Set(['time', 'level', 'msg']);
+    for (const key in this.#fields) if (this.#fields[key] !== undefined) taken.add(key);
+    if (!this.isEnabled(level)) return { taken, write() {} };
+    const sink = this.#sink;
+    const rest = `","level":"${level}","msg":${JSON.stringify(msg)}${bound}`;
+    return { taken, write: (members) => sink.write(`{"time":"${isoNow()}${rest}${members === '' ? '' : ','}${members}}\n`) };
   }
 
   debug(msg: string, fields?: LogFields): void { this.#log('debug', msg, fields); }
