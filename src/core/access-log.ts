@@ -83,6 +83,11 @@ function jsonString(s: string): string {
   return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
 }
 
+/** A finite number as JSON.stringify writes it; NaN and ±Infinity are null there. */
+function jsonNumber(n: number): string {
+  return Number.isFinite(n) ? String(n) : 'null';
+}
+
 /** `,"key":value` as JSON.stringify writes a member, or '' for undefined (which it skips). */
 function jsonMember(key: string, v: unknown): string {
   switch (typeof v) {
@@ -93,15 +98,25 @@ function jsonMember(key: string, v: unknown): string {
     case 'boolean':
       return `,${jsonString(key)}:${v}`;
     case 'number':
-      return `,${jsonString(key)}:${Number.isFinite(v) ? String(v) : 'null'}`;
+      return `,${jsonString(key)}:${jsonNumber(v)}`;
     default:
       return `,${jsonString(key)}:${JSON.stringify(v)}`;
   }
 }
 
+/** formatEndpoint / formatTarget of (host, port) as a JSON string. The host is tested, not the
+ *  joined text: a host from the kernel is a flat string, the joined one a cons string that the
+ *  test would flatten first (String::WriteToFlat was the line's largest cost under perf). */
+function jsonEndpoint(host: string, port: number): string {
+  const v6 = host.includes(':');
+  if (NEEDS_ESCAPE.test(host)) return JSON.stringify(v6 ? `[${host}]:${port}` : `${host}:${port}`);
+  return v6 ? `"[${host}]:${port}"` : `"${host}:${port}"`;
+}
+
 /** accessLogFields(msg) as JSON members (see above), or undefined where the object form
  *  differs from joining: a ctx.access key that accessLogFields sets itself or that is in `taken`
- *  (the logger's own keys), or an array-index key (an object lists those first). */
+ *  (the logger's own keys), or an array-index key (an object lists those first). ctx.id
+ *  (core/ids.ts), ctx.frontend and msg.endedBy are plain words: written without a test. */
 export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>): string | undefined {
   const { ctx } = msg;
   let access = '';
@@ -110,19 +125,19 @@ export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>
     if (ACCESS_FIXED_KEYS.has(key) || taken?.has(key) === true || (c >= 48 && c <= 57)) return undefined;
     access += jsonMember(key, ctx.access[key]);
   }
-  let out = `"conn":${jsonString(ctx.id)},"listener":${jsonString(ctx.listener)},"frontend":${jsonString(ctx.frontend)},"client":${jsonString(formatEndpoint(ctx.downstream.remote))},"clientMptcp":${ctx.downstream.mptcp}`;
-  if (ctx.downstreamSubflows !== undefined) out += jsonMember('clientSubflows', ctx.downstreamSubflows);
+  const client = ctx.downstream.remote;
+  let out = `"conn":"${ctx.id}","listener":${jsonString(ctx.listener)},"frontend":"${ctx.frontend}","client":${jsonEndpoint(client.address, client.port)},"clientMptcp":${ctx.downstream.mptcp}`;
+  if (ctx.downstreamSubflows !== undefined) out += `,"clientSubflows":${jsonNumber(ctx.downstreamSubflows)}`;
   const paths = ctx.downstreamPaths;
   if (paths) {
     out += ',"clientPaths":[';
     for (let i = 0; i < paths.length; i++) out += i === 0 ? jsonString(paths[i]!) : `,${jsonString(paths[i]!)}`;
     out += ']';
   }
-  if (ctx.target) out += `,"target":${jsonString(formatTarget(ctx.target))}`;
-  if (ctx.upstream) out += `,"upstream":${jsonString(formatEndpoint(ctx.upstream.remote))},"upstreamMptcp":${ctx.upstream.mptcp}`;
-  out += access + jsonMember('bytesUp', ctx.bytes.fromDownstream) + jsonMember('bytesDown', ctx.bytes.fromUpstream);
-  out += jsonMember('durationMs', Math.round(msg.durationMs * 10) / 10);
-  out += jsonMember('endedBy', msg.endedBy);
+  if (ctx.target) out += `,"target":${jsonEndpoint(ctx.target.host, ctx.target.port)}`;
+  const up = ctx.upstream;
+  if (up) out += `,"upstream":${jsonEndpoint(up.remote.address, up.remote.port)},"upstreamMptcp":${up.mptcp}`;
+  out += `${access},"bytesUp":${jsonNumber(ctx.bytes.fromDownstream)},"bytesDown":${jsonNumber(ctx.bytes.fromUpstream)},"durationMs":${jsonNumber(Math.round(msg.durationMs * 10) / 10)},"endedBy":"${msg.endedBy}"`;
   const err = msg.error as (Error & { code?: string }) | undefined;
   if (err) out += jsonMember('error', err.code ?? err.message);
   return out;
@@ -131,11 +146,13 @@ export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>
 /** requestLogFields(msg) as JSON members (its keys are all fixed: never declined). */
 export function requestLogJson(msg: RequestDoneMessage): string {
   const { ctx } = msg;
-  let out = `"conn":${jsonString(ctx.id)},"listener":${jsonString(ctx.listener)},"client":${jsonString(formatEndpoint(ctx.downstream.remote))},"clientMptcp":${ctx.downstream.mptcp}`;
-  if (msg.clientSubflows !== undefined) out += jsonMember('clientSubflows', msg.clientSubflows);
+  const client = ctx.downstream.remote;
+  let out = `"conn":"${ctx.id}","listener":${jsonString(ctx.listener)},"client":${jsonEndpoint(client.address, client.port)},"clientMptcp":${ctx.downstream.mptcp}`;
+  if (msg.clientSubflows !== undefined) out += `,"clientSubflows":${jsonNumber(msg.clientSubflows)}`;
   out += jsonMember('method', msg.method) + jsonMember('url', msg.url) + jsonMember('status', msg.status);
-  if (ctx.upstream) out += `,"upstream":${jsonString(formatEndpoint(ctx.upstream.remote))},"upstreamMptcp":${ctx.upstream.mptcp}`;
-  out += jsonMember('bytesUp', msg.fromDownstream) + jsonMember('bytesDown', msg.fromUpstream) + jsonMember('durationMs', Math.round(msg.durationMs * 10) / 10);
+  const up = ctx.upstream;
+  if (up) out += `,"upstream":${jsonEndpoint(up.remote.address, up.remote.port)},"upstreamMptcp":${up.mptcp}`;
+  out += `,"bytesUp":${jsonNumber(msg.fromDownstream)},"bytesDown":${jsonNumber(msg.fromUpstream)},"durationMs":${jsonNumber(Math.round(msg.durationMs * 10) / 10)}`;
   return out;
 }
 
