@@ -161,12 +161,79 @@ bool mpx_set_string(napi_env env, napi_value obj, const char *key, const char *v
 	return mpx_set_value(env, obj, key, js);
 }
 
+/* v's decimal digits (0–65535) at p; returns the end. */
+static char *put_u16(char *p, unsigned v)
+{
+	char t[5];
+	int n = 0;
+	do {
+		t[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		*p++ = t[--n];
+	return p;
+}
+
+size_t mpx_ipv4_text(const struct in_addr *a, char *out)
+{
+	const uint8_t *b = (const uint8_t *)&a->s_addr; /* network order: the first octet first */
+	char *p = out;
+	for (int i = 0; i < 4; i++) {
+		if (i > 0)
+			*p++ = '.';
+		p = put_u16(p, b[i]);
+	}
+	*p = '\0';
+	return (size_t)(p - out);
+}
+
+size_t mpx_endpoint_text(const struct sockaddr *sa, char *buf, size_t size)
+{
+	char *p = buf;
+	unsigned port;
+	if (size < 56) {
+		if (size > 0)
+			buf[0] = '\0';
+		return 0;
+	}
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		p += mpx_ipv4_text(&sin->sin_addr, p);
+		port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		port = ntohs(sin6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+			struct in_addr v4;
+			memcpy(&v4, &sin6->sin6_addr.s6_addr[12], 4);
+			p += mpx_ipv4_text(&v4, p);
+		} else {
+			*p++ = '[';
+			if (inet_ntop(AF_INET6, &sin6->sin6_addr, p, INET6_ADDRSTRLEN) == NULL) {
+				memcpy(buf, "?", 2);
+				return 1;
+			}
+			p += strlen(p);
+			*p++ = ']';
+		}
+	} else {
+		memcpy(buf, "?", 2);
+		return 1;
+	}
+	*p++ = ':';
+	p = put_u16(p, port);
+	*p = '\0';
+	return (size_t)(p - buf);
+}
+
 int mpx_sockaddr_text(const struct sockaddr *sa, char text[INET6_ADDRSTRLEN], uint16_t *port)
 {
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 		*port = ntohs(sin->sin_port);
-		return inet_ntop(AF_INET, &sin->sin_addr, text, INET6_ADDRSTRLEN) == NULL ? -1 : 4;
+		mpx_ipv4_text(&sin->sin_addr, text);
+		return 4;
 	}
 	if (sa->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;

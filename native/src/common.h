@@ -60,6 +60,14 @@ bool mpx_set_u64_bigint(napi_env env, napi_value obj, const char *key, uint64_t 
 bool mpx_set_string(napi_env env, napi_value obj, const char *key, const char *v);
 bool mpx_set_value(napi_env env, napi_value obj, const char *key, napi_value v);
 
+/* inet_ntop(AF_INET) without glibc's sprintf: the engine formats several IPv4 addresses per
+ * connection (vfprintf was ≈1 % of the engine thread under short connections, perf). out holds
+ * INET_ADDRSTRLEN (16); returns the text's length. */
+size_t mpx_ipv4_text(const struct in_addr *a, char *out);
+/* A sockaddr as "a.b.c.d:port", "[x::y]:port" (an IPv4-mapped IPv6 address as the IPv4 it is),
+ * or "?" for any other family, in buf (size ≥ 56: the longest IPv6 form fits); its length. */
+size_t mpx_endpoint_text(const struct sockaddr *sa, char *buf, size_t size);
+
 /* An IPv4/IPv6 sockaddr's address text and port: 4 or 6, 0 for another family (text and
  * port untouched), -1 if inet_ntop failed (errno says why). */
 int mpx_sockaddr_text(const struct sockaddr *sa, char text[INET6_ADDRSTRLEN], uint16_t *port);

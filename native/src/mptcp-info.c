@@ -361,32 +361,6 @@ napi_value mpx_js_subflows(napi_env env, napi_callback_info info)
  * subflows there were and their addresses, so these build the strings in C and hand JS
  * one number, or one object with two properties. */
 
-/* One endpoint as src/mptcp/info.ts formatEndpoint(): a.b.c.d:p, [x::y]:p, an IPv4-mapped
- * IPv6 address as the IPv4 it is, "?" for an empty slot (any other family). */
-static size_t format_endpoint(const struct sockaddr *sa, char *buf, size_t size)
-{
-	char text[INET6_ADDRSTRLEN];
-	int n;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
-		if (inet_ntop(AF_INET, &sin->sin_addr, text, sizeof(text)) == NULL)
-			return (size_t)snprintf(buf, size, "?");
-		n = snprintf(buf, size, "%s:%u", text, (unsigned)ntohs(sin->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
-		if (inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof(text)) == NULL)
-			return (size_t)snprintf(buf, size, "?");
-		unsigned port = ntohs(sin6->sin6_port);
-		if (strncmp(text, "::ffff:", 7) == 0 && strchr(text, '.') != NULL)
-			n = snprintf(buf, size, "%s:%u", text + 7, port);
-		else
-			n = snprintf(buf, size, "[%s]:%u", text, port);
-	} else {
-		n = snprintf(buf, size, "?");
-	}
-	return n < 0 ? 0 : ((size_t)n < size ? (size_t)n : size - 1);
-}
-
 static bool remote_is_live(const struct sockaddr *sa)
 {
 	/* TS keeps subflows whose remote is non-null with a non-zero port. */
@@ -448,9 +422,11 @@ enum mpx_summary_result mpx_subflow_summary(int fd, bool want_paths, struct mpx_
 		if (!remote_is_live(&a->sa_remote))
 			continue;
 		char *p = out->paths[out->npaths++];
-		size_t used = format_endpoint(&a->sa_local, p, MPX_PATH_LEN);
-		used += (size_t)snprintf(p + used, MPX_PATH_LEN - used, " -> "); /* as subflowAddresses() */
-		format_endpoint(&a->sa_remote, p + used, MPX_PATH_LEN - used);
+		/* "local -> remote", each as src/mptcp/info.ts formatEndpoint() and subflowAddresses(). */
+		size_t used = mpx_endpoint_text(&a->sa_local, p, MPX_PATH_LEN);
+		memcpy(p + used, " -> ", 4);
+		used += 4;
+		mpx_endpoint_text(&a->sa_remote, p + used, MPX_PATH_LEN - used);
 	}
 	if (out->count < out->npaths)
 		out->count = out->npaths;
