@@ -77,7 +77,7 @@ export function startOursForward(tb: Testbed, port: number, to: string, engine: 
   return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine), oursLogFile(`forward-${port}`));
 }
 
-export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; socksPort?: number; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {
+export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; socksPort?: number; accessLog?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {
   const file = writeOursHttpConfig(dir, name, port, allowNet, extra);
   const env = extra.env || engineEnv(engine) ? { ...engineEnv(engine), ...extra.env } : undefined;
   return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], env, join(dir, `${name}.log`));

@@ -130,7 +130,7 @@ export function writeOursHttpConfig(
   name: string,
   port: number,
   allowNet: string,
-  extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; socksPort?: number } = {},
+  extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; socksPort?: number; accessLog?: boolean } = {},
 ): string {
   // upstreamPool false: upstreamIdleTimeoutMs 0, every request dials (the delay scenario's
   // request-to-syn needs an upstream SYN per request).
@@ -144,10 +144,12 @@ export function writeOursHttpConfig(
   if (extra.socksPort !== undefined) {
     listeners.push(`  - name: socks\n    type: socks5\n    listen: "0.0.0.0:${extra.socksPort}"\n    mptcp: on\n    backlog: 4096`);
   }
+  // accessLog false: no access line per connection (the conn-rate scenario's like-for-like row
+  // beside HAProxy, which runs without logging).
   const yaml = `log:
   level: info
   format: json
-  access: true
+  access: ${extra.accessLog === false ? 'false' : 'true'}
 listeners:
 ${listeners.join('\n')}
 upstream:

@@ -13,7 +13,7 @@ import { fmtShares, fmtSummary, repeatRoundRobin, summarize, type Summary } from
 import { ensureBlobFile, blobFileName, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import {
-  commandLog, startEcho, startHaproxy, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, spawnLogged, type Started,
+  commandLog, startEcho, startHaproxy, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, spawnLogged, type Started, waitListening,
 } from '../variants.js';
 
 export const CONN_LOAD = fileURLToPath(new URL('../load/conn-load.js', import.meta.url));
@@ -103,6 +103,17 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
         const proxy = await startOursForward(tb, p2, await newEcho(), engine);
         procs.push(proxy);
         targets.push({ load: 'echo', variant: oursLabel('ours-forward', engine), args: echoArgs(p2, prx), proxy });
+      });
+      // The same forward without its access line per connection. HAProxy runs here with no
+      // logging: this row is the like-for-like one, and the difference is what our access log
+      // costs. Targets stay on ours-forward, with the log on (report.ts, isOurs).
+      const p3 = port++;
+      const p3http = port++;
+      await tryStart(oursLabel('ours-forward-nolog', engine), [], async () => {
+        const proxy = await startOursConfig(tb, ctx.dir, `rate-fwd-nolog-${engine}`, p3http, ctx.allowNet, engine, { forwardPort: p3, forwardTo: await newEcho(), accessLog: false });
+        procs.push(proxy);
+        await waitListening(tb, 'prx', p3, proxy.proc, 'ours-forward-nolog');
+        targets.push({ load: 'echo', variant: oursLabel('ours-forward-nolog', engine), args: echoArgs(p3, prx), proxy });
       });
     }
     const ph = port++;
@@ -196,7 +207,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
-    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes. Our HTTP proxy keeps idle upstream connections for the next client (its default, upstreamIdleTimeoutMs 30 s), HAProxy by default (\`http-reuse safe\`) dials for each client's first request: haproxy-reuse is HAProxy with \`http-reuse always\`, reusing as ours does (÷ HAProxy stays against the default). echo = 100 bytes sent and the same 100 bytes read back, then close. Host steal = the share of the machine's time the host ran someone else during the runs (/proc/stat), median (max): a run with steal is slower for reasons that are not the variant's.`, '');
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes. Our HTTP proxy keeps idle upstream connections for the next client (its default, upstreamIdleTimeoutMs 30 s), HAProxy by default (\`http-reuse safe\`) dials for each client's first request: haproxy-reuse is HAProxy with \`http-reuse always\`, reusing as ours does (÷ HAProxy stays against the default). echo = 100 bytes sent and the same 100 bytes read back, then close. Our proxy runs as deployed, with an access line per connection (log.access, JSON, to a file); HAProxy here logs nothing (Squid writes its access.log): ours-forward-nolog is our forward with log.access off, the like-for-like row (targets stay on the rows with the log on). Host steal = the share of the machine's time the host ran someone else during the runs (/proc/stat), median (max): a run with steal is slower for reasons that are not the variant's.`, '');
     md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | proxy CPU µs/conn | CPU ÷ HAProxy | host steal | ok | errors |', '|---|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;
