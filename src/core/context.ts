@@ -67,21 +67,50 @@ export interface NewContextOptions {
 }
 
 
-export function createConnectionContext(opts: NewContextOptions): ConnectionContext {
-  const id = nextConnectionId();
-  return {
-    id,
-    listener: opts.listener,
-    frontend: opts.frontend,
-    downstream: opts.downstream,
-    startedAt: performance.now(),
-    log: opts.log.child({ conn: id }),
-    bytes: { fromDownstream: 0, fromUpstream: 0 },
+/**
+ * A connection's context. The child logger (the connection id bound) is made the first time
+ * `log` is read: every connection has a context, most never log a line of their own, and the
+ * child's object merge was ≈6 % of the main thread under short forwarded connections (perf).
+ */
+class Context implements ConnectionContext {
+  readonly id: string;
+  readonly listener: string;
+  readonly frontend: FrontendKind;
+  readonly downstream: SocketFacts;
+  readonly startedAt: number;
+  readonly bytes: ByteCounters;
+  readonly signal: AbortSignal;
+  readonly access: Record<string, string | number | boolean | undefined>;
+  // `declare`: no own property until set, as on the object literal this class replaced.
+  declare target?: TargetAddress;
+  declare upstream?: SocketFacts;
+  declare downstreamSubflows?: number;
+  declare downstreamPaths?: string[];
+  declare end?: { by: 'downstream' | 'upstream' | 'proxy'; error?: Error };
+  readonly #parentLog: Logger;
+  #log: Logger | undefined;
+
+  constructor(opts: NewContextOptions) {
+    this.id = nextConnectionId();
+    this.listener = opts.listener;
+    this.frontend = opts.frontend;
+    this.downstream = opts.downstream;
+    this.startedAt = performance.now();
+    this.bytes = { fromDownstream: 0, fromUpstream: 0 };
     // A signal of its own when none is given (tests, tools): one shared never-aborted signal
     // collected the abort listeners of every relay started on such contexts.
-    signal: opts.signal ?? new AbortController().signal,
-    access: {},
-  };
+    this.signal = opts.signal ?? new AbortController().signal;
+    this.access = {};
+    this.#parentLog = opts.log;
+  }
+
+  get log(): Logger {
+    return (this.#log ??= this.#parentLog.child({ conn: this.id }));
+  }
+}
+
+export function createConnectionContext(opts: NewContextOptions): ConnectionContext {
+  return new Context(opts);
 }
 
 export function formatEndpoint(e: Endpoint): string {

@@ -294,7 +294,7 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
  * id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy), durationMs,
  * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, the HTTP
  * status of a response head the engine rewrote (0: none), subflow count (-1: no sample),
- * subflow paths, the kept client fd (-1: none), the exchanges reported, whether one is open,
+ * subflow paths (one string, '\n' between paths), the kept client fd (-1: none), the exchanges reported, whether one is open,
  * and its method and target when the keep-alive loop read it. `kind` 'done' comes first, for
  * an acceptor's event.
  */
@@ -316,7 +316,7 @@ export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & 
   if (a[9] !== undefined) e.deniedBy = a[9] as string;
   if (a[10] === true) e.connectFailed = true;
   if ((a[11] as number) > 0) e.httpStatus = a[11] as number;
-  if ((a[12] as number) >= 0) e.downstreamSubflows = { count: a[12] as number, paths: a[13] as string[] };
+  if ((a[12] as number) >= 0) e.downstreamSubflows = { count: a[12] as number, paths: a[13] === '' ? [] : (a[13] as string).split('\n') };
   if ((a[14] as number) >= 0) e.keptFd = a[14] as number;
   if (a[15] !== undefined) {
     const end: EngineExchangeEnd = { reported: a[15] as number, open: a[16] === true };
