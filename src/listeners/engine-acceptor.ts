@@ -37,7 +37,7 @@ import type { NativeAddress } from '../mptcp/native.js';
 
 /** What acceptorStart reports (native/src/relay.h). */
 export type AcceptorEvent =
-  | { kind: 'accepted'; id: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal: NativeAddress | null; mptcp: boolean; target?: NativeAddress }
+  | { kind: 'accepted'; id: number; remote: Endpoint; local: Endpoint; upstreamLocal: Endpoint; mptcp: boolean; target?: TargetAddress }
   | { kind: 'connected'; id: number; connectMs: number; mptcp: boolean; reused: boolean }
   | ({ kind: 'done' } & NativeRelaySummary)
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
@@ -122,6 +122,13 @@ export function loadNativeAcceptor(): NativeAcceptorApi | undefined {
   };
 }
 
+/** An endpoint from an address's text and port, IPv4-mapped addresses unmapped; no address
+ *  (another family) gives address '' and port 0. 'accepted' comes once per connection: its
+ *  endpoints are made here directly, not as NativeAddress objects converted afterwards. */
+function endpointFrom(address: unknown, port: unknown): Endpoint {
+  return typeof address === 'string' ? { address: unmapAddress(address), port: port as number } : { address: '', port: 0 };
+}
+
 /** A native address from its text (null: not IPv4/IPv6) and port. */
 function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
   return typeof address === 'string' ? { family: address.includes(':') ? 6 : 4, address, port: port as number } : null;
@@ -155,9 +162,8 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
     case 1:
       return { kind: 'connected', id: a[0] as number, connectMs: a[1] as number, mptcp: a[2] as boolean, reused: a[3] === true };
     case 2: {
-      const e: Extract<AcceptorEvent, { kind: 'accepted' }> = { kind: 'accepted', id: a[0] as number, remote: nativeAddress(a[1], a[2]), local: nativeAddress(a[3], a[4]), upstreamLocal: nativeAddress(a[5], a[6]), mptcp: a[7] as boolean };
-      const target = nativeAddress(a[8], a[9]);
-      if (target !== null) e.target = target;
+      const e: Extract<AcceptorEvent, { kind: 'accepted' }> = { kind: 'accepted', id: a[0] as number, remote: endpointFrom(a[1], a[2]), local: endpointFrom(a[3], a[4]), upstreamLocal: endpointFrom(a[5], a[6]), mptcp: a[7] as boolean };
+      if (typeof a[8] === 'string') e.target = { host: unmapAddress(a[8]), port: a[9] as number };
       return e;
     }
     case 3:
@@ -444,18 +450,18 @@ export class EngineAcceptor {
     const ctx = createConnectionContext({
       listener: this.#s.listener,
       frontend: this.#s.frontend,
-      downstream: { remote: endpointOf(e.remote), local: endpointOf(e.local), mptcp: e.mptcp },
+      downstream: { remote: e.remote, local: e.local, mptcp: e.mptcp },
       log: this.#s.log,
       signal: this.#cut.signal,
     });
     if (e.target !== undefined) {
       // An HTTP exchange served from accept: its request's target; one request line each.
-      ctx.target = { host: unmapAddress(e.target.address), port: e.target.port };
-      this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal), requests: this.#s.plan.handoff?.serve?.requests(ctx) });
+      ctx.target = e.target;
+      this.#live.set(e.id, { ctx, upstreamLocal: e.upstreamLocal, requests: this.#s.plan.handoff?.serve?.requests(ctx) });
       if (ctx.log.isEnabled('debug')) ctx.log.debug('http exchange served in the engine', { target: formatTarget(ctx.target), from: 'accept' });
     } else {
       ctx.target = this.#s.plan.target ?? { host: ctx.downstream.local.address, port: ctx.downstream.local.port };
-      this.#live.set(e.id, { ctx, upstreamLocal: endpointOf(e.upstreamLocal) });
+      this.#live.set(e.id, { ctx, upstreamLocal: e.upstreamLocal });
     }
     publishConnOpen({ ctx });
     this.#s.plan.onAccepted?.(ctx);
