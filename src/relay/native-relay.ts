@@ -294,9 +294,9 @@ const ENDED_BY: readonly NativeRelaySummary['endedBy'][] = ['downstream', 'upstr
  * id, fromDownstream, fromUpstream, endedBy (0 downstream, 1 upstream, 2 proxy), durationMs,
  * errno, code, syscall (undefined without an error), reason, deniedBy, connectFailed, the HTTP
  * status of a response head the engine rewrote (0: none), subflow count (-1: no sample),
- * subflow paths (one string, '\n' between paths), the kept client fd (-1: none), the exchanges reported, whether one is open,
- * and its method and target when the keep-alive loop read it. `kind` 'done' comes first, for
- * an acceptor's event.
+ * subflow paths (one string, '\n' between paths), the kept client fd (-1: none), the exchanges
+ * reported, whether one is open, and its method and target when the keep-alive loop read it.
+ * `kind` 'done' comes first, for an acceptor's event.
  */
 export function decodeRelaySummary(a: readonly unknown[]): NativeRelaySummary & { kind: 'done' } {
   const e: NativeRelaySummary & { kind: 'done' } = {
