@@ -116,7 +116,8 @@ function jsonEndpoint(host: string, port: number): string {
 /** accessLogFields(msg) as JSON members (see above), or undefined where the object form
  *  differs from joining: a ctx.access key that accessLogFields sets itself or that is in `taken`
  *  (the logger's own keys), or an array-index key (an object lists those first). ctx.id
- *  (core/ids.ts), ctx.frontend and msg.endedBy are plain words: written without a test. */
+ *  (core/ids.ts), ctx.frontend and msg.endedBy are plain words: written without a test; the
+ *  MPTCP flags as `=== true`, so that a flag that is not a boolean still makes valid JSON. */
 export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>): string | undefined {
   const { ctx } = msg;
   let access = '';
@@ -126,7 +127,7 @@ export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>
     access += jsonMember(key, ctx.access[key]);
   }
   const client = ctx.downstream.remote;
-  let out = `"conn":"${ctx.id}","listener":${jsonString(ctx.listener)},"frontend":"${ctx.frontend}","client":${jsonEndpoint(client.address, client.port)},"clientMptcp":${ctx.downstream.mptcp}`;
+  let out = `"conn":"${ctx.id}","listener":${jsonString(ctx.listener)},"frontend":"${ctx.frontend}","client":${jsonEndpoint(client.address, client.port)},"clientMptcp":${ctx.downstream.mptcp === true}`;
   if (ctx.downstreamSubflows !== undefined) out += `,"clientSubflows":${jsonNumber(ctx.downstreamSubflows)}`;
   const paths = ctx.downstreamPaths;
   if (paths) {
@@ -136,7 +137,7 @@ export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>
   }
   if (ctx.target) out += `,"target":${jsonEndpoint(ctx.target.host, ctx.target.port)}`;
   const up = ctx.upstream;
-  if (up) out += `,"upstream":${jsonEndpoint(up.remote.address, up.remote.port)},"upstreamMptcp":${up.mptcp}`;
+  if (up) out += `,"upstream":${jsonEndpoint(up.remote.address, up.remote.port)},"upstreamMptcp":${up.mptcp === true}`;
   out += `${access},"bytesUp":${jsonNumber(ctx.bytes.fromDownstream)},"bytesDown":${jsonNumber(ctx.bytes.fromUpstream)},"durationMs":${jsonNumber(Math.round(msg.durationMs * 10) / 10)},"endedBy":"${msg.endedBy}"`;
   const err = msg.error as (Error & { code?: string }) | undefined;
   if (err) out += jsonMember('error', err.code ?? err.message);
@@ -147,11 +148,11 @@ export function accessLogJson(msg: ConnCloseMessage, taken?: ReadonlySet<string>
 export function requestLogJson(msg: RequestDoneMessage): string {
   const { ctx } = msg;
   const client = ctx.downstream.remote;
-  let out = `"conn":"${ctx.id}","listener":${jsonString(ctx.listener)},"client":${jsonEndpoint(client.address, client.port)},"clientMptcp":${ctx.downstream.mptcp}`;
+  let out = `"conn":"${ctx.id}","listener":${jsonString(ctx.listener)},"client":${jsonEndpoint(client.address, client.port)},"clientMptcp":${ctx.downstream.mptcp === true}`;
   if (msg.clientSubflows !== undefined) out += `,"clientSubflows":${jsonNumber(msg.clientSubflows)}`;
   out += jsonMember('method', msg.method) + jsonMember('url', msg.url) + jsonMember('status', msg.status);
   const up = ctx.upstream;
-  if (up) out += `,"upstream":${jsonEndpoint(up.remote.address, up.remote.port)},"upstreamMptcp":${up.mptcp}`;
+  if (up) out += `,"upstream":${jsonEndpoint(up.remote.address, up.remote.port)},"upstreamMptcp":${up.mptcp === true}`;
   out += `,"bytesUp":${jsonNumber(msg.fromDownstream)},"bytesDown":${jsonNumber(msg.fromUpstream)},"durationMs":${jsonNumber(Math.round(msg.durationMs * 10) / 10)}`;
   return out;
 }
