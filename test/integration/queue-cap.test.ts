@@ -157,9 +157,11 @@ async function stalledDownload(t: TestContext, relay: Record<string, unknown>, m
   const seen: SocketView[] = [];
   const clientSeen: SocketView[] = [];
   while (!done) {
-    const u = ssView(`dport = :${origin}`);
+    const u = ssView(`dst ${HOST}:${origin}`);
     if (u !== undefined) seen.push(u);
-    const c = ssView(`sport = :${port}`, mptcpClient);
+    // The proxy's socket to this client by both ports: `sport` alone also matched other tests'
+    // sockets whose ephemeral local port happened to be this listener's (a queue of 0 seen once).
+    const c = client.localPort === undefined ? undefined : ssView(`sport = :${port} and dport = :${client.localPort}`, mptcpClient);
     if (c !== undefined) clientSeen.push(c);
     await sleep(10);
   }
