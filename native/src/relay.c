@@ -544,14 +544,20 @@ static size_t keep_body_bytes(struct relay *r, const char *p, size_t len);
 /* A kept client's response, as the head the engine rewrote frames it: how its end is found
  * (keep_remaining for a length or no body, the chunk framing for a chunked one), and whether the
  * upstream stays usable afterwards: for the loop's next request, or (frame_up) for the pool. */
-static void keep_framing(struct relay *r, const struct mpx_response_info *info, bool keep_client)
+/* The body's end is found by its framing from here: `length` bytes, or the chunk framing. */
+static void start_framing(struct relay *r, bool keep_client, bool chunked, uint64_t length)
 {
 	r->keep_client = keep_client;
 	r->framed = true;
-	r->keep_remaining = info->body == MPX_BODY_LENGTH ? info->length : 0;
-	r->chunk_active = info->body == MPX_BODY_CHUNKED;
-	if (r->chunk_active)
+	r->chunk_active = chunked;
+	r->keep_remaining = chunked ? 0 : length;
+	if (chunked)
 		mpx_chunked_init(&r->chunk);
+}
+
+static void keep_framing(struct relay *r, const struct mpx_response_info *info, bool keep_client)
+{
+	start_framing(r, keep_client, info->body == MPX_BODY_CHUNKED, info->body == MPX_BODY_LENGTH ? info->length : 0);
 	r->up_keeps = (r->loop_authority != NULL || r->frame_up) && info->upstream_keeps;
 }
 
@@ -805,13 +811,8 @@ static void head_done(struct engine_thread *t, struct cmd *c)
 		if (c->then == HEAD_THEN_FRAMED && holding(r)) {
 			/* The carry is the body's start: through the framing, then after the head. Not
 			 * parked afterwards (up_keeps false): JS read this head, not us. */
-			r->framed = true;
-			r->keep_client = false;
+			start_framing(r, false, c->keep_body == FRAMED_CHUNKED, c->keep_body);
 			r->up_keeps = false;
-			r->chunk_active = c->keep_body == FRAMED_CHUNKED;
-			r->keep_remaining = r->chunk_active ? 0 : c->keep_body;
-			if (r->chunk_active)
-				mpx_chunked_init(&r->chunk);
 			size_t k = c->carry_len > 0 ? keep_body_bytes(r, c->carry, c->carry_len) : 0;
 			char *both = k > 0 ? realloc(x->buf, x->len + k) : x->buf;
 			if (both == NULL) {

@@ -297,10 +297,7 @@ function enginePlan(fixed: TargetAddress | undefined, cfg: UpstreamConfig, acces
     ...(cfg.bindAddress ? { bindAddress: cfg.bindAddress } : {}),
     connectTimeoutMs: cfg.connectTimeoutMs,
     connected: (ctx, connectMs, mptcp, local) => engineConnected(ctx, targetOf(ctx), local, useMptcp && mptcp, connectMs),
-    reused(ctx, mptcp, local) {
-      const t = targetOf(ctx);
-      ctx.upstream = { remote: { address: t.host, port: t.port }, local, mptcp: useMptcp && mptcp };
-    },
+    reused: (ctx, mptcp, local) => recordEngineUpstream(ctx, targetOf(ctx), local, useMptcp && mptcp),
     failed: (ctx, err, timedOut) => engineConnectFailed(ctx, targetOf(ctx), err, timedOut, cfg),
     denied(ctx, engineRule) {
       const t = targetOf(ctx);
@@ -326,8 +323,13 @@ function dialAborted(target: TargetAddress): UpstreamError {
 
 /** A connect the engine completed: the upstream's facts into ctx, then upstream:connected. */
 function engineConnected(ctx: ConnectionContext, target: TargetAddress, local: Endpoint, mptcp: boolean, connectMs: number): void {
-  ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp };
+  recordEngineUpstream(ctx, target, local, mptcp);
   publishUpstreamConnected({ ctx, connectMs });
+}
+
+/** ctx.upstream for an upstream the engine holds to `target` (connected, or taken from its pool). */
+function recordEngineUpstream(ctx: ConnectionContext, target: TargetAddress, local: Endpoint, mptcp: boolean): void {
+  ctx.upstream = { remote: { address: target.host, port: target.port }, local, mptcp };
 }
 
 /** A connect the engine could not complete: the error the async dial would have rejected
