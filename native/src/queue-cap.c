@@ -44,6 +44,13 @@
  * the same runs). Eight parallel downloads, forward / HTTP: off 5931, 7659 / 6531, 8826 Mbit/s;
  * 256 KiB 5352, 4839 / 5393, 5148 (CPU 1.36–1.46 s/GB against 0.9–1.1: twice as many wake-ups
  * and writes); 1 MiB 7595, 7656 / 7298, 7422. One download: within the runs' noise for all three.
+ *
+ * The floor (capBuffersMinBytes, 1 MiB) is the trade between the two targets it touches. A 2 MiB
+ * floor (set with MPTCP_PROXY_CAP_MIN; bench --reps 3 --only throughput,conversion-delay, three
+ * runs per value alternated, 2–19 % steal) took the forward's CPU per GB from 1.07–1.16 to
+ * 0.95–1.01 s/GB, left one download's rate within the noise (÷ direct 0.66–0.79 against
+ * 0.63–0.94), and doubled the bulk delay: forward / HTTP p50 4.2–4.9 / 3.1–4.8 ms against
+ * 8.1–11.0 / 9.8–11.8 ms, 0.14–0.35× HAProxy's (its target is 0.25×).
  */
 #include "queue-cap.h"
 #include "mptcp-uapi.h" /* IPPROTO_MPTCP, TCP_IS_MPTCP */

@@ -30,17 +30,23 @@ export function selectRelay(engine: RelayEngine, opts: SelectRelayOptions = {}):
     return relayBothWays;
   }
   if (opts.threads !== undefined) native.relaySetThreads(opts.threads);
-  // MPTCP_PROXY_CAP_BUFFERS=off and MPTCP_PROXY_CAP_NOTSENT=<bytes>: internal switches for A/B
-  // runs of the bench, whose forward variant has no config file (like
+  // MPTCP_PROXY_CAP_BUFFERS=off, MPTCP_PROXY_CAP_NOTSENT=<bytes> and MPTCP_PROXY_CAP_MIN=<bytes>:
+  // internal switches for A/B runs of the bench, whose forward variant has no config file (like
   // MPTCP_PROXY_ENGINE_CONNECT); not config keys.
   const cap = opts.capBuffers;
   if (process.env.MPTCP_PROXY_CAP_BUFFERS === 'off') native.relaySetQueueCap?.(0, 1, 0);
   else if (cap !== undefined) {
-    const forced = process.env.MPTCP_PROXY_CAP_NOTSENT ?? '';
-    const notsent = /^\d+$/.test(forced) ? Number(forced) : cap.notsentBytes;
-    native.relaySetQueueCap?.(cap.enabled ? cap.minBytes : 0, cap.rateMbit, cap.enabled ? notsent : 0);
+    const notsent = envBytes('MPTCP_PROXY_CAP_NOTSENT') ?? cap.notsentBytes;
+    const minBytes = envBytes('MPTCP_PROXY_CAP_MIN') ?? cap.minBytes;
+    native.relaySetQueueCap?.(cap.enabled ? minBytes : 0, cap.rateMbit, cap.enabled ? notsent : 0);
   }
   return nativeRelay;
+}
+
+/** An internal switch's byte count (digits only), or undefined when unset or not a number. */
+function envBytes(name: string): number | undefined {
+  const v = process.env[name] ?? '';
+  return /^\d+$/.test(v) ? Number(v) : undefined;
 }
 
 /** The body pump for `engine` (FrontendDeps.pump): the native one when the engine is 'native'
