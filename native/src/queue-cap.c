@@ -48,9 +48,9 @@
  * The floor (capBuffersMinBytes, 1 MiB) is the trade between the two targets it touches. A 2 MiB
  * floor (set with MPTCP_PROXY_CAP_MIN; bench --reps 3 --only throughput,conversion-delay, three
  * runs per value alternated; one run had 19 % steal, the others under 7 %) took the forward's
- * CPU per GB from 1.07–1.16 to 0.95–1.01 s/GB, left one download's rate within the noise (÷ direct 0.66–0.79 against
- * 0.63–0.94), and doubled the bulk delay: forward / HTTP p50 4.2–4.9 / 3.1–4.8 ms against
- * 8.1–11.0 / 9.8–11.8 ms, 0.14–0.35× HAProxy's (its target is 0.25×).
+ * CPU per GB from 1.07–1.16 to 0.95–1.01 s/GB, and left one download's rate within the noise
+ * (÷ direct 0.66–0.79 against 0.63–0.94). It doubled the bulk delay: forward / HTTP p50 4.2–4.9 /
+ * 3.1–4.8 ms against 8.1–11.0 / 9.8–11.8 ms, 0.14–0.35× HAProxy's (its target is 0.25×).
  */
 #include "queue-cap.h"
 #include "mptcp-uapi.h" /* IPPROTO_MPTCP, TCP_IS_MPTCP */
