@@ -149,13 +149,13 @@ function ratioText(value: number | undefined, ref: number | undefined): string {
 
 function transferTable(rows: TransferRow[], aggregation: boolean): string[] {
   const lines: string[] = [];
-  const peerNames = ['direct', 'haproxy', 'squid', 'pipe'];
+  const peerNames = ['direct', 'haproxy', 'squid', 'pipe', 'c-relay'];
   lines.push(
     aggregation
       ? '| variant | Mbit/s median (min–max) | share of path sum | ÷ direct | ÷ HAProxy | ÷ Squid | bytes checked |'
-      : '| variant | parallel | Mbit/s median (min–max) | proxy CPU s/GB | machine CPU busy | host steal | ÷ direct | ÷ HAProxy | ÷ Squid | ÷ pipe | bytes checked |',
+      : '| variant | parallel | Mbit/s median (min–max) | proxy CPU s/GB | machine CPU busy | host steal | ÷ direct | ÷ HAProxy | ÷ Squid | ÷ pipe | ÷ C relay | bytes checked |',
   );
-  lines.push(aggregation ? '|---|---|---|---|---|---|---|' : '|---|---|---|---|---|---|---|---|---|---|---|');
+  lines.push(aggregation ? '|---|---|---|---|---|---|---|' : '|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const row of rows) {
     const ref = (v: string): number | undefined => med(rows.find((x) => x.variant === v && x.parallel === row.parallel)?.mbit);
     const m = med(row.mbit);
@@ -190,7 +190,7 @@ export function renderMarkdown(r: BenchResults): string {
   const tp = r.scenarios.throughput;
   if (tp) {
     L.push('## 1. Relay throughput, unshaped veth (CPU-bound)', '');
-    L.push('MPTCP client in cli → proxy in prx → TCP server in srv; one download of the size below per run, or 8 parallel downloads of size/8. Mbit/s = bytes × 8 / the longest transfer (client-measured). CPU = utime+stime of the proxy\'s processes. Ratios are of medians. Timed runs write the body to /dev/null and check its length (hashing in the client pipeline capped every variant at ≈4 Gbit/s on this 2-core machine; curl to /dev/null reaches ≈12 Gbit/s direct); each row also has one untimed transfer of the same per-stream size checked by SHA-256. direct = MPTCP end to end from bench/peers/mptcp-file-server.py (1 MiB read()+send() on an MPTCP socket; nginx under mptcpize was the limit before).', '');
+    L.push('MPTCP client in cli → proxy in prx → TCP server in srv; one download of the size below per run, or 8 parallel downloads of size/8. Mbit/s = bytes × 8 / the longest transfer (client-measured). CPU = utime+stime of the proxy\'s processes. Ratios are of medians. Timed runs write the body to /dev/null and check its length (hashing in the client pipeline capped every variant at ≈4 Gbit/s on this 2-core machine; curl to /dev/null reaches ≈12 Gbit/s direct); each row also has one untimed transfer of the same per-stream size checked by SHA-256. direct = MPTCP end to end from bench/peers/mptcp-file-server.py (1 MiB read()+send() on an MPTCP socket; nginx under mptcpize was the limit before). c-relay = bench/peers/c-relay.c, the least a user-space relay does (one epoll thread, 1 MiB read()/write(), no logging, accounting or buffer caps): what a relay can reach on this machine, where pipe() is the floor.', '');
     L.push(`Size per run: ${((tp.rows[0]?.bytesPerRun ?? 0) / 2 ** 20).toFixed(0)} MiB.`, '');
     L.push(...transferTable(tp.rows, false), '');
     for (const [k, v] of Object.entries(tp.skipped)) L.push(`- ${k}: ${v}`);

@@ -79,7 +79,7 @@ async function main(): Promise<number> {
   const startedAt = new Date();
   const machineAtStart = machineCpu();
   const wanted = (s: ScenarioName): boolean => !opts.only || opts.only.includes(s);
-  const programs = ['mptcpize', 'curl', 'nginx', 'haproxy', 'squid', ...(wanted('conversion-delay') ? ['tcpdump'] : [])];
+  const programs = ['mptcpize', 'curl', 'nginx', 'haproxy', 'squid', 'cc', ...(wanted('conversion-delay') ? ['tcpdump'] : [])];
   const peers = ensurePeers(programs, log);
   const machine = describeMachine();
   log(`bench: ${opts.quick ? 'quick' : 'full'} run, ${opts.reps} repetition(s), engines ${opts.engines.join(',')}; ${machine.kernel}, ${machine.cpuModel} × ${machine.cores}, Node ${machine.node}`);

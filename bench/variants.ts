@@ -1,9 +1,11 @@
 /**
  * Starting each side of the comparison inside the testbed: our proxy (forward / HTTP, per relay
- * engine), HAProxy, Squid, the bare pipe() relay, and the origins (blob server, nginx, echo).
+ * engine), HAProxy, Squid, the bare pipe() relay, the minimal C relay, and the origins (blob
+ * server, nginx, echo).
  * Each is a tracked testbed process in its own process group, so its CPU is the sum over that
  * group's processes in the namespace, and the testbed kills it at the end.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +17,8 @@ export const PROXY_CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta
 export const PIPE_RELAY = fileURLToPath(new URL('./peers/pipe-relay.js', import.meta.url));
 export const MEM_PROBE = fileURLToPath(new URL('./peers/mem-probe.js', import.meta.url));
 export const ECHO_SERVER = fileURLToPath(new URL('./peers/echo-server.js', import.meta.url));
+/** The C relay's source, read from the source tree (tsc does not copy it into dist/). */
+export const C_RELAY_SOURCE = fileURLToPath(new URL('../../bench/peers/c-relay.c', import.meta.url));
 
 /** A started program: where it listens and how to find its processes. */
 export interface Started {
@@ -81,6 +85,30 @@ export function startOursConfig(tb: Testbed, dir: string, name: string, port: nu
   const file = writeOursHttpConfig(dir, name, port, allowNet, extra);
   const env = extra.env || engineEnv(engine) ? { ...engineEnv(engine), ...extra.env } : undefined;
   return started(tb, 'ours-http', 'prx', port, [process.execPath, PROXY_CLI, 'start', '--config', file], env, join(dir, `${name}.log`));
+}
+
+/** Compile bench/peers/c-relay.c into `dir` (once per run: the binary is cached by path) and
+ *  return the binary's path; throws with the compiler's message when it fails. */
+export function buildCRelay(dir: string): string {
+  const bin = join(dir, 'c-relay');
+  if (!builtCRelays.has(bin)) {
+    try {
+      execFileSync('cc', ['-O2', '-Wall', '-o', bin, C_RELAY_SOURCE], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 });
+    } catch (err) {
+      const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim() ?? '';
+      throw new Error(`cc ${C_RELAY_SOURCE} failed: ${stderr.slice(-500) || (err as Error).message}`);
+    }
+    commandLog.push(`[bench] cc -O2 -Wall -o ${bin} ${C_RELAY_SOURCE}`);
+    builtCRelays.add(bin);
+  }
+  return bin;
+}
+const builtCRelays = new Set<string>();
+
+/** The minimal C relay (bench/peers/c-relay.c) on `port`, to `to` (an IPv4 host:port). */
+export function startCRelay(tb: Testbed, dir: string, port: number, to: string): Promise<Started> {
+  const sep = to.lastIndexOf(':');
+  return started(tb, 'c-relay', 'prx', port, [buildCRelay(dir), String(port), to.slice(0, sep), to.slice(sep + 1)]);
 }
 
 export async function startHaproxy(tb: Testbed, dir: string, frontends: readonly HaproxyFrontend[]): Promise<Started> {

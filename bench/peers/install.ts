@@ -13,6 +13,7 @@ export const PEER_PACKAGES: Record<string, string> = {
   mptcpize: 'mptcpize',
   tcpdump: 'tcpdump',
   curl: 'curl',
+  cc: 'gcc', // builds the C relay peer (bench/peers/c-relay.c)
 };
 
 export function hasProgram(name: string): boolean {

@@ -2,9 +2,9 @@
  * Scenario 3: connection rate. Short HTTP requests with `Connection: close` (1 KiB body from
  * nginx), and the same from keep-alive clients that make one request per connection and close
  * it (http-one, as a one-URL curl run), through our HTTP proxy, HAProxy (mode http), Squid, and
- * direct to the origin; short
- * TCP-forward connections (send 100 bytes, read the echo, close) through our forward, HAProxy
- * (mode tcp), the pipe() relay, and direct to the echo server. The load generator is
+ * direct to the origin; short TCP-forward connections (send 100 bytes, read the echo, close)
+ * through our forward, HAProxy (mode tcp), the pipe() relay, the minimal C relay
+ * (bench/peers/c-relay.c), and direct to the echo server. The load generator is
  * bench/load/conn-load.ts in cli, MPTCP through our addon; each run is bounded in time and count.
  */
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ import { fmtShares, fmtSummary, repeatRoundRobin, summarize, type Summary } from
 import { ensureBlobFile, blobFileName, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import {
-  commandLog, startEcho, startHaproxy, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, spawnLogged, type Started, waitListening,
+  commandLog, startCRelay, startEcho, startHaproxy, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, spawnLogged, type Started, waitListening,
 } from '../variants.js';
 
 export const CONN_LOAD = fileURLToPath(new URL('../load/conn-load.js', import.meta.url));
@@ -144,6 +144,12 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       procs.push(proxy);
       targets.push({ load: 'echo', variant: 'pipe', args: echoArgs(pp, prx), proxy });
     });
+    const pc = port++;
+    await tryStart('c-relay', ['cc'], async () => {
+      const proxy = await startCRelay(tb, ctx.dir, pc, await newEcho());
+      procs.push(proxy);
+      targets.push({ load: 'echo', variant: 'c-relay', args: echoArgs(pc, prx), proxy });
+    });
     if (want('direct')) {
       if (nginxOk && have('mptcpize')) {
         procs.push(await startNginx(tb, ctx.dir, 'rate-mptcp', srv, 8081, BLOB_ROOT, true));
@@ -207,7 +213,7 @@ export async function runConnRate(ctx: BenchContext): Promise<{ rows: ConnRateRo
       }
     }
     const md: string[] = ['## 3. Connection rate', ''];
-    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes. Our HTTP proxy keeps idle upstream connections for the next client (its default, upstreamIdleTimeoutMs 30 s), HAProxy by default (\`http-reuse safe\`) dials for each client's first request: haproxy-reuse is HAProxy with \`http-reuse always\`, reusing as ours does (÷ HAProxy stays against the default). echo = 100 bytes sent and the same 100 bytes read back, then close. Our proxy runs as deployed, with an access line per connection (log.access, JSON, to a file); HAProxy here logs nothing (Squid writes its access.log): ours-forward-nolog is our forward with log.access off, the like-for-like row (targets stay on the rows with the log on). Host steal = the share of the machine's time the host ran someone else during the runs (/proc/stat), median (max): a run with steal is slower for reasons that are not the variant's.`, '');
+    md.push(`Each run: ${concurrency} concurrent MPTCP clients (our addon), a new connection per exchange, bounded to ${durationMs / 1000} s or ${maxRequests} exchanges, after one unmeasured warm-up run per variant (${warmMs / 1000} s or ${Math.min(2_000, maxRequests)} exchanges); repetitions go round the variants, so each round measures them side by side. http = GET of a ${BODY}-byte file from nginx with \`Connection: close\` (200 and body length checked); http-one = the same GET without it, as a keep-alive client making one request (a one-URL curl run): the client reads the response by its Content-Length and closes. Our HTTP proxy keeps idle upstream connections for the next client (its default, upstreamIdleTimeoutMs 30 s), HAProxy by default (\`http-reuse safe\`) dials for each client's first request: haproxy-reuse is HAProxy with \`http-reuse always\`, reusing as ours does (÷ HAProxy stays against the default). echo = 100 bytes sent and the same 100 bytes read back, then close. Our proxy runs as deployed, with an access line per connection (log.access, JSON, to a file); HAProxy here logs nothing (Squid writes its access.log): ours-forward-nolog is our forward with log.access off, the like-for-like row (targets stay on the rows with the log on). c-relay = bench/peers/c-relay.c, the least a user-space relay does per connection (accept4, socket, connect, one epoll thread; no logging or accounting). Host steal = the share of the machine's time the host ran someone else during the runs (/proc/stat), median (max): a run with steal is slower for reasons that are not the variant's.`, '');
     md.push('| load | variant | connections/s median (min–max) | ÷ HAProxy | ÷ direct | latency p50 ms | proxy CPU µs/conn | CPU ÷ HAProxy | host steal | ok | errors |', '|---|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) {
       const ref = (v: string): number | undefined => rows.find((x) => x.load === row.load && x.variant === v)?.rate?.median;

@@ -22,7 +22,7 @@ import { STEAL_NOTABLE, stealNote, withSteal } from '../lib/proc.js';
 import { percentile, fmt, fmtShare } from '../lib/stats.js';
 import { ensureBlobFile, blobFileName, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
-import { commandLog, spawnLogged, startHaproxy, startNginx, startOursConfig, startOursForward, startSquid, type Started } from '../variants.js';
+import { commandLog, spawnLogged, startCRelay, startHaproxy, startNginx, startOursConfig, startOursForward, startSquid, type Started } from '../variants.js';
 
 const CONN_LOAD = fileURLToPath(new URL('../load/conn-load.js', import.meta.url));
 
@@ -243,6 +243,11 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
     if (want('haproxy')) cases.push({ variant: 'haproxy', port: pa, http: false, start: () => startHaproxy(tb, ctx.dir, [{ name: 'delay', port: pa, mode: 'tcp', to: `${srv}:8080` }]) });
     const ps = port++;
     if (want('squid')) cases.push({ variant: 'squid', port: ps, http: true, start: () => startSquid(tb, ctx.dir, ps, ctx.allowNet) });
+    const pc = port++;
+    if (want('c-relay')) {
+      if (ctx.peers.available.has('cc')) cases.push({ variant: 'c-relay', port: pc, http: false, start: () => startCRelay(tb, ctx.dir, pc, `${srv}:8080`) });
+      else skipped['c-relay'] = `skipped: needs cc (${ctx.peers.missing.get('cc') ?? 'missing'})`;
+    }
     for (const c of cases) {
       let proxy: Started | undefined;
       try {
@@ -291,7 +296,7 @@ export async function runConversionDelay(ctx: BenchContext): Promise<{ rows: Del
     await Promise.all(procs.map((p) => p.proc.stop(1_000)));
   }
   const md = ['## 5. Conversion delay (packet captures on prx)', ''];
-  md.push(`tcpdump -i any on prx; after ${warmup} uncaptured warm-up GETs (again before the keep-alive rows, on a kept-alive connection), ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small; our HTTP proxy with its upstream pool off, so that every request dials as Squid's do), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out, on a new connection per GET (for an HTTP proxy, small-up then includes the upstream's handshake); small-up/down (keep-alive) = the same for ${exchanges} sequential GETs on one client connection (processing only: the small-exchange target is checked on these rows); bulk-down = server packet in → the packet out to the client carrying its first byte. Host steal = the share of the machine's time the host ran someone else during the captured exchanges (/proc/stat); a capture during which it was ${(STEAL_NOTABLE * 100).toFixed(0)}% or more is taken again, up to ${CALM_TRIES} times in all, for every variant alike, and the calmest kept (its tries in brackets).`, '');
+  md.push(`tcpdump -i any on prx; after ${warmup} uncaptured warm-up GETs (again before the keep-alive rows, on a kept-alive connection), ${exchanges} sequential GETs of a 1 KiB file from nginx per variant (small; our HTTP proxy with its upstream pool off, so that every request dials as Squid's do), and one ${bulk / 2 ** 20} MiB download, sha256-checked (bulk: bytes matched by TCP sequence upstream and MPTCP DSS data sequence downstream; for the HTTP proxies the body is aligned by the streams' ends, heads skipped). syn = client SYN in → upstream SYN out; request-to-syn = request in → upstream SYN out (HTTP); small-up/down = first data packet in → first data packet out, on a new connection per GET (for an HTTP proxy, small-up then includes the upstream's handshake); small-up/down (keep-alive) = the same for ${exchanges} sequential GETs on one client connection (processing only: the small-exchange target is checked on these rows); bulk-down = server packet in → the packet out to the client carrying its first byte. Host steal = the share of the machine's time the host ran someone else during the captured exchanges (/proc/stat); a capture during which it was ${(STEAL_NOTABLE * 100).toFixed(0)}% or more is taken again, up to ${CALM_TRIES} times in all, for every variant alike, and the calmest kept (its tries in brackets). c-relay = bench/peers/c-relay.c (one epoll thread, accept4 then connect, 1 MiB read()/write(), nothing else): the same delays for the least a user-space relay does on this machine.`, '');
   md.push('| variant | measure | samples | p50 ms | p90 ms | p50 ÷ HAProxy | host steal |', '|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const ha = rows.find((x) => x.variant === 'haproxy' && x.kind === r.kind)?.p50Ms;

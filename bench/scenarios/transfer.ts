@@ -3,7 +3,7 @@
  * two shaped paths): downloads from srv to an MPTCP client in cli, through each proxy in prx,
  * every byte checked by SHA-256.
  *
- * L4 variants (ours-forward, haproxy mode tcp, pipe, direct) use the blob client (`--mptcp`,
+ * L4 variants (ours-forward, haproxy mode tcp, pipe, c-relay, direct) use the blob client (`--mptcp`,
  * our addon) and blob server (plain TCP; `--mptcp` for direct). HTTP variants (ours-http, squid)
  * use `mptcpize run curl -x` against nginx serving the same bytes from a file.
  */
@@ -14,7 +14,7 @@ import { repeatRoundRobin, summarize, type Summary } from '../lib/stats.js';
 import { blobFileName, ensureBlobFile, expectedSha256, BLOB_ROOT } from '../lib/blob-files.js';
 import { oursLabel, type BenchContext } from '../lib/context.js';
 import {
-  commandLog, startHaproxy, startMptcpFileServer, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, type Started,
+  commandLog, startCRelay, startHaproxy, startMptcpFileServer, startNginx, startOursConfig, startOursForward, startPipeRelay, startSquid, type Started,
 } from '../variants.js';
 import { hasProgram } from '../peers/install.js';
 
@@ -166,6 +166,13 @@ async function startTargets(ctx: BenchContext, origins: Origins, wantAll: readon
       return { variant: 'pipe', kind: l4Kind, host: prx, port: p, proxy: s };
     });
   }
+  if (want.includes('c-relay')) {
+    const p = port++;
+    await attempt('c-relay', ['cc'], async () => {
+      const s = await startCRelay(tb, ctx.dir, p, l4To);
+      return { variant: 'c-relay', kind: l4Kind, host: prx, port: p, proxy: s };
+    });
+  }
   if (want.includes('direct')) {
     targets.push(
       useNginx && origins.nginxMptcp
@@ -301,7 +308,7 @@ async function stopTargets(targets: TransferTarget[], origins: Origins): Promise
   await Promise.all(origins.procs.map((p) => p.stop(1_000)));
 }
 
-export const THROUGHPUT_VARIANTS = ['ours-forward', 'ours-http', 'haproxy', 'squid', 'pipe', 'direct'];
+export const THROUGHPUT_VARIANTS = ['ours-forward', 'ours-http', 'haproxy', 'squid', 'pipe', 'c-relay', 'direct'];
 
 export async function runThroughput(ctx: BenchContext): Promise<{ rows: TransferRow[]; skipped: Record<string, string> }> {
   const bytes = ctx.opts.quick ? 32 * MiB : 1024 * MiB;

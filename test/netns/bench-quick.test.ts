@@ -17,11 +17,11 @@ const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
 
 interface Row { scenario: string; variant: string; parallel: number; bytesPerRun: number; runs: { bytesChecked: boolean; bytes: number; mbit: number }[]; error?: string; mbit?: { median: number } }
 
-test('bench --quick: throughput through our forward and HTTP proxy and direct, every transfer\'s bytes checked, JSON shaped as documented', { skip, timeout: 150_000 }, () => {
+test('bench --quick: throughput through our forward and HTTP proxy, the C relay and direct, every transfer\'s bytes checked, JSON shaped as documented', { skip, timeout: 150_000 }, () => {
   const out = mkdtempSync(join(os.tmpdir(), 'bench-quick-test-'));
   try {
     // HAProxy is included when it is installed or installable; the bench installs its peers.
-    const r = spawnSync(process.execPath, [RUN, '--quick', '--only', 'throughput', '--variants', 'ours-forward,ours-http,haproxy,direct', '--out', out, '--no-write-latest'], {
+    const r = spawnSync(process.execPath, [RUN, '--quick', '--only', 'throughput', '--variants', 'ours-forward,ours-http,haproxy,c-relay,direct', '--out', out, '--no-write-latest'], {
       encoding: 'utf8',
       timeout: 140_000,
     });
@@ -43,6 +43,8 @@ test('bench --quick: throughput through our forward and HTTP proxy and direct, e
     for (const v of ['ours-forward', 'ours-http', 'direct']) assert.ok(variants.has(v), `a row for ${v}: ${[...variants].join(', ')}`);
     const skipped = results.scenarios.throughput?.skipped ?? {};
     assert.ok(variants.has('haproxy') || 'haproxy' in skipped, 'haproxy measured or its absence explained');
+    // The C relay needs a C compiler, which the bench installs (gcc) like its other peers.
+    assert.ok(variants.has('c-relay') || 'c-relay' in skipped, 'the C relay measured or its absence explained');
     for (const row of rows) {
       assert.equal(row.error, undefined, `${row.variant} ×${row.parallel}: ${row.error}`);
       assert.ok(row.runs.length >= 1, `${row.variant} ×${row.parallel} ran`);

@@ -79,3 +79,25 @@ test('a narrow miss says by how much, not "short by 0%"', () => {
   assert.equal(check?.met, false);
   assert.equal(check?.miss, 'short by 0.5% (needs 1.005× more)');
 });
+
+test('the throughput table has a ÷ C relay column; the C relay is a peer, not held to the targets', () => {
+  const row = (variant: string, mbit: number) => ({
+    scenario: 'throughput' as const, variant, parallel: 1, bytesPerRun: 1 << 30, mbit: summarize([mbit]),
+    runs: [{ bytesChecked: true, sha256Checked: true, transfers: 1, bytes: 1 << 30, wallMs: 1000, mbit }],
+  });
+  const results: BenchResults = {
+    date: '2026-12-03T12:00:00.000Z', quick: true, reps: 1, engines: ['default'],
+    machine: { kernel: 'Linux', cpuModel: 'cpu', cores: 2, memoryGiB: 1, node: 'v20', congestionControl: 'bbr', peers: {} },
+    peers: { available: [], missing: {} },
+    scenarios: { throughput: { rows: [row('ours-forward', 6000), row('c-relay', 7500), row('direct', 8000)], skipped: {} } },
+    errors: {}, targets: [], commands: [], durationSeconds: 1,
+  };
+  results.targets = evaluateTargets(results);
+  assert.ok(results.targets.length > 0);
+  assert.ok(results.targets.every((t) => t.variant.startsWith('ours-forward')), results.targets.map((t) => t.variant).join(', '));
+  const md = renderMarkdown(results);
+  assert.match(md, /\| ÷ pipe \| ÷ C relay \| bytes checked \|/);
+  // ours ÷ c-relay = 6000 / 7500; the C relay ÷ direct = 7500 / 8000
+  assert.match(md, /\| ours-forward \| 1 \|.*\| 0\.75 \| – \| – \| – \| 0\.80 \|/);
+  assert.match(md, /\| c-relay \| 1 \|.*\| 0\.94 \| – \| – \| – \| 1\.00 \|/);
+});
