@@ -178,7 +178,7 @@ export function renderMarkdown(r: BenchResults): string {
   const m = r.machine;
   const L: string[] = [];
   L.push(`# mptcp-proxy benchmark — ${r.date.slice(0, 10)}${r.quick ? ' (quick)' : ''}`, '');
-  L.push(`Run ${r.date}, ${r.reps} repetition(s) per figure (median and min–max; throughput and connection rate take them round the variants, side by side), ${r.durationSeconds} s in all; our relay engine(s): ${r.engines.join(', ')}.`, '');
+  L.push(`Run ${r.date}, ${r.reps} repetition(s) per figure (median and min–max; throughput and connection rate take them round the variants, side by side, each round starting one variant further on), ${r.durationSeconds} s in all; our relay engine(s): ${r.engines.join(', ')}.`, '');
   L.push('## Machine', '');
   L.push(`- kernel: ${m.kernel}; congestion control: ${m.congestionControl}`);
   L.push(`- CPU: ${m.cpuModel}, ${m.cores} cores (shared by client, proxy and server namespaces); memory ${m.memoryGiB} GiB`);

@@ -47,12 +47,14 @@ export function fmtShares(s: Summary | undefined): string {
 /**
  * Runs `once(entry, rep)` `reps` times for every entry, round the entries (rep 1 of each, then
  * rep 2...): the machine is shared and drifts over minutes, and a ratio is fairest between runs
- * taken side by side. An entry whose run throws goes to `failed` and is skipped from then on.
+ * taken side by side. Each round starts one entry further on (rep r at entry r mod n), so that
+ * no entry always runs first, right after the warm-ups or the previous round's last entry. An
+ * entry whose run throws goes to `failed` and is skipped from then on.
  */
 export async function repeatRoundRobin<E>(reps: number, entries: readonly E[], once: (entry: E, rep: number) => Promise<void>, failed: (entry: E, err: unknown) => void): Promise<void> {
   const out = new Set<E>();
   for (let rep = 0; rep < reps; rep++) {
-    for (const e of entries) {
+    for (const e of roundOrder(entries, rep)) {
       if (out.has(e)) continue;
       try {
         await once(e, rep);
@@ -62,4 +64,12 @@ export async function repeatRoundRobin<E>(reps: number, entries: readonly E[], o
       }
     }
   }
+}
+
+/** `entries` rotated to start at entry `rep` mod their count (repeatRoundRobin's round order). */
+export function roundOrder<E>(entries: readonly E[], rep: number): E[] {
+  const n = entries.length;
+  if (n === 0) return [];
+  const k = rep % n;
+  return [...entries.slice(k), ...entries.slice(0, k)];
 }

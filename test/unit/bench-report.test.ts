@@ -1,7 +1,7 @@
 /**
  * The bench's result files: a second run on the same day gets the next free letter instead of
  * overwriting the first run's (committed) results; host steal (/proc/stat) read, summarised and
- * carried to the targets it may have disturbed.
+ * carried to the targets it may have disturbed; the repetitions' round order.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { evaluateTargets, freeStamp, renderMarkdown, type BenchResults } from '../../bench/report.js';
 import { machineBusyShare, machineStealShare, parseMachineCpu } from '../../bench/lib/proc.js';
-import { fmtShares, summarize } from '../../bench/lib/stats.js';
+import { fmtShares, repeatRoundRobin, summarize } from '../../bench/lib/stats.js';
 
 test('freeStamp: the date alone first, then b, c... past the files already there (json or md)', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'mpx-bench-report-'));
@@ -100,4 +100,20 @@ test('the throughput table has a ÷ C relay column; the C relay is a peer, not h
   // ours ÷ c-relay = 6000 / 7500; the C relay ÷ direct = 7500 / 8000
   assert.match(md, /\| ours-forward \| 1 \|.*\| 0\.75 \| – \| – \| – \| 0\.80 \|/);
   assert.match(md, /\| c-relay \| 1 \|.*\| 0\.94 \| – \| – \| – \| 1\.00 \|/);
+});
+
+test('repetitions go round the entries, each round starting one further on; an entry that throws is dropped', async () => {
+  const order: string[] = [];
+  const failures: string[] = [];
+  await repeatRoundRobin(
+    3,
+    ['a', 'b', 'c', 'd'],
+    async (e, rep) => {
+      order.push(`${e}${rep}`);
+      if (e === 'c' && rep === 0) throw new Error('c failed');
+    },
+    (e, err) => failures.push(`${e}: ${(err as Error).message}`),
+  );
+  assert.deepEqual(order, ['a0', 'b0', 'c0', 'd0', 'b1', 'd1', 'a1', 'd2', 'a2', 'b2']);
+  assert.deepEqual(failures, ['c: c failed']);
 });
