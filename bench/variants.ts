@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { HostName, Testbed, TestbedProcess } from '../testbed/index.js';
+import { parseHostPort } from '../src/config/schema.js';
 import { writeHaproxyConfig, writeNginxConfig, writeOursHttpConfig, writeSquidConfig, type HaproxyFrontend } from './peers/configs.js';
 
 export const PROXY_CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -107,8 +108,8 @@ const builtCRelays = new Set<string>();
 
 /** The minimal C relay (bench/peers/c-relay.c) on `port`, to `to` (an IPv4 host:port). */
 export function startCRelay(tb: Testbed, dir: string, port: number, to: string): Promise<Started> {
-  const sep = to.lastIndexOf(':');
-  return started(tb, 'c-relay', 'prx', port, [buildCRelay(dir), String(port), to.slice(0, sep), to.slice(sep + 1)]);
+  const up = parseHostPort(to, 'c-relay upstream', { requireHost: true });
+  return started(tb, 'c-relay', 'prx', port, [buildCRelay(dir), String(port), up.host, String(up.port)]);
 }
 
 export async function startHaproxy(tb: Testbed, dir: string, frontends: readonly HaproxyFrontend[]): Promise<Started> {

@@ -541,9 +541,6 @@ static bool head_upstream_failed(struct engine_thread *t, struct relay *r, int e
 static bool holding(const struct relay *r);
 static size_t keep_body_bytes(struct relay *r, const char *p, size_t len);
 
-/* A kept client's response, as the head the engine rewrote frames it: how its end is found
- * (keep_remaining for a length or no body, the chunk framing for a chunked one), and whether the
- * upstream stays usable afterwards: for the loop's next request, or (frame_up) for the pool. */
 /* The body's end is found by its framing from here: `length` bytes, or the chunk framing. */
 static void start_framing(struct relay *r, bool keep_client, bool chunked, uint64_t length)
 {
@@ -555,6 +552,9 @@ static void start_framing(struct relay *r, bool keep_client, bool chunked, uint6
 		mpx_chunked_init(&r->chunk);
 }
 
+/* A kept client's response, as the head the engine rewrote frames it: how its end is found
+ * (keep_remaining for a length or no body, the chunk framing for a chunked one), and whether the
+ * upstream stays usable afterwards: for the loop's next request, or (frame_up) for the pool. */
 static void keep_framing(struct relay *r, const struct mpx_response_info *info, bool keep_client)
 {
 	start_framing(r, keep_client, info->body == MPX_BODY_CHUNKED, info->body == MPX_BODY_LENGTH ? info->length : 0);

@@ -297,7 +297,7 @@ export interface HandedOver {
 }
 
 function endpointOf(a: NativeAddress | null): Endpoint {
-  return a === null ? { address: '', port: 0 } : { address: unmapAddress(a.address), port: a.port };
+  return endpointFrom(a?.address, a?.port);
 }
 
 /**
