@@ -84,9 +84,10 @@ function stolen(check: TargetCheck | undefined, ...steals: (number | undefined)[
   return check;
 }
 
-/** Our proxy as deployed: the -nolog rows (access log off, for comparison) are not held to the targets. */
+/** Our proxy as deployed: the comparison rows — -nolog (access log off) and -js (every
+ *  connection reported to JS, engine-only off) — are not held to the targets. */
 function isOurs(variant: string): boolean {
-  return variant.startsWith('ours-') && !variant.includes('-nolog');
+  return variant.startsWith('ours-') && !variant.includes('-nolog') && !variant.includes('-js');
 }
 
 export function evaluateTargets(r: BenchResults): TargetCheck[] {

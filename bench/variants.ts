@@ -78,8 +78,11 @@ export function engineEnv(engine: string): NodeJS.ProcessEnv | undefined {
   return engine === 'default' ? undefined : { MPTCP_PROXY_RELAY: engine };
 }
 
-export function startOursForward(tb: Testbed, port: number, to: string, engine: string): Promise<Started> {
-  return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], engineEnv(engine), oursLogFile(`forward-${port}`));
+/** Our forward, as deployed (JSON access log to a file); `env` adds to the engine's env (e.g.
+ *  MPTCP_PROXY_ENGINE_ONLY=off for the JS-accounted A/B row). */
+export function startOursForward(tb: Testbed, port: number, to: string, engine: string, env?: NodeJS.ProcessEnv): Promise<Started> {
+  const merged = env === undefined ? engineEnv(engine) : { ...engineEnv(engine), ...env };
+  return started(tb, 'ours-forward', 'prx', port, [process.execPath, PROXY_CLI, 'forward', '--listen', `0.0.0.0:${port}`, '--to', to, '--log-format', 'json'], merged, oursLogFile(`forward-${port}`));
 }
 
 export function startOursConfig(tb: Testbed, dir: string, name: string, port: number, allowNet: string, engine: string, extra: { forwardPort?: number; forwardTo?: string; upstreamPool?: boolean; socksPort?: number; accessLog?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Started> {

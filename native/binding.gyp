@@ -9,6 +9,7 @@
         "src/mptcp-info.c",
         "src/relay.c",
         "src/acceptor.c",
+        "src/engine-only.c",
         "src/admission.c",
         "src/destination.c",
         "src/queue-cap.c",

@@ -6,10 +6,11 @@
  */
 import type { Config, ListenerConfig } from './config/types.js';
 import type { Logger } from './core/logger.js';
-import { startAccessLog } from './core/access-log.js';
+import { engineAccessLog, startAccessLog } from './core/access-log.js';
+import { channels } from './core/channels.js';
 import { createAccessPolicy } from './access/policy.js';
 import { createConnectionLimiter, createSharedConnectionLimiter } from './access/connection-limiter.js';
-import { loadNativeAcceptor } from './listeners/engine-acceptor.js';
+import { loadNativeAcceptor, type EngineOnly } from './listeners/engine-acceptor.js';
 import type { AccessPolicy } from './access/types.js';
 import { createDialer } from './upstream/dialer.js';
 import { selectBodyPump, selectConnectingRelay, selectRelay } from './relay/index.js';
@@ -42,6 +43,23 @@ function createFrontend(cfg: ListenerConfig, deps: FrontendDeps, config: Config)
   }
 }
 
+/**
+ * Whether connections the engine accepts for a fixed target may be the engine's alone
+ * (native/src/engine-only.c): only when nothing in the process watches connections one by one
+ * (conn:open, conn:close, upstream:connected have no subscribers before the access log's), and
+ * the engine can write the access log's lines (JSON) or the log is off. Then a short forwarded
+ * connection costs the main thread nothing; JS writes the engine's lines in batches. Decided
+ * here, at start: a subscriber that comes later sees only the connections JS handles.
+ * MPTCP_PROXY_ENGINE_ONLY=off turns it off (A/B runs, tests of the JS path).
+ */
+function engineOnlyConnections(config: Config, log: Logger): EngineOnly | undefined {
+  if (process.env.MPTCP_PROXY_ENGINE_ONLY === 'off') return undefined;
+  if (channels.connOpen.hasSubscribers || channels.connClose.hasSubscribers || channels.upstreamConnected.hasSubscribers) return undefined;
+  if (!config.log.access) return { lines: undefined };
+  const lines = engineAccessLog(log);
+  return lines === undefined ? undefined : { lines };
+}
+
 /** Builds everything and binds every listener; on any failure, closes what was started. */
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
   const listeners: ProxyListener[] = [];
@@ -52,6 +70,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     // its fixed target once, at its listener's start, perhaps before a later listener binds.
     selfPorts: () => listeners.flatMap((l) => l.address()?.port ?? (l.config.listen.port || [])),
   });
+  const engineOnly = engineOnlyConnections(config, log);
   const stopAccessLog = config.log.access ? startAccessLog(log) : () => {};
   const deps: FrontendDeps = {
     dial: createDialer(config.upstream, access, log),
@@ -76,7 +95,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const max = config.access.maxConnectionsPerClient;
   const limiter = acceptor !== undefined ? createSharedConnectionLimiter(max, acceptor) : createConnectionLimiter(max);
   for (const lc of config.listeners) {
-    listeners.push(new ProxyListener(lc, { frontend: createFrontend(lc, deps, config), access, limiter, log, ...(acceptor ? { acceptor } : {}) }));
+    listeners.push(new ProxyListener(lc, { frontend: createFrontend(lc, deps, config), access, limiter, log, ...(acceptor ? { acceptor } : {}), ...(engineOnly ? { engineOnly } : {}) }));
   }
   try {
     for (const l of listeners) await l.start();

@@ -21,6 +21,7 @@
  */
 #include "relay.h"
 #include "engine.h"
+#include "engine-only.h"
 #include "common.h"
 #include "mptcp-uapi.h"
 #include "socket-ops.h"
@@ -793,6 +794,8 @@ int64_t pending_due(const struct engine_thread *t)
 /* One accepted client: admission, the upstream's connect(2), then the facts for JS and the
  * relay (in its connecting state: see "Connecting upstreams"). The facts are read after
  * connect(2), so the upstream SYN leaves first. */
+static void accept_dispatch(struct engine_thread *t, struct relay *r, int err, const char *denied, const char *syscall, bool told);
+
 static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, const struct sockaddr_storage *peer)
 {
 	struct mpx_client_key key;
@@ -833,11 +836,20 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	int err = denied != NULL ? EACCES : acceptor_dial(a, &to, to_len, &up, &syscall);
 	if (denied != NULL)
 		syscall = "connect";
+	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
+	relay_init(t, a, r, fd, up, &key);
+	bool quiet = a->js->engine_only && !a->transparent;
+	if (quiet) {
+		/* Engine-only (engine-only.c): no 'accepted', so no getsockname for it either. */
+		eo_accepted(r, peer, client_is_mptcp(a, fd));
+		r->sample_down = r->down_mptcp;
+		atomic_fetch_add(&a->js->refs, 1); /* until its line (or 'done') is delivered */
+		accept_dispatch(t, r, err, denied, syscall, false);
+		return;
+	}
 	/* A fixed target's client address is only for 'accepted': asked once the SYN is out. */
 	if (!a->transparent)
 		getsockname(fd, (struct sockaddr *)&local, &local_len);
-	/* TCP_NODELAY: inherited from the listening socket (set in acceptorStart), TCP and MPTCP. */
-	relay_init(t, a, r, fd, up, &key);
 
 	struct msg *m = acc_msg(a, MSG_ACCEPTED);
 	if (m == NULL) {
@@ -855,6 +867,14 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	r->sample_down = m->down_mptcp;
 	atomic_fetch_add(&a->js->refs, 1); /* until the relay's 'done' is delivered */
 	eng_post(t, m);
+	accept_dispatch(t, r, err, denied, syscall, true);
+}
+
+/* An accepted relay onto a thread: this one or (several threads) the next in turn; or, when
+ * its connect failed at once (err), to its end. told: JS has been sent its 'accepted', which
+ * must reach JS before anything another thread says about r. */
+static void accept_dispatch(struct engine_thread *t, struct relay *r, int err, const char *denied, const char *syscall, bool told)
+{
 	/* Spread the relays over the threads as relayStart does; the owner is set before the
 	 * relay is visible to relayAbort (hash_insert). */
 	struct engine_thread *rt = t;
@@ -881,7 +901,8 @@ static void accept_one(struct engine_thread *t, struct acceptor *a, int fd, cons
 	}
 	c->kind = CMD_ADD;
 	c->relay = r;
-	eng_flush(t); /* 'accepted' must reach JS before anything the other thread says about r */
+	if (told)
+		eng_flush(t); /* 'accepted' must reach JS before anything the other thread says about r */
 	eng_push_cmd(rt, c);
 }
 
@@ -978,6 +999,8 @@ static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
 	if (atomic_fetch_sub(&acc->refs, 1) != 1)
 		return;
 	eng_delete_ref(env, acc->on_event);
+	eo_unregister(acc);
+	eo_free(acc);
 	free(acc);
 	if (js->live > 0 && --js->live == 0 && !js->released)
 		napi_unref_threadsafe_function(env, js->tsfn);
@@ -1012,8 +1035,23 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		ev_bool(env, &a, m->down_mptcp);
 		struct sockaddr_storage none = { .ss_family = AF_UNSPEC };
 		ev_address(env, &a, m->has_target ? &m->up_target : &none); /* an exchange's target */
+		if (m->quiet_ends > 0) /* an engine-only connection whose connect failed: since accept */
+			ev_number(env, &a, m->ago_ms);
 		break;
 	}
+	case MSG_LINES: {
+		/* Access lines (a string, or undefined: none are written), how many engine-only
+		 * connections ended, and how many are still live (engine-only.c). */
+		uint64_t live = atomic_fetch_sub(&m->acc->quiet_live, m->quiet_ends) - m->quiet_ends;
+		if (a.ok)
+			ev_push(&a, m->data_len > 0 ? napi_create_string_utf8(env, m->data, m->data_len, &a.v[a.n]) : napi_get_undefined(env, &a.v[a.n]));
+		ev_number(env, &a, m->quiet_ends);
+		ev_number(env, &a, (double)live);
+		break;
+	}
+	case MSG_STOPPED:
+		ev_number(env, &a, (double)atomic_load(&m->acc->quiet_live)); /* engine-only ones still live */
+		break;
 	case MSG_HEAD: {
 		/* id, bytes | null, complete, code, syscall (undefined ×2 without a failure), request head */
 		char namebuf[32];
@@ -1064,9 +1102,14 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		m->fd_down = m->fd_up = -1; /* JS's now, whatever its callback does with them */
 	if (a.ok && m->kind == MSG_DONE)
 		m->kept = false; /* a kept client fd (an exchange's) is JS's now */
+	if (m->kind == MSG_ACCEPTED || m->kind == MSG_DONE)
+		atomic_fetch_sub(&m->acc->quiet_live, m->quiet_ends); /* engine-only no more (eo_before_close, eo_end) */
 	if (a.ok)
 		eng_call_ref_args(env, m->acc->on_event, a.n, a.v);
-	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
+	if (m->kind == MSG_LINES)
+		for (uint32_t i = 1; i < m->quiet_ends; i++)
+			acc_unref(env, js, m->acc); /* the last below, after which acc may be gone */
+	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED || (m->kind == MSG_LINES && m->quiet_ends > 0))
 		acc_unref(env, js, m->acc);
 	eng_msg_free(m);
 }
@@ -1218,7 +1261,7 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 	 * one setsockopt here instead of one per connection. Best effort, like the dialer's. */
 	int one = 1;
 	setsockopt(fd, SOL_TCP_LEVEL, TCP_NODELAY, &one, sizeof(one));
-	if (!acceptor_options(env, argv[1], a) || !eng_set_nonblocking(env, fd))
+	if (!acceptor_options(env, argv[1], a) || !eo_options(env, argv[1], js) || !eng_set_nonblocking(env, fd))
 		goto fail;
 	if ((st = napi_create_reference(env, on_event, 1, &js->on_event)) != napi_ok) {
 		mpx_throw_napi_failure(env, st, "napi_create_reference");
@@ -1236,6 +1279,8 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 	a->spare = -1;
 	a->js = js;
 	a->id = g_engine.next_acceptor_id++;
+	js->id = a->id;
+	eo_register(js);
 	a->thread = &g_engine.threads[g_engine.next_thread++ % (unsigned)g_engine.nthreads];
 	a->gnext = g_engine.acceptors;
 	g_engine.acceptors = a;
@@ -1246,6 +1291,7 @@ napi_value mpx_js_acceptor_start(napi_env env, napi_callback_info info)
 	return id;
 fail: /* a JS exception is pending; the fd is still the caller's */
 	eng_delete_ref(env, js->on_event);
+	eo_free(js);
 	mpx_dest_policy_free(&a->dest);
 	free(a->allow), free(a), free(js), free(c);
 	return NULL;

@@ -10,6 +10,7 @@
 #include "mptcp-info.h"
 #include "admission.h"
 #include "relay.h"
+#include "engine-only.h"
 #include "socket-ops.h"
 
 static napi_value init(napi_env env, napi_value exports)
@@ -50,6 +51,9 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "acceptorStart", NULL, mpx_js_acceptor_start, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "acceptorStop", NULL, mpx_js_acceptor_stop, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "acceptorAdopt", NULL, mpx_js_acceptor_adopt, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "acceptorAbortAll", NULL, mpx_js_acceptor_abort_all, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "acceptorEngineOnlyLive", NULL, mpx_js_acceptor_engine_only_live, NULL, NULL, NULL, napi_enumerable, NULL },
+		{ "connectionCounter", NULL, mpx_js_connection_counter, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "clientAcquire", NULL, mpx_js_client_acquire, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "clientRelease", NULL, mpx_js_client_release, NULL, NULL, NULL, napi_enumerable, NULL },
 		{ "clientCount", NULL, mpx_js_client_count, NULL, NULL, NULL, napi_enumerable, NULL },

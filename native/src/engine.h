@@ -101,6 +101,12 @@ struct relay {
 	int pump_end; /* enum pump_end: how a pump ended by itself */
 	struct mpx_subflow_summary *subflows; /* the sample, NULL if none (not MPTCP by then) */
 	struct acc_js *acc; /* started by an acceptor: its events go to the acceptor's callback */
+	/* An engine-only connection (engine-only.c): JS hears of it only through its access line
+	 * and the count, unless its connect fails. conn_no: its connection number (the shared
+	 * counter); peer, down_mptcp: what 'accepted' would have said. */
+	bool quiet, down_mptcp;
+	uint64_t conn_no;
+	struct sockaddr_storage peer;
 	struct mpx_client_key client; /* counted: the client's slot in admission.c's table */
 	bool counted;
 	/* The relay's fds are the only ones open on their sockets (an acceptor's relay; one JS
@@ -214,7 +220,7 @@ enum head_then { HEAD_THEN_RAW = 0, HEAD_THEN_AGAIN, HEAD_THEN_END, HEAD_THEN_KE
 /* The most a response head may be; more without its end is JS's to refuse (a 502). */
 #define HEAD_MAX (256u << 10) /* RESPONSE_HEAD_LIMITS.maxBytes in parser.ts */
 
-enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP, CMD_HEAD, CMD_ACC_ADOPT };
+enum cmd_kind { CMD_ADD, CMD_ABORT, CMD_STOP, CMD_ACC_ADD, CMD_ACC_STOP, CMD_HEAD, CMD_ACC_ADOPT, CMD_ACC_ABORT };
 
 struct acceptor;
 
@@ -226,7 +232,7 @@ struct cmd {
 	struct mpx_client_key key;
 	uint64_t kept_id;
 	uint64_t keep_body; /* CMD_HEAD with HEAD_THEN_KEEP: the body bytes still to come after out */
-	uint64_t id; /* CMD_ABORT, CMD_HEAD */
+	uint64_t id; /* CMD_ABORT, CMD_HEAD; CMD_ACC_ABORT: the acceptor's */
 	/* CMD_HEAD: what to write to the client (malloc'd, may be NULL), then what (enum head_then),
 	 * and for HEAD_THEN_AGAIN the bytes already read of the next head (malloc'd or NULL). */
 	char *out, *carry;
@@ -268,9 +274,12 @@ struct engine_thread {
 	size_t kept_count; /* kept clients waiting on this thread's acceptors (struct acceptor) */
 	struct pending_client *kept_graveyard; /* kept entries done with during this batch */
 	struct upstream_park *park; /* idle upstream connections (upstream-park.c); NULL until used */
+	/* MSG_LINES messages in the outbox that still take lines (engine-only.c), one per acceptor
+	 * at most, linked by lines_next; emptied when the outbox is sent. */
+	struct msg *lines_open;
 };
 
-enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD, MSG_KEPT_END, MSG_EXCHANGE };
+enum msg_kind { MSG_DONE = 0, MSG_CONNECTED, MSG_ACCEPTED, MSG_DENIED, MSG_ACCEPT_ERROR, MSG_STOPPED, MSG_HANDOFF, MSG_HEAD, MSG_KEPT_END, MSG_EXCHANGE, MSG_LINES };
 
 struct msg {
 	enum msg_kind kind;
@@ -325,6 +334,13 @@ struct msg {
 	 * (has_target, up_target). MSG_HEAD of one: the request head the response answers. */
 	char *req;
 	size_t req_len;
+	/* MSG_LINES (engine-only.c): how many engine-only connections ended (data: their access
+	 * lines, if written), and the thread's lines_open list. MSG_ACCEPTED of an engine-only
+	 * connection whose connect failed, sent at its end: how long ago it was accepted. */
+	uint32_t quiet_ends;
+	size_t data_cap;
+	struct msg *lines_next;
+	double ago_ms;
 	struct msg *next; /* the thread's outbox, then one batch delivered to JS */
 };
 
@@ -336,6 +352,15 @@ struct acc_js {
 	/* Its acceptor is closed (acceptor_close, on the acceptor's thread): relays it started that
 	 * end later close their upstreams rather than park them. */
 	bool closed;
+	/* Engine-only connections (engine-only.c; acceptorStart's options.engineOnly): the
+	 * acceptor's id, the access line's template (NULL: no line), those accepted and not yet
+	 * reported to JS (quiet_live), and acceptorAbortAll's mark for those still to start. */
+	uint64_t id;
+	bool engine_only;
+	struct mpx_access_line *line;
+	_Atomic uint64_t quiet_live;
+	_Atomic bool aborted;
+	struct acc_js *gnext; /* engine-only.c's list (JS thread) */
 };
 
 /* A listening socket the engine accepts on itself (acceptorStart): admission, the upstream's

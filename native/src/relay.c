@@ -70,6 +70,7 @@
  */
 #include "relay.h"
 #include "engine.h"
+#include "engine-only.h"
 #include "common.h"
 #include "mptcp-info.h"
 #include "mptcp-uapi.h"
@@ -260,6 +261,7 @@ void eng_flush(struct engine_thread *t)
 	t->out_head = t->out_tail = NULL;
 	t->out_count = 0;
 	t->out_urgent = false;
+	eo_outbox_sent(t);
 	if (!t->report || napi_call_threadsafe_function(t->js->tsfn, m, napi_tsfn_nonblocking) != napi_ok)
 		msg_free_chain(m);
 }
@@ -348,6 +350,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 		drain_held(r);
 	/* Error, idle, abort or engine stop before either half-close: sample before closing. */
 	sample_downstream(r);
+	eo_before_close(t, r);
 	if (r->connecting) {
 		/* The upstream never answered: reset the client rather than FIN it, as the JS dial's
 		 * failure path does (socket.resetAndDestroy(): SO_LINGER {1, 0}, then close — tcp_close
@@ -394,6 +397,8 @@ static void finish(struct engine_thread *t, struct relay *r)
 	r->prev = NULL;
 	t->graveyard = r;
 
+	if (r->quiet && eo_end(t, r))
+		return; /* an engine-only connection: its line, not a 'done' */
 	struct msg *m = calloc(1, sizeof(*m));
 	if (m == NULL) {
 		free(r->subflows);
@@ -406,6 +411,7 @@ static void finish(struct engine_thread *t, struct relay *r)
 	}
 	m->kind = MSG_DONE;
 	m->kept = r->kept;
+	m->quiet_ends = r->quiet ? 1 : 0; /* eo_end ran out of memory: JS counts it off here */
 	m->kept_fd = r->kept ? r->fd[SIDE_DOWN] : -1;
 	m->acc = r->acc;
 	m->on_done = r->on_done;
@@ -1244,6 +1250,26 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 
 
 /* fd[SIDE_UP]'s first EPOLLOUT/EPOLLERR/EPOLLHUP edge since its connect(2): did it work? */
+
+/* TCP_IS_MPTCP is 0 on a fallen-back MPTCP socket (the msk passes the getsockopt to its TCP
+ * subflow), so this says what the wire carries, like the JS dialer's isMptcpSocket(). Kernels
+ * before 5.16 do not know it: MPTCP_INFO then. */
+static bool upstream_is_mptcp(const struct relay *r, int fd)
+{
+	if (r->up_plain_tcp)
+		return false;
+	int val = 0;
+	socklen_t vl = sizeof(val);
+	if (getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0)
+		return val != 0;
+	if (errno != ENOPROTOOPT)
+		return false;
+	struct mpx_subflow_summary sum;
+	int e = 0;
+	const char *sc = NULL;
+	return mpx_subflow_summary(fd, false, &sum, &e, &sc) == MPX_SUMMARY_OK;
+}
+
 static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 {
 	int fd = r->fd[SIDE_UP];
@@ -1277,7 +1303,9 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 	}
 	r->connecting = false;
 	r->last_activity_ms = t->now_ms;
-	if (r->on_connected != NULL || r->acc != NULL) {
+	if (r->quiet) {
+		r->up_mptcp = upstream_is_mptcp(r, fd); /* for its access line; JS hears nothing now */
+	} else if (r->on_connected != NULL || r->acc != NULL) {
 		struct msg *m = calloc(1, sizeof(*m));
 		if (m != NULL) {
 			m->kind = MSG_CONNECTED;
@@ -1286,21 +1314,7 @@ static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 			r->on_connected = NULL;
 			m->id = r->id;
 			m->connect_ms = now_ms_precise() - r->started_precise_ms;
-			/* TCP_IS_MPTCP is 0 on a fallen-back MPTCP socket (the msk passes the getsockopt
-			 * to its TCP subflow), so this says what the wire carries, like the JS dialer's
-			 * isMptcpSocket(). Kernels before 5.16 do not know it: MPTCP_INFO then. */
-			int val = 0;
-			socklen_t vl = sizeof(val);
-			if (r->up_plain_tcp) {
-				m->up_mptcp = false;
-			} else if (getsockopt(fd, SOL_TCP_LEVEL, TCP_IS_MPTCP, &val, &vl) == 0) {
-				m->up_mptcp = val != 0;
-			} else if (errno == ENOPROTOOPT) {
-				struct mpx_subflow_summary sum;
-				int e = 0;
-				const char *sc = NULL;
-				m->up_mptcp = mpx_subflow_summary(fd, false, &sum, &e, &sc) == MPX_SUMMARY_OK;
-			}
+			m->up_mptcp = upstream_is_mptcp(r, fd);
 			r->up_mptcp = m->up_mptcp; /* for the pool, if it is parked */
 			eng_post(t, m);
 		}
@@ -1380,7 +1394,7 @@ void eng_add_relay(struct engine_thread *t, struct relay *r)
 		t->relays->prev = r;
 	t->relays = r;
 	r->added = true;
-	if (r->abort_pending) {
+	if (r->abort_pending || (r->quiet && atomic_load(&r->acc->aborted))) {
 		end_by_proxy(t, r, "aborted");
 		return;
 	}
@@ -1439,6 +1453,13 @@ static void run_commands(struct engine_thread *t)
 					end_by_proxy(t, r, "aborted");
 				else
 					r->abort_pending = true; /* its CMD_ADD is still on the way */
+			}
+		} else if (c->kind == CMD_ACC_ABORT) {
+			/* acceptorAbortAll: its engine-only connections on this thread (engine-only.c). */
+			for (struct relay *r = t->relays, *rn; r != NULL; r = rn) {
+				rn = r->next; /* finish() moves r to the graveyard */
+				if (r->quiet && r->acc->id == c->id && !r->finished)
+					end_by_proxy(t, r, "aborted");
 			}
 		} else if (c->kind == CMD_ACC_ADD) {
 			acceptor_add(t, c->acceptor);

@@ -4,8 +4,9 @@
  */
 import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { ChannelName, type ConnCloseMessage, type RequestDoneMessage } from './channels.js';
-import { formatEndpoint } from './context.js';
-import { formatTarget } from './errors.js';
+import { formatEndpoint, type FrontendKind } from './context.js';
+import { ErrorCode, formatTarget, type TargetAddress } from './errors.js';
+import { connectionIdPrefix } from './ids.js';
 import type { Logger } from './logger.js';
 
 /**
@@ -190,5 +191,60 @@ export function startAccessLog(log: Logger): () => void {
   return () => {
     diagnosticsChannel.unsubscribe(ChannelName.connClose, onClose);
     diagnosticsChannel.unsubscribe(ChannelName.requestDone, onRequest);
+  };
+}
+
+/**
+ * What the engine needs to write the access line of a connection it carries alone (an
+ * engine-only connection: native/src/engine-only.c, eo_line), in the pieces that are the same
+ * for every connection of one listener. The engine joins them with the time, the connection
+ * number, the client's address, the subflow sample, the upstream's MPTCP flag, the byte counts,
+ * the duration, how it ended and its error code, into the line accessLogJson makes for the same
+ * connection (a tcp-forward to `target`: ctx.upstream's remote is the target, ctx.access is
+ * empty), with the logger's head in front. test/integration/engine-only.test.ts compares the
+ * two lines, field for field.
+ */
+export interface EngineAccessLine {
+  /** Up to the connection number: `","level":…,"msg":"access"…,"conn":"<prefix>`. */
+  connHead: string;
+  /** From after the number to the client's address: `","listener":…,"frontend":…,"client":"`. */
+  clientHead: string;
+  /** From after the client's subflows to the upstream's MPTCP flag. */
+  upstreamHead: string;
+  /** summaryError's codes (src/relay/native-relay.ts) for the idle timeout and the proxy's aborts. */
+  idleCode: string;
+  abortedCode: string;
+}
+
+/** The access log as the engine writes it for engine-only connections (engineAccessLog). */
+export interface EngineAccessLog {
+  /** One listener's line template; null when the log is below info (no line is written). */
+  line(listener: string, frontend: FrontendKind, target: TargetAddress): EngineAccessLine | null;
+  /** Lines the engine made, to the log's sink. */
+  write(text: string): void;
+}
+
+/**
+ * The access log for the engine to write, or undefined where it cannot make startAccessLog's
+ * lines: a text log, or bound fields that the joined JSON form declines (startAccessLog then
+ * builds each line from fields, which only JS does).
+ */
+export function engineAccessLog(log: Logger): EngineAccessLog | undefined {
+  const writer = log.jsonMembersWriter('info', 'access');
+  if (writer === undefined || overlaps(writer.taken, ACCESS_FIXED_KEYS)) return undefined;
+  const head = writer.head;
+  return {
+    line(listener, frontend, target) {
+      if (head === undefined) return null;
+      const to = jsonEndpoint(target.host, target.port);
+      return {
+        connHead: `${head},"conn":"${connectionIdPrefix}`,
+        clientHead: `","listener":${jsonString(listener)},"frontend":${jsonString(frontend)},"client":"`,
+        upstreamHead: `,"target":${to},"upstream":${to},"upstreamMptcp":`,
+        idleCode: ErrorCode.IDLE_TIMEOUT,
+        abortedCode: ErrorCode.RELAY_ABORTED,
+      };
+    },
+    write: (text) => writer.writeLines(text),
   };
 }

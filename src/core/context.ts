@@ -64,6 +64,9 @@ export interface NewContextOptions {
   log: Logger;
   /** Defaults to a fresh signal nobody aborts. */
   signal?: AbortSignal;
+  /** performance.now() at accept, when the context is made later than that (an engine-only
+   *  connection that became JS's at its end: src/listeners/engine-acceptor.ts). Default: now. */
+  startedAt?: number;
 }
 
 
@@ -95,7 +98,7 @@ class Context implements ConnectionContext {
     this.listener = opts.listener;
     this.frontend = opts.frontend;
     this.downstream = opts.downstream;
-    this.startedAt = performance.now();
+    this.startedAt = opts.startedAt ?? performance.now();
     this.bytes = { fromDownstream: 0, fromUpstream: 0 };
     // A signal of its own when none is given (tests, tools): one shared never-aborted signal
     // collected the abort listeners of every relay started on such contexts.

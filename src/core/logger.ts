@@ -45,6 +45,12 @@ export interface JsonMembersWriter {
    *  so the line is the one info(msg, fields) writes, without the fields object or the
    *  serializer's walk over it (half of an access line's cost, Node 20). */
   write(members: string): void;
+  /** What follows the time in each line: `","level":…,"msg":…` and the bound fields, for a
+   *  writer that makes whole lines itself (the engine: src/core/access-log.ts,
+   *  engineAccessLog). Undefined when the level is off: nothing is written. */
+  readonly head: string | undefined;
+  /** Whole lines made with `head`, to the sink as they are. */
+  writeLines(text: string): void;
 }
 
 export interface LoggerOptions {
@@ -194,10 +200,15 @@ class LineLogger implements Logger {
     if (bound === undefined) return undefined;
     const taken = new Set(['time', 'level', 'msg']);
     for (const key in this.#fields) if (this.#fields[key] !== undefined) taken.add(key);
-    if (!this.isEnabled(level)) return { taken, write() {} };
+    if (!this.isEnabled(level)) return { taken, write() {}, head: undefined, writeLines() {} };
     const sink = this.#sink;
     const rest = `","level":"${level}","msg":${JSON.stringify(msg)}${bound}`;
-    return { taken, write: (members) => sink.write(`{"time":"${isoNow()}${rest}${members === '' ? '' : ','}${members}}\n`) };
+    return {
+      taken,
+      write: (members) => sink.write(`{"time":"${isoNow()}${rest}${members === '' ? '' : ','}${members}}\n`),
+      head: rest,
+      writeLines: (text) => sink.write(text),
+    };
   }
 
   debug(msg: string, fields?: LogFields): void { this.#log('debug', msg, fields); }

@@ -34,15 +34,17 @@ import type { EngineAcceptPlan, ExchangeRequests } from '../frontends/types.js';
 import type { EarlyConnect } from '../upstream/types.js';
 import { accountSummary, decodeRelaySummary, loadNativeRelayEngine, type EngineExchangeReport, type HeadThen, type NativeRelaySummary, type UpstreamFailure } from '../relay/native-relay.js';
 import type { NativeAddress } from '../mptcp/native.js';
+import type { EngineAccessLine, EngineAccessLog } from '../core/access-log.js';
 
 /** What acceptorStart reports (native/src/relay.h). */
 export type AcceptorEvent =
-  | { kind: 'accepted'; id: number; remote: Endpoint; local: Endpoint; upstreamLocal: Endpoint; mptcp: boolean; target?: TargetAddress }
+  | { kind: 'accepted'; id: number; remote: Endpoint; local: Endpoint; upstreamLocal: Endpoint; mptcp: boolean; target?: TargetAddress; agoMs?: number }
   | { kind: 'connected'; id: number; connectMs: number; mptcp: boolean; reused: boolean }
   | ({ kind: 'done' } & NativeRelaySummary)
   | { kind: 'denied'; remote: NativeAddress | null; reason: 'client-network' | 'client-limit' }
   | { kind: 'error'; errno: number; code: string; syscall: string }
-  | { kind: 'stopped' }
+  | { kind: 'stopped'; live: number }
+  | { kind: 'lines'; text: string | undefined; ended: number; live: number }
   | { kind: 'handoff'; fd: number; upstreamFd: number; remote: NativeAddress | null; local: NativeAddress | null; upstreamLocal?: NativeAddress | null; target?: NativeAddress | null; mptcp: boolean; head?: Buffer; keptId: number }
   | { kind: 'kept-end'; keptId: number; reason?: 'idle' | 'stopped' }
   | { kind: 'head'; id: number; bytes: Buffer | null; complete: boolean; failure?: UpstreamFailure; request: Buffer | null }
@@ -87,6 +89,11 @@ export interface AcceptorOptions {
   /** Packed rules (packClientRules); null admits every client. */
   allowClients: Buffer | null;
   maxPerClient: number;
+  /** A fixed target's connections are the engine's alone (native/src/engine-only.c): JS hears
+   *  of them in 'lines' batches, or, for one whose connect fails, at its end. */
+  engineOnly?: boolean;
+  /** engineOnly: their access lines' template (none: no line is written). */
+  accessLine?: EngineAccessLine;
 }
 
 /** The addon's acceptor and per-client table functions. */
@@ -97,6 +104,10 @@ export interface NativeAcceptorApi {
    *  are the engine's on true; false (unknown or stopping) leaves both to the caller. */
   acceptorAdopt(id: number, fd: number, clientAddress: string, keptId: number): boolean;
   relayAbort(id: number): boolean;
+  /** Ends every engine-only connection of the acceptor, also after its stop (engine-only.c). */
+  acceptorAbortAll(id: number): boolean;
+  /** Its engine-only connections accepted and not yet reported ('lines'). */
+  acceptorEngineOnlyLive(id: number): number;
   /** The answer to a 'head' event (NativeRelayEngine.relayHeadDone). */
   relayHeadDone(id: number, out: Buffer | null, then: HeadThen, carry: Buffer | null, keepBody: number): boolean;
   dup(fd: number): number;
@@ -141,10 +152,11 @@ function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
  *   0 done       a relay's end, as decodeRelaySummary (src/relay/native-relay.ts) reads it
  *   1 connected  id, connectMs, mptcp, reused (a parked upstream an exchange took: no connect)
  *   2 accepted   id, remote (address, port), local (address, port), upstreamLocal (address,
- *                port), mptcp, target (address or null, port: an exchange served from accept)
+ *                port), mptcp, target (address or null, port: an exchange served from accept),
+ *                agoMs (an engine-only connection whose connect failed: since its accept)
  *   3 denied     remote (address, port), reason
  *   4 error      errno, code, syscall
- *   5 stopped
+ *   5 stopped    engine-only connections still live
  *   6 handoff    fd, upstreamFd, remote, local (address, port each), mptcp, target (address or
  *                null, port), upstreamLocal (address or null, port), head (the peeked bytes or
  *                null), keptId (0: a new client)
@@ -154,6 +166,7 @@ function nativeAddress(address: unknown, port: unknown): NativeAddress | null {
  *   8 kept-end   keptId, reason (undefined: the client closed or reset; 'idle', 'stopped')
  *   9 exchange   id, method, target (undefined ×2: the first request of a relay JS started),
  *                status (0: not rewritten by the engine), fromDownstream, fromUpstream, durationMs
+ *  10 lines      access lines (a string, or undefined), engine-only connections ended, still live
  */
 export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): AcceptorEvent {
   switch (kind) {
@@ -164,6 +177,7 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
     case 2: {
       const e: Extract<AcceptorEvent, { kind: 'accepted' }> = { kind: 'accepted', id: a[0] as number, remote: endpointFrom(a[1], a[2]), local: endpointFrom(a[3], a[4]), upstreamLocal: endpointFrom(a[5], a[6]), mptcp: a[7] as boolean };
       if (typeof a[8] === 'string') e.target = { host: unmapAddress(a[8]), port: a[9] as number };
+      if (a[10] !== undefined) e.agoMs = a[10] as number;
       return e;
     }
     case 3:
@@ -171,7 +185,7 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
     case 4:
       return { kind: 'error', errno: a[0] as number, code: a[1] as string, syscall: a[2] as string };
     case 5:
-      return { kind: 'stopped' };
+      return { kind: 'stopped', live: a[0] as number };
     case 6: {
       const e: Extract<AcceptorEvent, { kind: 'handoff' }> = {
         kind: 'handoff',
@@ -203,6 +217,8 @@ export function decodeAcceptorEvent(kind: number, a: readonly unknown[]): Accept
       if ((a[3] as number) > 0) report.status = a[3] as number;
       return { kind: 'exchange', id: a[0] as number, report };
     }
+    case 10:
+      return { kind: 'lines', text: a[0] as string | undefined, ended: a[1] as number, live: a[2] as number };
     default:
       throw new Error(`the engine sent an acceptor event of unknown kind ${kind}`);
   }
@@ -266,6 +282,15 @@ export interface EngineAcceptorSettings {
   /** plan.handoff.serve: an exchange served from accept kept its client open; the connection
    *  (ctx) goes on, and the caller says under which id (as HandedOver.giveBack's keptId). */
   onKept?(ctx: ConnectionContext): number;
+  /** Nothing watches connections one by one but the access log, if on (src/main.ts): a
+   *  fixed-target forward's connections may be the engine's alone, with `lines` writing their
+   *  access lines (undefined: the access log is off). */
+  engineOnly?: EngineOnly;
+}
+
+/** EngineAcceptorSettings.engineOnly. */
+export interface EngineOnly {
+  lines: EngineAccessLog | undefined;
 }
 
 /** A client the engine accepted, admitted and handed over (plan.handoff). */
@@ -314,6 +339,12 @@ export class EngineAcceptor {
    *  on it per connection, so one shared signal costs nothing per connection). */
   readonly #cut = new AbortController();
   #id: number | undefined;
+  /** The engine's id for this acceptor, kept after stop() (acceptorAbortAll). */
+  #engineId: number | undefined;
+  /** Engine-only connections not yet reported, as the engine last said ('stopped', 'lines'):
+   *  what drained() waits for (exact once stopped: no more are accepted). */
+  #engineOnlyLive = 0;
+  #engineOnly = false;
   #stopped: Promise<void> | undefined;
   #onStopped: (() => void) | undefined;
   #onDrained: (() => void) | undefined;
@@ -323,9 +354,15 @@ export class EngineAcceptor {
     this.#s = settings;
   }
 
-  /** Connections accepted and not yet reported done. */
+  /** Connections accepted and not yet reported done (engine-only ones: asked of the engine). */
   get connections(): number {
-    return this.#live.size;
+    const engineOnly = this.#engineOnly && this.#engineId !== undefined ? this.#api.acceptorEngineOnlyLive(this.#engineId) : 0;
+    return this.#live.size + engineOnly;
+  }
+
+  /** True when this acceptor's successful connections are the engine's alone. */
+  get engineOnly(): boolean {
+    return this.#engineOnly;
   }
 
   /** Starts accepting on `listenFd` (the engine takes it over on success; throws otherwise). */
@@ -347,6 +384,11 @@ export class EngineAcceptor {
           : undefined;
     if (where === undefined) throw new Error('an engine acceptor needs a fixed target or the destination rules');
     if (plan.handoff && this.#s.onHandoff === undefined) throw new Error('a handoff acceptor needs onHandoff');
+    // Engine-only: a fixed target (its line's target is known here), nothing to hear at accept.
+    const only = this.#s.engineOnly;
+    const target = plan.target;
+    const engineOnly = only !== undefined && typeof this.#api.acceptorAbortAll === 'function' && !plan.handoff && plan.onAccepted === undefined && target !== undefined && 'upstreamAddress' in where;
+    const accessLine = engineOnly ? only.lines?.line(this.#s.listener, this.#s.frontend, target) ?? undefined : undefined;
     this.#stopped = new Promise((resolve) => (this.#onStopped = resolve));
     this.#id = this.#api.acceptorStart(
       listenFd,
@@ -359,9 +401,12 @@ export class EngineAcceptor {
         sampleDownstream: mptcp,
         allowClients: clientRules === undefined ? null : packClientRules(clientRules),
         maxPerClient,
+        ...(engineOnly ? { engineOnly, ...(accessLine ? { accessLine } : {}) } : {}),
       },
       (e) => this.#onEvent(e),
     );
+    this.#engineId = this.#id;
+    this.#engineOnly = engineOnly;
   }
 
   /** Stops accepting; resolves once the engine closed the socket (no 'accepted' after). */
@@ -375,7 +420,7 @@ export class EngineAcceptor {
 
   /** Resolves when every connection accepted so far has ended. */
   drained(): Promise<void> {
-    if (this.#live.size === 0) return Promise.resolve();
+    if (this.#live.size === 0 && this.#engineOnlyLive === 0) return Promise.resolve();
     return new Promise((resolve) => {
       const previous = this.#onDrained;
       this.#onDrained = () => {
@@ -389,6 +434,7 @@ export class EngineAcceptor {
   abortAll(err?: Error): void {
     this.#cut.abort(err);
     for (const id of this.#live.keys()) this.#api.relayAbort(id);
+    if (this.#engineOnly && this.#engineId !== undefined) this.#api.acceptorAbortAll(this.#engineId);
   }
 
   #onEvent(e: AcceptorEvent): void {
@@ -414,7 +460,13 @@ export class EngineAcceptor {
         this.#s.log.error('out of file descriptors or memory; the listener rests 100 ms', { listener: this.#s.listener, code: e.code, syscall: e.syscall });
         return;
       case 'stopped':
+        this.#engineOnlyLive = e.live;
         this.#onStopped?.();
+        return;
+      case 'lines':
+        if (e.text !== undefined) this.#s.engineOnly?.lines?.write(e.text);
+        this.#engineOnlyLive = e.live;
+        this.#drainedCheck();
         return;
       case 'handoff':
         return this.#handoff(e);
@@ -453,6 +505,8 @@ export class EngineAcceptor {
       downstream: { remote: e.remote, local: e.local, mptcp: e.mptcp },
       log: this.#s.log,
       signal: this.#cut.signal,
+      // An engine-only connection whose connect failed, heard of at its end: since its accept.
+      ...(e.agoMs !== undefined ? { startedAt: performance.now() - e.agoMs } : {}),
     });
     if (e.target !== undefined) {
       // An HTTP exchange served from accept: its request's target; one request line each.
@@ -529,7 +583,7 @@ export class EngineAcceptor {
   }
 
   #drainedCheck(): void {
-    if (this.#live.size === 0) {
+    if (this.#live.size === 0 && this.#engineOnlyLive === 0) {
       const drained = this.#onDrained;
       this.#onDrained = undefined;
       drained?.();

@@ -15,7 +15,7 @@ import type { Logger } from '../core/logger.js';
 import type { AccessPolicy } from '../access/types.js';
 import type { EngineExchange, Frontend } from '../frontends/types.js';
 import { isMptcpSocket, listenMptcp, sampleSubflowsOfFd, socketFd } from '../mptcp/index.js';
-import { EngineAcceptor, type HandedOver, type NativeAcceptorApi } from './engine-acceptor.js';
+import { EngineAcceptor, type EngineOnly, type HandedOver, type NativeAcceptorApi } from './engine-acceptor.js';
 import type { EarlyConnect } from '../upstream/types.js';
 
 /** Per-client concurrent connection counting (implemented in access/). */
@@ -32,6 +32,8 @@ export interface ListenerDeps {
   /** The native engine's acceptor, for front-ends that offer engineAccept(); the limiter must
    *  then count in the same table (createSharedConnectionLimiter over it). */
   acceptor?: NativeAcceptorApi;
+  /** The engine may carry a fixed target's connections alone (EngineAcceptorSettings.engineOnly). */
+  engineOnly?: EngineOnly;
 }
 
 export class ProxyListener {
@@ -90,6 +92,12 @@ export class ProxyListener {
     return this.#engine !== undefined;
   }
 
+  /** True when the engine carries this listener's connections alone (native/src/engine-only.c):
+   *  JS hears of them only through their access lines. */
+  get engineOnly(): boolean {
+    return this.#engine?.engineOnly === true;
+  }
+
   /** The bound address, or undefined before start() / after close(). Kept from start(): the
    *  access policy asks for it on every dial (self-connect guard), and Server#address() is a
    *  getsockname(2) each time. */
@@ -117,6 +125,7 @@ export class ProxyListener {
       port: r.address.port,
       mptcp: r.mptcp,
       ...(this.#engine ? { acceptedBy: 'native engine' } : {}),
+      ...(this.#engine?.engineOnly ? { engineOnly: true } : {}),
     });
   }
 
@@ -127,7 +136,7 @@ export class ProxyListener {
    * accepted meanwhile is served by #onConnection as usual.
    */
   #acceptInEngine(): void {
-    const { acceptor: api, frontend, access, limiter, log } = this.#deps;
+    const { acceptor: api, frontend, access, limiter, log, engineOnly } = this.#deps;
     const plan = api === undefined ? undefined : frontend.engineAccept?.();
     const serverFd = (this.#server as unknown as { _handle?: { fd?: number } })._handle?.fd;
     if (api === undefined || plan === undefined || serverFd === undefined || serverFd < 0) return;
@@ -140,6 +149,7 @@ export class ProxyListener {
       ...(access.destinationRules ? { destinationRules: access.destinationRules } : {}),
       maxPerClient: limiter.maxPerClient ?? 0,
       log,
+      ...(engineOnly ? { engineOnly } : {}),
       onHandoff: (h) => this.#adopt(h),
       onKeptEnd: (id, reason) => this.#keptEnd(id, reason),
       onKept: (ctx) => {

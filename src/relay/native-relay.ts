@@ -36,6 +36,7 @@ import { ErrorCode } from '../core/errors.js';
 import { loadNative, sampleSubflowsOfFd, socketFd, type MptcpNative, type SubflowSample } from '../mptcp/index.js';
 import { relayBothWays } from './relay.js';
 import type { Relay, RelayOptions, RelaySummary } from './types.js';
+import { shareConnectionCounter } from '../core/ids.js';
 
 /** What the engine reports when a relay ends (native/src/relay.c, ev_done_args; decodeRelaySummary). */
 export interface NativeRelaySummary {
@@ -279,6 +280,9 @@ export function loadNativeRelayEngine(): (MptcpNative & NativeRelayEngine) | und
     return undefined;
   }
   const raw = addon.relayStart.bind(addon);
+  // The engine numbers its engine-only connections from the same counter (src/core/ids.ts).
+  const counter = (addon as { connectionCounter?: () => BigUint64Array }).connectionCounter;
+  if (typeof counter === 'function') shareConnectionCounter(counter());
   engineApi = {
     ...(addon as unknown as MptcpNative & NativeRelayEngine),
     relayStart: (fdDown, fdUp, headToUp, headToDown, idleTimeoutMs, onDone, ...rest) =>

@@ -47,13 +47,14 @@ test('targets carry the most the host stole in the runs compared, and the report
     machine: { kernel: 'Linux', cpuModel: 'cpu', cores: 2, memoryGiB: 1, node: 'v20', congestionControl: 'bbr', peers: {} },
     peers: { available: [], missing: {} },
     scenarios: {
-      connRate: { rows: [rates('ours-forward', 1900, [0.01, 0.02]), rates('ours-forward-nolog', 2100, [0.0]), rates('haproxy', 2000, [0.0, 0.12])] },
+      connRate: { rows: [rates('ours-forward', 1900, [0.01, 0.02]), rates('ours-forward-nolog', 2100, [0.0]), rates('ours-forward-js', 1500, [0.0]), rates('haproxy', 2000, [0.0, 0.12])] },
       conversionDelay: { rows: [{ variant: 'ours-forward', kind: 'syn', samples: 300, p50Ms: 0.09, steal: 0.004 }] },
     },
     errors: {}, targets: [], commands: [], durationSeconds: 1, hostSteal: 0.031,
   };
   results.targets = evaluateTargets(results);
-  // The access-log-off row is for comparison: only the deployed configuration is held to targets.
+  // The access-log-off and JS-accounted rows are for comparison: only the deployed configuration
+  // is held to targets.
   assert.deepEqual(results.targets.filter((t) => t.target.startsWith('connection rate (echo)')).map((t) => t.variant), ['ours-forward']);
   const rate = results.targets.find((t) => t.target.startsWith('connection rate (echo)'));
   assert.equal(rate?.met, false);
