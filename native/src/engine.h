@@ -267,6 +267,7 @@ struct engine_thread {
 	int64_t out_since_ms; /* when the oldest queued message was posted */
 	unsigned out_count; /* messages queued */
 	bool out_urgent; /* one of them is awaited by JS (eng_post) */
+	bool out_lines_only; /* all of them are MSG_LINES (relay.c, LINES_DELAY_MS) */
 	int64_t accept_resume_ms; /* an acceptor paused after EMFILE & co. resumes then; 0: none */
 	bool stop, report;
 	struct js_side *js;

@@ -216,6 +216,11 @@ static void msg_free_chain(struct msg *m)
  */
 #define REPORT_DELAY_MS 5
 #define REPORT_BATCH_MAX 64
+/* An outbox of nothing but access lines (engine-only.c) waits longer: each send wakes the main
+ * thread, and at a few thousand short connections a second one wake per 5 ms was still most of
+ * what the main thread did for them (/proc, per thread). JS writes each batch at once
+ * (LogSink.writeBatch), so a line waits at most this long, instead of the batched sink's 10 ms. */
+#define LINES_DELAY_MS 20
 
 static bool msg_is_urgent(const struct msg *m)
 {
@@ -228,6 +233,8 @@ static bool msg_is_urgent(const struct msg *m)
 		/* A pump's end, or a kept client's hand-back: its next request may be waiting. */
 		return m->pump || m->kept;
 	case MSG_EXCHANGE: /* a report, like 'done' (the loop is already on to the next request) */
+		return false;
+	case MSG_LINES: /* access lines and a count (engine-only.c): reports, nothing waits on them */
 		return false;
 	default:
 		return true;
@@ -243,9 +250,11 @@ void eng_post(struct engine_thread *t, struct msg *m)
 	m->next = NULL;
 	if (t->out_tail != NULL) {
 		t->out_tail->next = m;
+		t->out_lines_only = t->out_lines_only && m->kind == MSG_LINES;
 	} else {
 		t->out_head = m;
 		t->out_since_ms = t->now_ms;
+		t->out_lines_only = m->kind == MSG_LINES;
 	}
 	t->out_tail = m;
 	t->out_count++;
@@ -273,7 +282,7 @@ static int64_t flush_in_ms(const struct engine_thread *t)
 		return -1;
 	if (t->out_urgent || t->out_count >= REPORT_BATCH_MAX)
 		return 0;
-	int64_t left = t->out_since_ms + REPORT_DELAY_MS - t->now_ms;
+	int64_t left = t->out_since_ms + (t->out_lines_only ? LINES_DELAY_MS : REPORT_DELAY_MS) - t->now_ms;
 	return left < 0 ? 0 : left;
 }
 

@@ -17,6 +17,9 @@ const rank: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 4
 
 export interface LogSink {
   write(line: string): void;
+  /** Many lines already gathered (the engine's access lines, batched there): written now
+   *  rather than held for more. Default: write. */
+  writeBatch?(lines: string): void;
 }
 
 export interface Logger {
@@ -207,7 +210,7 @@ class LineLogger implements Logger {
       taken,
       write: (members) => sink.write(`{"time":"${isoNow()}${rest}${members === '' ? '' : ','}${members}}\n`),
       head: rest,
-      writeLines: (text) => sink.write(text),
+      writeLines: sink.writeBatch !== undefined ? (text) => sink.writeBatch!(text) : (text) => sink.write(text),
     };
   }
 
@@ -303,6 +306,12 @@ export function createBatchedSink(out: { write(chunk: string): unknown } = proce
       pendingChars += line.length;
       if (pendingChars >= maxPending) flush();
       else if (timer === undefined) timer = flushMs > 0 ? setTimeout(flush, flushMs).unref() : setImmediate(flush);
+    },
+    // A batch waited for its peers already (the engine's LINES_DELAY_MS): out with what is
+    // pending, in order, and no timer to wake the main thread again for it.
+    writeBatch(lines: string): void {
+      pending.push(lines);
+      flush();
     },
   };
 }

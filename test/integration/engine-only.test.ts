@@ -115,14 +115,16 @@ async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<vo
 }
 
 /** A client (MPTCP when the kernel has it, for the subflow fields) that sends `send`, reads to
- *  the end and closes; resolves with what it read. */
-async function exchange(port: number, send: string): Promise<string> {
+ *  the end and closes; resolves with what it read. serverFirst: it ends only after the
+ *  server's FIN (so the upstream ends the connection), else right after sending. */
+async function exchange(port: number, send: string, serverFirst = false): Promise<string> {
   const c = mptcpSupport().available ? connectMptcp({ host: HOST, port, mptcp: true }) : net.connect({ host: HOST, port });
   c.on('error', () => {});
   const got: Buffer[] = [];
   c.on('data', (d: Buffer) => got.push(d));
   await once(c, 'connect');
-  c.end(send);
+  if (serverFirst) c.write(send);
+  else c.end(send);
   await once(c, 'close');
   return Buffer.concat(got).toString();
 }
@@ -150,7 +152,7 @@ test('the engine writes the access line JS writes for the same connection, with 
   for (let i = 0; i < 3; i++) {
     for (const p of [engine, js]) {
       assert.equal(await exchange(p.ports[0]!, `hello ${i}`), `hello ${i}`);
-      assert.equal(await exchange(p.ports[1]!, 'hi'), 'bye');
+      assert.equal(await exchange(p.ports[1]!, 'hi', true), 'bye');
     }
   }
   jsIds.push(nextConnectionId());
@@ -169,7 +171,7 @@ test('the engine writes the access line JS writes for the same connection, with 
       assert.match(ours[k]!.client as string, /^127\.0\.0\.1:\d+$/);
       { const d = ours[k]!.durationMs; assert.ok(typeof d === 'number' && d >= 0 && d < 5000); }
     }
-    if (i === 0) assert.equal(ours[0]!.endedBy, 'downstream');
+    assert.equal(ours[0]!.endedBy, i === 0 ? 'downstream' : 'upstream');
     assert.equal(ours[0]!.bytesUp, i === 0 ? 7 : 2);
     assert.equal(ours[0]!.bytesDown, i === 0 ? 7 : 3);
   }
