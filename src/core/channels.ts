@@ -4,6 +4,12 @@
  * (the pattern of undici's lib/core/diagnostics.js).
  *
  * Publishing to a channel without subscribers costs one property check.
+ *
+ * Subscribe before the proxy starts. When nothing but the access log listens to conn:open,
+ * conn:close and upstream:connected at start (src/main.ts, engineOnlyConnections), a
+ * tcp-forward listener's connections are the native engine's alone (native/src/engine-only.c):
+ * they publish nothing — the engine writes their access lines — except one whose connect
+ * fails, which JS reports as any other. A subscriber that comes later sees the rest only.
  */
 import * as diagnosticsChannel from 'node:diagnostics_channel';
 import type { ConnectionContext } from './context.js';
