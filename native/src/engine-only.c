@@ -344,15 +344,26 @@ bool eo_end(struct engine_thread *t, struct relay *r)
 
 /* ---- JS side ---- */
 
+/* The JS side of the acceptor whose id is the call's one argument, or NULL (with *ok false
+ * when the argument was bad: an exception is pending). */
+static struct acc_js *acc_js_arg(napi_env env, napi_callback_info info, uint64_t *id, bool *ok)
+{
+	napi_value argv[1];
+	*ok = mpx_get_args(env, info, 1, argv) && eng_arg_id(env, argv[0], id);
+	struct acc_js *js = *ok ? g_acc_list : NULL;
+	while (js != NULL && js->id != *id)
+		js = js->gnext;
+	return js;
+}
+
 napi_value mpx_js_acceptor_abort_all(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1], out;
+	napi_value out;
 	uint64_t id;
-	if (!mpx_get_args(env, info, 1, argv) || !eng_arg_id(env, argv[0], &id))
+	bool ok;
+	struct acc_js *js = acc_js_arg(env, info, &id, &ok);
+	if (!ok)
 		return NULL;
-	struct acc_js *js = g_acc_list;
-	while (js != NULL && js->id != id)
-		js = js->gnext;
 	bool found = js != NULL && js->engine_only && g_engine.running;
 	if (found) {
 		/* Relays accepted but not yet on their thread's list see the mark there
@@ -373,13 +384,12 @@ napi_value mpx_js_acceptor_abort_all(napi_env env, napi_callback_info info)
 
 napi_value mpx_js_acceptor_engine_only_live(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1], out;
+	napi_value out;
 	uint64_t id;
-	if (!mpx_get_args(env, info, 1, argv) || !eng_arg_id(env, argv[0], &id))
+	bool ok;
+	struct acc_js *js = acc_js_arg(env, info, &id, &ok);
+	if (!ok)
 		return NULL;
-	struct acc_js *js = g_acc_list;
-	while (js != NULL && js->id != id)
-		js = js->gnext;
 	NAPI_CALL(env, napi_create_double(env, js != NULL ? (double)atomic_load(&js->quiet_live) : 0, &out));
 	return out;
 }

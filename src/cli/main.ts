@@ -35,6 +35,8 @@ Options:
                                              a worker that dies is not restarted
 Environment:
   MPTCP_PROXY_RELAY=native|js                override relay.engine (e.g. to run the tests with either)
+  MPTCP_PROXY_ENGINE_ONLY=off                report every connection to JS, even where the engine
+                                             could carry it alone and write its access line itself
   -h, --help, --version
 `;
 

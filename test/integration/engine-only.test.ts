@@ -129,6 +129,16 @@ async function exchange(port: number, send: string, serverFirst = false): Promis
   return Buffer.concat(got).toString();
 }
 
+/** A client left open after one echoed 'ping' (its connection is live in the proxy). */
+async function openEcho(port: number): Promise<net.Socket> {
+  const c = net.connect({ host: HOST, port });
+  c.on('error', () => {});
+  await once(c, 'connect');
+  c.write('ping');
+  await once(c, 'data');
+  return c;
+}
+
 /** Values that differ between two runs of the same connection. */
 const VOLATILE = new Set(['time', 'conn', 'client', 'clientPaths', 'durationMs']);
 
@@ -231,16 +241,7 @@ test('destroy() cuts live engine-only connections, and their lines say so', { sk
   const echoPort = await serve(t, echo);
   const p = await forwardProxy(t, `${HOST}:${echoPort}`);
   assert.equal(p.proxy.listeners[0]!.engineOnly, true);
-  const clients = await Promise.all(
-    [0, 1, 2].map(async () => {
-      const c = net.connect({ host: HOST, port: p.port });
-      c.on('error', () => {});
-      await once(c, 'connect');
-      c.write('ping');
-      await once(c, 'data');
-      return c;
-    }),
-  );
+  const clients = await Promise.all([0, 1, 2].map(() => openEcho(p.port)));
   const closed = clients.map((c) => once(c, 'close'));
   await p.proxy.destroy();
   await Promise.all(closed);
@@ -255,11 +256,7 @@ test('destroy() cuts live engine-only connections, and their lines say so', { sk
 test('close() waits for live engine-only connections, and their lines are written by then', { skip: noEngine }, async (t) => {
   const echoPort = await serve(t, echo);
   const p = await forwardProxy(t, `${HOST}:${echoPort}`);
-  const c = net.connect({ host: HOST, port: p.port });
-  c.on('error', () => {});
-  await once(c, 'connect');
-  c.write('ping');
-  await once(c, 'data');
+  const c = await openEcho(p.port);
   let closed = false;
   const closing = p.proxy.close().then(() => (closed = true));
   await sleep(300);
@@ -276,11 +273,7 @@ test('with the access log off, engine-only connections write nothing and close()
   const p = await forwardProxy(t, `${HOST}:${echoPort}`, { access: false });
   assert.equal(p.proxy.listeners[0]!.engineOnly, true);
   for (let i = 0; i < 5; i++) assert.equal(await exchange(p.port, `n${i}`), `n${i}`);
-  const c = net.connect({ host: HOST, port: p.port });
-  c.on('error', () => {});
-  await once(c, 'connect');
-  c.write('ping');
-  await once(c, 'data');
+  const c = await openEcho(p.port);
   let closed = false;
   const closing = p.proxy.close().then(() => (closed = true));
   await sleep(200);
