@@ -50,10 +50,21 @@ let seq = 0;
  * process hears every connection's conn:close (a subscriber is process-wide), the engine's
  * lines go to their own proxy's log only.
  */
-async function forwardProxy(t: TestContext, to: string | string[], opts: { access?: boolean; bound?: Record<string, unknown> } = {}): Promise<Proxy> {
-  const listeners = (Array.isArray(to) ? to : [to]).map((target) => ({ name: `eo${++seq}`, type: 'tcp-forward', listen: `${HOST}:0`, to: target }));
+interface ProxyOptions {
+  access?: boolean;
+  bound?: Record<string, unknown>;
+  listen?: string;
+  idleTimeoutMs?: number;
+}
+
+async function forwardProxy(t: TestContext, to: string | string[], opts: ProxyOptions = {}): Promise<Proxy> {
+  const listeners = (Array.isArray(to) ? to : [to]).map((target) => ({ name: `eo${++seq}`, type: 'tcp-forward', listen: opts.listen ?? `${HOST}:0`, to: target }));
   const names = new Set(listeners.map((l) => l.name));
-  const config = validateConfig({ log: { level: 'info', format: 'json', access: opts.access ?? true }, listeners });
+  const config = validateConfig({
+    log: { level: 'info', format: 'json', access: opts.access ?? true },
+    listeners,
+    ...(opts.idleTimeoutMs !== undefined ? { relay: { idleTimeoutMs: opts.idleTimeoutMs } } : {}),
+  });
   const raw: string[] = [];
   const lines: LogLine[] = [];
   const sink = {
@@ -74,11 +85,11 @@ async function forwardProxy(t: TestContext, to: string | string[], opts: { acces
 }
 
 /** The same, started while a conn:open subscriber exists: every connection is JS's. */
-async function jsProxy(t: TestContext, to: string | string[]): Promise<Proxy> {
+async function jsProxy(t: TestContext, to: string | string[], opts: ProxyOptions = {}): Promise<Proxy> {
   const watch = () => {};
   diagnosticsChannel.subscribe(ChannelName.connOpen, watch);
   try {
-    return await forwardProxy(t, to);
+    return await forwardProxy(t, to, opts);
   } finally {
     diagnosticsChannel.unsubscribe(ChannelName.connOpen, watch);
   }
@@ -281,4 +292,38 @@ test('with the access log off, engine-only connections write nothing and close()
   c.end();
   await closing;
   assert.deepEqual(p.access(), []);
+});
+
+test('clients of a dual-stack listener (IPv4-mapped, IPv6) and an idle timeout come out as JS writes them', { skip: noEngine }, async (t) => {
+  const echoPort = await serve(t, echo);
+  const opts = { listen: '[::]:0', idleTimeoutMs: 300 };
+  const engine = await forwardProxy(t, `${HOST}:${echoPort}`, opts);
+  const js = await jsProxy(t, `${HOST}:${echoPort}`, opts);
+  assert.equal(engine.proxy.listeners[0]!.engineOnly, true);
+  const v6 = await new Promise<boolean>((resolve) => {
+    const s = net.createServer().listen(0, '::1', () => s.close(() => resolve(true)));
+    s.on('error', () => resolve(false));
+  });
+  for (const p of [engine, js]) {
+    const plain = await openEcho(p.port); // 127.0.0.1 on a [::] socket: ::ffff:127.0.0.1 to the kernel
+    await once(plain, 'close'); // the proxy's idle timeout
+    if (v6) {
+      const c = net.connect({ host: '::1', port: p.port });
+      c.on('error', () => {});
+      c.resume(); // read the echo, so that its end (and the close) comes
+      c.end('six');
+      await once(c, 'close');
+    }
+    await waitFor(() => p.access().length === (v6 ? 2 : 1), 'the access lines');
+  }
+  const ours = engine.access();
+  const theirs = js.access();
+  for (let k = 0; k < ours.length; k++) {
+    assert.deepEqual(Object.keys(ours[k]!), Object.keys(theirs[k]!));
+    assert.deepEqual(comparable(ours[k]!), comparable(theirs[k]!));
+  }
+  assert.match(ours[0]!.client as string, /^127\.0\.0\.1:\d+$/, 'an IPv4-mapped client is written as IPv4');
+  assert.equal(ours[0]!.error, ErrorCode.IDLE_TIMEOUT);
+  assert.equal(ours[0]!.endedBy, 'proxy');
+  if (v6) assert.match(ours[1]!.client as string, /^\[::1\]:\d+$/);
 });
