@@ -12,7 +12,8 @@ import net from 'node:net';
 import { startProxy } from '../../src/main.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { ChannelName, type ConnCloseMessage, type ConnOpenMessage } from '../../src/core/channels.js';
-import { silentLogger } from '../../src/core/logger.js';
+import { createLogger, silentLogger } from '../../src/core/logger.js';
+import { ErrorCode } from '../../src/core/errors.js';
 import { loadNativeAcceptor } from '../../src/listeners/engine-acceptor.js';
 
 const HOST = '127.0.0.1';
@@ -95,4 +96,64 @@ test('with 3 engine threads, the acceptor spreads relays, accounts every connect
   await Promise.all(live.map((c) => (c.destroyed ? undefined : new Promise((resolve) => c.once('close', resolve)))));
   assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted after destroy');
   assert.equal(opens.length, closes.length, 'every connection JS heard of was accounted');
+});
+
+test('with 3 engine threads, engine-only connections: one access line each from whichever thread, ids unique, destroy() cuts fresh ones', { skip, timeout: 30_000 }, async (t) => {
+  const echo = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    s.pipe(s);
+  });
+  echo.listen(0, HOST);
+  await once(echo, 'listening');
+  t.after(() => echo.close());
+  const config = validateConfig({
+    log: { format: 'json', access: true },
+    listeners: [{ name: 'threads-only', type: 'tcp-forward', listen: `${HOST}:0`, to: `${HOST}:${(echo.address() as net.AddressInfo).port}` }],
+    relay: { threads: 3 },
+  });
+  const access: Array<Record<string, unknown>> = [];
+  const sink = {
+    write(text: string) {
+      for (const line of text.split('\n')) if (line !== '' && line.includes('"msg":"access"')) access.push(JSON.parse(line) as Record<string, unknown>);
+    },
+  };
+  // Nothing subscribes now (the test before unsubscribed): the engine carries them alone.
+  const proxy = await startProxy(config, createLogger({ format: 'json', sink }));
+  let destroyed = false;
+  t.after(() => (destroyed ? undefined : proxy.destroy()));
+  assert.equal(proxy.listeners[0]!.engineOnly, true);
+  const port = proxy.listeners[0]!.address()!.port;
+
+  const deadline = performance.now() + 15_000;
+  let ok = 0;
+  for (let batch = 0; batch < 15 && performance.now() < deadline; batch++) {
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => echoOnce(port, `b${batch}c${i}`)));
+    ok += results.filter(Boolean).length;
+  }
+  assert.equal(ok, 300, 'every short connection echoed');
+  for (let i = 0; i < 300 && access.length < 300; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(access.length, 300, 'one line per connection');
+  assert.equal(new Set(access.map((l) => l.conn)).size, 300, 'no id twice');
+  assert.ok(access.every((l) => l.endedBy === 'downstream' && l.bytesUp === l.bytesDown && l.error === undefined));
+  assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted');
+
+  const live = Array.from({ length: 40 }, () => {
+    const c = net.connect({ port, host: HOST, localAddress: CLIENT });
+    c.on('error', () => {});
+    return c;
+  });
+  await Promise.all(live.map((c) => once(c, 'connect')));
+  const started = performance.now();
+  destroyed = true;
+  await proxy.destroy();
+  assert.ok(performance.now() - started < 5000, `destroy() took ${Math.round(performance.now() - started)} ms`);
+  await Promise.all(live.map((c) => (c.destroyed ? undefined : new Promise((resolve) => c.once('close', resolve)))));
+  assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted after destroy');
+  // Clients the engine had not accepted yet were reset by the listener's close (no line, as for
+  // the JS way); each one it had accepted has its line, written before destroy() resolved.
+  const cut = access.length - 300;
+  assert.ok(cut > 0 && cut <= 40, `${cut} lines for the 40 clients`);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(access.length - 300, cut, 'no line came after destroy() resolved');
+  assert.ok(access.slice(300).every((l) => l.error === ErrorCode.RELAY_ABORTED && l.endedBy === 'proxy'));
 });
