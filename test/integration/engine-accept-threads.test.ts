@@ -4,12 +4,12 @@
  * run (the relay then waits for it: native/src/relay.c, abort_pending). Its own file, so the
  * engine starts here with the thread count under test (it is process-wide).
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as diagnosticsChannel from 'node:diagnostics_channel';
 import { once } from 'node:events';
 import net from 'node:net';
-import { startProxy } from '../../src/main.js';
+import { startProxy, type RunningProxy } from '../../src/main.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { ChannelName, type ConnCloseMessage, type ConnOpenMessage } from '../../src/core/channels.js';
 import { createLogger, silentLogger } from '../../src/core/logger.js';
@@ -36,7 +36,8 @@ function echoOnce(port: number, text: string): Promise<boolean> {
   });
 }
 
-test('with 3 engine threads, the acceptor spreads relays, accounts every connection, and destroy() cuts fresh ones', { skip, timeout: 30_000 }, async (t) => {
+/** An echo server on HOST (closed after the test); its port. */
+async function echoServer(t: TestContext): Promise<number> {
   const echo = net.createServer({ allowHalfOpen: true }, (s) => {
     s.on('error', () => {});
     s.pipe(s);
@@ -44,8 +45,42 @@ test('with 3 engine threads, the acceptor spreads relays, accounts every connect
   echo.listen(0, HOST);
   await once(echo, 'listening');
   t.after(() => echo.close());
+  return (echo.address() as net.AddressInfo).port;
+}
+
+/** 300 short connections, 20 at a time (15 s at most): how many echoed. */
+async function shortConnections(port: number): Promise<number> {
+  const deadline = performance.now() + 15_000;
+  let ok = 0;
+  for (let batch = 0; batch < 15 && performance.now() < deadline; batch++) {
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => echoOnce(port, `b${batch}c${i}`)));
+    ok += results.filter(Boolean).length;
+  }
+  return ok;
+}
+
+/** n clients from CLIENT, connected (the kernel's handshake: the engine may not have accepted them yet). */
+async function openClients(port: number, n: number): Promise<net.Socket[]> {
+  const live = Array.from({ length: n }, () => {
+    const c = net.connect({ port, host: HOST, localAddress: CLIENT });
+    c.on('error', () => {});
+    return c;
+  });
+  await Promise.all(live.map((c) => once(c, 'connect')));
+  return live;
+}
+
+/** destroy(), which must return within 5 s. */
+async function destroyPromptly(proxy: RunningProxy): Promise<void> {
+  const started = performance.now();
+  await proxy.destroy();
+  assert.ok(performance.now() - started < 5000, `destroy() took ${Math.round(performance.now() - started)} ms`);
+}
+
+test('with 3 engine threads, the acceptor spreads relays, accounts every connection, and destroy() cuts fresh ones', { skip, timeout: 30_000 }, async (t) => {
+  const echoPort = await echoServer(t);
   const config = validateConfig({
-    listeners: [{ name: 'threads', type: 'tcp-forward', listen: `${HOST}:0`, to: `${HOST}:${(echo.address() as net.AddressInfo).port}` }],
+    listeners: [{ name: 'threads', type: 'tcp-forward', listen: `${HOST}:0`, to: `${HOST}:${echoPort}` }],
     relay: { threads: 3 },
   });
   const opens: ConnOpenMessage[] = [];
@@ -65,13 +100,7 @@ test('with 3 engine threads, the acceptor spreads relays, accounts every connect
   const port = proxy.listeners[0]!.address()!.port;
 
   // 1. 300 short connections, 20 at a time: every one echoes and is accounted once
-  const deadline = performance.now() + 15_000;
-  let ok = 0;
-  for (let batch = 0; batch < 15 && performance.now() < deadline; batch++) {
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => echoOnce(port, `b${batch}c${i}`)));
-    ok += results.filter(Boolean).length;
-  }
-  assert.equal(ok, 300, 'every short connection echoed');
+  assert.equal(await shortConnections(port), 300, 'every short connection echoed');
   for (let i = 0; i < 200 && closes.length < 300; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(opens.length, 300);
   assert.equal(closes.length, 300);
@@ -81,16 +110,9 @@ test('with 3 engine threads, the acceptor spreads relays, accounts every connect
 
   // 2. 40 connections opened at once and the proxy destroyed while the engine is still handing
   //    them to their threads: all end, none is left counted, destroy() returns promptly
-  const live = Array.from({ length: 40 }, () => {
-    const c = net.connect({ port, host: HOST, localAddress: CLIENT });
-    c.on('error', () => {});
-    return c;
-  });
-  await Promise.all(live.map((c) => once(c, 'connect')));
-  const started = performance.now();
+  const live = await openClients(port, 40);
   destroyed = true;
-  await proxy.destroy();
-  assert.ok(performance.now() - started < 5000, `destroy() took ${Math.round(performance.now() - started)} ms`);
+  await destroyPromptly(proxy);
   // A relay still connecting its upstream when cut resets its client (as a failed dial does):
   // 'close' comes after an ECONNRESET 'error' then, which events.once would reject on.
   await Promise.all(live.map((c) => (c.destroyed ? undefined : new Promise((resolve) => c.once('close', resolve)))));
@@ -99,16 +121,10 @@ test('with 3 engine threads, the acceptor spreads relays, accounts every connect
 });
 
 test('with 3 engine threads, engine-only connections: one access line each from whichever thread, ids unique, destroy() cuts fresh ones', { skip, timeout: 30_000 }, async (t) => {
-  const echo = net.createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => {});
-    s.pipe(s);
-  });
-  echo.listen(0, HOST);
-  await once(echo, 'listening');
-  t.after(() => echo.close());
+  const echoPort = await echoServer(t);
   const config = validateConfig({
     log: { format: 'json', access: true },
-    listeners: [{ name: 'threads-only', type: 'tcp-forward', listen: `${HOST}:0`, to: `${HOST}:${(echo.address() as net.AddressInfo).port}` }],
+    listeners: [{ name: 'threads-only', type: 'tcp-forward', listen: `${HOST}:0`, to: `${HOST}:${echoPort}` }],
     relay: { threads: 3 },
   });
   const access: Array<Record<string, unknown>> = [];
@@ -124,29 +140,16 @@ test('with 3 engine threads, engine-only connections: one access line each from 
   assert.equal(proxy.listeners[0]!.engineOnly, true);
   const port = proxy.listeners[0]!.address()!.port;
 
-  const deadline = performance.now() + 15_000;
-  let ok = 0;
-  for (let batch = 0; batch < 15 && performance.now() < deadline; batch++) {
-    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => echoOnce(port, `b${batch}c${i}`)));
-    ok += results.filter(Boolean).length;
-  }
-  assert.equal(ok, 300, 'every short connection echoed');
+  assert.equal(await shortConnections(port), 300, 'every short connection echoed');
   for (let i = 0; i < 300 && access.length < 300; i++) await new Promise((r) => setTimeout(r, 10));
   assert.equal(access.length, 300, 'one line per connection');
   assert.equal(new Set(access.map((l) => l.conn)).size, 300, 'no id twice');
   assert.ok(access.every((l) => l.endedBy === 'downstream' && l.bytesUp === l.bytesDown && l.error === undefined));
   assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted');
 
-  const live = Array.from({ length: 40 }, () => {
-    const c = net.connect({ port, host: HOST, localAddress: CLIENT });
-    c.on('error', () => {});
-    return c;
-  });
-  await Promise.all(live.map((c) => once(c, 'connect')));
-  const started = performance.now();
+  const live = await openClients(port, 40);
   destroyed = true;
-  await proxy.destroy();
-  assert.ok(performance.now() - started < 5000, `destroy() took ${Math.round(performance.now() - started)} ms`);
+  await destroyPromptly(proxy);
   await Promise.all(live.map((c) => (c.destroyed ? undefined : new Promise((resolve) => c.once('close', resolve)))));
   assert.equal(acceptor!.clientCount(CLIENT), 0, 'no slot left counted after destroy');
   // Clients the engine had not accepted yet were reset by the listener's close (no line, as for
