@@ -992,11 +992,12 @@ void bury_acceptors(struct engine_thread *t)
 
 /* ---- acceptors: the JS side ---- */
 
-/* The last message about an acceptor (its 'stopped', or a relay's 'done') frees its callback
- * and lets the event loop go, like a closed net.Server whose connections have all ended. */
-static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
+/* The last message about an acceptor (its 'stopped', a relay's 'done', or the lines of its
+ * engine-only connections, n at once) frees its callback and lets the event loop go, like a
+ * closed net.Server whose connections have all ended. */
+static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc, int n)
 {
-	if (atomic_fetch_sub(&acc->refs, 1) != 1)
+	if (n == 0 || atomic_fetch_sub(&acc->refs, n) != n)
 		return;
 	eng_delete_ref(env, acc->on_event);
 	eo_unregister(acc);
@@ -1016,6 +1017,10 @@ static void acc_unref(napi_env env, struct js_side *js, struct acc_js *acc)
 void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 {
 	struct ev_args a = { .n = 0, .ok = true };
+	/* Engine-only connections this message reports (its lines; or, in 'accepted' and 'done',
+	 * one that became JS's): not counted as live from here (engine-only.c, quiet_live). */
+	if (m->quiet_ends > 0)
+		atomic_fetch_sub(&m->acc->quiet_live, m->quiet_ends);
 	ev_number(env, &a, m->kind);
 	switch (m->kind) {
 	case MSG_DONE:
@@ -1039,16 +1044,14 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 			ev_number(env, &a, m->ago_ms);
 		break;
 	}
-	case MSG_LINES: {
+	case MSG_LINES:
 		/* Access lines (a string, or undefined: none are written), how many engine-only
 		 * connections ended, and how many are still live (engine-only.c). */
-		uint64_t live = atomic_fetch_sub(&m->acc->quiet_live, m->quiet_ends) - m->quiet_ends;
 		if (a.ok)
 			ev_push(&a, m->data_len > 0 ? napi_create_string_utf8(env, m->data, m->data_len, &a.v[a.n]) : napi_get_undefined(env, &a.v[a.n]));
 		ev_number(env, &a, m->quiet_ends);
-		ev_number(env, &a, (double)live);
+		ev_number(env, &a, (double)atomic_load(&m->acc->quiet_live));
 		break;
-	}
 	case MSG_STOPPED:
 		ev_number(env, &a, (double)atomic_load(&m->acc->quiet_live)); /* engine-only ones still live */
 		break;
@@ -1102,15 +1105,12 @@ void acceptor_event(napi_env env, struct js_side *js, struct msg *m)
 		m->fd_down = m->fd_up = -1; /* JS's now, whatever its callback does with them */
 	if (a.ok && m->kind == MSG_DONE)
 		m->kept = false; /* a kept client fd (an exchange's) is JS's now */
-	if (m->kind == MSG_ACCEPTED || m->kind == MSG_DONE)
-		atomic_fetch_sub(&m->acc->quiet_live, m->quiet_ends); /* engine-only no more (eo_before_close, eo_end) */
 	if (a.ok)
 		eng_call_ref_args(env, m->acc->on_event, a.n, a.v);
-	if (m->kind == MSG_LINES)
-		for (uint32_t i = 1; i < m->quiet_ends; i++)
-			acc_unref(env, js, m->acc); /* the last below, after which acc may be gone */
-	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED || (m->kind == MSG_LINES && m->quiet_ends > 0))
-		acc_unref(env, js, m->acc);
+	if (m->kind == MSG_DONE || m->kind == MSG_STOPPED)
+		acc_unref(env, js, m->acc, 1);
+	else if (m->kind == MSG_LINES)
+		acc_unref(env, js, m->acc, (int)m->quiet_ends); /* one ref per connection it reports */
 	eng_msg_free(m);
 }
 

@@ -48,7 +48,9 @@ MPX_HIDDEN napi_value mpx_js_acceptor_abort_all(napi_env env, napi_callback_info
 MPX_HIDDEN napi_value mpx_js_acceptor_engine_only_live(napi_env env, napi_callback_info info);
 /* connectionCounter() → BigUint64Array(1) over g_conn_counter (use Atomics.add). */
 MPX_HIDDEN napi_value mpx_js_connection_counter(napi_env env, napi_callback_info info);
-/* acc_js of an acceptor by id (JS thread; acceptors whose JS side is still alive). */
+/* The list of acceptors' JS sides that acceptorAbortAll and acceptorEngineOnlyLive look an id
+ * up in, on the JS thread: joined at acceptorStart, left when the last message about the
+ * acceptor frees its JS side (acc_unref), so it also finds an acceptor stopped meanwhile. */
 MPX_HIDDEN void eo_register(struct acc_js *js);
 MPX_HIDDEN void eo_unregister(struct acc_js *js);
 

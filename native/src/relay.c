@@ -1258,8 +1258,6 @@ static void pump(struct engine_thread *t, struct relay *r, int d)
 }
 
 
-/* fd[SIDE_UP]'s first EPOLLOUT/EPOLLERR/EPOLLHUP edge since its connect(2): did it work? */
-
 /* TCP_IS_MPTCP is 0 on a fallen-back MPTCP socket (the msk passes the getsockopt to its TCP
  * subflow), so this says what the wire carries, like the JS dialer's isMptcpSocket(). Kernels
  * before 5.16 do not know it: MPTCP_INFO then. */
@@ -1279,6 +1277,7 @@ static bool upstream_is_mptcp(const struct relay *r, int fd)
 	return mpx_subflow_summary(fd, false, &sum, &e, &sc) == MPX_SUMMARY_OK;
 }
 
+/* fd[SIDE_UP]'s first EPOLLOUT/EPOLLERR/EPOLLHUP edge since its connect(2): did it work? */
 static void connect_done(struct engine_thread *t, struct relay *r, uint32_t ev)
 {
 	int fd = r->fd[SIDE_UP];
